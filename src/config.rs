@@ -1,0 +1,237 @@
+//! The one config tree (TOML), its defaults and its validation.
+//!
+//! `config/churnwatch.toml` is the documented copy of these defaults; a test
+//! keeps the two equal. Every section rejects unknown keys so a typo fails at
+//! start instead of silently running with a default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::rule::RuleSet;
+
+/// Everything churnwatch reads from its config file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Time handling and input limits of the engine.
+    pub engine: EngineConfig,
+    /// Dynamic ABC tiering.
+    pub tiers: TierConfig,
+    /// Trailing windows of the rolling counters.
+    pub windows: WindowConfig,
+    /// Churn rules and their per-tier limits.
+    pub rules: RuleSet,
+}
+
+/// How the engine treats time and what input it accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// How far the event-time watermark trails the largest event `ts` seen.
+    /// Events inside this lateness are held back and applied in `ts` order.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Events whose `ts` is further than this ahead of the newest time the
+    /// engine knows are rejected (`future_timestamp`), so one bad clock cannot
+    /// fire every customer's deadlines at once.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Largest accepted absolute purchase amount; larger is `bad_amount`.
+    pub max_amount: f64,
+    /// Largest accepted message, in bytes; larger is `too_large`.
+    pub max_event_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            allowed_lateness: Duration::ZERO,
+            max_future_skew: days(1),
+            max_amount: 1e9,
+            max_event_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Dynamic ABC tiers: shares of the customers with positive monetary.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierConfig {
+    /// Share of customers (by rank of monetary) in tier A, in percent.
+    pub a_percent: f64,
+    /// Share of customers in tier B, in percent, on top of A's.
+    pub b_percent: f64,
+    /// Trailing window of spend that ranks customers (monetary).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Engine time between two threshold recomputes.
+    #[serde(with = "humantime_serde")]
+    pub recompute_interval: Duration,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        Self {
+            a_percent: 5.0,
+            b_percent: 15.0,
+            window: days(365),
+            recompute_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Trailing windows of the frequency and rep-handoff counters.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Window of `frequency` (purchases counted).
+    #[serde(with = "humantime_serde")]
+    pub frequency: Duration,
+    /// Window of rep handoffs counted by `rep_turnover` (cause `handoffs`).
+    #[serde(with = "humantime_serde")]
+    pub handoffs: Duration,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            frequency: days(90),
+            handoffs: days(180),
+        }
+    }
+}
+
+pub(crate) const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+/// A config that cannot be used; each variant names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (unknown key,
+    /// wrong type); the parser's message names the key and line.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid config value `{key}`: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: shown,
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.tiers;
+        let pct_ok = |p: f64| p.is_finite() && (0.0..=100.0).contains(&p);
+        if !pct_ok(t.a_percent) || t.a_percent == 0.0 {
+            return invalid("tiers.a_percent", "must be > 0 and <= 100");
+        }
+        if !pct_ok(t.b_percent) {
+            return invalid("tiers.b_percent", "must be between 0 and 100");
+        }
+        if t.a_percent + t.b_percent > 100.0 {
+            return invalid(
+                "tiers.b_percent",
+                "tiers.a_percent + tiers.b_percent must not exceed 100",
+            );
+        }
+        let minute = Duration::from_secs(60);
+        for (key, d) in [
+            ("tiers.window", t.window),
+            ("windows.frequency", self.windows.frequency),
+            ("windows.handoffs", self.windows.handoffs),
+        ] {
+            if d < minute {
+                return invalid(key, "must be at least 1 minute");
+            }
+        }
+        if t.recompute_interval < Duration::from_secs(1) {
+            return invalid("tiers.recompute_interval", "must be at least 1 second");
+        }
+        let e = &self.engine;
+        if !(e.max_amount.is_finite() && e.max_amount > 0.0) {
+            return invalid("engine.max_amount", "must be a positive finite number");
+        }
+        if e.max_event_bytes < 64 {
+            return invalid("engine.max_event_bytes", "must be at least 64");
+        }
+        if self.rules.rep_turnover.handoff_threshold == 0 {
+            return invalid("rules.rep_turnover.handoff_threshold", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn invalid<T>(key: &'static str, why: &str) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        why: why.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_file_equals_builtin_defaults() {
+        let text = include_str!("../config/churnwatch.toml");
+        let parsed = Config::parse(text).expect("shipped config parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[tiers]\na_percnt = 5\n").unwrap_err();
+        assert!(err.to_string().contains("a_percnt"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_percentages_name_the_key() {
+        let err = Config::parse("[tiers]\na_percent = 60\nb_percent = 50\n").unwrap_err();
+        assert!(err.to_string().contains("tiers.b_percent"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_in_human_form() {
+        let c = Config::parse("[rules.purchase_recency]\nA = \"10d\"\n").unwrap();
+        assert_eq!(c.rules.purchase_recency.a, Some(days(10)));
+        assert_eq!(c.rules.purchase_recency.b, None, "an unlisted tier has the rule off");
+    }
+}

@@ -1,0 +1,243 @@
+//! Alerts: firing / resolved transitions of a check, their deterministic id
+//! and their JSON form (one object per line in replay, the Kafka value).
+//!
+//! The engine fills plain fields; the human `reason` sentence is written
+//! only when an alert is serialised, off the hot path.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use super::event::{CustomerKey, RepKey, Ts};
+use super::rule::{Check, Rule};
+use super::tier::Tier;
+
+/// Stable across reruns: a hash of customer, rule, cause and the firing's
+/// `at`, shared by an episode's firing and resolved alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AlertId(pub u128);
+
+impl AlertId {
+    pub fn new(customer: &str, check: Check, fired_at: Ts) -> Self {
+        let mut buf = Vec::with_capacity(customer.len() + 48);
+        buf.extend_from_slice(customer.as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(check.rule().as_str().as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(check.cause().map_or("", |c| c.as_str()).as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(&fired_at.0.to_le_bytes());
+        AlertId(xxhash_rust::xxh3::xxh3_128(&buf))
+    }
+}
+
+impl fmt::Display for AlertId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// What made the condition change; picks the wording of `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A deadline passed (absence rules).
+    Deadline,
+    /// An input event about this customer.
+    Event,
+    /// A roster event about the customer's rep.
+    Roster,
+    /// The customer's tier changed.
+    TierChange,
+    /// Old events left a rolling window.
+    WindowSlide,
+}
+
+/// How urgent a human should treat the alert: by the customer's tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub fn of(tier: Tier) -> Self {
+        match tier {
+            Tier::A => Severity::High,
+            Tier::B => Severity::Medium,
+            Tier::C => Severity::Low,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+}
+
+/// The customer's numbers at the alert's `at`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Signals {
+    pub recency_days: Option<f64>,
+    pub frequency_90d: u32,
+    pub monetary: f64,
+    pub days_since_contact: Option<f64>,
+    pub account_rep: Option<RepKey>,
+    pub rep_handoffs_180d: u32,
+    pub open_tickets: u32,
+    pub open_complaints: u32,
+    pub days_since_first_seen: f64,
+}
+
+/// The limit the check was measured against, for the reason sentence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// Absence limit of the tier, in days; `None` if the tier has the rule off.
+    Days(Option<f64>),
+    /// Handoff threshold and window length in days.
+    Handoffs { threshold: u32, window_days: f64 },
+    /// No numeric limit (departures).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub alert_id: AlertId,
+    pub status: Status,
+    pub check: Check,
+    pub customer_id: CustomerKey,
+    pub tier: Tier,
+    pub at: Ts,
+    pub trigger: Trigger,
+    pub limit: Limit,
+    pub signals: Signals,
+}
+
+impl Alert {
+    pub fn rule(&self) -> Rule {
+        self.check.rule()
+    }
+
+    pub fn severity(&self) -> Severity {
+        Severity::of(self.tier)
+    }
+
+    /// One human sentence with the numbers.
+    pub fn reason(&self) -> String {
+        let s = &self.signals;
+        let tier = self.tier.as_str();
+        let limit = match self.limit {
+            Limit::Days(Some(d)) => format!("tier {tier} limit {}", days(d)),
+            Limit::Days(None) => format!("tier {tier} has no limit"),
+            Limit::Handoffs { threshold, window_days } => {
+                format!("limit {threshold} in {} days", days(window_days))
+            }
+            Limit::None => format!("tier {tier}"),
+        };
+        let rep = s.account_rep.as_deref().unwrap_or("none");
+        match (self.check, self.status, self.trigger) {
+            (_, Status::Resolved, Trigger::TierChange) => {
+                format!("customer moved to tier {tier}, where the condition no longer holds ({limit})")
+            }
+            (Check::PurchaseRecency, Status::Firing, _) => match s.recency_days {
+                Some(d) => format!("no purchase for {} days ({limit})", days(d)),
+                None => format!(
+                    "no purchase in {} days since first seen ({limit})",
+                    days(s.days_since_first_seen)
+                ),
+            },
+            (Check::PurchaseRecency, Status::Resolved, _) => format!("customer purchased again ({limit})"),
+            (Check::ContactGap, Status::Firing, _) => match s.days_since_contact {
+                Some(d) => format!("no rep contact for {} days ({limit})", days(d)),
+                None => format!(
+                    "no rep contact in {} days since first seen ({limit})",
+                    days(s.days_since_first_seen)
+                ),
+            },
+            (Check::ContactGap, Status::Resolved, _) => format!("rep {rep} contacted the customer ({limit})"),
+            (Check::Departed, Status::Firing, _) => {
+                format!("account rep {rep} departed; the customer has no active rep ({limit})")
+            }
+            (Check::Departed, Status::Resolved, Trigger::Roster) => format!("account rep {rep} is active again"),
+            (Check::Departed, Status::Resolved, _) => format!("active rep {rep} now serves the customer"),
+            (Check::Handoffs, Status::Firing, _) => {
+                format!("{} rep changes in the handoff window ({limit})", s.rep_handoffs_180d)
+            }
+            (Check::Handoffs, Status::Resolved, _) => format!(
+                "rep changes in the handoff window fell to {} ({limit})",
+                s.rep_handoffs_180d
+            ),
+        }
+    }
+}
+
+/// Whole days print without decimals, others with one.
+fn days(d: f64) -> String {
+    let r = (d * 10.0).round() / 10.0;
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+impl Serialize for Alert {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(Some(10))?;
+        m.serialize_entry("alert_id", &self.alert_id.to_string())?;
+        m.serialize_entry("status", self.status.as_str())?;
+        m.serialize_entry("rule", self.rule().as_str())?;
+        m.serialize_entry("cause", &self.check.cause().map(|c| c.as_str()))?;
+        m.serialize_entry("customer_id", self.customer_id.as_str())?;
+        m.serialize_entry("tier", self.tier.as_str())?;
+        m.serialize_entry("at", &self.at)?;
+        m.serialize_entry("reason", &self.reason())?;
+        m.serialize_entry("signals", &self.signals)?;
+        m.serialize_entry("severity", self.severity().as_str())?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinguish_episodes() {
+        let a = AlertId::new("c1", Check::ContactGap, Ts(1000));
+        assert_eq!(a, AlertId::new("c1", Check::ContactGap, Ts(1000)));
+        assert_ne!(a, AlertId::new("c1", Check::ContactGap, Ts(1001)));
+        assert_ne!(a, AlertId::new("c1", Check::PurchaseRecency, Ts(1000)));
+        assert_ne!(
+            AlertId::new("c1", Check::Departed, Ts(1000)),
+            AlertId::new("c1", Check::Handoffs, Ts(1000))
+        );
+        assert_eq!(a.to_string().len(), 32);
+    }
+
+    #[test]
+    fn days_print_compactly() {
+        assert_eq!(days(30.0), "30");
+        assert_eq!(days(30.04), "30");
+        assert_eq!(days(31.26), "31.3");
+    }
+}

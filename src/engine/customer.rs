@@ -1,0 +1,183 @@
+//! Per-customer state: recency, rolling frequency / monetary / handoffs, the
+//! account rep, open tickets, tier and which checks are firing.
+//!
+//! Fixed-size plain data (no heap beyond an id longer than 24 bytes), so a
+//! customer costs the same whatever its history and copies straight into a
+//! snapshot.
+
+use super::event::{CustomerKey, Ts};
+use super::rep::RepIdx;
+use super::tier::Tier;
+use super::window::{Buckets, Rolling};
+use crate::config::Config;
+
+/// Monetary: 12 buckets (a month each with the default 365-day window).
+pub const MONETARY_BUCKETS: usize = 12;
+/// Frequency: 9 buckets (10 days each with the default 90-day window).
+pub const FREQUENCY_BUCKETS: usize = 9;
+/// Handoffs: 6 buckets (30 days each with the default 180-day window).
+pub const HANDOFF_BUCKETS: usize = 6;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    pub id: CustomerKey,
+    pub first_seen: Ts,
+    pub last_purchase: MaybeTs,
+    pub last_contact: MaybeTs,
+    /// The deadline this customer has in the timer queue, if any; owned by
+    /// the engine's timer bookkeeping.
+    pub pending: MaybeTs,
+    pub monetary: Rolling<f32, MONETARY_BUCKETS>,
+    pub frequency: Rolling<u16, FREQUENCY_BUCKETS>,
+    pub handoffs: Rolling<u8, HANDOFF_BUCKETS>,
+    /// Rep of the most recent call.
+    pub account_rep: MaybeRep,
+    pub open_tickets: u16,
+    pub open_complaints: u16,
+    /// Input partition the customer's events come from (0 in replay).
+    pub partition: u16,
+    pub tier: Tier,
+    /// One bit per [`super::rule::Check`] that is firing.
+    pub firing: u8,
+}
+
+/// An optional time in 8 bytes (`Option<Ts>` takes 16): `i64::MIN` is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeTs(i64);
+
+impl MaybeTs {
+    pub const NONE: MaybeTs = MaybeTs(i64::MIN);
+
+    pub fn some(t: Ts) -> Self {
+        MaybeTs(t.0.max(i64::MIN + 1))
+    }
+
+    pub fn get(self) -> Option<Ts> {
+        (self != Self::NONE).then_some(Ts(self.0))
+    }
+}
+
+/// An optional rep in 4 bytes: `u32::MAX` is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeRep(u32);
+
+impl MaybeRep {
+    pub const NONE: MaybeRep = MaybeRep(u32::MAX);
+
+    pub fn some(r: RepIdx) -> Self {
+        MaybeRep(r.0)
+    }
+
+    pub fn get(self) -> Option<RepIdx> {
+        (self != Self::NONE).then_some(RepIdx(self.0))
+    }
+}
+
+/// Bucket geometry of the three rolling windows.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    pub monetary: Buckets,
+    pub frequency: Buckets,
+    pub handoffs: Buckets,
+}
+
+impl Windows {
+    pub fn new(config: &Config) -> Self {
+        let ms = |d: std::time::Duration| d.as_millis() as i64;
+        Self {
+            monetary: Buckets::new(ms(config.tiers.window), MONETARY_BUCKETS),
+            frequency: Buckets::new(ms(config.windows.frequency), FREQUENCY_BUCKETS),
+            handoffs: Buckets::new(ms(config.windows.handoffs), HANDOFF_BUCKETS),
+        }
+    }
+}
+
+impl Customer {
+    pub fn new(id: CustomerKey, first_seen: Ts, partition: u16) -> Self {
+        Self {
+            id,
+            first_seen,
+            last_purchase: MaybeTs::NONE,
+            last_contact: MaybeTs::NONE,
+            pending: MaybeTs::NONE,
+            monetary: Rolling::default(),
+            frequency: Rolling::default(),
+            handoffs: Rolling::default(),
+            account_rep: MaybeRep::NONE,
+            open_tickets: 0,
+            open_complaints: 0,
+            partition,
+            tier: Tier::C,
+            firing: 0,
+        }
+    }
+
+    /// Monetary as ranked for tiers: the sum of the buckets kept, brought up
+    /// to date at each purchase and at each monetary bucket rollover.
+    pub fn monetary_total(&self) -> f64 {
+        self.monetary.total()
+    }
+
+    /// Applies a purchase or refund.
+    pub fn purchase(&mut self, ts: Ts, amount: f64, w: &Windows) {
+        self.monetary.add(w.monetary.index(ts.0), amount);
+        if amount >= 0.0 {
+            self.frequency.add(w.frequency.index(ts.0), 1.0);
+            self.last_purchase = MaybeTs::some(self.last_purchase.get().map_or(ts, |p| p.max(ts)));
+        }
+    }
+
+    /// Applies a call by `rep`. A call counts as a handoff when its rep
+    /// differs from the account rep; a call older than the last contact
+    /// changes neither the account rep nor the handoffs, since the engine
+    /// cannot tell which rep came before it.
+    pub fn call(&mut self, ts: Ts, rep: RepIdx, w: &Windows) {
+        if self.last_contact.get().is_some_and(|c| ts < c) {
+            return;
+        }
+        if self.account_rep.get().is_some_and(|r| r != rep) {
+            self.handoffs.add(w.handoffs.index(ts.0), 1.0);
+        }
+        self.account_rep = MaybeRep::some(rep);
+        self.last_contact = MaybeTs::some(ts);
+    }
+
+    pub fn is_firing(&self, bit: u8) -> bool {
+        self.firing & bit != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_stays_small() {
+        // The performance target is 200 resident bytes per customer at 10M;
+        // the record itself must leave room for map and index overhead.
+        assert!(std::mem::size_of::<Customer>() <= 160, "{}", std::mem::size_of::<Customer>());
+    }
+
+    #[test]
+    fn refunds_lower_monetary_but_are_not_purchases() {
+        let w = Windows::new(&Config::default());
+        let mut c = Customer::new("c".into(), Ts(0), 0);
+        c.purchase(Ts(1000), 100.0, &w);
+        c.purchase(Ts(2000), -40.0, &w);
+        assert_eq!(c.monetary_total(), 60.0);
+        assert_eq!(c.last_purchase.get(), Some(Ts(1000)));
+        assert_eq!(c.frequency.total(), 1.0);
+    }
+
+    #[test]
+    fn handoffs_count_rep_changes_only() {
+        let w = Windows::new(&Config::default());
+        let mut c = Customer::new("c".into(), Ts(0), 0);
+        for (t, rep) in [(1, 1), (2, 1), (3, 2), (4, 1), (5, 1)] {
+            c.call(Ts(t * 1000), RepIdx(rep), &w);
+        }
+        assert_eq!(c.handoffs.total(), 2.0);
+        c.call(Ts(500), RepIdx(9), &w);
+        assert_eq!(c.account_rep.get(), Some(RepIdx(1)), "a late call does not take over");
+    }
+}

@@ -1,0 +1,555 @@
+//! Input events: their types, the JSON decoder at the edge, and the reasons an
+//! input is rejected.
+//!
+//! Decoding borrows from the input bytes and produces an owned [`Event`]
+//! whose ids are inline strings (no heap for ids up to 24 bytes), so the hot
+//! path allocates nothing for well-formed input.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use compact_str::CompactString;
+use serde::Deserialize;
+
+/// Milliseconds since the Unix epoch, UTC. Engine time is only ever this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ts(pub i64);
+
+impl Ts {
+    pub const MIN: Ts = Ts(i64::MIN);
+    pub const MAX: Ts = Ts(i64::MAX);
+
+    /// Parses an RFC 3339 timestamp with offset.
+    pub fn parse_rfc3339(s: &str) -> Option<Ts> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| Ts(d.timestamp_millis()))
+    }
+
+    pub fn saturating_add(self, ms: i64) -> Ts {
+        Ts(self.0.saturating_add(ms))
+    }
+
+    /// Days from `earlier` to `self`, as a float.
+    pub fn days_since(self, earlier: Ts) -> f64 {
+        (self.0.saturating_sub(earlier.0)) as f64 / DAY_MS as f64
+    }
+}
+
+pub const DAY_MS: i64 = 86_400_000;
+
+impl fmt::Display for Ts {
+    /// RFC 3339 in UTC with `Z`; fractional seconds only when present.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match chrono::DateTime::from_timestamp_millis(self.0) {
+            Some(d) => f.write_str(&d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            None => write!(f, "{}ms", self.0),
+        }
+    }
+}
+
+impl serde::Serialize for Ts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A customer id as it appears on the wire.
+pub type CustomerKey = CompactString;
+/// A rep id as it appears on the wire.
+pub type RepKey = CompactString;
+
+/// Longest accepted id, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// One decoded, validated input event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub ts: Ts,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// Negative `amount` is a refund: it lowers monetary but is not a purchase
+    /// for recency or frequency.
+    Purchase {
+        customer: CustomerKey,
+        amount: f64,
+    },
+    Call {
+        customer: CustomerKey,
+        rep: RepKey,
+        channel: Channel,
+        direction: Direction,
+    },
+    /// `ticket` is a hash of the ticket id: the engine only needs identity.
+    Ticket {
+        customer: CustomerKey,
+        ticket: u64,
+        status: TicketStatus,
+        complaint: bool,
+    },
+    Roster {
+        rep: RepKey,
+        status: RepStatus,
+    },
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        match self.kind {
+            EventKind::Purchase { .. } => EventType::Purchase,
+            EventKind::Call { .. } => EventType::Call,
+            EventKind::Ticket { .. } => EventType::Ticket,
+            EventKind::Roster { .. } => EventType::Rep,
+        }
+    }
+
+    /// The customer the event concerns (roster events concern none).
+    pub fn customer(&self) -> Option<&CustomerKey> {
+        match &self.kind {
+            EventKind::Purchase { customer, .. }
+            | EventKind::Call { customer, .. }
+            | EventKind::Ticket { customer, .. } => Some(customer),
+            EventKind::Roster { .. } => None,
+        }
+    }
+}
+
+/// The `type` field, as a closed set (metric labels come from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Purchase,
+    Call,
+    Ticket,
+    Rep,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 4] = [Self::Purchase, Self::Call, Self::Ticket, Self::Rep];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Purchase => "purchase",
+            Self::Call => "call",
+            Self::Ticket => "ticket",
+            Self::Rep => "rep",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Visit,
+    Phone,
+    Email,
+    Chat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketStatus {
+    Opened,
+    Resolved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepStatus {
+    Active,
+    Departed,
+}
+
+/// Why an input was rejected. [`RejectReason::code`] is the stable
+/// identifier used as dead-letter reason, metric label and log field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RejectReason {
+    /// The message exceeds `engine.max_event_bytes`.
+    #[error("message is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// The bytes are not UTF-8, so cannot be JSON.
+    #[error("message is not valid UTF-8 (at byte {at})")]
+    InvalidUtf8 { at: usize },
+    /// Not a JSON object (syntax error, truncation, nesting too deep, ...).
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// A required field is absent (or null).
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    /// A field has the wrong JSON type or an unparseable value.
+    #[error("wrong type for field `{field}`: {detail}")]
+    WrongType { field: String, detail: String },
+    /// The same key appears twice in the object.
+    #[error("duplicate field `{0}`")]
+    DuplicateField(String),
+    /// `type` is not one of purchase, call, ticket, rep.
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    /// `ts` is not RFC 3339 with offset, or is before 1970.
+    #[error("bad timestamp `{0}`: expected RFC 3339 with offset, not before 1970")]
+    BadTimestamp(String),
+    /// `ts` is too far ahead of the engine's newest known time.
+    #[error("timestamp {ts} is more than {max_skew_secs}s ahead of engine time {now}")]
+    FutureTimestamp {
+        ts: Ts,
+        now: Ts,
+        max_skew_secs: u64,
+    },
+    /// `amount` is not finite or its absolute value exceeds `engine.max_amount`.
+    #[error("bad amount {amount}: must be finite with absolute value <= {limit}")]
+    BadAmount { amount: f64, limit: f64 },
+    /// An id is empty or longer than [`MAX_ID_CHARS`].
+    #[error("field `{field}` must be 1 to 128 characters, got {chars}")]
+    BadId { field: &'static str, chars: usize },
+    /// An enumerated field has a value outside its set.
+    #[error("field `{field}` has unknown value `{value}`")]
+    BadValue { field: &'static str, value: String },
+}
+
+impl RejectReason {
+    /// Every code, for pre-registering metric label values.
+    pub const CODES: [&'static str; 12] = [
+        "too_large",
+        "invalid_utf8",
+        "invalid_json",
+        "missing_field",
+        "wrong_type",
+        "duplicate_field",
+        "unknown_type",
+        "bad_timestamp",
+        "future_timestamp",
+        "bad_amount",
+        "bad_id",
+        "bad_value",
+    ];
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::InvalidUtf8 { .. } => "invalid_utf8",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::MissingField(_) => "missing_field",
+            Self::WrongType { .. } => "wrong_type",
+            Self::DuplicateField(_) => "duplicate_field",
+            Self::UnknownType(_) => "unknown_type",
+            Self::BadTimestamp(_) => "bad_timestamp",
+            Self::FutureTimestamp { .. } => "future_timestamp",
+            Self::BadAmount { .. } => "bad_amount",
+            Self::BadId { .. } => "bad_id",
+            Self::BadValue { .. } => "bad_value",
+        }
+    }
+}
+
+/// Limits the decoder enforces; taken from `[engine]`.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub max_amount: f64,
+    pub max_event_bytes: usize,
+}
+
+/// The wire form: every field optional so a missing one gets a precise
+/// reason, strings borrowed where the JSON has no escapes.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ts: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    customer_id: Option<Cow<'a, str>>,
+    amount: Option<f64>,
+    #[serde(borrow)]
+    rep_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    direction: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ticket_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// Decodes one message (one JSON object) into an event.
+pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason> {
+    if bytes.len() > limits.max_event_bytes {
+        return Err(RejectReason::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_event_bytes,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| RejectReason::InvalidUtf8 {
+        at: e.valid_up_to(),
+    })?;
+    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| json_reason(text, e))?;
+    let kind_name = wire.event_type.as_deref().ok_or(RejectReason::MissingField("type"))?;
+    let ts_text = wire.ts.as_deref().ok_or(RejectReason::MissingField("ts"))?;
+    let ts = match Ts::parse_rfc3339(ts_text) {
+        Some(ts) if ts.0 >= 0 => ts,
+        _ => return Err(RejectReason::BadTimestamp(shorten(ts_text))),
+    };
+    let kind = match kind_name {
+        "purchase" => {
+            let customer = id(&wire.customer_id, "customer_id")?;
+            let amount = wire.amount.ok_or(RejectReason::MissingField("amount"))?;
+            if !amount.is_finite() || amount.abs() > limits.max_amount {
+                return Err(RejectReason::BadAmount {
+                    amount,
+                    limit: limits.max_amount,
+                });
+            }
+            // -0.0 is not a refund: normalise so no sign leaks into sums.
+            let amount = if amount == 0.0 { 0.0 } else { amount };
+            EventKind::Purchase { customer, amount }
+        }
+        "call" => EventKind::Call {
+            customer: id(&wire.customer_id, "customer_id")?,
+            rep: id(&wire.rep_id, "rep_id")?,
+            channel: one_of(
+                &wire.channel,
+                "channel",
+                Channel::Phone,
+                &[
+                    ("visit", Channel::Visit),
+                    ("phone", Channel::Phone),
+                    ("email", Channel::Email),
+                    ("chat", Channel::Chat),
+                ],
+            )?,
+            direction: one_of(
+                &wire.direction,
+                "direction",
+                Direction::Outbound,
+                &[("outbound", Direction::Outbound), ("inbound", Direction::Inbound)],
+            )?,
+        },
+        "ticket" => {
+            let customer = id(&wire.customer_id, "customer_id")?;
+            let ticket = id(&wire.ticket_id, "ticket_id")?;
+            let status = required_one_of(
+                &wire.status,
+                "status",
+                &[("opened", TicketStatus::Opened), ("resolved", TicketStatus::Resolved)],
+            )?;
+            EventKind::Ticket {
+                customer,
+                ticket: xxhash_rust::xxh3::xxh3_64(ticket.as_bytes()),
+                status,
+                complaint: wire.kind.as_deref() == Some("complaint"),
+            }
+        }
+        "rep" => EventKind::Roster {
+            rep: id(&wire.rep_id, "rep_id")?,
+            status: required_one_of(
+                &wire.status,
+                "status",
+                &[("active", RepStatus::Active), ("departed", RepStatus::Departed)],
+            )?,
+        },
+        other => return Err(RejectReason::UnknownType(shorten(other))),
+    };
+    Ok(Event { ts, kind })
+}
+
+fn id(value: &Option<Cow<'_, str>>, field: &'static str) -> Result<CompactString, RejectReason> {
+    let s = value.as_deref().ok_or(RejectReason::MissingField(field))?;
+    if s.is_empty() {
+        return Err(RejectReason::BadId { field, chars: 0 });
+    }
+    // Bytes bound chars from above, so only long ids need counting.
+    if s.len() > MAX_ID_CHARS {
+        let chars = s.chars().count();
+        if chars > MAX_ID_CHARS {
+            return Err(RejectReason::BadId { field, chars });
+        }
+    }
+    Ok(CompactString::from(s))
+}
+
+fn one_of<T: Copy>(
+    value: &Option<Cow<'_, str>>,
+    field: &'static str,
+    default: T,
+    choices: &[(&str, T)],
+) -> Result<T, RejectReason> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some(v) => required_one_of(&Some(Cow::Borrowed(v)), field, choices),
+    }
+}
+
+fn required_one_of<T: Copy>(
+    value: &Option<Cow<'_, str>>,
+    field: &'static str,
+    choices: &[(&str, T)],
+) -> Result<T, RejectReason> {
+    let v = value.as_deref().ok_or(RejectReason::MissingField(field))?;
+    choices
+        .iter()
+        .find(|(name, _)| *name == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| RejectReason::BadValue {
+            field,
+            value: shorten(v),
+        })
+}
+
+/// Turns a serde_json error into a reason; cold path, so it may re-parse to
+/// learn which field was at fault.
+fn json_reason(text: &str, err: serde_json::Error) -> RejectReason {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Data => {
+            let msg = err.to_string();
+            if let Some(rest) = msg.strip_prefix("duplicate field `") {
+                let field = rest.split('`').next().unwrap_or_default();
+                return RejectReason::DuplicateField(field.to_string());
+            }
+            let mut de = serde_json::Deserializer::from_str(text);
+            let field = match serde_path_to_error::deserialize::<_, Wire<'_>>(&mut de) {
+                Err(e) => e.path().to_string(),
+                Ok(_) => String::from("?"),
+            };
+            RejectReason::WrongType { field, detail: msg }
+        }
+        Category::Io | Category::Syntax | Category::Eof => RejectReason::InvalidJson(err.to_string()),
+    }
+}
+
+/// Echoed input is cut so a huge field cannot bloat logs and dead letters.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DecodeLimits = DecodeLimits {
+        max_amount: 1e9,
+        max_event_bytes: 65536,
+    };
+
+    fn reject(s: &str) -> RejectReason {
+        decode(s.as_bytes(), LIMITS).unwrap_err()
+    }
+
+    #[test]
+    fn decodes_each_type_with_defaults() {
+        let p = decode(
+            br#"{"type":"purchase","ts":"2026-03-01T10:00:00+01:00","customer_id":"c1","amount":12.5,"extra":[1]}"#,
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(p.ts, Ts::parse_rfc3339("2026-03-01T09:00:00Z").unwrap());
+        assert_eq!(
+            p.kind,
+            EventKind::Purchase {
+                customer: "c1".into(),
+                amount: 12.5
+            }
+        );
+        let c = decode(
+            br#"{"type":"call","ts":"2026-03-01T10:00:00Z","customer_id":"c1","rep_id":"r1"}"#,
+            LIMITS,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.kind,
+            EventKind::Call {
+                channel: Channel::Phone,
+                direction: Direction::Outbound,
+                ..
+            }
+        ));
+        let t = decode(
+            br#"{"type":"ticket","ts":"2026-03-01T10:00:00Z","customer_id":"c1","ticket_id":"t","status":"opened","kind":"complaint"}"#,
+            LIMITS,
+        )
+        .unwrap();
+        assert!(matches!(t.kind, EventKind::Ticket { complaint: true, .. }));
+        let r = decode(br#"{"type":"rep","ts":"2026-03-01T10:00:00Z","rep_id":"r1","status":"departed"}"#, LIMITS).unwrap();
+        assert!(matches!(r.kind, EventKind::Roster { status: RepStatus::Departed, .. }));
+    }
+
+    #[test]
+    fn rejects_with_precise_codes() {
+        let cases = [
+            (r#"{"type":"purchase""#, "invalid_json"),
+            (r#"{"ts":"2026-03-01T10:00:00Z"}"#, "missing_field"),
+            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":"5"}"#, "wrong_type"),
+            (r#"{"type":"purchase","type":"call"}"#, "duplicate_field"),
+            (r#"{"type":"refund","ts":"2026-03-01T10:00:00Z"}"#, "unknown_type"),
+            (r#"{"type":"call","ts":"yesterday"}"#, "bad_timestamp"),
+            (r#"{"type":"call","ts":"1969-12-31T23:59:59Z"}"#, "bad_timestamp"),
+            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":1e300}"#, "bad_amount"),
+            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"","amount":1}"#, "bad_id"),
+            (r#"{"type":"call","ts":"2026-03-01T10:00:00Z","customer_id":"c","rep_id":"r","channel":"fax"}"#, "bad_value"),
+            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":NaN}"#, "invalid_json"),
+        ];
+        for (input, code) in cases {
+            assert_eq!(reject(input).code(), code, "{input}");
+        }
+        assert_eq!(decode(b"{\"type\":\"\xff\"}", LIMITS).unwrap_err().code(), "invalid_utf8");
+        let long = format!(
+            r#"{{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"{}","amount":1}}"#,
+            "é".repeat(129)
+        );
+        assert_eq!(
+            reject(&long),
+            RejectReason::BadId {
+                field: "customer_id",
+                chars: 129
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        match reject(r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":7,"amount":1}"#) {
+            RejectReason::WrongType { field, .. } => assert_eq!(field, "customer_id"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn negative_zero_is_a_zero_purchase() {
+        let e = decode(
+            br#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":-0.0}"#,
+            LIMITS,
+        )
+        .unwrap();
+        match e.kind {
+            EventKind::Purchase { amount, .. } => assert!(amount == 0.0 && amount.is_sign_positive()),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn escaped_ids_decode() {
+        let e = decode(
+            br#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c\u00e9","amount":1}"#,
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(e.customer().map(|c| c.as_str()), Some("cé"));
+    }
+
+    #[test]
+    fn timestamps_format_as_utc_z() {
+        assert_eq!(Ts::parse_rfc3339("2026-03-01T10:00:00+02:00").unwrap().to_string(), "2026-03-01T08:00:00Z");
+        assert_eq!(Ts(1_500).to_string(), "1970-01-01T00:00:01.500Z");
+    }
+}

@@ -1,0 +1,449 @@
+//! Engine scenarios on simulated time: exact alerts per rule.
+
+use proptest::prelude::*;
+
+use super::alert::{Alert, Status};
+use super::event::{DAY_MS, Ts, decode};
+use super::rule::Check;
+use super::tier::Tier;
+use super::watermark::Clock;
+use super::{Applied, Engine};
+use crate::config::Config;
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn day(d: f64) -> Ts {
+    Ts(T0 + (d * DAY_MS as f64) as i64)
+}
+
+struct Harness {
+    engine: Engine,
+    out: Vec<Alert>,
+}
+
+impl Harness {
+    fn new(config: &Config) -> Self {
+        Self {
+            engine: Engine::new(config, Clock::Event),
+            out: Vec::new(),
+        }
+    }
+
+    fn defaults() -> Self {
+        Self::new(&Config::default())
+    }
+
+    fn push(&mut self, json: &str) -> Result<Applied, super::RejectReason> {
+        let ev = decode(json.as_bytes(), self.engine.decode_limits())?;
+        self.engine.apply(ev, 0, &mut self.out)
+    }
+
+    fn purchase(&mut self, customer: &str, at: Ts, amount: f64) {
+        self.push(&format!(
+            r#"{{"type":"purchase","ts":"{at}","customer_id":"{customer}","amount":{amount}}}"#
+        ))
+        .unwrap();
+    }
+
+    fn call(&mut self, customer: &str, rep: &str, at: Ts) {
+        self.push(&format!(
+            r#"{{"type":"call","ts":"{at}","customer_id":"{customer}","rep_id":"{rep}"}}"#
+        ))
+        .unwrap();
+    }
+
+    fn roster(&mut self, rep: &str, status: &str, at: Ts) {
+        self.push(&format!(r#"{{"type":"rep","ts":"{at}","rep_id":"{rep}","status":"{status}"}}"#))
+            .unwrap();
+    }
+
+    fn until(&mut self, t: Ts) {
+        self.engine.advance_to(t, &mut self.out);
+    }
+
+    /// Drains alerts as (customer, check, status, at) tuples.
+    fn take(&mut self) -> Vec<(String, Check, Status, Ts)> {
+        self.out
+            .drain(..)
+            .map(|a| (a.customer_id.to_string(), a.check, a.status, a.at))
+            .collect()
+    }
+
+    fn tier(&self, customer: &str) -> Tier {
+        self.engine.store().customer(customer).unwrap().tier
+    }
+}
+
+fn fired(c: &str, check: Check, at: Ts) -> (String, Check, Status, Ts) {
+    (c.to_string(), check, Status::Firing, at)
+}
+
+fn resolved(c: &str, check: Check, at: Ts) -> (String, Check, Status, Ts) {
+    (c.to_string(), check, Status::Resolved, at)
+}
+
+/// A config where one tier's limits apply to everyone, for rule tests that
+/// should not depend on ranking.
+fn flat(recency_days: u64, contact_days: u64) -> Config {
+    let text = format!(
+        "[rules.purchase_recency]\nA = \"{recency_days}d\"\nB = \"{recency_days}d\"\nC = \"{recency_days}d\"\n\
+         [rules.contact_gap]\nA = \"{contact_days}d\"\nB = \"{contact_days}d\"\nC = \"{contact_days}d\"\n\
+         [rules.rep_turnover]\ntiers = []\n"
+    );
+    Config::parse(&text).unwrap()
+}
+
+/// One customer alone is the top 5%, so tier A once a recompute ran.
+fn lone_a_customer(h: &mut Harness, c: &str) {
+    h.purchase(c, day(0.0), 1000.0);
+    h.call(c, "r1", day(0.0));
+    h.until(day(0.1));
+    assert_eq!(h.tier(c), Tier::A);
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn purchase_recency_fires_at_the_deadline_not_when_noticed() {
+    let mut h = Harness::defaults();
+    lone_a_customer(&mut h, "c1");
+    h.call("c1", "r1", day(13.0));
+    h.call("c1", "r1", day(26.0));
+    h.until(day(45.0));
+    let alerts = h.take();
+    assert!(alerts.contains(&fired("c1", Check::PurchaseRecency, day(30.0))), "{alerts:?}");
+}
+
+#[test]
+fn exactly_at_the_limit_does_not_fire() {
+    let mut h = Harness::new(&flat(30, 1000));
+    h.purchase("c1", day(0.0), 10.0);
+    h.until(day(30.0));
+    assert!(h.take().is_empty(), "watermark at the deadline is not past it");
+    h.purchase("c1", day(30.0), 10.0);
+    h.until(day(59.0));
+    assert!(h.take().is_empty(), "a purchase exactly at the limit resets recency");
+    h.until(day(60.0) .saturating_add(1));
+    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(60.0))]);
+}
+
+#[test]
+fn purchase_recency_resolves_at_the_next_purchase_with_the_same_id() {
+    let mut h = Harness::new(&flat(30, 1000));
+    h.purchase("c1", day(0.0), 10.0);
+    h.purchase("c1", day(40.0), 10.0);
+    let alerts: Vec<Alert> = h.out.drain(..).collect();
+    assert_eq!(alerts.len(), 2);
+    assert_eq!((alerts[0].status, alerts[0].at), (Status::Firing, day(30.0)));
+    assert_eq!((alerts[1].status, alerts[1].at), (Status::Resolved, day(40.0)));
+    assert_eq!(alerts[0].alert_id, alerts[1].alert_id);
+    assert_eq!(alerts[0].reason(), "no purchase for 30 days (tier A limit 30)");
+}
+
+#[test]
+fn refunds_do_not_reset_recency() {
+    let mut h = Harness::new(&flat(30, 1000));
+    h.purchase("c1", day(0.0), 10.0);
+    h.purchase("c1", day(20.0), -5.0);
+    h.until(day(31.0));
+    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(30.0))]);
+}
+
+#[test]
+fn contact_gap_measures_from_first_seen_when_never_called() {
+    let mut h = Harness::new(&flat(1000, 14));
+    h.purchase("c1", day(0.0), 10.0);
+    h.until(day(20.0));
+    assert_eq!(h.take(), vec![fired("c1", Check::ContactGap, day(14.0))]);
+    h.call("c1", "r1", day(21.0));
+    assert_eq!(h.take(), vec![resolved("c1", Check::ContactGap, day(21.0))]);
+    h.until(day(35.0) .saturating_add(1));
+    assert_eq!(h.take(), vec![fired("c1", Check::ContactGap, day(35.0))]);
+}
+
+#[test]
+fn no_repeats_while_firing() {
+    let mut h = Harness::new(&flat(30, 1000));
+    h.purchase("c1", day(0.0), 10.0);
+    h.until(day(31.0));
+    assert_eq!(h.take().len(), 1);
+    h.push(&format!(
+        r#"{{"type":"ticket","ts":"{}","customer_id":"c1","ticket_id":"t1","status":"opened"}}"#,
+        day(40.0)
+    ))
+    .unwrap();
+    h.until(day(300.0));
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn tier_gating_uses_each_tiers_limit_and_c_has_none() {
+    let mut h = Harness::defaults();
+    // 20 customers: rank 1 is A, ranks 2-4 are B, the rest C.
+    for i in 0..20 {
+        let c = format!("c{i:02}");
+        h.purchase(&c, day(0.0), 1000.0 - i as f64);
+        h.call(&c, "r1", day(0.0));
+    }
+    h.until(day(0.1));
+    assert_eq!(h.tier("c00"), Tier::A);
+    assert_eq!(h.tier("c01"), Tier::B);
+    assert_eq!(h.tier("c03"), Tier::B);
+    assert_eq!(h.tier("c04"), Tier::C);
+    assert_eq!(h.engine.tier_counts(), [1, 3, 16]);
+    let calls_every = |h: &mut Harness, c: &str| {
+        for d in (10..=60).step_by(10) {
+            h.call(c, "r1", day(d as f64));
+        }
+    };
+    for i in 0..20 {
+        calls_every(&mut h, &format!("c{i:02}"));
+    }
+    h.until(day(61.0));
+    let alerts = h.take();
+    let recency: Vec<_> = alerts.iter().filter(|a| a.1 == Check::PurchaseRecency).collect();
+    assert!(recency.contains(&&fired("c00", Check::PurchaseRecency, day(30.0))));
+    for b in ["c01", "c02", "c03"] {
+        assert!(recency.contains(&&fired(b, Check::PurchaseRecency, day(45.0))), "{b}: {alerts:?}");
+    }
+    assert_eq!(recency.len(), 4, "tier C has the rule off: {alerts:?}");
+}
+
+#[test]
+fn moving_up_into_an_exceeded_limit_fires_at_the_recompute() {
+    let mut h = Harness::defaults();
+    // Ten customers: rank 1 is A, rank 2 is B, the rest C.
+    for i in 0..10 {
+        let c = format!("c{i}");
+        h.purchase(&c, day(0.0), 1000.0 - 100.0 * i as f64);
+        h.call(&c, "r1", day(0.0));
+    }
+    h.until(day(0.1));
+    assert_eq!((h.tier("c0"), h.tier("c1"), h.tier("c2")), (Tier::A, Tier::B, Tier::C));
+    h.call("c0", "r1", day(10.0));
+    h.call("c0", "r1", day(19.0));
+    // c1 has gone 20 days without contact: over A's 14, under B's 30.
+    h.push(&format!(
+        r#"{{"type":"purchase","ts":"{}","customer_id":"c0","amount":-950}}"#,
+        day(20.0)
+    ))
+    .unwrap();
+    assert_eq!(h.tier("c0"), Tier::C, "a refund re-tiers its customer at once");
+    assert!(h.take().is_empty());
+    // Day 20 is on the hour: its recompute runs right after the refund.
+    let recompute = day(20.0);
+    h.until(recompute.saturating_add(1));
+    assert_eq!(h.tier("c1"), Tier::A);
+    assert_eq!(h.take(), vec![fired("c1", Check::ContactGap, recompute)]);
+}
+
+#[test]
+fn a_purchase_that_moves_a_customer_up_is_a_tier_change_at_its_time() {
+    let mut h = Harness::defaults();
+    for i in 0..10 {
+        let c = format!("c{i}");
+        h.purchase(&c, day(0.0), 1000.0 - 100.0 * i as f64);
+        h.call(&c, "r1", day(0.0));
+    }
+    h.until(day(0.1));
+    assert_eq!(h.tier("c9"), Tier::C);
+    h.call("c0", "r1", day(10.0));
+    h.call("c1", "r1", day(10.0));
+    h.purchase("c9", day(20.0), 10_000.0);
+    assert_eq!(h.tier("c9"), Tier::A);
+    assert_eq!(h.take(), vec![fired("c9", Check::ContactGap, day(20.0))]);
+}
+
+#[test]
+fn moving_down_to_a_tier_without_the_rule_resolves_at_the_recompute() {
+    let mut h = Harness::defaults();
+    h.purchase("top", day(0.0), 100.0);
+    h.call("top", "r1", day(0.0));
+    h.until(day(0.1));
+    assert_eq!(h.tier("top"), Tier::A);
+    h.until(day(15.0));
+    assert_eq!(h.take(), vec![fired("top", Check::ContactGap, day(14.0))]);
+    // Twenty bigger customers push "top" down to C at the next recompute.
+    for i in 0..20 {
+        h.purchase(&format!("n{i:02}"), day(15.0), 1000.0 + i as f64);
+    }
+    // Day 15 is on the hour: its recompute runs after the events at day 15.
+    let recompute = day(15.0);
+    h.until(recompute.saturating_add(1));
+    assert_eq!(h.tier("top"), Tier::C);
+    let alerts = h.take();
+    assert!(alerts.contains(&resolved("top", Check::ContactGap, recompute)), "{alerts:?}");
+}
+
+#[test]
+fn departed_rep_alerts_a_and_b_customers_at_the_roster_time() {
+    let mut h = Harness::defaults();
+    for i in 0..20 {
+        let c = format!("c{i:02}");
+        h.purchase(&c, day(0.0), 1000.0 - i as f64);
+        h.call(&c, "r1", day(0.0));
+    }
+    h.until(day(0.1));
+    h.take();
+    h.roster("r1", "departed", day(1.0));
+    let mut alerts = h.take();
+    alerts.sort();
+    let expected: Vec<_> = ["c00", "c01", "c02", "c03"]
+        .iter()
+        .map(|c| fired(c, Check::Departed, day(1.0)))
+        .collect();
+    assert_eq!(alerts, expected, "only A and B customers");
+    h.call("c01", "r1", day(2.0));
+    assert!(h.take().is_empty(), "a call by the departed rep does not resolve");
+    h.call("c01", "r2", day(3.0));
+    assert_eq!(h.take(), vec![resolved("c01", Check::Departed, day(3.0))]);
+    h.roster("r1", "active", day(4.0));
+    let mut back = h.take();
+    back.sort();
+    assert_eq!(back.len(), 3, "the rep's return resolves the rest: {back:?}");
+}
+
+#[test]
+fn handoffs_fire_at_the_third_change_and_resolve_as_the_window_slides() {
+    let mut h = Harness::defaults();
+    lone_a_customer(&mut h, "c1");
+    h.purchase("c1", day(5.0), 10.0);
+    h.call("c1", "r2", day(5.0));
+    h.call("c1", "r3", day(6.0));
+    h.purchase("c1", day(6.0), 10.0);
+    assert!(h.take().is_empty());
+    h.call("c1", "r4", day(7.0));
+    assert_eq!(h.take(), vec![fired("c1", Check::Handoffs, day(7.0))]);
+    h.call("c1", "r4", day(8.0));
+    assert!(h.take().is_empty(), "no repeat while firing");
+    // Keep the customer otherwise healthy while the window slides.
+    for d in (10..=200).step_by(10) {
+        h.purchase("c1", day(d as f64), 10.0);
+        h.call("c1", "r4", day(d as f64));
+    }
+    let alerts = h.take();
+    let handoffs: Vec<_> = alerts.iter().filter(|a| a.1 == Check::Handoffs).collect();
+    assert_eq!(handoffs.len(), 1, "{alerts:?}");
+    let (_, _, status, at) = handoffs[0];
+    assert_eq!(*status, Status::Resolved);
+    // Handoff buckets are 30 days wide and epoch-aligned; the first handoff's
+    // bucket leaves the 6-bucket window at a bucket boundary ~180 days on.
+    let width = 30 * DAY_MS;
+    let first_bucket = day(5.0).0 / width;
+    assert_eq!(at.0, (first_bucket + 6) * width);
+}
+
+#[test]
+fn late_events_are_applied_counted_and_stamped_at_the_watermark() {
+    let mut h = Harness::new(&flat(30, 1000));
+    h.purchase("c1", day(0.0), 10.0);
+    h.purchase("c2", day(10.0), 10.0);
+    let late = h
+        .push(&format!(
+            r#"{{"type":"purchase","ts":"{}","customer_id":"c1","amount":5}}"#,
+            day(5.0)
+        ))
+        .unwrap();
+    assert_eq!(late, Applied::Late);
+    assert_eq!(h.engine.stats().late_events, 1);
+    assert_eq!(h.engine.store().customer("c1").unwrap().last_purchase.get(), Some(day(5.0)));
+    h.until(day(36.0));
+    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(35.0))]);
+}
+
+#[test]
+fn allowed_lateness_reorders_events_inside_it() {
+    let mut config = flat(30, 1000);
+    config.engine.allowed_lateness = std::time::Duration::from_secs(2 * 86_400);
+    let mut h = Harness::new(&config);
+    h.purchase("c1", day(0.0), 10.0);
+    h.purchase("c1", day(31.0), 10.0);
+    assert!(h.take().is_empty(), "held: the watermark is at day 29");
+    h.purchase("c1", day(29.5), 10.0);
+    h.until(day(100.0));
+    // Applied in ts order, no gap exceeded 30 days until after day 31; in
+    // arrival order day 0 → 31 would have fired at day 30.
+    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(61.0))]);
+    assert_eq!(h.engine.stats().late_events, 0);
+}
+
+#[test]
+fn far_future_events_are_rejected() {
+    let mut h = Harness::defaults();
+    h.engine.set_horizon(day(1.0));
+    h.purchase("c1", day(0.0), 10.0);
+    h.purchase("c1", day(2.0), 10.0);
+    let err = h
+        .push(&format!(
+            r#"{{"type":"purchase","ts":"{}","customer_id":"c1","amount":5}}"#,
+            day(2.1)
+        ))
+        .unwrap_err();
+    assert_eq!(err.code(), "future_timestamp");
+    assert_eq!(h.engine.watermark(), Some(day(2.0)), "a rejected event does not move time");
+}
+
+#[test]
+fn advancing_with_nothing_due_changes_nothing() {
+    let mut h = Harness::new(&flat(30, 1000));
+    h.purchase("c1", day(0.0), 10.0);
+    assert_eq!(h.engine.next_deadline(), Some(Ts((day(0.0).0 / 3_600_000 + 1) * 3_600_000)));
+    h.until(day(29.0));
+    assert!(h.take().is_empty());
+    assert_eq!(h.engine.pending_timers(), 1);
+}
+
+/// One customer's events for the model test: (day offset in hours, is_call).
+fn model_alerts(events: &[(i64, bool)], until: i64, limit_h: i64) -> Vec<(Check, Status, i64)> {
+    let mut out = Vec::new();
+    for (check, is_call) in [(Check::PurchaseRecency, false), (Check::ContactGap, true)] {
+        let mut base = events[0].0; // first seen
+        let mut firing = false;
+        for &(t, call) in events {
+            if call != is_call {
+                continue;
+            }
+            if t > base + limit_h {
+                out.push((check, Status::Firing, base + limit_h));
+                out.push((check, Status::Resolved, t));
+                firing = false;
+            }
+            base = base.max(t);
+        }
+        if !firing && until > base + limit_h {
+            out.push((check, Status::Firing, base + limit_h));
+        }
+    }
+    out.sort_by_key(|a| (a.2, a.0 as u8, a.1 as u8));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Firing order and `at` equal a brute-force model over the event list.
+    #[test]
+    fn absence_rules_match_a_brute_force_model(
+        gaps in proptest::collection::vec((0i64..60 * 24, any::<bool>()), 1..30),
+        tail in 0i64..60 * 24,
+    ) {
+        let hour = 3_600_000;
+        let mut h = Harness::new(&flat(10, 10));
+        let mut t = 0;
+        let mut events = Vec::new();
+        for (i, (gap, call)) in gaps.iter().enumerate() {
+            // Snap some gaps to exactly the limit to exercise the boundary.
+            t += if i % 5 == 0 { 10 * 24 } else { *gap };
+            events.push((t, *call));
+            let at = Ts(T0 + t * hour);
+            if *call { h.call("c", "r", at) } else { h.purchase("c", at, 1.0) }
+        }
+        let until = t + tail;
+        h.until(Ts(T0 + until * hour));
+        let got: Vec<(Check, Status, i64)> = h.out.iter().map(|a| (a.check, a.status, (a.at.0 - T0) / hour)).collect();
+        let mut sorted = got.clone();
+        sorted.sort_by_key(|a| (a.2, a.0 as u8, a.1 as u8));
+        let ats: Vec<i64> = got.iter().map(|a| a.2).collect();
+        prop_assert!(ats.windows(2).all(|w| w[0] <= w[1]), "emitted out of order: {got:?}");
+        prop_assert_eq!(sorted, model_alerts(&events, until, 10 * 24));
+    }
+}

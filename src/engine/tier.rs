@@ -1,0 +1,256 @@
+//! Dynamic ABC tiers: exact rank thresholds without sorting everyone.
+//!
+//! Customers with positive monetary sit in log-spaced bins (256 per power of
+//! two, so a bin spans 0.27% of value). A recompute walks the bins from the
+//! top to find the bin holding rank k, then selects exactly inside that one
+//! bin. Only customers between the old and new threshold can change tier, so
+//! only their bins are revisited. Cost per recompute: O(bins + boundary bins),
+//! not O(N log N).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub enum Tier {
+    A,
+    B,
+    #[default]
+    C,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::A, Tier::B, Tier::C];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::A => "A",
+            Tier::B => "B",
+            Tier::C => "C",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Monetary needed for A and B; `INFINITY` while nobody qualifies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Thresholds {
+    pub const NONE: Thresholds = Thresholds {
+        a: f64::INFINITY,
+        b: f64::INFINITY,
+    };
+
+    /// Ties at a boundary go up; zero or negative monetary is always C.
+    pub fn classify(&self, monetary: f64) -> Tier {
+        if monetary <= 0.0 {
+            Tier::C
+        } else if monetary >= self.a {
+            Tier::A
+        } else if monetary >= self.b {
+            Tier::B
+        } else {
+            Tier::C
+        }
+    }
+}
+
+const BINS_PER_OCTAVE: i64 = 256;
+const MIN_EXP: i64 = -20;
+const MAX_EXP: i64 = 40;
+const BIN_COUNT: usize = ((MAX_EXP - MIN_EXP) * BINS_PER_OCTAVE) as usize + 2;
+const NO_BIN: u16 = u16::MAX;
+
+fn bin_of(m: f64) -> u16 {
+    if m <= 0.0 || m.is_nan() {
+        return NO_BIN;
+    }
+    // Positive f64 bit patterns order like their values; exponent plus the
+    // top 8 mantissa bits give 256 equal-ratio steps per octave.
+    let bits = m.to_bits() as i64;
+    let exp = (bits >> 52) - 1023;
+    if exp < MIN_EXP {
+        return 0;
+    }
+    if exp >= MAX_EXP {
+        return (BIN_COUNT - 1) as u16;
+    }
+    let frac = (bits >> 44) & 0xff;
+    (1 + (exp - MIN_EXP) * BINS_PER_OCTAVE + frac) as u16
+}
+
+/// The monetary rank index. Keyed by the engine's compact customer index;
+/// the per-customer bin and position live here, not in the customer, so
+/// moving one customer never touches another's record.
+#[derive(Debug, Default)]
+pub struct TierIndex {
+    bins: Vec<Vec<u32>>,
+    bin: Vec<u16>,
+    pos: Vec<u32>,
+    positive: usize,
+    counts: [u64; 3],
+}
+
+impl TierIndex {
+    pub fn new() -> Self {
+        Self {
+            bins: vec![Vec::new(); BIN_COUNT],
+            ..Self::default()
+        }
+    }
+
+    /// Registers a new customer (monetary 0, tier C).
+    pub fn insert(&mut self, idx: u32) {
+        let i = idx as usize;
+        if self.bin.len() <= i {
+            self.bin.resize(i + 1, NO_BIN);
+            self.pos.resize(i + 1, 0);
+        }
+        self.bin[i] = NO_BIN;
+        self.counts[Tier::C.index()] += 1;
+    }
+
+    /// Forgets a customer that left this instance.
+    pub fn remove(&mut self, idx: u32, tier: Tier) {
+        self.place(idx, 0.0);
+        self.counts[tier.index()] -= 1;
+    }
+
+    /// Records a customer's monetary value.
+    pub fn place(&mut self, idx: u32, monetary: f64) {
+        let i = idx as usize;
+        let new = bin_of(monetary);
+        let old = self.bin[i];
+        if old == new {
+            return;
+        }
+        if old != NO_BIN {
+            let members = &mut self.bins[old as usize];
+            let p = self.pos[i] as usize;
+            members.swap_remove(p);
+            if let Some(&moved) = members.get(p) {
+                self.pos[moved as usize] = p as u32;
+            }
+            self.positive -= 1;
+        }
+        if new != NO_BIN {
+            let members = &mut self.bins[new as usize];
+            self.pos[i] = members.len() as u32;
+            members.push(idx);
+            self.positive += 1;
+        }
+        self.bin[i] = new;
+    }
+
+    /// Keeps the per-tier counts in step with a customer's tier change.
+    pub fn moved(&mut self, from: Tier, to: Tier) {
+        self.counts[from.index()] -= 1;
+        self.counts[to.index()] += 1;
+    }
+
+    pub fn counts(&self) -> [u64; 3] {
+        self.counts
+    }
+
+    /// Exact thresholds for the configured shares; `monetary` reads a
+    /// customer's current value (called only for boundary-bin members).
+    pub fn thresholds(&self, a_percent: f64, b_percent: f64, monetary: impl Fn(u32) -> f64) -> Thresholds {
+        let n = self.positive as f64;
+        let rank = |pct: f64| ((n * pct / 100.0) - 1e-9).ceil().max(0.0) as usize;
+        Thresholds {
+            a: self.value_at_rank(rank(a_percent), &monetary),
+            b: self.value_at_rank(rank(a_percent + b_percent), &monetary),
+        }
+    }
+
+    /// Monetary of the customer at 1-based rank `k`, descending.
+    fn value_at_rank(&self, k: usize, monetary: &impl Fn(u32) -> f64) -> f64 {
+        if k == 0 || k > self.positive {
+            return f64::INFINITY;
+        }
+        let mut above = 0;
+        for members in self.bins.iter().rev() {
+            if above + members.len() >= k {
+                let mut values: Vec<f64> = members.iter().map(|&i| monetary(i)).collect();
+                let nth = k - above - 1;
+                values.select_nth_unstable_by(nth, |x, y| y.total_cmp(x));
+                return values[nth];
+            }
+            above += members.len();
+        }
+        f64::INFINITY
+    }
+
+    /// Customers whose monetary lies in the closed range `[lo, hi]`, bin by
+    /// bin (callers filter exactly); the ones a threshold move can re-tier.
+    pub fn between(&self, lo: f64, hi: f64) -> impl Iterator<Item = u32> + '_ {
+        let range = if hi > 0.0 && lo <= hi {
+            let first = if lo <= 0.0 { 0 } else { bin_of(lo) as usize };
+            first..bin_of(hi) as usize + 1
+        } else {
+            0..0
+        };
+        self.bins[range].iter().flat_map(|m| m.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn thresholds_equal_a_full_sort(values in proptest::collection::vec(0.0f64..1e6, 0..300)) {
+            let mut idx = TierIndex::new();
+            for (i, v) in values.iter().enumerate() {
+                idx.insert(i as u32);
+                idx.place(i as u32, *v);
+            }
+            let got = idx.thresholds(5.0, 15.0, |i| values[i as usize]);
+            let mut sorted: Vec<f64> = values.iter().copied().filter(|v| *v > 0.0).collect();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let n = sorted.len();
+            let at = |k: usize| if k == 0 { f64::INFINITY } else { sorted[k - 1] };
+            prop_assert_eq!(got.a, at((n * 5).div_ceil(100)));
+            prop_assert_eq!(got.b, at((n * 20).div_ceil(100)));
+        }
+
+        #[test]
+        fn bins_are_monotone(a in 1e-9f64..1e15, b in 1e-9f64..1e15) {
+            if a <= b {
+                prop_assert!(bin_of(a) <= bin_of(b));
+            }
+        }
+    }
+
+    #[test]
+    fn ties_go_up_and_nonpositive_is_c() {
+        let t = Thresholds { a: 100.0, b: 50.0 };
+        assert_eq!(t.classify(100.0), Tier::A);
+        assert_eq!(t.classify(99.0), Tier::B);
+        assert_eq!(t.classify(50.0), Tier::B);
+        assert_eq!(t.classify(49.0), Tier::C);
+        assert_eq!(Thresholds { a: 0.0, b: 0.0 }.classify(0.0), Tier::C);
+    }
+
+    #[test]
+    fn moving_a_customer_keeps_positions_consistent() {
+        let mut idx = TierIndex::new();
+        for i in 0..4 {
+            idx.insert(i);
+            idx.place(i, 10.0);
+        }
+        idx.place(1, 1000.0);
+        idx.place(0, 0.0);
+        let mut in_range: Vec<u32> = idx.between(10.0, 10.0).collect();
+        in_range.sort();
+        assert_eq!(in_range, vec![2, 3]);
+        assert_eq!(idx.between(500.0, f64::INFINITY).collect::<Vec<_>>(), vec![1]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Engine time: the watermark, the due-timer queue and the reorder buffer
+//! for events inside the allowed lateness.
+//!
+//! Timers are plain data keyed by (deadline, customer): one entry per
+//! customer, the earliest of its checks, replaced when state moves it, so an
+//! advance pops only what is due.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
+use super::event::{Event, Ts};
+
+/// Where engine time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// The watermark follows event `ts` (replay; `run` with `engine.clock = "event"`).
+    Event,
+    /// The watermark follows the wall clock passed to `advance_to` (`run`).
+    #[default]
+    Wall,
+}
+
+/// The engine's notion of now.
+#[derive(Debug, Clone)]
+pub struct Watermark {
+    pub clock: Clock,
+    lateness_ms: i64,
+    /// Largest event `ts` seen (event clock only).
+    max_seen: Option<Ts>,
+    current: Option<Ts>,
+}
+
+impl Watermark {
+    pub fn new(clock: Clock, lateness_ms: i64) -> Self {
+        Self {
+            clock,
+            lateness_ms,
+            max_seen: None,
+            current: None,
+        }
+    }
+
+    pub fn current(&self) -> Option<Ts> {
+        self.current
+    }
+
+    pub fn lateness_ms(&self) -> i64 {
+        self.lateness_ms
+    }
+
+    /// The time future skew is measured from: the watermark under the wall
+    /// clock; under the event clock the caller's wall time (`horizon`),
+    /// because history may legitimately jump ahead of its own watermark by
+    /// more than any fixed skew (a quiet weekend, a sparse scenario file).
+    pub fn reference(&self, horizon: Option<Ts>) -> Option<Ts> {
+        match self.clock {
+            Clock::Event => horizon,
+            Clock::Wall => self.current,
+        }
+    }
+
+    /// Notes an event time; returns the watermark the event clock now
+    /// allows (unchanged under the wall clock).
+    pub fn observe(&mut self, ts: Ts) -> Option<Ts> {
+        match self.clock {
+            Clock::Event => {
+                let max = self.max_seen.map_or(ts, |m| m.max(ts));
+                self.max_seen = Some(max);
+                Some(Ts(max.0.saturating_sub(self.lateness_ms)))
+            }
+            Clock::Wall => self.current,
+        }
+    }
+
+    /// Moves the watermark forward (never back).
+    pub fn set(&mut self, t: Ts) {
+        self.current = Some(self.current.map_or(t, |c| c.max(t)));
+    }
+
+    pub fn is_late(&self, ts: Ts) -> bool {
+        self.current.is_some_and(|w| ts < w)
+    }
+
+    /// Restores the event-clock high mark (snapshots).
+    pub fn restore(&mut self, current: Option<Ts>, max_seen: Option<Ts>) {
+        self.current = current;
+        self.max_seen = max_seen;
+    }
+
+    pub fn max_seen(&self) -> Option<Ts> {
+        self.max_seen
+    }
+}
+
+/// Deadlines, one per customer, ordered by time then customer index (so
+/// equal deadlines fire in a deterministic order).
+#[derive(Debug, Default)]
+pub struct Timers {
+    queue: BTreeSet<(Ts, u32)>,
+}
+
+impl Timers {
+    /// Replaces a customer's entry `old` by `new`.
+    pub fn reschedule(&mut self, idx: u32, old: Option<Ts>, new: Option<Ts>) {
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            self.queue.remove(&(o, idx));
+        }
+        if let Some(n) = new {
+            self.queue.insert((n, idx));
+        }
+    }
+
+    pub fn first(&self) -> Option<(Ts, u32)> {
+        self.queue.first().copied()
+    }
+
+    pub fn pop_first(&mut self) -> Option<(Ts, u32)> {
+        self.queue.pop_first()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// An event held back until the watermark reaches its `ts`.
+#[derive(Debug)]
+pub struct Held {
+    pub ts: Ts,
+    pub seq: u64,
+    pub partition: u16,
+    pub event: Event,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts, self.seq) == (other.ts, other.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts, self.seq).cmp(&(other.ts, other.seq))
+    }
+}
+
+/// Events inside the allowed lateness, released in (`ts`, arrival) order.
+#[derive(Debug, Default)]
+pub struct Reorder {
+    heap: BinaryHeap<Reverse<Held>>,
+    seq: u64,
+}
+
+impl Reorder {
+    pub fn push(&mut self, event: Event, partition: u16) {
+        self.seq += 1;
+        self.heap.push(Reverse(Held {
+            ts: event.ts,
+            seq: self.seq,
+            partition,
+            event,
+        }));
+    }
+
+    pub fn first_ts(&self) -> Option<Ts> {
+        self.heap.peek().map(|h| h.0.ts)
+    }
+
+    pub fn pop(&mut self) -> Option<Held> {
+        self.heap.pop().map(|h| h.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+}

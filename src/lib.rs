@@ -1,0 +1,19 @@
+//! churnwatch: a streaming churn-alert engine.
+//!
+//! # Layout
+//! - [`engine`]: the pure core (events and time in, alerts out; no I/O, no clock).
+//!   - `event`: event types, JSON decoding at the edge, reject reasons.
+//!   - `customer`: per-customer RFM state in fixed memory.
+//!   - `window`: bucketed rolling counters.
+//!   - `store`: the sharded customer store handle.
+//!   - `tier`: dynamic ABC thresholds.
+//!   - `rep`: the rep roster.
+//!   - `rule`: rules, per-tier limits, conditions.
+//!   - `alert`: alerts, ids, JSON.
+//!   - `watermark`: engine time, due timers, reorder buffer.
+//! - [`config`]: the config tree, defaults and validation.
+//! - [`replay`]: runs the engine over JSON-lines files in event time.
+
+pub mod config;
+pub mod engine;
+pub mod replay;
