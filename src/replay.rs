@@ -1,1 +1,265 @@
-pub fn placeholder() {}
+//! `churnwatch replay`: the engine over JSON-lines files in event time.
+//!
+//! The same engine as `run`; only the source (files) and the clock (event
+//! time) differ, so a replay and a live run over the same events agree.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::config::Config;
+use crate::engine::alert::Alert;
+use crate::engine::event::{self, RejectReason, Ts};
+use crate::engine::watermark::Clock;
+use crate::engine::Engine;
+
+/// What to replay and where rejects go.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Files in order; `-` is standard input.
+    pub inputs: Vec<PathBuf>,
+    /// Advance the watermark to this time after the input, so due deadlines fire.
+    pub until: Option<Ts>,
+    /// JSON-lines file receiving every rejected line with its reason.
+    pub dead_letter: Option<PathBuf>,
+    /// Wall time bounding future skew (see `engine.max_future_skew`).
+    pub now: Ts,
+}
+
+/// Totals printed as the last line on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub applied: u64,
+    pub rejected: u64,
+    pub late: u64,
+    pub alerts: u64,
+    pub customers: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { self.applied as f64 / secs } else { 0.0 };
+        write!(
+            f,
+            "replay: {} events applied, {} rejected, {} late, {} alerts, {} customers, {:.3}s elapsed, {:.0} events/s",
+            self.applied, self.rejected, self.late, self.alerts, self.customers, secs, rate
+        )
+    }
+}
+
+/// A replay that could not run to the end (input rejects never are this).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// An input file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Input { path: String, source: io::Error },
+    /// Alerts could not be written (e.g. stdout closed).
+    #[error("cannot write alerts: {0}")]
+    Output(io::Error),
+    /// The dead-letter file could not be created or written.
+    #[error("cannot write dead letters to {path}: {source}")]
+    DeadLetter { path: String, source: io::Error },
+}
+
+/// Replays `options.inputs`; alerts go to `alerts` as JSON lines, one
+/// `file:line: reason` per reject to `diagnostics`.
+pub fn replay(
+    config: &Config,
+    options: &ReplayOptions,
+    alerts: &mut dyn Write,
+    diagnostics: &mut dyn Write,
+) -> Result<Summary, ReplayError> {
+    let started = Instant::now();
+    let mut engine = Engine::new(config, Clock::Event);
+    engine.set_horizon(options.now);
+    let mut dead = DeadLetters::open(options.dead_letter.as_deref())?;
+    let mut sink = AlertSink { out: alerts, count: 0 };
+    let mut summary = Summary::default();
+    let mut buffer = Vec::with_capacity(4096);
+    let mut pending: Vec<Alert> = Vec::new();
+    let limits = engine.decode_limits();
+    for path in &options.inputs {
+        let shown = path.display().to_string();
+        let input_err = |source| ReplayError::Input {
+            path: shown.clone(),
+            source,
+        };
+        let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(io::stdin().lock())
+        } else {
+            Box::new(BufReader::with_capacity(1 << 20, File::open(path).map_err(input_err)?))
+        };
+        let mut line_no = 0u64;
+        while let Some(size) = read_line_bounded(&mut reader, &mut buffer, limits.max_event_bytes).map_err(input_err)? {
+            line_no += 1;
+            let line = trim_line(&buffer);
+            if size == buffer.len() && line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let result = if size > buffer.len() {
+                Err(RejectReason::TooLarge {
+                    size,
+                    limit: limits.max_event_bytes,
+                })
+            } else {
+                event::decode(line, limits).and_then(|ev| engine.apply(ev, 0, &mut pending))
+            };
+            match result {
+                Ok(_) => summary.applied += 1,
+                Err(reason) => {
+                    summary.rejected += 1;
+                    // Diagnostics are best effort: a closed stderr must not stop the replay.
+                    let _ = writeln!(diagnostics, "{shown}:{line_no}: {reason}");
+                    dead.write(&shown, line_no, &reason, (size == buffer.len()).then_some(line))?;
+                }
+            }
+            sink.write_all(&mut pending)?;
+        }
+    }
+    if let Some(until) = options.until {
+        engine.advance_to(until, &mut pending);
+        sink.write_all(&mut pending)?;
+    }
+    sink.out.flush().map_err(ReplayError::Output)?;
+    dead.flush()?;
+    summary.late = engine.stats().late_events;
+    summary.alerts = sink.count;
+    summary.customers = engine.store().len();
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+struct AlertSink<'a> {
+    out: &'a mut dyn Write,
+    count: u64,
+}
+
+impl AlertSink<'_> {
+    fn write_all(&mut self, alerts: &mut Vec<Alert>) -> Result<(), ReplayError> {
+        for alert in alerts.drain(..) {
+            serde_json::to_writer(&mut *self.out, &alert).map_err(|e| ReplayError::Output(e.into()))?;
+            self.out.write_all(b"\n").map_err(ReplayError::Output)?;
+            self.count += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one line into `buf` keeping at most `max` bytes (plus the line
+/// end); returns the line's full length, so an over-long line is measured
+/// and skipped without being held in memory. `None` at end of input.
+fn read_line_bounded(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+    buf.clear();
+    let mut size = 0usize;
+    let mut seen_any = false;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(seen_any.then_some(size));
+        }
+        seen_any = true;
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let content = &chunk[..take];
+        let content_len = content.len() - usize::from(done);
+        if size + content_len <= max {
+            buf.extend_from_slice(&content[..content_len]);
+        }
+        size += content_len;
+        reader.consume(take);
+        if done {
+            if size > max {
+                buf.clear();
+            }
+            return Ok(Some(size));
+        }
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Rejected lines as JSON lines: source, line, reason code and message,
+/// and the original text (base64 when it is not UTF-8).
+struct DeadLetters {
+    file: Option<(String, io::BufWriter<File>)>,
+}
+
+impl DeadLetters {
+    fn open(path: Option<&Path>) -> Result<Self, ReplayError> {
+        let file = match path {
+            None => None,
+            Some(p) => {
+                let shown = p.display().to_string();
+                let f = File::create(p).map_err(|source| ReplayError::DeadLetter {
+                    path: shown.clone(),
+                    source,
+                })?;
+                Some((shown, io::BufWriter::new(f)))
+            }
+        };
+        Ok(Self { file })
+    }
+
+    fn write(&mut self, source: &str, line: u64, reason: &RejectReason, raw: Option<&[u8]>) -> Result<(), ReplayError> {
+        let Some((path, out)) = &mut self.file else {
+            return Ok(());
+        };
+        let (text, b64) = match raw.map(std::str::from_utf8) {
+            Some(Ok(s)) => (Some(s.to_string()), None),
+            Some(Err(_)) => (None, raw.map(|r| base64::engine::general_purpose::STANDARD.encode(r))),
+            None => (None, None),
+        };
+        let record = serde_json::json!({
+            "source": source,
+            "line": line,
+            "reason": reason.code(),
+            "detail": reason.to_string(),
+            "raw": text,
+            "raw_base64": b64,
+        });
+        let fail = |source: io::Error| ReplayError::DeadLetter {
+            path: path.clone(),
+            source,
+        };
+        serde_json::to_writer(&mut *out, &record).map_err(|e| fail(e.into()))?;
+        out.write_all(b"\n").map_err(fail)
+    }
+
+    fn flush(&mut self) -> Result<(), ReplayError> {
+        match &mut self.file {
+            Some((path, out)) => out.flush().map_err(|source| ReplayError::DeadLetter {
+                path: path.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_reader_measures_and_drops_long_lines() {
+        let data = b"short\r\n0123456789ABCDEF\nlast";
+        let mut r: &[u8] = data;
+        let mut buf = Vec::new();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), Some(6));
+        assert_eq!(trim_line(&buf), b"short");
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), Some(16));
+        assert!(buf.is_empty());
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), Some(4));
+        assert_eq!(buf, b"last");
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).unwrap(), None);
+    }
+}
