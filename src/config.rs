@@ -4,6 +4,7 @@
 //! keeps the two equal. Every section rejects unknown keys so a typo fails at
 //! start instead of silently running with a default.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct Config {
     pub windows: WindowConfig,
     /// Churn rules and their per-tier limits.
     pub rules: RuleSet,
+    /// Kafka topics, group and librdkafka pass-through (`run`, `demo`).
+    pub kafka: KafkaConfig,
 }
 
 /// How the engine treats time and what input it accepts.
@@ -42,6 +45,28 @@ pub struct EngineConfig {
     pub max_amount: f64,
     /// Largest accepted message, in bytes; larger is `too_large`.
     pub max_event_bytes: usize,
+    /// Time source of `run`: `wall` fires deadlines from the wall clock (a
+    /// silent customer is alerted with no events arriving); `event` makes
+    /// the watermark the minimum over assigned partitions of the largest
+    /// event time seen, so `run` equals `replay` over time-ordered input.
+    pub clock: RunClock,
+    /// Under the event clock, a partition that is caught up and has had no
+    /// message for this long no longer holds the watermark back.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often `run` moves engine time (wall clock) or re-reads partition
+    /// progress (event clock).
+    #[serde(with = "humantime_serde")]
+    pub tick_interval: Duration,
+}
+
+/// Where `run` takes time from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunClock {
+    #[default]
+    Wall,
+    Event,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +76,9 @@ impl Default for EngineConfig {
             max_future_skew: days(1),
             max_amount: 1e9,
             max_event_bytes: 64 * 1024,
+            clock: RunClock::Wall,
+            idle_timeout: Duration::from_secs(5),
+            tick_interval: Duration::from_millis(200),
         }
     }
 }
@@ -99,6 +127,44 @@ impl Default for WindowConfig {
         Self {
             frequency: days(90),
             handoffs: days(180),
+        }
+    }
+}
+
+/// `[kafka]`: where `run` reads and writes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`--brokers` overrides).
+    pub brokers: String,
+    /// Consumer group of all `run` instances that share the work.
+    pub group_id: String,
+    /// Co-partitioned input topics; any may carry any event type.
+    pub input_topics: Vec<String>,
+    /// Rep roster topic, read in full by every instance.
+    pub roster_topic: String,
+    /// Where alerts go, keyed by customer id.
+    pub alert_topic: String,
+    /// Where rejected messages go, with the reason in headers.
+    pub dead_letter_topic: String,
+    /// librdkafka consumer properties, passed through as they are (TLS,
+    /// SASL, timeouts). Values are never logged.
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka producer properties, passed through as they are.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            group_id: "churnwatch".into(),
+            input_topics: vec!["purchases".into(), "calls".into(), "tickets".into()],
+            roster_topic: "reps".into(),
+            alert_topic: "churn-alerts".into(),
+            dead_letter_topic: "churn-dead-letters".into(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
         }
     }
 }
@@ -190,6 +256,23 @@ impl Config {
         }
         if e.max_event_bytes < 64 {
             return invalid("engine.max_event_bytes", "must be at least 64");
+        }
+        if e.tick_interval < Duration::from_millis(10) {
+            return invalid("engine.tick_interval", "must be at least 10ms");
+        }
+        let k = &self.kafka;
+        if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.is_empty()) {
+            return invalid("kafka.input_topics", "must name at least one topic, none empty");
+        }
+        for (key, v) in [
+            ("kafka.group_id", &k.group_id),
+            ("kafka.roster_topic", &k.roster_topic),
+            ("kafka.alert_topic", &k.alert_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ] {
+            if v.is_empty() {
+                return invalid(key, "must not be empty");
+            }
         }
         if self.rules.rep_turnover.handoff_threshold == 0 {
             return invalid("rules.rep_turnover.handoff_threshold", "must be at least 1");

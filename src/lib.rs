@@ -13,7 +13,16 @@
 //!   - `watermark`: engine time, due timers, reorder buffer.
 //! - [`config`]: the config tree, defaults and validation.
 //! - [`replay`]: runs the engine over JSON-lines files in event time.
+//! - [`service`]: `run`, the engine inside the Kafka adapters.
+//! - [`generate`]: the deterministic synthetic population.
+//! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.
+//! - [`kafka`]: source (group consumer, roster reader), sinks, offset and
+//!   partition-progress bookkeeping.
 
 pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod generate;
+pub mod kafka;
 pub mod replay;
+pub mod service;

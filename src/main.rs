@@ -35,6 +35,57 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
+    /// Consume the input topics as one member of a consumer group.
+    Run {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Bootstrap servers, overriding `kafka.brokers`.
+        #[arg(long)]
+        brokers: Option<String>,
+    },
+    /// The whole pipeline on an in-process Kafka with a synthetic population.
+    Demo {
+        /// Seed of the synthetic population.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Number of customers.
+        #[arg(long, default_value_t = 3000)]
+        customers: usize,
+        /// Simulated days per wall-clock second.
+        #[arg(long, default_value_t = 5.0)]
+        speed: f64,
+        /// Stop after this long (e.g. `30s`); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Write a synthetic population as JSON lines, or produce it to Kafka.
+    Generate {
+        /// Number of customers.
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        /// Simulated days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Stop after this many events (whole days are not cut otherwise).
+        #[arg(long)]
+        max_events: Option<u64>,
+        /// Seed: the same seed gives the same events.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Day 0 (RFC 3339); default 2026-01-01T00:00:00Z.
+        #[arg(long, value_parser = parse_ts)]
+        start: Option<Ts>,
+        /// Output file (`-` for stdout, the default).
+        #[arg(long, default_value = "-")]
+        output: PathBuf,
+        /// Produce to this Kafka instead of writing lines (topics from the config).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Config file naming the topics (with --brokers).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn parse_ts(s: &str) -> Result<Ts, String> {
@@ -48,11 +99,40 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     }
 }
 
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -85,6 +165,80 @@ fn run(cli: Cli) -> Result<()> {
             let mut err = std::io::stderr();
             let summary = replay(&config, &options, &mut out, &mut err).context("replay failed")?;
             eprintln!("{summary}");
+            Ok(())
+        }
+        Command::Run { config, brokers } => {
+            let config = load_config(Some(&config))?;
+            let brokers = brokers.unwrap_or_else(|| config.kafka.brokers.clone());
+            let report = runtime()?
+                .block_on(churnwatch::service::run(&config, &brokers, Default::default(), shutdown_signal()))
+                .context("run failed")?;
+            eprintln!(
+                "run: {} events applied, {} rejected, {} alerts",
+                report.applied, report.rejected, report.alerts
+            );
+            Ok(())
+        }
+        Command::Demo {
+            seed,
+            customers,
+            speed,
+            duration,
+        } => {
+            let options = churnwatch::demo::DemoOptions {
+                seed,
+                customers,
+                speed,
+                start: Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap_or_default(),
+            };
+            let stop = async move {
+                match duration {
+                    Some(d) => tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = shutdown_signal() => {}
+                    },
+                    None => shutdown_signal().await,
+                }
+            };
+            let summary = runtime()?
+                .block_on(churnwatch::demo::run(options, |line| println!("{line}"), stop))
+                .context("demo failed")?;
+            println!(
+                "demo: {} simulated days, {} events produced, {} applied, {} rejected (dead-lettered), {} alerts: {:?}",
+                summary.simulated_days,
+                summary.events,
+                summary.report.applied,
+                summary.report.rejected,
+                summary.report.alerts,
+                summary.alerts
+            );
+            Ok(())
+        }
+        Command::Generate {
+            customers,
+            days,
+            max_events,
+            seed,
+            start,
+            output,
+            brokers,
+            config,
+        } => {
+            let config = load_config(config.as_ref())?;
+            let options = churnwatch::generate::PopulationOptions {
+                customers,
+                seed,
+                start: start.unwrap_or(Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap_or_default()),
+            };
+            let limit = max_events.unwrap_or(u64::MAX);
+            let written = match brokers {
+                Some(b) => runtime()?
+                    .block_on(churnwatch::generate::produce(&config.kafka, &b, options, days, limit))
+                    .context("producing the population")?,
+                None => churnwatch::generate::write(options, days, limit, &output)
+                    .with_context(|| format!("writing {}", output.display()))?,
+            };
+            eprintln!("generate: {written} events");
             Ok(())
         }
     }

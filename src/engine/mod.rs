@@ -244,6 +244,10 @@ impl Engine {
             return Ok(Applied::Late);
         }
         match (wm.clock, allowed) {
+            (Clock::Partitioned, _) => {
+                self.core.held.push(event, partition);
+                Ok(Applied::Held)
+            }
             (Clock::Event, Some(target)) if target < ts || !self.core.held.is_empty() => {
                 self.core.held.push(event, partition);
                 self.advance_to(target, out);
@@ -259,6 +263,34 @@ impl Engine {
                 Ok(Applied::Now)
             }
         }
+    }
+
+    /// Forgets every customer of input `partition` and its held events, for
+    /// a partition revoked in a rebalance (its new owner rebuilds them).
+    /// Returns how many customers were dropped. A scan: rebalances are rare.
+    pub fn evict_partition(&mut self, partition: u16) -> usize {
+        let inner = self.store.inner();
+        let mut gone: Vec<(u32, event::CustomerKey, tier::Tier, Option<Ts>)> = Vec::new();
+        inner.customers.retain(|&idx, c| {
+            let keep = c.partition != partition;
+            if !keep {
+                gone.push((idx, c.id.clone(), c.tier, c.pending.get()));
+            }
+            keep
+        });
+        for (idx, id, tier, pending) in &gone {
+            inner.ids.remove(id);
+            self.core.tiers.remove(*idx, *tier);
+            self.core.timers.reschedule(*idx, *pending, None);
+            for check in Check::ALL {
+                inner.episodes.remove(&(*idx, check));
+            }
+        }
+        let dropped: rustc_hash::FxHashSet<u32> = gone.iter().map(|g| g.0).collect();
+        self.core.tickets.retain(|(idx, _), _| !dropped.contains(idx));
+        self.core.held.retain(|h| h.partition != partition);
+        self.core.dirty = true;
+        gone.len()
     }
 
     /// Moves the watermark to `now`: fires every deadline < `now`, runs due

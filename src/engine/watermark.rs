@@ -19,6 +19,10 @@ pub enum Clock {
     /// The watermark follows the wall clock passed to `advance_to` (`run`).
     #[default]
     Wall,
+    /// The caller sets the watermark (the minimum over input partitions);
+    /// events are held until it reaches them, so they apply in `ts` order
+    /// across partitions (`run` with `engine.clock = "event"`).
+    Partitioned,
 }
 
 /// The engine's notion of now.
@@ -55,7 +59,7 @@ impl Watermark {
     /// more than any fixed skew (a quiet weekend, a sparse scenario file).
     pub fn reference(&self, horizon: Option<Ts>) -> Option<Ts> {
         match self.clock {
-            Clock::Event => horizon,
+            Clock::Event | Clock::Partitioned => horizon,
             Clock::Wall => self.current,
         }
     }
@@ -69,7 +73,7 @@ impl Watermark {
                 self.max_seen = Some(max);
                 Some(Ts(max.0.saturating_sub(self.lateness_ms)))
             }
-            Clock::Wall => self.current,
+            Clock::Wall | Clock::Partitioned => self.current,
         }
     }
 
@@ -189,5 +193,9 @@ impl Reorder {
 
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    pub fn retain(&mut self, keep: impl Fn(&Held) -> bool) {
+        self.heap.retain(|h| keep(&h.0));
     }
 }

@@ -1,0 +1,366 @@
+//! A synthetic customer population, deterministic for a seed: spend that
+//! follows a Pareto curve (so tiers mean something), purchase and contact
+//! rhythms, customers who slip away, reps who leave and reps who keep
+//! changing, tickets. One generator serves `generate`, `demo` and the
+//! benchmarks.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::KafkaConfig;
+use crate::engine::event::{DAY_MS, EventType, Ts};
+
+/// What to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct PopulationOptions {
+    pub customers: usize,
+    pub seed: u64,
+    /// Time of day 0, 00:00.
+    pub start: Ts,
+}
+
+#[derive(Debug, Clone)]
+struct Profile {
+    spend: f64,
+    purchase_every: f64,
+    call_every: f64,
+    rep: u32,
+    /// Day from which the customer stops buying (slipping away).
+    stops_buying: Option<u32>,
+    /// Day from which nobody calls the customer.
+    stops_calls: Option<u32>,
+    /// Probability that a call comes from another rep than the account rep.
+    rep_churn: f64,
+    /// Day on which a customer orphaned by a departed rep gets a new one.
+    reassigned_on: Option<u32>,
+    next_ticket: u32,
+}
+
+/// One generated event: its time, type, routing key and JSON line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub ts: Ts,
+    pub kind: EventType,
+    pub key: String,
+    pub line: String,
+}
+
+pub struct Population {
+    rng: ChaCha8Rng,
+    start: Ts,
+    day: u32,
+    customers: Vec<Profile>,
+    reps: Vec<bool>,
+    /// Tickets to resolve: (day, customer, ticket number).
+    open_tickets: Vec<(u32, u32, u32)>,
+}
+
+impl Population {
+    pub fn new(options: PopulationOptions) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        let reps = (options.customers / 40).max(3);
+        let customers = (0..options.customers)
+            .map(|_| {
+                let u: f64 = rng.random_range(0.0001..1.0);
+                let spend = (50.0 * u.powf(-1.0 / 1.16)).min(1e6);
+                Profile {
+                    spend,
+                    purchase_every: rng.random_range(3.0..30.0),
+                    call_every: rng.random_range(4.0..20.0),
+                    rep: rng.random_range(0..reps as u32),
+                    stops_buying: rng.random_bool(0.08).then(|| rng.random_range(20..200)),
+                    stops_calls: rng.random_bool(0.05).then(|| rng.random_range(20..200)),
+                    rep_churn: if rng.random_bool(0.03) { 0.5 } else { 0.01 },
+                    reassigned_on: None,
+                    next_ticket: 0,
+                }
+            })
+            .collect();
+        Self {
+            rng,
+            start: options.start,
+            day: 0,
+            customers,
+            reps: vec![false; reps],
+            open_tickets: Vec::new(),
+        }
+    }
+
+    pub fn day(&self) -> u32 {
+        self.day
+    }
+
+    /// Appends the next day's events to `out`, in time order.
+    pub fn next_day(&mut self, out: &mut Vec<Generated>) {
+        let first = out.len();
+        let day = self.day;
+        let day_start = self.start.0 + day as i64 * DAY_MS;
+        let reps = self.reps.len() as u32;
+        if self.rng.random_bool(0.03) {
+            let r = self.rng.random_range(0..reps);
+            if !self.reps[r as usize] {
+                self.reps[r as usize] = true;
+                let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
+                out.push(Generated {
+                    ts,
+                    kind: EventType::Rep,
+                    key: rep_id(r),
+                    line: format!(r#"{{"type":"rep","ts":"{ts}","rep_id":"{}","status":"departed"}}"#, rep_id(r)),
+                });
+            }
+        }
+        for i in 0..self.customers.len() {
+            let id = customer_id(i);
+            let p = &mut self.customers[i];
+            if self.reps[p.rep as usize] {
+                match p.reassigned_on {
+                    None => p.reassigned_on = Some(day + self.rng.random_range(2..25)),
+                    Some(d) if d <= day => {
+                        p.rep = self.rng.random_range(0..reps);
+                        p.reassigned_on = None;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let buying = p.stops_buying.is_none_or(|d| day < d);
+            if buying && self.rng.random_bool((1.0 / p.purchase_every).min(1.0)) {
+                let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
+                let refund = self.rng.random_bool(0.01);
+                let amount = p.spend / 12.0 * self.rng.random_range(0.5..1.5) * if refund { -0.5 } else { 1.0 };
+                out.push(Generated {
+                    ts,
+                    kind: EventType::Purchase,
+                    key: id.clone(),
+                    line: format!(
+                        r#"{{"type":"purchase","ts":"{ts}","customer_id":"{id}","amount":{amount:.2},"currency":"EUR"}}"#
+                    ),
+                });
+            }
+            let called = p.stops_calls.is_none_or(|d| day < d) && !self.reps[p.rep as usize];
+            if called && self.rng.random_bool((1.0 / p.call_every).min(1.0)) {
+                let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
+                let rep = if self.rng.random_bool(p.rep_churn) {
+                    self.rng.random_range(0..reps)
+                } else {
+                    p.rep
+                };
+                let channel = ["visit", "phone", "email", "chat"][self.rng.random_range(0..4)];
+                out.push(Generated {
+                    ts,
+                    kind: EventType::Call,
+                    key: id.clone(),
+                    line: format!(
+                        r#"{{"type":"call","ts":"{ts}","customer_id":"{id}","rep_id":"{}","channel":"{channel}"}}"#,
+                        rep_id(rep)
+                    ),
+                });
+            }
+            if self.rng.random_bool(0.004) {
+                let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
+                p.next_ticket += 1;
+                let kind = if self.rng.random_bool(0.3) { "complaint" } else { "support" };
+                out.push(Generated {
+                    ts,
+                    kind: EventType::Ticket,
+                    key: id.clone(),
+                    line: format!(
+                        r#"{{"type":"ticket","ts":"{ts}","customer_id":"{id}","ticket_id":"{id}-T{}","status":"opened","kind":"{kind}"}}"#,
+                        p.next_ticket
+                    ),
+                });
+                self.open_tickets.push((day + self.rng.random_range(1..15), i as u32, p.next_ticket));
+            }
+        }
+        let mut still_open = Vec::with_capacity(self.open_tickets.len());
+        for (due, c, t) in std::mem::take(&mut self.open_tickets) {
+            if due == day {
+                let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
+                let id = customer_id(c as usize);
+                out.push(Generated {
+                    ts,
+                    kind: EventType::Ticket,
+                    key: id.clone(),
+                    line: format!(
+                        r#"{{"type":"ticket","ts":"{ts}","customer_id":"{id}","ticket_id":"{id}-T{t}","status":"resolved"}}"#
+                    ),
+                });
+            } else {
+                still_open.push((due, c, t));
+            }
+        }
+        self.open_tickets = still_open;
+        out[first..].sort_by_key(|g| g.ts);
+        self.day += 1;
+    }
+}
+
+/// Writes `days` days (at most `limit` events) as JSON lines; `-` is stdout.
+pub fn write(options: PopulationOptions, days: u32, limit: u64, path: &Path) -> io::Result<u64> {
+    let out: Box<dyn Write> = if path.as_os_str() == "-" {
+        Box::new(io::stdout().lock())
+    } else {
+        Box::new(File::create(path)?)
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let mut population = Population::new(options);
+    let mut batch = Vec::new();
+    let mut written = 0u64;
+    while population.day() < days && written < limit {
+        batch.clear();
+        population.next_day(&mut batch);
+        for g in batch.iter().take((limit - written) as usize) {
+            out.write_all(g.line.as_bytes())?;
+            out.write_all(b"\n")?;
+            written += 1;
+        }
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+/// Produces `days` days to Kafka: purchases, calls and tickets to the input
+/// topic of that name (else the first input topic), roster events to the
+/// roster topic; keyed by customer id (rep id for roster events).
+pub async fn produce(
+    config: &KafkaConfig,
+    brokers: &str,
+    options: PopulationOptions,
+    days: u32,
+    limit: u64,
+) -> Result<u64, KafkaError> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("enable.idempotence", "true")
+        .create()?;
+    let mut publisher = Publisher::new(producer);
+    let mut population = Population::new(options);
+    let mut batch = Vec::new();
+    let mut written = 0u64;
+    while population.day() < days && written < limit {
+        batch.clear();
+        population.next_day(&mut batch);
+        for g in batch.iter().take((limit - written) as usize) {
+            publisher.send(topic_for(config, g.kind), g.key.as_bytes(), g.line.as_bytes()).await?;
+            written += 1;
+        }
+    }
+    publisher.flush().await?;
+    Ok(written)
+}
+
+/// Pipelined producing: records are queued without waiting for each
+/// delivery; a full queue waits for the oldest.
+pub struct Publisher {
+    producer: FutureProducer,
+    pending: VecDeque<DeliveryFuture>,
+}
+
+impl Publisher {
+    pub fn new(producer: FutureProducer) -> Self {
+        Self {
+            producer,
+            pending: VecDeque::new(),
+        }
+    }
+
+    pub async fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
+        loop {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.pending.push_back(delivery);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => match self.pending.pop_front() {
+                    Some(d) => confirm(d).await?,
+                    None => tokio::task::yield_now().await,
+                },
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits for every queued delivery.
+    pub async fn flush(&mut self) -> Result<(), KafkaError> {
+        while let Some(d) = self.pending.pop_front() {
+            confirm(d).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn confirm(delivery: DeliveryFuture) -> Result<(), KafkaError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+/// The topic a generated event goes to.
+pub fn topic_for(config: &KafkaConfig, kind: EventType) -> &str {
+    let inputs = &config.input_topics;
+    let wanted = match kind {
+        EventType::Purchase => "purchases",
+        EventType::Call => "calls",
+        EventType::Ticket => "tickets",
+        EventType::Rep => return &config.roster_topic,
+    };
+    inputs.iter().find(|t| *t == wanted).unwrap_or(&inputs[0])
+}
+
+fn customer_id(i: usize) -> String {
+    format!("C{i:07}")
+}
+
+fn rep_id(r: u32) -> String {
+    format!("R{r:04}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::event::{DecodeLimits, decode};
+
+    fn days(seed: u64, n: u32) -> Vec<Generated> {
+        let mut p = Population::new(PopulationOptions {
+            customers: 300,
+            seed,
+            start: Ts(1_767_225_600_000),
+        });
+        let mut out = Vec::new();
+        for _ in 0..n {
+            p.next_day(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn same_seed_same_events_in_time_order_and_all_valid() {
+        let a = days(7, 30);
+        assert_eq!(a, days(7, 30));
+        assert_ne!(a, days(8, 30));
+        assert!(a.windows(2).all(|w| w[0].ts <= w[1].ts));
+        let limits = DecodeLimits {
+            max_amount: 1e9,
+            max_event_bytes: 65536,
+        };
+        for g in &a {
+            let e = decode(g.line.as_bytes(), limits).unwrap();
+            assert_eq!(e.ts, g.ts);
+            assert_eq!(e.event_type(), g.kind);
+        }
+        for kind in [EventType::Purchase, EventType::Call, EventType::Ticket] {
+            assert!(a.iter().any(|g| g.kind == kind), "{kind:?} generated");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The event-clock watermark over input partitions: the minimum of each
+//! partition's largest event time, skipping partitions that are caught up
+//! and idle (else one quiet partition would stop time for all).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::offsets::TopicPartition;
+use crate::engine::event::Ts;
+
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    max_ts: Option<Ts>,
+    last_message: Instant,
+    /// Next offset to read; compared with the high watermark.
+    next_offset: i64,
+    caught_up: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    parts: BTreeMap<TopicPartition, Part>,
+}
+
+impl Progress {
+    pub fn assign(&mut self, tp: TopicPartition, now: Instant) {
+        self.parts.entry(tp).or_insert(Part {
+            max_ts: None,
+            last_message: now,
+            next_offset: 0,
+            caught_up: false,
+        });
+    }
+
+    pub fn revoke(&mut self, tp: &TopicPartition) {
+        self.parts.remove(tp);
+    }
+
+    /// Notes a message (valid or not: it proves the partition moves).
+    pub fn observe(&mut self, tp: &TopicPartition, offset: i64, ts: Option<Ts>, now: Instant) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            if let Some(ts) = ts {
+                p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
+            }
+            p.last_message = now;
+            p.next_offset = offset + 1;
+            p.caught_up = false;
+        }
+    }
+
+    /// Partitions idle for `idle` whose high watermark should be checked.
+    pub fn idle(&self, now: Instant, idle: Duration) -> Vec<TopicPartition> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| !p.caught_up && now.duration_since(p.last_message) >= idle)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Records the partition's high watermark (next offset to be written).
+    pub fn high_watermark(&mut self, tp: &TopicPartition, high: i64) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            p.caught_up = p.next_offset >= high;
+        }
+    }
+
+    /// The watermark the partitions allow, if any.
+    pub fn watermark(&self, now: Instant, idle: Duration) -> Option<Ts> {
+        let holding = |p: &Part| !(p.caught_up && now.duration_since(p.last_message) >= idle);
+        let mut active = self.parts.values().filter(|p| holding(p)).peekable();
+        if active.peek().is_none() {
+            return self.parts.values().filter_map(|p| p.max_ts).max();
+        }
+        let mut min: Option<Ts> = None;
+        for p in active {
+            let ts = p.max_ts?;
+            min = Some(min.map_or(ts, |m| m.min(ts)));
+        }
+        min
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimum_over_partitions_skipping_idle_caught_up_ones() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(5);
+        let a = ("in".to_string(), 0);
+        let b = ("in".to_string(), 1);
+        let mut p = Progress::default();
+        p.assign(a.clone(), t0);
+        p.assign(b.clone(), t0);
+        p.observe(&a, 0, Some(Ts(100)), t0);
+        assert_eq!(p.watermark(t0, idle), None, "b has told nothing yet");
+        p.observe(&b, 0, Some(Ts(40)), t0);
+        assert_eq!(p.watermark(t0, idle), Some(Ts(40)));
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(p.watermark(later, idle), Some(Ts(40)), "idle but not known caught up");
+        assert_eq!(p.idle(later, idle).len(), 2);
+        p.high_watermark(&b, 1);
+        assert_eq!(p.watermark(later, idle), Some(Ts(100)), "b is caught up and idle");
+        p.high_watermark(&a, 1);
+        assert_eq!(p.watermark(later, idle), Some(Ts(100)), "all idle: the largest time seen");
+        p.observe(&b, 1, Some(Ts(60)), later);
+        // a stays skipped; b moves again and alone holds time (the engine
+        // itself never moves its watermark back).
+        assert_eq!(p.watermark(later, idle), Some(Ts(60)));
+    }
+}

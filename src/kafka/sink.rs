@@ -1,0 +1,150 @@
+//! Producers for the alert and dead-letter topics. The delivery futures are
+//! the acknowledgements the offset store waits for; a failed delivery is
+//! sent again (same key, payload and headers) until it succeeds or the
+//! service stops, so an alert is never dropped by a broker outage.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::alert::Alert;
+use crate::engine::event::RejectReason;
+
+/// One record on its way to the broker, kept so it can be sent again.
+pub struct Outgoing {
+    topic: String,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    delivery: Option<DeliveryFuture>,
+}
+
+/// Where a rejected message came from.
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The service stopped before the broker acknowledged the record.
+    #[error("stopped before {topic} acknowledged a record")]
+    Cancelled { topic: String },
+}
+
+#[derive(Clone)]
+pub struct Sink {
+    producer: FutureProducer,
+    alert_topic: String,
+    dead_letter_topic: String,
+}
+
+impl Sink {
+    pub fn new(producer: FutureProducer, alert_topic: String, dead_letter_topic: String) -> Self {
+        Self {
+            producer,
+            alert_topic,
+            dead_letter_topic,
+        }
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Queues an alert (the replay JSON), keyed by customer id.
+    pub async fn alert(&self, alert: &Alert) -> Outgoing {
+        let payload = serde_json::to_vec(alert).unwrap_or_default();
+        let out = Outgoing {
+            topic: self.alert_topic.clone(),
+            key: alert.customer_id.as_bytes().to_vec(),
+            payload,
+            headers: None,
+            delivery: None,
+        };
+        self.enqueue(out).await
+    }
+
+    /// Queues a rejected message: original bytes, reason and source in headers.
+    pub async fn dead_letter(&self, source: &Source<'_>, reason: &RejectReason) -> Outgoing {
+        let detail = reason.to_string();
+        let partition = source.partition.to_string();
+        let offset = source.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(header("churnwatch.reason", reason.code()))
+            .insert(header("churnwatch.detail", &detail))
+            .insert(header("churnwatch.source.topic", source.topic))
+            .insert(header("churnwatch.source.partition", &partition))
+            .insert(header("churnwatch.source.offset", &offset));
+        let out = Outgoing {
+            topic: self.dead_letter_topic.clone(),
+            key: source.key.unwrap_or_default().to_vec(),
+            payload: source.payload.to_vec(),
+            headers: Some(headers),
+            delivery: None,
+        };
+        self.enqueue(out).await
+    }
+
+    /// Hands the record to librdkafka, waiting while its queue is full.
+    async fn enqueue(&self, mut out: Outgoing) -> Outgoing {
+        loop {
+            let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.payload);
+            if let Some(h) = &out.headers {
+                record = record.headers(h.clone());
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    out.delivery = Some(delivery);
+                    return out;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    tracing::warn!(topic = %out.topic, error = %e, "produce failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until the broker acknowledged the record, sending it again
+    /// after a failed delivery.
+    pub async fn confirm(&self, mut out: Outgoing, stop: &CancellationToken) -> Result<(), SinkError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(delivery) = out.delivery.take() else {
+                out = self.enqueue(out).await;
+                continue;
+            };
+            let result = tokio::select! {
+                r = delivery => r,
+                _ = stop.cancelled() => return Err(SinkError::Cancelled { topic: out.topic }),
+            };
+            match result {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err((e, _))) => tracing::warn!(topic = %out.topic, error = %e, "delivery failed; sending again"),
+                Err(_) => tracing::warn!(topic = %out.topic, "delivery report lost; sending again"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.cancelled() => return Err(SinkError::Cancelled { topic: out.topic }),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}

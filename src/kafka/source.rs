@@ -1,0 +1,200 @@
+//! The Kafka source: the group consumer over the input topics, the roster
+//! reader, and the start-up checks.
+//!
+//! At-least-once in the manner of rust-rdkafka's `at_least_once` example:
+//! auto-commit on, `enable.auto.offset.store=false`, and offsets stored only
+//! by the service once what a message caused is safe.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::offsets::TopicPartition;
+use crate::config::KafkaConfig;
+
+/// A rebalance seen by the consumer, handed to the service loop (the
+/// callback runs inside `recv`, where the engine cannot be reached).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rebalanced {
+    Assigned(Vec<TopicPartition>),
+    Revoked(Vec<TopicPartition>),
+}
+
+#[derive(Default)]
+pub struct SourceContext {
+    rebalances: Mutex<Vec<Rebalanced>>,
+}
+
+impl SourceContext {
+    /// Rebalances since the last call, in order.
+    pub fn take_rebalances(&self) -> Vec<Rebalanced> {
+        match self.rebalances.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn push(&self, r: Rebalanced) {
+        match self.rebalances.lock() {
+            Ok(mut v) => v.push(r),
+            Err(poisoned) => poisoned.into_inner().push(r),
+        }
+    }
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.push(Rebalanced::Revoked(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.push(Rebalanced::Assigned(partitions(tpl)));
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+pub type InputConsumer = StreamConsumer<SourceContext>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// librdkafka refused the configuration or a call.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// An input topic does not exist on the cluster.
+    #[error("input topic `{0}` does not exist")]
+    MissingTopic(String),
+    /// Input topics have different partition counts, so one customer's
+    /// events could land on partitions owned by different instances.
+    #[error("input topics are not co-partitioned (partition counts: {0}); give them the same partition count")]
+    NotCoPartitioned(String),
+}
+
+/// Settings churnwatch relies on for at-least-once; a user value for these
+/// is overridden (with a warning), everything else passes through.
+const ENFORCED: [(&str, &str); 2] = [("enable.auto.offset.store", "false"), ("enable.auto.commit", "true")];
+
+fn client_config(brokers: &str, extra: &BTreeMap<String, String>, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    // Keys only: values may be secrets.
+    if !extra.is_empty() {
+        tracing::info!(keys = ?extra.keys().collect::<Vec<_>>(), "librdkafka properties passed through");
+    }
+    c
+}
+
+/// The group consumer over the input topics, checked for co-partitioning.
+pub fn input_consumer(config: &KafkaConfig, brokers: &str) -> Result<InputConsumer, SourceError> {
+    let mut c = client_config(
+        brokers,
+        &config.consumer,
+        &[
+            ("group.id", &config.group_id),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            // Range gives each member the same partition numbers of every
+            // co-partitioned topic: one customer, one owner.
+            ("partition.assignment.strategy", "range"),
+            ("auto.commit.interval.ms", "1000"),
+            ("session.timeout.ms", "10000"),
+        ],
+    );
+    for (k, v) in ENFORCED {
+        if config.consumer.get(k).is_some_and(|user| user != v) {
+            tracing::warn!(key = k, "overriding a consumer property churnwatch needs for at-least-once");
+        }
+        c.set(k, v);
+    }
+    let consumer: InputConsumer = c.create_with_context(SourceContext::default())?;
+    check_co_partitioned(&consumer, &config.input_topics)?;
+    let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// Refuses input topics with different partition counts.
+pub fn check_co_partitioned<C: Consumer<SourceContext>>(consumer: &C, topics: &[String]) -> Result<usize, SourceError> {
+    let mut counts = Vec::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
+        counts.push((topic.clone(), n));
+    }
+    let first = counts.first().map_or(0, |c| c.1);
+    if counts.iter().any(|c| c.1 != first) {
+        let shown: Vec<String> = counts.iter().map(|(t, n)| format!("{t}={n}")).collect();
+        return Err(SourceError::NotCoPartitioned(shown.join(", ")));
+    }
+    Ok(first)
+}
+
+/// A reader of every partition of the roster topic from the beginning,
+/// outside the group: a departure concerns customers on every partition.
+pub fn roster_consumer(
+    config: &KafkaConfig,
+    brokers: &str,
+    instance: &str,
+) -> Result<(StreamConsumer, Vec<TopicPartition>), SourceError> {
+    let group = format!("{}-roster-{instance}", config.group_id);
+    let c = client_config(
+        brokers,
+        &config.consumer,
+        &[("group.id", &group), ("enable.partition.eof", "false")],
+    );
+    let mut c = c;
+    c.set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = c.create()?;
+    let md = consumer.fetch_metadata(Some(&config.roster_topic), Duration::from_secs(10))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == config.roster_topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if parts.is_empty() {
+        return Err(SourceError::MissingTopic(config.roster_topic.clone()));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(&config.roster_topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let tps = parts.into_iter().map(|p| (config.roster_topic.clone(), p)).collect();
+    Ok((consumer, tps))
+}
+
+/// The idempotent producer for alerts and dead letters.
+pub fn producer(config: &KafkaConfig, brokers: &str) -> Result<rdkafka::producer::FutureProducer, SourceError> {
+    let c = client_config(
+        brokers,
+        &config.producer,
+        &[("enable.idempotence", "true"), ("linger.ms", "5"), ("message.timeout.ms", "300000")],
+    );
+    Ok(c.create()?)
+}

@@ -1,0 +1,284 @@
+//! `churnwatch run`: the engine inside the Kafka adapters.
+//!
+//! One task owns the engine and the consumers (so the engine needs no
+//! lock); an acker task confirms every produced record in order and only
+//! then stores the input offsets they cover. Shutdown is one cancellation
+//! signal: stop consuming, flush what is in flight (bounded), commit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, RunClock};
+use crate::engine::alert::Alert;
+use crate::engine::event::{self, RejectReason, Ts};
+use crate::engine::store::Store;
+use crate::engine::watermark::Clock;
+use crate::engine::{Applied, Engine};
+use crate::kafka::offsets::{PendingOffsets, TopicPartition};
+use crate::kafka::progress::Progress;
+use crate::kafka::sink::{Outgoing, Sink, Source};
+use crate::kafka::source::{self, InputConsumer, Rebalanced, SourceError};
+
+/// How long shutdown waits for in-flight records before giving up on them
+/// (their input offsets then stay uncommitted and are consumed again).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The Kafka clients could not be set up (bad config, topics missing or
+    /// not co-partitioned, brokers unreachable).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// Totals of one `run`, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub applied: u64,
+    pub rejected: u64,
+    pub alerts: u64,
+}
+
+/// Records produced in one step and the input offsets they make safe.
+struct Ack {
+    records: Vec<Outgoing>,
+    offsets: Vec<(TopicPartition, i64)>,
+}
+
+/// Runs until `shutdown` completes; `store` is shared with readers.
+pub async fn run(
+    config: &Config,
+    brokers: &str,
+    store: Store,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Report, ServiceError> {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let consumer = Arc::new(source::input_consumer(&config.kafka, brokers)?);
+    let instance = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
+    let sink = Sink::new(
+        source::producer(&config.kafka, brokers)?,
+        config.kafka.alert_topic.clone(),
+        config.kafka.dead_letter_topic.clone(),
+    );
+    let (ack_tx, ack_rx) = mpsc::channel::<Ack>(1024);
+    tracker.spawn(acker(consumer.clone(), sink.clone(), ack_rx, token.child_token()));
+
+    let clock = match config.engine.clock {
+        RunClock::Wall => Clock::Wall,
+        RunClock::Event => Clock::Partitioned,
+    };
+    let mut state = Loop {
+        engine: Engine::with_store(config, clock, store),
+        clock: config.engine.clock,
+        idle: config.engine.idle_timeout,
+        alerts: Vec::new(),
+        records: Vec::new(),
+        offsets: PendingOffsets::default(),
+        progress: Progress::default(),
+        report: Report::default(),
+        sink,
+    };
+    for tp in roster_parts {
+        state.progress.assign(tp, Instant::now());
+    }
+    let mut ticker = tokio::time::interval(config.engine.tick_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(shutdown);
+    tracing::info!(brokers, group = %config.kafka.group_id, clock = ?config.engine.clock, "consuming");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            m = consumer.recv() => match m {
+                Ok(m) => state.input(&m, false).await,
+                Err(e) => tracing::warn!(error = %e, "input consumer error"),
+            },
+            m = roster.recv() => match m {
+                Ok(m) => state.input(&m, true).await,
+                Err(e) => tracing::warn!(error = %e, "roster consumer error"),
+            },
+            _ = ticker.tick() => state.tick(&consumer, &roster).await,
+        }
+        for r in consumer.context().take_rebalances() {
+            state.rebalance(r);
+        }
+        let ack = state.step_ack();
+        if (!ack.records.is_empty() || !ack.offsets.is_empty()) && ack_tx.send(ack).await.is_err() {
+            tracing::error!("acker stopped; ending");
+            break;
+        }
+    }
+    tracing::info!("draining");
+    drop(ack_tx);
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!("in-flight records not acknowledged in time; their input will be consumed again");
+        token.cancel();
+        tracker.wait().await;
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+    tracing::info!(?state.report, "stopped");
+    Ok(state.report)
+}
+
+/// The engine task's state between steps.
+struct Loop {
+    engine: Engine,
+    clock: RunClock,
+    idle: Duration,
+    alerts: Vec<Alert>,
+    records: Vec<Outgoing>,
+    offsets: PendingOffsets,
+    progress: Progress,
+    report: Report,
+    sink: Sink,
+}
+
+impl Loop {
+    async fn input(&mut self, m: &BorrowedMessage<'_>, roster: bool) {
+        let tp: TopicPartition = (m.topic().to_string(), m.partition());
+        let payload = m.payload().unwrap_or_default();
+        let decoded = if m.payload().is_none() {
+            Err(RejectReason::MissingField("type"))
+        } else {
+            event::decode(payload, self.engine.decode_limits())
+        };
+        let partition = u16::try_from(m.partition()).unwrap_or(u16::MAX);
+        let mut ts = None;
+        let outcome = decoded.and_then(|ev| {
+            ts = Some(ev.ts);
+            self.engine.apply(ev, partition, &mut self.alerts)
+        });
+        let applied_at = match outcome {
+            Ok(applied) => {
+                self.report.applied += 1;
+                ts.filter(|_| applied == Applied::Held)
+            }
+            Err(reason) => {
+                ts = None;
+                self.report.rejected += 1;
+                tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = reason.code(), "rejected");
+                let source = Source {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key(),
+                    payload,
+                };
+                let out = self.sink.dead_letter(&source, &reason).await;
+                self.records.push(out);
+                None
+            }
+        };
+        self.progress.observe(&tp, m.offset(), ts, Instant::now());
+        if !roster {
+            self.offsets.push(tp, m.offset(), applied_at);
+        }
+        self.flush_alerts().await;
+    }
+
+    async fn tick(&mut self, consumer: &InputConsumer, roster: &StreamConsumer) {
+        let now_wall = Ts(chrono::Utc::now().timestamp_millis());
+        match self.clock {
+            RunClock::Wall => self.engine.advance_to(now_wall, &mut self.alerts),
+            RunClock::Event => {
+                self.engine.set_horizon(now_wall);
+                let now = Instant::now();
+                for tp in self.progress.idle(now, self.idle) {
+                    let high = tokio::task::block_in_place(|| {
+                        let timeout = Duration::from_secs(1);
+                        if consumer.assignment().is_ok_and(|a| a.find_partition(&tp.0, tp.1).is_some()) {
+                            consumer.fetch_watermarks(&tp.0, tp.1, timeout)
+                        } else {
+                            roster.fetch_watermarks(&tp.0, tp.1, timeout)
+                        }
+                    });
+                    if let Ok((_, high)) = high {
+                        self.progress.high_watermark(&tp, high);
+                    }
+                }
+                if let Some(w) = self.progress.watermark(now, self.idle) {
+                    self.engine.advance_to(w, &mut self.alerts);
+                }
+            }
+        }
+        self.flush_alerts().await;
+    }
+
+    fn rebalance(&mut self, r: Rebalanced) {
+        match r {
+            Rebalanced::Assigned(tps) => {
+                tracing::info!(partitions = ?tps, "assigned");
+                for tp in tps {
+                    self.progress.assign(tp, Instant::now());
+                }
+            }
+            Rebalanced::Revoked(tps) => {
+                tracing::info!(partitions = ?tps, "revoked");
+                let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
+                numbers.sort_unstable();
+                numbers.dedup();
+                for tp in &tps {
+                    self.offsets.revoke(tp);
+                    self.progress.revoke(tp);
+                }
+                for p in numbers {
+                    let dropped = self.engine.evict_partition(u16::try_from(p).unwrap_or(u16::MAX));
+                    tracing::info!(partition = p, customers = dropped, "state of revoked partition dropped");
+                }
+            }
+        }
+    }
+
+    async fn flush_alerts(&mut self) {
+        for alert in std::mem::take(&mut self.alerts) {
+            self.report.alerts += 1;
+            let out = self.sink.alert(&alert).await;
+            self.records.push(out);
+        }
+    }
+
+    /// What this step produced and which offsets it made safe.
+    fn step_ack(&mut self) -> Ack {
+        Ack {
+            records: std::mem::take(&mut self.records),
+            offsets: self.offsets.release(self.engine.watermark()),
+        }
+    }
+}
+
+/// Confirms records in the order they were produced, then stores the
+/// offsets of the step, so a stored offset never runs ahead of an alert.
+async fn acker(consumer: Arc<InputConsumer>, sink: Sink, mut rx: mpsc::Receiver<Ack>, stop: CancellationToken) {
+    while let Some(ack) = rx.recv().await {
+        for record in ack.records {
+            if let Err(e) = sink.confirm(record, &stop).await {
+                tracing::warn!(error = %e, "stopping before all records were acknowledged");
+                return;
+            }
+        }
+        for ((topic, partition), offset) in ack.offsets {
+            // A revoked partition refuses the store; its new owner re-reads it.
+            if let Err(e) = consumer.store_offset(&topic, partition, offset) {
+                tracing::debug!(topic, partition, offset, error = %e, "offset not stored");
+            }
+        }
+    }
+}
