@@ -95,7 +95,7 @@ pub async fn run(
         sink,
     };
     for tp in roster_parts {
-        state.progress.assign(tp, Instant::now());
+        state.progress.assign(tp, Instant::now(), false);
     }
     let mut ticker = tokio::time::interval(config.engine.tick_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -104,10 +104,16 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            m = consumer.recv() => match m {
-                Ok(m) => state.input(&m, false).await,
-                Err(e) => tracing::warn!(error = %e, "input consumer error"),
-            },
+            m = consumer.recv() => {
+                // Rebalances surface inside `recv`: apply them before its message.
+                for r in consumer.context().take_rebalances() {
+                    state.rebalance(r);
+                }
+                match m {
+                    Ok(m) => state.input(&m, false).await,
+                    Err(e) => tracing::warn!(error = %e, "input consumer error"),
+                }
+            }
             m = roster.recv() => match m {
                 Ok(m) => state.input(&m, true).await,
                 Err(e) => tracing::warn!(error = %e, "roster consumer error"),
@@ -227,7 +233,7 @@ impl Loop {
             Rebalanced::Assigned(tps) => {
                 tracing::info!(partitions = ?tps, "assigned");
                 for tp in tps {
-                    self.progress.assign(tp, Instant::now());
+                    self.progress.assign(tp, Instant::now(), true);
                 }
             }
             Rebalanced::Revoked(tps) => {

@@ -232,10 +232,6 @@ impl Engine {
                 max_skew_secs: (self.core.settings.skew_ms / 1000) as u64,
             });
         }
-        if self.core.next_recompute.is_none() {
-            let every = self.core.settings.recompute_ms;
-            self.core.next_recompute = Some(Ts((ts.0.div_euclid(every) + 1) * every));
-        }
         let late = wm.is_late(ts);
         let allowed = wm.observe(ts);
         if late {
@@ -334,6 +330,11 @@ impl Engine {
 
     fn apply_now(&mut self, event: Event, partition: u16, out: &mut Vec<Alert>) {
         let ts = event.ts;
+        if self.core.next_recompute.is_none() {
+            // Recomputes start on the hour after the first applied event.
+            let every = self.core.settings.recompute_ms;
+            self.core.next_recompute = Some(Ts((ts.0.div_euclid(every) + 1) * every));
+        }
         let t = self.core.watermark.current().map_or(ts, |w| w.max(ts));
         let (customer, body) = match event.kind {
             EventKind::Roster { rep, status } => {

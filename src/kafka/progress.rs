@@ -15,6 +15,8 @@ struct Part {
     /// Next offset to read; compared with the high watermark.
     next_offset: i64,
     caught_up: bool,
+    /// An input partition (not the roster).
+    input: bool,
 }
 
 #[derive(Debug, Default)]
@@ -23,12 +25,14 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn assign(&mut self, tp: TopicPartition, now: Instant) {
+    /// Starts tracking a partition; `input` is false for the roster.
+    pub fn assign(&mut self, tp: TopicPartition, now: Instant, input: bool) {
         self.parts.entry(tp).or_insert(Part {
             max_ts: None,
             last_message: now,
             next_offset: 0,
             caught_up: false,
+            input,
         });
     }
 
@@ -64,8 +68,12 @@ impl Progress {
         }
     }
 
-    /// The watermark the partitions allow, if any.
+    /// The watermark the partitions allow, if any. None before any input
+    /// partition is assigned: the roster alone must not move time.
     pub fn watermark(&self, now: Instant, idle: Duration) -> Option<Ts> {
+        if !self.parts.values().any(|p| p.input) {
+            return None;
+        }
         let holding = |p: &Part| !(p.caught_up && now.duration_since(p.last_message) >= idle);
         let mut active = self.parts.values().filter(|p| holding(p)).peekable();
         if active.peek().is_none() {
@@ -91,8 +99,13 @@ mod tests {
         let a = ("in".to_string(), 0);
         let b = ("in".to_string(), 1);
         let mut p = Progress::default();
-        p.assign(a.clone(), t0);
-        p.assign(b.clone(), t0);
+        let roster = ("reps".to_string(), 0);
+        p.assign(roster.clone(), t0, false);
+        p.observe(&roster, 0, Some(Ts(500)), t0);
+        assert_eq!(p.watermark(t0, idle), None, "no input partition yet");
+        p.revoke(&roster);
+        p.assign(a.clone(), t0, true);
+        p.assign(b.clone(), t0, true);
         p.observe(&a, 0, Some(Ts(100)), t0);
         assert_eq!(p.watermark(t0, idle), None, "b has told nothing yet");
         p.observe(&b, 0, Some(Ts(40)), t0);

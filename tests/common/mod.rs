@@ -1,0 +1,157 @@
+//! Helpers shared by the broker tests: route scenario lines to topics, read
+//! a topic to its end, and the replay answer to compare with.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use churnwatch::config::Config;
+use churnwatch::engine::event::Ts;
+use churnwatch::generate::Publisher;
+use churnwatch::replay::{ReplayOptions, replay};
+
+pub const SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/scenario.jsonl");
+
+/// A config for tests: event clock, quick ticks, the given brokers.
+pub fn event_clock_config(brokers: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_string();
+    c.engine.clock = churnwatch::config::RunClock::Event;
+    c.engine.idle_timeout = Duration::from_millis(300);
+    c.engine.tick_interval = Duration::from_millis(50);
+    c.engine.max_future_skew = Duration::from_secs(100 * 365 * 86_400);
+    c
+}
+
+/// Produces JSON lines the way an upstream would: by `type` to its topic,
+/// keyed by customer id; lines that do not parse go to the first input.
+pub async fn produce_lines(config: &Config, lines: &[String]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .expect("producer");
+    let mut publisher = Publisher::new(producer);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let (topic, key) = match v["type"].as_str() {
+            Some("purchase") => ("purchases", v["customer_id"].as_str()),
+            Some("call") => ("calls", v["customer_id"].as_str()),
+            Some("ticket") => ("tickets", v["customer_id"].as_str()),
+            Some("rep") => (config.kafka.roster_topic.as_str(), v["rep_id"].as_str()),
+            _ => ("purchases", None),
+        };
+        let key = key.unwrap_or("unkeyed");
+        publisher.send(topic, key.as_bytes(), line.as_bytes()).await.expect("produce");
+    }
+    publisher.flush().await.expect("flush");
+}
+
+pub fn scenario_lines() -> Vec<String> {
+    std::fs::read_to_string(SCENARIO)
+        .expect("scenario")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Alerts replay gives for the same lines and config (no --until).
+pub fn replay_alerts(config: &Config, lines: &[String]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("in.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    let options = ReplayOptions {
+        inputs: vec![path],
+        until: None,
+        dead_letter: None,
+        now: Ts(chrono::Utc::now().timestamp_millis()),
+    };
+    let mut out = Vec::new();
+    replay(config, &options, &mut out, &mut std::io::sink()).expect("replay");
+    String::from_utf8(out)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Every record of `topic`, from the beginning to the high watermark.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for p in &parts {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).expect("watermarks");
+        remaining += high - low;
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while remaining > 0 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            remaining -= 1;
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Alerts as comparable strings (the whole JSON), as a set.
+pub fn alert_set(alerts: &[serde_json::Value]) -> BTreeSet<String> {
+    alerts.iter().map(|a| a.to_string()).collect()
+}
+
+pub fn parse_alerts(records: &[Record]) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).expect("alert json"))
+        .collect()
+}
+
+/// Polls `probe` until it holds or `limit` passes (a failure bound, not a
+/// sleep standing in for synchronisation).
+pub async fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if probe() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
