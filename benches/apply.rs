@@ -13,10 +13,21 @@ const TS: &str = "2026-03-01T10:00:00Z";
 
 fn line(kind: &str, i: usize) -> String {
     match kind {
-        "purchase" => format!(r#"{{"type":"purchase","ts":"{TS}","customer_id":"C{i:08}","amount":{}.5,"currency":"EUR"}}"#, i % 997),
-        "call" => format!(r#"{{"type":"call","ts":"{TS}","customer_id":"C{i:08}","rep_id":"R{:04}","channel":"visit"}}"#, i % 300),
-        "ticket" => format!(r#"{{"type":"ticket","ts":"{TS}","customer_id":"C{i:08}","ticket_id":"T{i}","status":"opened","kind":"support"}}"#),
-        _ => format!(r#"{{"type":"rep","ts":"{TS}","rep_id":"R{:04}","status":"active"}}"#, i % 300),
+        "purchase" => format!(
+            r#"{{"type":"purchase","ts":"{TS}","customer_id":"C{i:08}","amount":{}.5,"currency":"EUR"}}"#,
+            i % 997
+        ),
+        "call" => format!(
+            r#"{{"type":"call","ts":"{TS}","customer_id":"C{i:08}","rep_id":"R{:04}","channel":"visit"}}"#,
+            i % 300
+        ),
+        "ticket" => format!(
+            r#"{{"type":"ticket","ts":"{TS}","customer_id":"C{i:08}","ticket_id":"T{i}","status":"opened","kind":"support"}}"#
+        ),
+        _ => format!(
+            r#"{{"type":"rep","ts":"{TS}","rep_id":"R{:04}","status":"active"}}"#,
+            i % 300
+        ),
     }
 }
 
@@ -35,7 +46,9 @@ fn apply_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(1));
     for kind in ["purchase", "call", "ticket", "rep"] {
-        let lines: Vec<String> = (0..CUSTOMERS).map(|i| line(kind, (i * 7919) % CUSTOMERS)).collect();
+        let lines: Vec<String> = (0..CUSTOMERS)
+            .map(|i| line(kind, (i * 7919) % CUSTOMERS))
+            .collect();
         let mut engine = warmed_engine();
         let mut out = Vec::new();
         let mut i = 0;

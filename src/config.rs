@@ -262,7 +262,10 @@ impl Config {
         }
         let k = &self.kafka;
         if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.is_empty()) {
-            return invalid("kafka.input_topics", "must name at least one topic, none empty");
+            return invalid(
+                "kafka.input_topics",
+                "must name at least one topic, none empty",
+            );
         }
         for (key, v) in [
             ("kafka.group_id", &k.group_id),
@@ -315,6 +318,9 @@ mod tests {
     fn durations_parse_in_human_form() {
         let c = Config::parse("[rules.purchase_recency]\nA = \"10d\"\n").unwrap();
         assert_eq!(c.rules.purchase_recency.a, Some(days(10)));
-        assert_eq!(c.rules.purchase_recency.b, None, "an unlisted tier has the rule off");
+        assert_eq!(
+            c.rules.purchase_recency.b, None,
+            "an unlisted tier has the rule off"
+        );
     }
 }

@@ -81,7 +81,13 @@ pub async fn run(
     let service_config = config.clone();
     let service_stop = token.clone();
     let service = tokio::spawn(async move {
-        service::run(&service_config, &service_config.kafka.brokers, Store::default(), service_stop.cancelled_owned()).await
+        service::run(
+            &service_config,
+            &service_config.kafka.brokers,
+            Store::default(),
+            service_stop.cancelled_owned(),
+        )
+        .await
     });
 
     let producer: FutureProducer = ClientConfig::new()

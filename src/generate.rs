@@ -10,10 +10,10 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rand_chacha::ChaCha8Rng;
 
 use crate::config::KafkaConfig;
 use crate::engine::event::{DAY_MS, EventType, Ts};
@@ -113,7 +113,10 @@ impl Population {
                     ts,
                     kind: EventType::Rep,
                     key: rep_id(r),
-                    line: format!(r#"{{"type":"rep","ts":"{ts}","rep_id":"{}","status":"departed"}}"#, rep_id(r)),
+                    line: format!(
+                        r#"{{"type":"rep","ts":"{ts}","rep_id":"{}","status":"departed"}}"#,
+                        rep_id(r)
+                    ),
                 });
             }
         }
@@ -134,7 +137,9 @@ impl Population {
             if buying && self.rng.random_bool((1.0 / p.purchase_every).min(1.0)) {
                 let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
                 let refund = self.rng.random_bool(0.01);
-                let amount = p.spend / 12.0 * self.rng.random_range(0.5..1.5) * if refund { -0.5 } else { 1.0 };
+                let amount = p.spend / 12.0
+                    * self.rng.random_range(0.5..1.5)
+                    * if refund { -0.5 } else { 1.0 };
                 out.push(Generated {
                     ts,
                     kind: EventType::Purchase,
@@ -166,7 +171,11 @@ impl Population {
             if self.rng.random_bool(0.004) {
                 let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
                 p.next_ticket += 1;
-                let kind = if self.rng.random_bool(0.3) { "complaint" } else { "support" };
+                let kind = if self.rng.random_bool(0.3) {
+                    "complaint"
+                } else {
+                    "support"
+                };
                 out.push(Generated {
                     ts,
                     kind: EventType::Ticket,
@@ -176,7 +185,11 @@ impl Population {
                         p.next_ticket
                     ),
                 });
-                self.open_tickets.push((day + self.rng.random_range(1..15), i as u32, p.next_ticket));
+                self.open_tickets.push((
+                    day + self.rng.random_range(1..15),
+                    i as u32,
+                    p.next_ticket,
+                ));
             }
         }
         let mut still_open = Vec::with_capacity(self.open_tickets.len());
@@ -249,7 +262,13 @@ pub async fn produce(
         batch.clear();
         population.next_day(&mut batch);
         for g in batch.iter().take((limit - written) as usize) {
-            publisher.send(topic_for(config, g.kind), g.key.as_bytes(), g.line.as_bytes()).await?;
+            publisher
+                .send(
+                    topic_for(config, g.kind),
+                    g.key.as_bytes(),
+                    g.line.as_bytes(),
+                )
+                .await?;
             written += 1;
         }
     }
@@ -272,7 +291,12 @@ impl Publisher {
         }
     }
 
-    pub async fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
+    pub async fn send(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<(), KafkaError> {
         loop {
             let record = FutureRecord::to(topic).key(key).payload(payload);
             match self.producer.send_result(record) {
@@ -280,10 +304,12 @@ impl Publisher {
                     self.pending.push_back(delivery);
                     return Ok(());
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => match self.pending.pop_front() {
-                    Some(d) => confirm(d).await?,
-                    None => tokio::task::yield_now().await,
-                },
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    match self.pending.pop_front() {
+                        Some(d) => confirm(d).await?,
+                        None => tokio::task::yield_now().await,
+                    }
+                }
                 Err((e, _)) => return Err(e),
             }
         }

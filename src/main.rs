@@ -12,7 +12,11 @@ use churnwatch::engine::event::Ts;
 use churnwatch::replay::{ReplayOptions, replay};
 
 #[derive(Parser)]
-#[command(name = "churnwatch", version, about = "Streaming churn alerts for key customers")]
+#[command(
+    name = "churnwatch",
+    version,
+    about = "Streaming churn alerts for key customers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,14 +107,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -131,8 +136,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -171,7 +177,12 @@ fn run(cli: Cli) -> Result<()> {
             let config = load_config(Some(&config))?;
             let brokers = brokers.unwrap_or_else(|| config.kafka.brokers.clone());
             let report = runtime()?
-                .block_on(churnwatch::service::run(&config, &brokers, Default::default(), shutdown_signal()))
+                .block_on(churnwatch::service::run(
+                    &config,
+                    &brokers,
+                    Default::default(),
+                    shutdown_signal(),
+                ))
                 .context("run failed")?;
             eprintln!(
                 "run: {} events applied, {} rejected, {} alerts",
@@ -201,7 +212,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let summary = runtime()?
-                .block_on(churnwatch::demo::run(options, |line| println!("{line}"), stop))
+                .block_on(churnwatch::demo::run(
+                    options,
+                    |line| println!("{line}"),
+                    stop,
+                ))
                 .context("demo failed")?;
             println!(
                 "demo: {} simulated days, {} events produced, {} applied, {} rejected (dead-lettered), {} alerts: {:?}",
@@ -228,12 +243,19 @@ fn run(cli: Cli) -> Result<()> {
             let options = churnwatch::generate::PopulationOptions {
                 customers,
                 seed,
-                start: start.unwrap_or(Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap_or_default()),
+                start: start
+                    .unwrap_or(Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap_or_default()),
             };
             let limit = max_events.unwrap_or(u64::MAX);
             let written = match brokers {
                 Some(b) => runtime()?
-                    .block_on(churnwatch::generate::produce(&config.kafka, &b, options, days, limit))
+                    .block_on(churnwatch::generate::produce(
+                        &config.kafka,
+                        &b,
+                        options,
+                        days,
+                        limit,
+                    ))
                     .context("producing the population")?,
                 None => churnwatch::generate::write(options, days, limit, &output)
                     .with_context(|| format!("writing {}", output.display()))?,

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::engine::alert::Alert;
 use crate::engine::event::{self, RejectReason, Ts};
 use crate::engine::watermark::Clock;
-use crate::engine::Engine;
 
 /// What to replay and where rejects go.
 #[derive(Debug, Clone)]
@@ -43,7 +43,11 @@ pub struct Summary {
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
-        let rate = if secs > 0.0 { self.applied as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            self.applied as f64 / secs
+        } else {
+            0.0
+        };
         write!(
             f,
             "replay: {} events applied, {} rejected, {} late, {} alerts, {} customers, {:.3}s elapsed, {:.0} events/s",
@@ -78,7 +82,10 @@ pub fn replay(
     let mut engine = Engine::new(config, Clock::Event);
     engine.set_horizon(options.now);
     let mut dead = DeadLetters::open(options.dead_letter.as_deref())?;
-    let mut sink = AlertSink { out: alerts, count: 0 };
+    let mut sink = AlertSink {
+        out: alerts,
+        count: 0,
+    };
     let mut summary = Summary::default();
     let mut buffer = Vec::with_capacity(4096);
     let mut pending: Vec<Alert> = Vec::new();
@@ -92,10 +99,15 @@ pub fn replay(
         let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
             Box::new(io::stdin().lock())
         } else {
-            Box::new(BufReader::with_capacity(1 << 20, File::open(path).map_err(input_err)?))
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(path).map_err(input_err)?,
+            ))
         };
         let mut line_no = 0u64;
-        while let Some(size) = read_line_bounded(&mut reader, &mut buffer, limits.max_event_bytes).map_err(input_err)? {
+        while let Some(size) = read_line_bounded(&mut reader, &mut buffer, limits.max_event_bytes)
+            .map_err(input_err)?
+        {
             line_no += 1;
             let line = trim_line(&buffer);
             if size == buffer.len() && line.iter().all(u8::is_ascii_whitespace) {
@@ -115,7 +127,12 @@ pub fn replay(
                     summary.rejected += 1;
                     // Diagnostics are best effort: a closed stderr must not stop the replay.
                     let _ = writeln!(diagnostics, "{shown}:{line_no}: {reason}");
-                    dead.write(&shown, line_no, &reason, (size == buffer.len()).then_some(line))?;
+                    dead.write(
+                        &shown,
+                        line_no,
+                        &reason,
+                        (size == buffer.len()).then_some(line),
+                    )?;
                 }
             }
             sink.write_all(&mut pending)?;
@@ -142,7 +159,8 @@ struct AlertSink<'a> {
 impl AlertSink<'_> {
     fn write_all(&mut self, alerts: &mut Vec<Alert>) -> Result<(), ReplayError> {
         for alert in alerts.drain(..) {
-            serde_json::to_writer(&mut *self.out, &alert).map_err(|e| ReplayError::Output(e.into()))?;
+            serde_json::to_writer(&mut *self.out, &alert)
+                .map_err(|e| ReplayError::Output(e.into()))?;
             self.out.write_all(b"\n").map_err(ReplayError::Output)?;
             self.count += 1;
         }
@@ -153,7 +171,11 @@ impl AlertSink<'_> {
 /// Reads one line into `buf` keeping at most `max` bytes (plus the line
 /// end); returns the line's full length, so an over-long line is measured
 /// and skipped without being held in memory. `None` at end of input.
-fn read_line_bounded(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+fn read_line_bounded(
+    reader: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<usize>> {
     buf.clear();
     let mut size = 0usize;
     let mut seen_any = false;
@@ -209,13 +231,22 @@ impl DeadLetters {
         Ok(Self { file })
     }
 
-    fn write(&mut self, source: &str, line: u64, reason: &RejectReason, raw: Option<&[u8]>) -> Result<(), ReplayError> {
+    fn write(
+        &mut self,
+        source: &str,
+        line: u64,
+        reason: &RejectReason,
+        raw: Option<&[u8]>,
+    ) -> Result<(), ReplayError> {
         let Some((path, out)) = &mut self.file else {
             return Ok(());
         };
         let (text, b64) = match raw.map(std::str::from_utf8) {
             Some(Ok(s)) => (Some(s.to_string()), None),
-            Some(Err(_)) => (None, raw.map(|r| base64::engine::general_purpose::STANDARD.encode(r))),
+            Some(Err(_)) => (
+                None,
+                raw.map(|r| base64::engine::general_purpose::STANDARD.encode(r)),
+            ),
             None => (None, None),
         };
         let record = serde_json::json!({

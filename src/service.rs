@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +77,12 @@ pub async fn run(
         config.kafka.dead_letter_topic.clone(),
     );
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(1024);
-    tracker.spawn(acker(consumer.clone(), sink.clone(), ack_rx, token.child_token()));
+    tracker.spawn(acker(
+        consumer.clone(),
+        sink.clone(),
+        ack_rx,
+        token.child_token(),
+    ));
 
     let clock = match config.engine.clock {
         RunClock::Wall => Clock::Wall,
@@ -132,8 +137,13 @@ pub async fn run(
     tracing::info!("draining");
     drop(ack_tx);
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
-        tracing::warn!("in-flight records not acknowledged in time; their input will be consumed again");
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight records not acknowledged in time; their input will be consumed again"
+        );
         token.cancel();
         tracker.wait().await;
     }
@@ -180,7 +190,13 @@ impl Loop {
             Err(reason) => {
                 ts = None;
                 self.report.rejected += 1;
-                tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = reason.code(), "rejected");
+                tracing::debug!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    reason = reason.code(),
+                    "rejected"
+                );
                 let source = Source {
                     topic: m.topic(),
                     partition: m.partition(),
@@ -200,7 +216,7 @@ impl Loop {
         self.flush_alerts().await;
     }
 
-    async fn tick(&mut self, consumer: &InputConsumer, roster: &StreamConsumer) {
+    async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {
         let now_wall = Ts(chrono::Utc::now().timestamp_millis());
         match self.clock {
             RunClock::Wall => self.engine.advance_to(now_wall, &mut self.alerts),
@@ -208,15 +224,11 @@ impl Loop {
                 self.engine.set_horizon(now_wall);
                 let now = Instant::now();
                 for tp in self.progress.idle(now, self.idle) {
-                    let high = tokio::task::block_in_place(|| {
-                        let timeout = Duration::from_secs(1);
-                        if consumer.assignment().is_ok_and(|a| a.find_partition(&tp.0, tp.1).is_some()) {
-                            consumer.fetch_watermarks(&tp.0, tp.1, timeout)
-                        } else {
-                            roster.fetch_watermarks(&tp.0, tp.1, timeout)
-                        }
-                    });
-                    if let Ok((_, high)) = high {
+                    let high = consumer
+                        .context()
+                        .high_watermark(&tp)
+                        .or_else(|| roster.context().high_watermark(&tp));
+                    if let Some(high) = high {
                         self.progress.high_watermark(&tp, high);
                     }
                 }
@@ -246,8 +258,14 @@ impl Loop {
                     self.progress.revoke(tp);
                 }
                 for p in numbers {
-                    let dropped = self.engine.evict_partition(u16::try_from(p).unwrap_or(u16::MAX));
-                    tracing::info!(partition = p, customers = dropped, "state of revoked partition dropped");
+                    let dropped = self
+                        .engine
+                        .evict_partition(u16::try_from(p).unwrap_or(u16::MAX));
+                    tracing::info!(
+                        partition = p,
+                        customers = dropped,
+                        "state of revoked partition dropped"
+                    );
                 }
             }
         }
@@ -272,8 +290,18 @@ impl Loop {
 
 /// Confirms records in the order they were produced, then stores the
 /// offsets of the step, so a stored offset never runs ahead of an alert.
-async fn acker(consumer: Arc<InputConsumer>, sink: Sink, mut rx: mpsc::Receiver<Ack>, stop: CancellationToken) {
+async fn acker(
+    consumer: Arc<InputConsumer>,
+    sink: Sink,
+    mut rx: mpsc::Receiver<Ack>,
+    stop: CancellationToken,
+) {
     while let Some(ack) = rx.recv().await {
+        tracing::trace!(
+            records = ack.records.len(),
+            offsets = ack.offsets.len(),
+            "confirming"
+        );
         for record in ack.records {
             if let Err(e) = sink.confirm(record, &stop).await {
                 tracing::warn!(error = %e, "stopping before all records were acknowledged");

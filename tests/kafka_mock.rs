@@ -11,14 +11,21 @@ use churnwatch::engine::store::Store;
 use churnwatch::service;
 use common::*;
 
-fn cluster_with_topics(partitions: i32) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+fn cluster_with_topics(
+    partitions: i32,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     for t in ["purchases", "calls", "tickets"] {
         cluster.create_topic(t, partitions, 1).expect("topic");
     }
     cluster.create_topic("reps", 1, 1).expect("topic");
     cluster.create_topic("churn-alerts", 3, 1).expect("topic");
-    cluster.create_topic("churn-dead-letters", 1, 1).expect("topic");
+    cluster
+        .create_topic("churn-dead-letters", 1, 1)
+        .expect("topic");
     let brokers = cluster.bootstrap_servers();
     (cluster, brokers)
 }
@@ -36,7 +43,15 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     let store = Store::default();
     let svc = {
         let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
-        tokio::spawn(async move { service::run(&config, &config.kafka.brokers, store, stop.cancelled_owned()).await })
+        tokio::spawn(async move {
+            service::run(
+                &config,
+                &config.kafka.brokers,
+                store,
+                stop.cancelled_owned(),
+            )
+            .await
+        })
     };
     let done = eventually(Duration::from_secs(60), || {
         read_topic(&brokers, "churn-alerts").len() >= expected.len()
@@ -50,7 +65,11 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     assert_eq!(alert_set(&parse_alerts(&records)), alert_set(&expected));
     for r in &records {
         let alert: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-        assert_eq!(r.key.as_deref(), alert["customer_id"].as_str(), "keyed by customer");
+        assert_eq!(
+            r.key.as_deref(),
+            alert["customer_id"].as_str(),
+            "keyed by customer"
+        );
     }
     assert_eq!(report.rejected, 2);
     assert_eq!(store.len(), 20);
@@ -58,13 +77,38 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     let dead = read_topic(&brokers, "churn-dead-letters");
     let reasons: Vec<String> = dead
         .iter()
-        .map(|r| r.headers.iter().find(|h| h.0 == "churnwatch.reason").map(|h| h.1.clone()).unwrap_or_default())
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|h| h.0 == "churnwatch.reason")
+                .map(|h| h.1.clone())
+                .unwrap_or_default()
+        })
         .collect();
-    assert_eq!(reasons.iter().filter(|r| *r == "wrong_type").count(), 1, "{reasons:?}");
-    assert_eq!(reasons.iter().filter(|r| *r == "invalid_json").count(), 1, "{reasons:?}");
-    let bad = dead.iter().find(|r| r.payload == b"not json at all").expect("original bytes kept");
-    assert!(bad.headers.iter().any(|h| h.0 == "churnwatch.source.topic" && h.1 == "purchases"));
-    assert!(bad.headers.iter().any(|h| h.0 == "churnwatch.source.offset"));
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "wrong_type").count(),
+        1,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "invalid_json").count(),
+        1,
+        "{reasons:?}"
+    );
+    let bad = dead
+        .iter()
+        .find(|r| r.payload == b"not json at all")
+        .expect("original bytes kept");
+    assert!(
+        bad.headers
+            .iter()
+            .any(|h| h.0 == "churnwatch.source.topic" && h.1 == "purchases")
+    );
+    assert!(
+        bad.headers
+            .iter()
+            .any(|h| h.0 == "churnwatch.source.offset")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,11 +119,19 @@ async fn refuses_input_topics_that_are_not_co_partitioned() {
     cluster.create_topic("tickets", 3, 1).unwrap();
     cluster.create_topic("reps", 1, 1).unwrap();
     let config = event_clock_config(&cluster.bootstrap_servers());
-    let err = service::run(&config, &config.kafka.brokers, Store::default(), std::future::pending())
-        .await
-        .expect_err("must refuse");
+    let err = service::run(
+        &config,
+        &config.kafka.brokers,
+        Store::default(),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("must refuse");
     let msg = err.to_string();
-    assert!(msg.contains("not co-partitioned") && msg.contains("calls=2"), "{msg}");
+    assert!(
+        msg.contains("not co-partitioned") && msg.contains("calls=2"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,33 +139,67 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     let (_cluster, brokers) = cluster_with_topics(2);
     let mut config = event_clock_config(&brokers);
     config.engine.clock = churnwatch::config::RunClock::Wall;
-    let lines: Vec<String> = scenario_lines().into_iter().filter(|l| l.contains("\"purchase\"")).collect();
+    let lines: Vec<String> = scenario_lines()
+        .into_iter()
+        .filter(|l| l.contains("\"purchase\""))
+        .collect();
     produce_lines(&config, &lines).await;
     let stop = CancellationToken::new();
     let svc = {
         let (config, stop) = (config.clone(), stop.clone());
-        tokio::spawn(async move { service::run(&config, &config.kafka.brokers, Store::default(), stop.cancelled_owned()).await })
+        tokio::spawn(async move {
+            service::run(
+                &config,
+                &config.kafka.brokers,
+                Store::default(),
+                stop.cancelled_owned(),
+            )
+            .await
+        })
     };
     // Scenario times are months in the past: under the wall clock every
     // deadline of the tier-A customer is overdue on the first tick.
-    let fired = eventually(Duration::from_secs(60), || !read_topic(&brokers, "churn-alerts").is_empty()).await;
+    let fired = eventually(Duration::from_secs(60), || {
+        !read_topic(&brokers, "churn-alerts").is_empty()
+    })
+    .await;
     stop.cancel();
     let report = svc.await.expect("join").expect("service");
     assert!(fired);
-    assert_eq!(report.applied as usize + report.rejected as usize, lines.len());
+    assert_eq!(
+        report.applied as usize + report.rejected as usize,
+        lines.len()
+    );
     // A second member of the group starts from the committed offsets: it
     // sees nothing new, so it applies nothing.
     let stop2 = CancellationToken::new();
     let store2 = Store::default();
     let svc2 = {
         let (config, stop, store) = (config.clone(), stop2.clone(), store2.clone());
-        tokio::spawn(async move { service::run(&config, &config.kafka.brokers, store, stop.cancelled_owned()).await })
+        tokio::spawn(async move {
+            service::run(
+                &config,
+                &config.kafka.brokers,
+                store,
+                stop.cancelled_owned(),
+            )
+            .await
+        })
     };
-    let marker = vec![r#"{"type":"purchase","ts":"2026-05-01T00:00:00Z","customer_id":"late","amount":1}"#.to_string()];
+    let marker = vec![
+        r#"{"type":"purchase","ts":"2026-05-01T00:00:00Z","customer_id":"late","amount":1}"#
+            .to_string(),
+    ];
     produce_lines(&config, &marker).await;
-    let seen = eventually(Duration::from_secs(60), || store2.customer("late").is_some()).await;
+    let seen = eventually(Duration::from_secs(60), || {
+        store2.customer("late").is_some()
+    })
+    .await;
     stop2.cancel();
     assert!(seen, "the new message was consumed");
     let report2 = svc2.await.expect("join").expect("service");
-    assert_eq!(report2.applied, 1, "only the new message; the rest was committed");
+    assert_eq!(
+        report2.applied, 1,
+        "only the new message; the rest was committed"
+    );
 }

@@ -23,29 +23,98 @@ fn alerts(out: &Output) -> Vec<Value> {
 }
 
 /// (customer, rule, cause, status, tier, at, reason, severity)
-type Expected = (&'static str, &'static str, Option<&'static str>, &'static str, &'static str, &'static str, &'static str, &'static str);
+type Expected = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
 const EXPECTED: [Expected; 7] = [
-    ("big4", "rep_turnover", Some("handoffs"), "firing", "B", "2026-03-05T09:00:00Z",
-     "3 rep changes in the handoff window (limit 3 in 180 days)", "medium"),
-    ("big3", "rep_turnover", Some("departed"), "firing", "B", "2026-03-06T09:00:00Z",
-     "account rep r3 departed; the customer has no active rep (tier B)", "medium"),
-    ("big3", "rep_turnover", Some("departed"), "resolved", "B", "2026-03-07T09:00:00Z",
-     "active rep r4 now serves the customer", "medium"),
-    ("key1", "purchase_recency", None, "firing", "A", "2026-03-31T10:00:00Z",
-     "no purchase for 30 days (tier A limit 30)", "high"),
-    ("big2", "contact_gap", None, "firing", "B", "2026-03-31T10:05:00Z",
-     "no rep contact for 30 days (tier B limit 30)", "medium"),
-    ("key1", "purchase_recency", None, "resolved", "A", "2026-04-05T10:00:00Z",
-     "customer purchased again (tier A limit 30)", "high"),
-    ("big2", "contact_gap", None, "resolved", "B", "2026-04-10T10:05:00Z",
-     "rep r2 contacted the customer (tier B limit 30)", "medium"),
+    (
+        "big4",
+        "rep_turnover",
+        Some("handoffs"),
+        "firing",
+        "B",
+        "2026-03-05T09:00:00Z",
+        "3 rep changes in the handoff window (limit 3 in 180 days)",
+        "medium",
+    ),
+    (
+        "big3",
+        "rep_turnover",
+        Some("departed"),
+        "firing",
+        "B",
+        "2026-03-06T09:00:00Z",
+        "account rep r3 departed; the customer has no active rep (tier B)",
+        "medium",
+    ),
+    (
+        "big3",
+        "rep_turnover",
+        Some("departed"),
+        "resolved",
+        "B",
+        "2026-03-07T09:00:00Z",
+        "active rep r4 now serves the customer",
+        "medium",
+    ),
+    (
+        "key1",
+        "purchase_recency",
+        None,
+        "firing",
+        "A",
+        "2026-03-31T10:00:00Z",
+        "no purchase for 30 days (tier A limit 30)",
+        "high",
+    ),
+    (
+        "big2",
+        "contact_gap",
+        None,
+        "firing",
+        "B",
+        "2026-03-31T10:05:00Z",
+        "no rep contact for 30 days (tier B limit 30)",
+        "medium",
+    ),
+    (
+        "key1",
+        "purchase_recency",
+        None,
+        "resolved",
+        "A",
+        "2026-04-05T10:00:00Z",
+        "customer purchased again (tier A limit 30)",
+        "high",
+    ),
+    (
+        "big2",
+        "contact_gap",
+        None,
+        "resolved",
+        "B",
+        "2026-04-10T10:05:00Z",
+        "rep r2 contacted the customer (tier B limit 30)",
+        "medium",
+    ),
 ];
 
 #[test]
 fn scenario_alerts_match_field_by_field() {
     let out = churnwatch(&["replay", "--until", "2026-04-11T00:00:00Z", SCENARIO]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = alerts(&out);
     assert_eq!(got.len(), EXPECTED.len(), "{got:#?}");
     for (a, e) in got.iter().zip(EXPECTED) {
@@ -59,8 +128,19 @@ fn scenario_alerts_match_field_by_field() {
         assert_eq!(a["reason"], reason);
         assert_eq!(a["severity"], severity);
         assert_eq!(a["alert_id"].as_str().map(str::len), Some(32));
-        for key in ["recency_days", "frequency_90d", "monetary", "days_since_contact", "account_rep", "rep_handoffs_180d", "open_tickets"] {
-            assert!(a["signals"].get(key).is_some(), "signal {key} missing in {a}");
+        for key in [
+            "recency_days",
+            "frequency_90d",
+            "monetary",
+            "days_since_contact",
+            "account_rep",
+            "rep_handoffs_180d",
+            "open_tickets",
+        ] {
+            assert!(
+                a["signals"].get(key).is_some(),
+                "signal {key} missing in {a}"
+            );
         }
     }
     // An episode's firing and resolved alerts share one id; episodes differ.
@@ -73,7 +153,10 @@ fn scenario_alerts_match_field_by_field() {
     assert_eq!(key1["recency_days"], 30.0);
     assert_eq!(key1["frequency_90d"], 1);
     assert_eq!(key1["monetary"], 5000.0);
-    assert_eq!(key1["days_since_contact"], 0.0, "the call at the deadline's instant came first");
+    assert_eq!(
+        key1["days_since_contact"], 0.0,
+        "the call at the deadline's instant came first"
+    );
     assert_eq!(key1["account_rep"], "r1");
     let big4 = &got[0]["signals"];
     assert_eq!(big4["rep_handoffs_180d"], 3);
@@ -88,10 +171,19 @@ fn rejects_are_reported_dead_lettered_and_do_not_stop_the_run() {
     let out = churnwatch(&["replay", "--dead-letter", dlq.to_str().unwrap(), SCENARIO]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("scenario.jsonl:21: wrong type for field `amount`"), "{stderr}");
-    assert!(stderr.contains("scenario.jsonl:31: invalid JSON"), "{stderr}");
+    assert!(
+        stderr.contains("scenario.jsonl:21: wrong type for field `amount`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("scenario.jsonl:31: invalid JSON"),
+        "{stderr}"
+    );
     let summary = stderr.lines().last().unwrap();
-    assert!(summary.contains("42 events applied, 2 rejected"), "{summary}");
+    assert!(
+        summary.contains("42 events applied, 2 rejected"),
+        "{summary}"
+    );
     assert!(summary.contains("20 customers"), "{summary}");
     let dead: Vec<Value> = std::fs::read_to_string(&dlq)
         .unwrap()
@@ -104,7 +196,11 @@ fn rejects_are_reported_dead_lettered_and_do_not_stop_the_run() {
     assert_eq!(dead[1]["reason"], "invalid_json");
     assert_eq!(dead[1]["raw"], "not json at all");
     // Without --until, deadlines past the last event's time stay pending.
-    assert_eq!(alerts(&out).len(), 7, "the last event (day 40) lets all seven pass");
+    assert_eq!(
+        alerts(&out).len(),
+        7,
+        "the last event (day 40) lets all seven pass"
+    );
 }
 
 #[test]
@@ -118,7 +214,10 @@ fn reruns_are_identical_and_stdin_equals_a_file() {
         .output()
         .unwrap();
     assert_eq!(a.stdout, piped.stdout);
-    assert!(alerts(&a).len() > 7, "later deadlines fire with a later --until");
+    assert!(
+        alerts(&a).len() > 7,
+        "later deadlines fire with a later --until"
+    );
 }
 
 #[test]
@@ -134,7 +233,14 @@ fn bad_config_fails_at_start_naming_the_key() {
 #[test]
 fn shipped_config_replays_like_the_defaults() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/churnwatch.toml");
-    let a = churnwatch(&["replay", "--config", cfg, "--until", "2026-04-11T00:00:00Z", SCENARIO]);
+    let a = churnwatch(&[
+        "replay",
+        "--config",
+        cfg,
+        "--until",
+        "2026-04-11T00:00:00Z",
+        SCENARIO,
+    ]);
     let b = churnwatch(&["replay", "--until", "2026-04-11T00:00:00Z", SCENARIO]);
     assert_eq!(a.stdout, b.stdout);
 }

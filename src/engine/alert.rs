@@ -148,7 +148,10 @@ impl Alert {
         let limit = match self.limit {
             Limit::Days(Some(d)) => format!("tier {tier} limit {}", days(d)),
             Limit::Days(None) => format!("tier {tier} has no limit"),
-            Limit::Handoffs { threshold, window_days } => {
+            Limit::Handoffs {
+                threshold,
+                window_days,
+            } => {
                 format!("limit {threshold} in {} days", days(window_days))
             }
             Limit::None => format!("tier {tier}"),
@@ -156,7 +159,9 @@ impl Alert {
         let rep = s.account_rep.as_deref().unwrap_or("none");
         match (self.check, self.status, self.trigger) {
             (_, Status::Resolved, Trigger::TierChange) => {
-                format!("customer moved to tier {tier}, where the condition no longer holds ({limit})")
+                format!(
+                    "customer moved to tier {tier}, where the condition no longer holds ({limit})"
+                )
             }
             (Check::PurchaseRecency, Status::Firing, _) => match s.recency_days {
                 Some(d) => format!("no purchase for {} days ({limit})", days(d)),
@@ -165,7 +170,9 @@ impl Alert {
                     days(s.days_since_first_seen)
                 ),
             },
-            (Check::PurchaseRecency, Status::Resolved, _) => format!("customer purchased again ({limit})"),
+            (Check::PurchaseRecency, Status::Resolved, _) => {
+                format!("customer purchased again ({limit})")
+            }
             (Check::ContactGap, Status::Firing, _) => match s.days_since_contact {
                 Some(d) => format!("no rep contact for {} days ({limit})", days(d)),
                 None => format!(
@@ -173,14 +180,23 @@ impl Alert {
                     days(s.days_since_first_seen)
                 ),
             },
-            (Check::ContactGap, Status::Resolved, _) => format!("rep {rep} contacted the customer ({limit})"),
+            (Check::ContactGap, Status::Resolved, _) => {
+                format!("rep {rep} contacted the customer ({limit})")
+            }
             (Check::Departed, Status::Firing, _) => {
                 format!("account rep {rep} departed; the customer has no active rep ({limit})")
             }
-            (Check::Departed, Status::Resolved, Trigger::Roster) => format!("account rep {rep} is active again"),
-            (Check::Departed, Status::Resolved, _) => format!("active rep {rep} now serves the customer"),
+            (Check::Departed, Status::Resolved, Trigger::Roster) => {
+                format!("account rep {rep} is active again")
+            }
+            (Check::Departed, Status::Resolved, _) => {
+                format!("active rep {rep} now serves the customer")
+            }
             (Check::Handoffs, Status::Firing, _) => {
-                format!("{} rep changes in the handoff window ({limit})", s.rep_handoffs_180d)
+                format!(
+                    "{} rep changes in the handoff window ({limit})",
+                    s.rep_handoffs_180d
+                )
             }
             (Check::Handoffs, Status::Resolved, _) => format!(
                 "rep changes in the handoff window fell to {} ({limit})",

@@ -155,7 +155,11 @@ mod tests {
     fn customer_stays_small() {
         // The performance target is 200 resident bytes per customer at 10M;
         // the record itself must leave room for map and index overhead.
-        assert!(std::mem::size_of::<Customer>() <= 160, "{}", std::mem::size_of::<Customer>());
+        assert!(
+            std::mem::size_of::<Customer>() <= 160,
+            "{}",
+            std::mem::size_of::<Customer>()
+        );
     }
 
     #[test]
@@ -178,6 +182,10 @@ mod tests {
         }
         assert_eq!(c.handoffs.total(), 2.0);
         c.call(Ts(500), RepIdx(9), &w);
-        assert_eq!(c.account_rep.get(), Some(RepIdx(1)), "a late call does not take over");
+        assert_eq!(
+            c.account_rep.get(),
+            Some(RepIdx(1)),
+            "a late call does not take over"
+        );
     }
 }

@@ -195,11 +195,7 @@ pub enum RejectReason {
     BadTimestamp(String),
     /// `ts` is too far ahead of the engine's newest known time.
     #[error("timestamp {ts} is more than {max_skew_secs}s ahead of engine time {now}")]
-    FutureTimestamp {
-        ts: Ts,
-        now: Ts,
-        max_skew_secs: u64,
-    },
+    FutureTimestamp { ts: Ts, now: Ts, max_skew_secs: u64 },
     /// `amount` is not finite or its absolute value exceeds `engine.max_amount`.
     #[error("bad amount {amount}: must be finite with absolute value <= {limit}")]
     BadAmount { amount: f64, limit: f64 },
@@ -290,7 +286,10 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
         at: e.valid_up_to(),
     })?;
     let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| json_reason(text, e))?;
-    let kind_name = wire.event_type.as_deref().ok_or(RejectReason::MissingField("type"))?;
+    let kind_name = wire
+        .event_type
+        .as_deref()
+        .ok_or(RejectReason::MissingField("type"))?;
     let ts_text = wire.ts.as_deref().ok_or(RejectReason::MissingField("ts"))?;
     let ts = match Ts::parse_rfc3339(ts_text) {
         Some(ts) if ts.0 >= 0 => ts,
@@ -328,7 +327,10 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
                 &wire.direction,
                 "direction",
                 Direction::Outbound,
-                &[("outbound", Direction::Outbound), ("inbound", Direction::Inbound)],
+                &[
+                    ("outbound", Direction::Outbound),
+                    ("inbound", Direction::Inbound),
+                ],
             )?,
         },
         "ticket" => {
@@ -337,7 +339,10 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
             let status = required_one_of(
                 &wire.status,
                 "status",
-                &[("opened", TicketStatus::Opened), ("resolved", TicketStatus::Resolved)],
+                &[
+                    ("opened", TicketStatus::Opened),
+                    ("resolved", TicketStatus::Resolved),
+                ],
             )?;
             EventKind::Ticket {
                 customer,
@@ -351,7 +356,10 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
             status: required_one_of(
                 &wire.status,
                 "status",
-                &[("active", RepStatus::Active), ("departed", RepStatus::Departed)],
+                &[
+                    ("active", RepStatus::Active),
+                    ("departed", RepStatus::Departed),
+                ],
             )?,
         },
         other => return Err(RejectReason::UnknownType(shorten(other))),
@@ -420,7 +428,9 @@ fn json_reason(text: &str, err: serde_json::Error) -> RejectReason {
             };
             RejectReason::WrongType { field, detail: msg }
         }
-        Category::Io | Category::Syntax | Category::Eof => RejectReason::InvalidJson(err.to_string()),
+        Category::Io | Category::Syntax | Category::Eof => {
+            RejectReason::InvalidJson(err.to_string())
+        }
     }
 }
 
@@ -479,9 +489,25 @@ mod tests {
             LIMITS,
         )
         .unwrap();
-        assert!(matches!(t.kind, EventKind::Ticket { complaint: true, .. }));
-        let r = decode(br#"{"type":"rep","ts":"2026-03-01T10:00:00Z","rep_id":"r1","status":"departed"}"#, LIMITS).unwrap();
-        assert!(matches!(r.kind, EventKind::Roster { status: RepStatus::Departed, .. }));
+        assert!(matches!(
+            t.kind,
+            EventKind::Ticket {
+                complaint: true,
+                ..
+            }
+        ));
+        let r = decode(
+            br#"{"type":"rep","ts":"2026-03-01T10:00:00Z","rep_id":"r1","status":"departed"}"#,
+            LIMITS,
+        )
+        .unwrap();
+        assert!(matches!(
+            r.kind,
+            EventKind::Roster {
+                status: RepStatus::Departed,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -489,20 +515,44 @@ mod tests {
         let cases = [
             (r#"{"type":"purchase""#, "invalid_json"),
             (r#"{"ts":"2026-03-01T10:00:00Z"}"#, "missing_field"),
-            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":"5"}"#, "wrong_type"),
+            (
+                r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":"5"}"#,
+                "wrong_type",
+            ),
             (r#"{"type":"purchase","type":"call"}"#, "duplicate_field"),
-            (r#"{"type":"refund","ts":"2026-03-01T10:00:00Z"}"#, "unknown_type"),
+            (
+                r#"{"type":"refund","ts":"2026-03-01T10:00:00Z"}"#,
+                "unknown_type",
+            ),
             (r#"{"type":"call","ts":"yesterday"}"#, "bad_timestamp"),
-            (r#"{"type":"call","ts":"1969-12-31T23:59:59Z"}"#, "bad_timestamp"),
-            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":1e300}"#, "bad_amount"),
-            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"","amount":1}"#, "bad_id"),
-            (r#"{"type":"call","ts":"2026-03-01T10:00:00Z","customer_id":"c","rep_id":"r","channel":"fax"}"#, "bad_value"),
-            (r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":NaN}"#, "invalid_json"),
+            (
+                r#"{"type":"call","ts":"1969-12-31T23:59:59Z"}"#,
+                "bad_timestamp",
+            ),
+            (
+                r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":1e300}"#,
+                "bad_amount",
+            ),
+            (
+                r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"","amount":1}"#,
+                "bad_id",
+            ),
+            (
+                r#"{"type":"call","ts":"2026-03-01T10:00:00Z","customer_id":"c","rep_id":"r","channel":"fax"}"#,
+                "bad_value",
+            ),
+            (
+                r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c","amount":NaN}"#,
+                "invalid_json",
+            ),
         ];
         for (input, code) in cases {
             assert_eq!(reject(input).code(), code, "{input}");
         }
-        assert_eq!(decode(b"{\"type\":\"\xff\"}", LIMITS).unwrap_err().code(), "invalid_utf8");
+        assert_eq!(
+            decode(b"{\"type\":\"\xff\"}", LIMITS).unwrap_err().code(),
+            "invalid_utf8"
+        );
         let long = format!(
             r#"{{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"{}","amount":1}}"#,
             "é".repeat(129)
@@ -518,7 +568,9 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_field() {
-        match reject(r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":7,"amount":1}"#) {
+        match reject(
+            r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":7,"amount":1}"#,
+        ) {
             RejectReason::WrongType { field, .. } => assert_eq!(field, "customer_id"),
             other => panic!("unexpected {other:?}"),
         }
@@ -532,7 +584,9 @@ mod tests {
         )
         .unwrap();
         match e.kind {
-            EventKind::Purchase { amount, .. } => assert!(amount == 0.0 && amount.is_sign_positive()),
+            EventKind::Purchase { amount, .. } => {
+                assert!(amount == 0.0 && amount.is_sign_positive())
+            }
             _ => unreachable!(),
         }
     }
@@ -549,7 +603,12 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_utc_z() {
-        assert_eq!(Ts::parse_rfc3339("2026-03-01T10:00:00+02:00").unwrap().to_string(), "2026-03-01T08:00:00Z");
+        assert_eq!(
+            Ts::parse_rfc3339("2026-03-01T10:00:00+02:00")
+                .unwrap()
+                .to_string(),
+            "2026-03-01T08:00:00Z"
+        );
         assert_eq!(Ts(1_500).to_string(), "1970-01-01T00:00:01.500Z");
     }
 }

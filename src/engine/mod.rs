@@ -211,16 +211,25 @@ impl Engine {
     /// The earliest time at which advancing would do something.
     pub fn next_deadline(&self) -> Option<Ts> {
         let c = &self.core;
-        [c.timers.first().map(|t| t.0), c.next_recompute, c.held.first_ts()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            c.timers.first().map(|t| t.0),
+            c.next_recompute,
+            c.held.first_ts(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Applies one event from input `partition` (0 outside Kafka). Alerts it
     /// causes, and deadlines it lets pass under the event clock, are pushed
     /// to `out`.
-    pub fn apply(&mut self, event: Event, partition: u16, out: &mut Vec<Alert>) -> Result<Applied, RejectReason> {
+    pub fn apply(
+        &mut self,
+        event: Event,
+        partition: u16,
+        out: &mut Vec<Alert>,
+    ) -> Result<Applied, RejectReason> {
         let ts = event.ts;
         let wm = &mut self.core.watermark;
         if let Some(now) = wm.reference(self.core.horizon)
@@ -283,7 +292,9 @@ impl Engine {
             }
         }
         let dropped: rustc_hash::FxHashSet<u32> = gone.iter().map(|g| g.0).collect();
-        self.core.tickets.retain(|(idx, _), _| !dropped.contains(idx));
+        self.core
+            .tickets
+            .retain(|(idx, _), _| !dropped.contains(idx));
         self.core.held.retain(|h| h.partition != partition);
         self.core.dirty = true;
         gone.len()
@@ -385,7 +396,9 @@ impl Engine {
                 }
             }
             Body::Call(rep) => c.call(ts, rep, &w),
-            Body::Ticket(ticket, status, complaint) => core.ticket(&mut c, idx, ticket, status, complaint),
+            Body::Ticket(ticket, status, complaint) => {
+                core.ticket(&mut c, idx, ticket, status, complaint)
+            }
         }
         core.reconcile(&mut c, idx, t, Point::Event, scope);
     }
@@ -405,7 +418,13 @@ impl Engine {
         self.core.reconcile(&mut c, idx, t, Point::Timer, scope);
     }
 
-    fn roster_event(&mut self, rep: &event::RepKey, status: RepStatus, t: Ts, out: &mut Vec<Alert>) {
+    fn roster_event(
+        &mut self,
+        rep: &event::RepKey,
+        status: RepStatus,
+        t: Ts,
+        out: &mut Vec<Alert>,
+    ) {
         let inner = self.store.inner();
         let changed = {
             let mut roster = inner.roster.write();
@@ -452,9 +471,11 @@ impl Engine {
         }
         core.dirty = false;
         let old = core.thresholds;
-        let new = core.tiers.thresholds(core.settings.a_percent, core.settings.b_percent, |i| {
-            inner.customers.get(&i).map_or(0.0, |c| c.monetary_total())
-        });
+        let new = core
+            .tiers
+            .thresholds(core.settings.a_percent, core.settings.b_percent, |i| {
+                inner.customers.get(&i).map_or(0.0, |c| c.monetary_total())
+            });
         core.thresholds = new;
         let roster = inner.roster.read();
         let scope = &mut Scope {
@@ -471,7 +492,11 @@ impl Engine {
             let span = |x: f64, y: f64| (x.min(y), x.max(y));
             let (a_lo, a_hi) = span(old.a, new.a);
             let (b_lo, b_hi) = span(old.b, new.b);
-            let mut moved: Vec<u32> = core.tiers.between(a_lo, a_hi).chain(core.tiers.between(b_lo, b_hi)).collect();
+            let mut moved: Vec<u32> = core
+                .tiers
+                .between(a_lo, a_hi)
+                .chain(core.tiers.between(b_lo, b_hi))
+                .collect();
             moved.sort_unstable();
             moved.dedup();
             for idx in moved {
@@ -508,16 +533,31 @@ enum Body {
 }
 
 impl Core {
-    fn create(&mut self, inner: &store::Inner, id: event::CustomerKey, ts: Ts, partition: u16) -> u32 {
+    fn create(
+        &mut self,
+        inner: &store::Inner,
+        id: event::CustomerKey,
+        ts: Ts,
+        partition: u16,
+    ) -> u32 {
         let idx = self.next_idx;
         self.next_idx += 1;
-        inner.customers.insert(idx, Customer::new(id.clone(), ts, partition));
+        inner
+            .customers
+            .insert(idx, Customer::new(id.clone(), ts, partition));
         inner.ids.insert(id, idx);
         self.tiers.insert(idx);
         idx
     }
 
-    fn ticket(&mut self, c: &mut Customer, idx: u32, ticket: u64, status: TicketStatus, complaint: bool) {
+    fn ticket(
+        &mut self,
+        c: &mut Customer,
+        idx: u32,
+        ticket: u64,
+        status: TicketStatus,
+        complaint: bool,
+    ) {
         match status {
             TicketStatus::Opened => {
                 if self.tickets.insert((idx, ticket), complaint).is_none() {
@@ -551,7 +591,14 @@ impl Core {
 
     /// Brings a customer's firing checks in line with its state at `t`,
     /// emitting the transitions, then reschedules its timer.
-    fn reconcile(&mut self, c: &mut Customer, idx: u32, t: Ts, point: Point, scope: &mut Scope<'_>) {
+    fn reconcile(
+        &mut self,
+        c: &mut Customer,
+        idx: u32,
+        t: Ts,
+        point: Point,
+        scope: &mut Scope<'_>,
+    ) {
         let roster = scope.roster;
         let s = self.settings;
         for check in Check::ALL {
@@ -561,7 +608,9 @@ impl Core {
                     let due = s.limits.due(check, c);
                     let holds = due.is_some_and(|d| d < t || (point.inclusive() && d == t));
                     match (point, due) {
-                        (Point::Before | Point::Timer, Some(d)) if holds => (true, d, Trigger::Deadline),
+                        (Point::Before | Point::Timer, Some(d)) if holds => {
+                            (true, d, Trigger::Deadline)
+                        }
                         (Point::Event | Point::Roster, _) if !holds => (false, t, Trigger::Event),
                         _ => (holds, t, Trigger::TierChange),
                     }
@@ -578,7 +627,8 @@ impl Core {
                 }
                 Check::Handoffs => {
                     let count = c.handoffs.sum_at(s.windows.handoffs.index(t.0));
-                    let holds = s.limits.applies(check, c.tier) && count >= s.limits.handoff_threshold as f64;
+                    let holds = s.limits.applies(check, c.tier)
+                        && count >= s.limits.handoff_threshold as f64;
                     let trigger = match point {
                         Point::Recompute => Trigger::TierChange,
                         Point::Before | Point::Timer => Trigger::WindowSlide,
@@ -588,7 +638,8 @@ impl Core {
                 }
             };
             // Handoffs only start on events or tier changes, never on the catch-up pass.
-            let may_fire = !(check == Check::Handoffs && matches!(point, Point::Before | Point::Timer));
+            let may_fire =
+                !(check == Check::Handoffs && matches!(point, Point::Before | Point::Timer));
             if holds && !firing && may_fire {
                 c.firing |= check.bit();
                 scope.inner.episodes.insert((idx, check), at);
@@ -602,7 +653,11 @@ impl Core {
                 scope.out.push(self.alert(c, fired, roster));
             } else if !holds && firing {
                 c.firing &= !check.bit();
-                let fired_at = scope.inner.episodes.remove(&(idx, check)).map_or(at, |(_, v)| v);
+                let fired_at = scope
+                    .inner
+                    .episodes
+                    .remove(&(idx, check))
+                    .map_or(at, |(_, v)| v);
                 let trigger = if point == Point::Recompute {
                     Trigger::TierChange
                 } else {
@@ -640,7 +695,10 @@ impl Core {
         }
         if c.is_firing(Check::Handoffs.bit()) {
             let b = s.windows.handoffs;
-            if let Some(e) = c.handoffs.falls_below(b.index(t.0), s.limits.handoff_threshold as f64) {
+            if let Some(e) = c
+                .handoffs
+                .falls_below(b.index(t.0), s.limits.handoff_threshold as f64)
+            {
                 consider(Ts(b.start(e)));
             }
         }
@@ -658,7 +716,9 @@ impl Core {
         let s = &self.settings;
         let w = &s.windows;
         let limit = match check {
-            Check::PurchaseRecency | Check::ContactGap => Limit::Days(s.limits.limit_days(check, c.tier)),
+            Check::PurchaseRecency | Check::ContactGap => {
+                Limit::Days(s.limits.limit_days(check, c.tier))
+            }
             Check::Handoffs => Limit::Handoffs {
                 threshold: s.limits.handoff_threshold,
                 window_days: s.handoff_window_days,

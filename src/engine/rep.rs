@@ -47,7 +47,9 @@ impl Roster {
     }
 
     pub fn is_departed(&self, idx: RepIdx) -> bool {
-        self.reps.get(idx.0 as usize).is_some_and(|r| r.departed_at.is_some())
+        self.reps
+            .get(idx.0 as usize)
+            .is_some_and(|r| r.departed_at.is_some())
     }
 
     /// Records a roster event; returns true if the rep's status changed.

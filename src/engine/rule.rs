@@ -59,7 +59,12 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 4] = [Check::PurchaseRecency, Check::ContactGap, Check::Departed, Check::Handoffs];
+    pub const ALL: [Check; 4] = [
+        Check::PurchaseRecency,
+        Check::ContactGap,
+        Check::Departed,
+        Check::Handoffs,
+    ];
 
     pub fn bit(self) -> u8 {
         1 << (self as u8)
@@ -180,7 +185,11 @@ impl Limits {
         let ms = |l: &TierLimits| Tier::ALL.map(|t| l.get(t).map(|d| d.as_millis() as i64));
         let mask = |on: bool| {
             if on {
-                rules.rep_turnover.tiers.iter().fold(0u8, |m, t| m | 1 << t.index())
+                rules
+                    .rep_turnover
+                    .tiers
+                    .iter()
+                    .fold(0u8, |m, t| m | 1 << t.index())
             } else {
                 0
             }
@@ -225,6 +234,7 @@ impl Limits {
     }
 
     pub fn limit_days(&self, check: Check, tier: Tier) -> Option<f64> {
-        self.limit_ms(check, tier).map(|ms| ms as f64 / DAY_MS as f64)
+        self.limit_ms(check, tier)
+            .map(|ms| ms as f64 / DAY_MS as f64)
     }
 }

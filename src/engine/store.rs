@@ -76,7 +76,12 @@ impl Store {
 
     /// Every open episode (a copy); cost is proportional to open episodes.
     pub fn active_alerts(&self) -> Vec<ActiveEpisode> {
-        let keys: Vec<((u32, Check), Ts)> = self.inner.episodes.iter().map(|e| (*e.key(), *e.value())).collect();
+        let keys: Vec<((u32, Check), Ts)> = self
+            .inner
+            .episodes
+            .iter()
+            .map(|e| (*e.key(), *e.value()))
+            .collect();
         keys.into_iter()
             .filter_map(|((idx, check), fired_at)| {
                 let customer = self.inner.customers.get(&idx)?.clone();

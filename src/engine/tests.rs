@@ -53,8 +53,10 @@ impl Harness {
     }
 
     fn roster(&mut self, rep: &str, status: &str, at: Ts) {
-        self.push(&format!(r#"{{"type":"rep","ts":"{at}","rep_id":"{rep}","status":"{status}"}}"#))
-            .unwrap();
+        self.push(&format!(
+            r#"{{"type":"rep","ts":"{at}","rep_id":"{rep}","status":"{status}"}}"#
+        ))
+        .unwrap();
     }
 
     fn until(&mut self, t: Ts) {
@@ -110,7 +112,10 @@ fn purchase_recency_fires_at_the_deadline_not_when_noticed() {
     h.call("c1", "r1", day(26.0));
     h.until(day(45.0));
     let alerts = h.take();
-    assert!(alerts.contains(&fired("c1", Check::PurchaseRecency, day(30.0))), "{alerts:?}");
+    assert!(
+        alerts.contains(&fired("c1", Check::PurchaseRecency, day(30.0))),
+        "{alerts:?}"
+    );
 }
 
 #[test]
@@ -118,12 +123,21 @@ fn exactly_at_the_limit_does_not_fire() {
     let mut h = Harness::new(&flat(30, 1000));
     h.purchase("c1", day(0.0), 10.0);
     h.until(day(30.0));
-    assert!(h.take().is_empty(), "watermark at the deadline is not past it");
+    assert!(
+        h.take().is_empty(),
+        "watermark at the deadline is not past it"
+    );
     h.purchase("c1", day(30.0), 10.0);
     h.until(day(59.0));
-    assert!(h.take().is_empty(), "a purchase exactly at the limit resets recency");
-    h.until(day(60.0) .saturating_add(1));
-    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(60.0))]);
+    assert!(
+        h.take().is_empty(),
+        "a purchase exactly at the limit resets recency"
+    );
+    h.until(day(60.0).saturating_add(1));
+    assert_eq!(
+        h.take(),
+        vec![fired("c1", Check::PurchaseRecency, day(60.0))]
+    );
 }
 
 #[test]
@@ -133,10 +147,19 @@ fn purchase_recency_resolves_at_the_next_purchase_with_the_same_id() {
     h.purchase("c1", day(40.0), 10.0);
     let alerts: Vec<Alert> = h.out.drain(..).collect();
     assert_eq!(alerts.len(), 2);
-    assert_eq!((alerts[0].status, alerts[0].at), (Status::Firing, day(30.0)));
-    assert_eq!((alerts[1].status, alerts[1].at), (Status::Resolved, day(40.0)));
+    assert_eq!(
+        (alerts[0].status, alerts[0].at),
+        (Status::Firing, day(30.0))
+    );
+    assert_eq!(
+        (alerts[1].status, alerts[1].at),
+        (Status::Resolved, day(40.0))
+    );
     assert_eq!(alerts[0].alert_id, alerts[1].alert_id);
-    assert_eq!(alerts[0].reason(), "no purchase for 30 days (tier A limit 30)");
+    assert_eq!(
+        alerts[0].reason(),
+        "no purchase for 30 days (tier A limit 30)"
+    );
 }
 
 #[test]
@@ -145,7 +168,10 @@ fn refunds_do_not_reset_recency() {
     h.purchase("c1", day(0.0), 10.0);
     h.purchase("c1", day(20.0), -5.0);
     h.until(day(31.0));
-    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(30.0))]);
+    assert_eq!(
+        h.take(),
+        vec![fired("c1", Check::PurchaseRecency, day(30.0))]
+    );
 }
 
 #[test]
@@ -156,7 +182,7 @@ fn contact_gap_measures_from_first_seen_when_never_called() {
     assert_eq!(h.take(), vec![fired("c1", Check::ContactGap, day(14.0))]);
     h.call("c1", "r1", day(21.0));
     assert_eq!(h.take(), vec![resolved("c1", Check::ContactGap, day(21.0))]);
-    h.until(day(35.0) .saturating_add(1));
+    h.until(day(35.0).saturating_add(1));
     assert_eq!(h.take(), vec![fired("c1", Check::ContactGap, day(35.0))]);
 }
 
@@ -200,10 +226,16 @@ fn tier_gating_uses_each_tiers_limit_and_c_has_none() {
     }
     h.until(day(61.0));
     let alerts = h.take();
-    let recency: Vec<_> = alerts.iter().filter(|a| a.1 == Check::PurchaseRecency).collect();
+    let recency: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.1 == Check::PurchaseRecency)
+        .collect();
     assert!(recency.contains(&&fired("c00", Check::PurchaseRecency, day(30.0))));
     for b in ["c01", "c02", "c03"] {
-        assert!(recency.contains(&&fired(b, Check::PurchaseRecency, day(45.0))), "{b}: {alerts:?}");
+        assert!(
+            recency.contains(&&fired(b, Check::PurchaseRecency, day(45.0))),
+            "{b}: {alerts:?}"
+        );
     }
     assert_eq!(recency.len(), 4, "tier C has the rule off: {alerts:?}");
 }
@@ -218,7 +250,10 @@ fn moving_up_into_an_exceeded_limit_fires_at_the_recompute() {
         h.call(&c, "r1", day(0.0));
     }
     h.until(day(0.1));
-    assert_eq!((h.tier("c0"), h.tier("c1"), h.tier("c2")), (Tier::A, Tier::B, Tier::C));
+    assert_eq!(
+        (h.tier("c0"), h.tier("c1"), h.tier("c2")),
+        (Tier::A, Tier::B, Tier::C)
+    );
     h.call("c0", "r1", day(10.0));
     h.call("c0", "r1", day(19.0));
     // c1 has gone 20 days without contact: over A's 14, under B's 30.
@@ -227,7 +262,11 @@ fn moving_up_into_an_exceeded_limit_fires_at_the_recompute() {
         day(20.0)
     ))
     .unwrap();
-    assert_eq!(h.tier("c0"), Tier::C, "a refund re-tiers its customer at once");
+    assert_eq!(
+        h.tier("c0"),
+        Tier::C,
+        "a refund re-tiers its customer at once"
+    );
     assert!(h.take().is_empty());
     // Day 20 is on the hour: its recompute runs right after the refund.
     let recompute = day(20.0);
@@ -271,7 +310,10 @@ fn moving_down_to_a_tier_without_the_rule_resolves_at_the_recompute() {
     h.until(recompute.saturating_add(1));
     assert_eq!(h.tier("top"), Tier::C);
     let alerts = h.take();
-    assert!(alerts.contains(&resolved("top", Check::ContactGap, recompute)), "{alerts:?}");
+    assert!(
+        alerts.contains(&resolved("top", Check::ContactGap, recompute)),
+        "{alerts:?}"
+    );
 }
 
 #[test]
@@ -293,13 +335,20 @@ fn departed_rep_alerts_a_and_b_customers_at_the_roster_time() {
         .collect();
     assert_eq!(alerts, expected, "only A and B customers");
     h.call("c01", "r1", day(2.0));
-    assert!(h.take().is_empty(), "a call by the departed rep does not resolve");
+    assert!(
+        h.take().is_empty(),
+        "a call by the departed rep does not resolve"
+    );
     h.call("c01", "r2", day(3.0));
     assert_eq!(h.take(), vec![resolved("c01", Check::Departed, day(3.0))]);
     h.roster("r1", "active", day(4.0));
     let mut back = h.take();
     back.sort();
-    assert_eq!(back.len(), 3, "the rep's return resolves the rest: {back:?}");
+    assert_eq!(
+        back.len(),
+        3,
+        "the rep's return resolves the rest: {back:?}"
+    );
 }
 
 #[test]
@@ -345,9 +394,15 @@ fn late_events_are_applied_counted_and_stamped_at_the_watermark() {
         .unwrap();
     assert_eq!(late, Applied::Late);
     assert_eq!(h.engine.stats().late_events, 1);
-    assert_eq!(h.engine.store().customer("c1").unwrap().last_purchase.get(), Some(day(5.0)));
+    assert_eq!(
+        h.engine.store().customer("c1").unwrap().last_purchase.get(),
+        Some(day(5.0))
+    );
     h.until(day(36.0));
-    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(35.0))]);
+    assert_eq!(
+        h.take(),
+        vec![fired("c1", Check::PurchaseRecency, day(35.0))]
+    );
 }
 
 #[test]
@@ -362,7 +417,10 @@ fn allowed_lateness_reorders_events_inside_it() {
     h.until(day(100.0));
     // Applied in ts order, no gap exceeded 30 days until after day 31; in
     // arrival order day 0 → 31 would have fired at day 30.
-    assert_eq!(h.take(), vec![fired("c1", Check::PurchaseRecency, day(61.0))]);
+    assert_eq!(
+        h.take(),
+        vec![fired("c1", Check::PurchaseRecency, day(61.0))]
+    );
     assert_eq!(h.engine.stats().late_events, 0);
 }
 
@@ -379,14 +437,21 @@ fn far_future_events_are_rejected() {
         ))
         .unwrap_err();
     assert_eq!(err.code(), "future_timestamp");
-    assert_eq!(h.engine.watermark(), Some(day(2.0)), "a rejected event does not move time");
+    assert_eq!(
+        h.engine.watermark(),
+        Some(day(2.0)),
+        "a rejected event does not move time"
+    );
 }
 
 #[test]
 fn advancing_with_nothing_due_changes_nothing() {
     let mut h = Harness::new(&flat(30, 1000));
     h.purchase("c1", day(0.0), 10.0);
-    assert_eq!(h.engine.next_deadline(), Some(Ts((day(0.0).0 / 3_600_000 + 1) * 3_600_000)));
+    assert_eq!(
+        h.engine.next_deadline(),
+        Some(Ts((day(0.0).0 / 3_600_000 + 1) * 3_600_000))
+    );
     h.until(day(29.0));
     assert!(h.take().is_empty());
     assert_eq!(h.engine.pending_timers(), 1);
@@ -446,4 +511,32 @@ proptest! {
         prop_assert!(ats.windows(2).all(|w| w[0] <= w[1]), "emitted out of order: {got:?}");
         prop_assert_eq!(sorted, model_alerts(&events, until, 10 * 24));
     }
+}
+
+#[test]
+fn evicting_a_partition_drops_exactly_its_customers_and_timers() {
+    let mut h = Harness::new(&flat(30, 1000));
+    for (c, p) in [("a", 0u16), ("b", 1), ("c", 1)] {
+        let ev = decode(
+            format!(
+                r#"{{"type":"purchase","ts":"{}","customer_id":"{c}","amount":5}}"#,
+                day(0.0)
+            )
+            .as_bytes(),
+            h.engine.decode_limits(),
+        )
+        .unwrap();
+        h.engine.apply(ev, p, &mut h.out).unwrap();
+    }
+    assert_eq!(h.engine.pending_timers(), 3);
+    assert_eq!(h.engine.evict_partition(1), 2);
+    assert_eq!(h.engine.store().len(), 1);
+    assert!(h.engine.store().customer("b").is_none());
+    assert_eq!(h.engine.pending_timers(), 1);
+    assert_eq!(h.engine.tier_counts().iter().sum::<u64>(), 1);
+    h.until(day(31.0));
+    assert_eq!(
+        h.take(),
+        vec![fired("a", Check::PurchaseRecency, day(30.0))]
+    );
 }

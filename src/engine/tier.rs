@@ -9,7 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub enum Tier {
     A,
     B,
@@ -159,7 +161,12 @@ impl TierIndex {
 
     /// Exact thresholds for the configured shares; `monetary` reads a
     /// customer's current value (called only for boundary-bin members).
-    pub fn thresholds(&self, a_percent: f64, b_percent: f64, monetary: impl Fn(u32) -> f64) -> Thresholds {
+    pub fn thresholds(
+        &self,
+        a_percent: f64,
+        b_percent: f64,
+        monetary: impl Fn(u32) -> f64,
+    ) -> Thresholds {
         let n = self.positive as f64;
         let rank = |pct: f64| ((n * pct / 100.0) - 1e-9).ceil().max(0.0) as usize;
         Thresholds {
@@ -251,6 +258,9 @@ mod tests {
         let mut in_range: Vec<u32> = idx.between(10.0, 10.0).collect();
         in_range.sort();
         assert_eq!(in_range, vec![2, 3]);
-        assert_eq!(idx.between(500.0, f64::INFINITY).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            idx.between(500.0, f64::INFINITY).collect::<Vec<_>>(),
+            vec![1]
+        );
     }
 }

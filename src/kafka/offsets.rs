@@ -21,7 +21,10 @@ impl PendingOffsets {
     /// Records a consumed message. `applied_at` is `None` if it is already
     /// applied (or dead-lettered), else the `ts` the watermark must reach.
     pub fn push(&mut self, tp: TopicPartition, offset: i64, applied_at: Option<Ts>) {
-        self.parts.entry(tp).or_default().push_back((offset, applied_at));
+        self.parts
+            .entry(tp)
+            .or_default()
+            .push_back((offset, applied_at));
     }
 
     /// Pops every message the watermark has released, in order; returns the

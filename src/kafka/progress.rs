@@ -111,12 +111,24 @@ mod tests {
         p.observe(&b, 0, Some(Ts(40)), t0);
         assert_eq!(p.watermark(t0, idle), Some(Ts(40)));
         let later = t0 + Duration::from_secs(6);
-        assert_eq!(p.watermark(later, idle), Some(Ts(40)), "idle but not known caught up");
+        assert_eq!(
+            p.watermark(later, idle),
+            Some(Ts(40)),
+            "idle but not known caught up"
+        );
         assert_eq!(p.idle(later, idle).len(), 2);
         p.high_watermark(&b, 1);
-        assert_eq!(p.watermark(later, idle), Some(Ts(100)), "b is caught up and idle");
+        assert_eq!(
+            p.watermark(later, idle),
+            Some(Ts(100)),
+            "b is caught up and idle"
+        );
         p.high_watermark(&a, 1);
-        assert_eq!(p.watermark(later, idle), Some(Ts(100)), "all idle: the largest time seen");
+        assert_eq!(
+            p.watermark(later, idle),
+            Some(Ts(100)),
+            "all idle: the largest time seen"
+        );
         p.observe(&b, 1, Some(Ts(60)), later);
         // a stays skipped; b moves again and alone holds time (the engine
         // itself never moves its watermark back).

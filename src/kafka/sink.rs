@@ -95,7 +95,9 @@ impl Sink {
     /// Hands the record to librdkafka, waiting while its queue is full.
     async fn enqueue(&self, mut out: Outgoing) -> Outgoing {
         loop {
-            let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.payload);
+            let mut record = FutureRecord::to(&out.topic)
+                .key(&out.key)
+                .payload(&out.payload);
             if let Some(h) = &out.headers {
                 record = record.headers(h.clone());
             }
@@ -117,7 +119,11 @@ impl Sink {
 
     /// Waits until the broker acknowledged the record, sending it again
     /// after a failed delivery.
-    pub async fn confirm(&self, mut out: Outgoing, stop: &CancellationToken) -> Result<(), SinkError> {
+    pub async fn confirm(
+        &self,
+        mut out: Outgoing,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let Some(delivery) = out.delivery.take() else {
@@ -130,7 +136,9 @@ impl Sink {
             };
             match result {
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err((e, _))) => tracing::warn!(topic = %out.topic, error = %e, "delivery failed; sending again"),
+                Ok(Err((e, _))) => {
+                    tracing::warn!(topic = %out.topic, error = %e, "delivery failed; sending again")
+                }
                 Err(_) => tracing::warn!(topic = %out.topic, "delivery report lost; sending again"),
             }
             tokio::select! {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::offsets::TopicPartition;
@@ -25,9 +26,12 @@ pub enum Rebalanced {
     Revoked(Vec<TopicPartition>),
 }
 
+/// Consumer context: collects rebalances and, from librdkafka's periodic
+/// statistics, each partition's high watermark (no blocking broker call).
 #[derive(Default)]
 pub struct SourceContext {
     rebalances: Mutex<Vec<Rebalanced>>,
+    high_watermarks: Mutex<BTreeMap<TopicPartition, i64>>,
 }
 
 impl SourceContext {
@@ -39,6 +43,14 @@ impl SourceContext {
         }
     }
 
+    /// The partition's high watermark as of the last statistics report.
+    pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        match self.high_watermarks.lock() {
+            Ok(m) => m.get(tp).copied(),
+            Err(poisoned) => poisoned.into_inner().get(tp).copied(),
+        }
+    }
+
     fn push(&self, r: Rebalanced) {
         match self.rebalances.lock() {
             Ok(mut v) => v.push(r),
@@ -47,7 +59,22 @@ impl SourceContext {
     }
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut fresh = BTreeMap::new();
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.hi_offset >= 0 {
+                    fresh.insert((name.clone(), *id), p.hi_offset);
+                }
+            }
+        }
+        match self.high_watermarks.lock() {
+            Ok(mut m) => m.extend(fresh),
+            Err(poisoned) => poisoned.into_inner().extend(fresh),
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -64,7 +91,10 @@ impl ConsumerContext for SourceContext {
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 pub type InputConsumer = StreamConsumer<SourceContext>;
@@ -79,15 +109,24 @@ pub enum SourceError {
     MissingTopic(String),
     /// Input topics have different partition counts, so one customer's
     /// events could land on partitions owned by different instances.
-    #[error("input topics are not co-partitioned (partition counts: {0}); give them the same partition count")]
+    #[error(
+        "input topics are not co-partitioned (partition counts: {0}); give them the same partition count"
+    )]
     NotCoPartitioned(String),
 }
 
 /// Settings churnwatch relies on for at-least-once; a user value for these
 /// is overridden (with a warning), everything else passes through.
-const ENFORCED: [(&str, &str); 2] = [("enable.auto.offset.store", "false"), ("enable.auto.commit", "true")];
+const ENFORCED: [(&str, &str); 2] = [
+    ("enable.auto.offset.store", "false"),
+    ("enable.auto.commit", "true"),
+];
 
-fn client_config(brokers: &str, extra: &BTreeMap<String, String>, defaults: &[(&str, &str)]) -> ClientConfig {
+fn client_config(
+    brokers: &str,
+    extra: &BTreeMap<String, String>,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     for (k, v) in defaults {
@@ -117,11 +156,15 @@ pub fn input_consumer(config: &KafkaConfig, brokers: &str) -> Result<InputConsum
             ("partition.assignment.strategy", "range"),
             ("auto.commit.interval.ms", "1000"),
             ("session.timeout.ms", "10000"),
+            ("statistics.interval.ms", "500"),
         ],
     );
     for (k, v) in ENFORCED {
         if config.consumer.get(k).is_some_and(|user| user != v) {
-            tracing::warn!(key = k, "overriding a consumer property churnwatch needs for at-least-once");
+            tracing::warn!(
+                key = k,
+                "overriding a consumer property churnwatch needs for at-least-once"
+            );
         }
         c.set(k, v);
     }
@@ -133,7 +176,10 @@ pub fn input_consumer(config: &KafkaConfig, brokers: &str) -> Result<InputConsum
 }
 
 /// Refuses input topics with different partition counts.
-pub fn check_co_partitioned<C: Consumer<SourceContext>>(consumer: &C, topics: &[String]) -> Result<usize, SourceError> {
+pub fn check_co_partitioned<C: Consumer<SourceContext>>(
+    consumer: &C,
+    topics: &[String],
+) -> Result<usize, SourceError> {
     let mut counts = Vec::new();
     for topic in topics {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -160,16 +206,20 @@ pub fn roster_consumer(
     config: &KafkaConfig,
     brokers: &str,
     instance: &str,
-) -> Result<(StreamConsumer, Vec<TopicPartition>), SourceError> {
+) -> Result<(InputConsumer, Vec<TopicPartition>), SourceError> {
     let group = format!("{}-roster-{instance}", config.group_id);
     let c = client_config(
         brokers,
         &config.consumer,
-        &[("group.id", &group), ("enable.partition.eof", "false")],
+        &[
+            ("group.id", &group),
+            ("enable.partition.eof", "false"),
+            ("statistics.interval.ms", "500"),
+        ],
     );
     let mut c = c;
     c.set("enable.auto.commit", "false");
-    let consumer: StreamConsumer = c.create()?;
+    let consumer: InputConsumer = c.create_with_context(SourceContext::default())?;
     let md = consumer.fetch_metadata(Some(&config.roster_topic), Duration::from_secs(10))?;
     let parts: Vec<i32> = md
         .topics()
@@ -185,16 +235,26 @@ pub fn roster_consumer(
         tpl.add_partition_offset(&config.roster_topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let tps = parts.into_iter().map(|p| (config.roster_topic.clone(), p)).collect();
+    let tps = parts
+        .into_iter()
+        .map(|p| (config.roster_topic.clone(), p))
+        .collect();
     Ok((consumer, tps))
 }
 
 /// The idempotent producer for alerts and dead letters.
-pub fn producer(config: &KafkaConfig, brokers: &str) -> Result<rdkafka::producer::FutureProducer, SourceError> {
+pub fn producer(
+    config: &KafkaConfig,
+    brokers: &str,
+) -> Result<rdkafka::producer::FutureProducer, SourceError> {
     let c = client_config(
         brokers,
         &config.producer,
-        &[("enable.idempotence", "true"), ("linger.ms", "5"), ("message.timeout.ms", "300000")],
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "300000"),
+        ],
     );
     Ok(c.create()?)
 }

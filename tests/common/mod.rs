@@ -18,12 +18,22 @@ use churnwatch::replay::{ReplayOptions, replay};
 
 pub const SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/scenario.jsonl");
 
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+}
+
 /// A config for tests: event clock, quick ticks, the given brokers.
 pub fn event_clock_config(brokers: &str) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = brokers.to_string();
     c.engine.clock = churnwatch::config::RunClock::Event;
-    c.engine.idle_timeout = Duration::from_millis(300);
+    c.engine.idle_timeout = Duration::from_secs(1);
     c.engine.tick_interval = Duration::from_millis(50);
     c.engine.max_future_skew = Duration::from_secs(100 * 365 * 86_400);
     c
@@ -47,7 +57,10 @@ pub async fn produce_lines(config: &Config, lines: &[String]) {
             _ => ("purchases", None),
         };
         let key = key.unwrap_or("unkeyed");
-        publisher.send(topic, key.as_bytes(), line.as_bytes()).await.expect("produce");
+        publisher
+            .send(topic, key.as_bytes(), line.as_bytes())
+            .await
+            .expect("produce");
     }
     publisher.flush().await.expect("flush");
 }
@@ -88,7 +101,9 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
 }
 
-/// Every record of `topic`, from the beginning to the high watermark.
+/// Every record of `topic` so far. The end is found by writing a unique
+/// end marker to each partition and reading up to it, not by the broker's
+/// high watermark (tansu 0.6 reports one per batch, not per record).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -96,38 +111,70 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("marker producer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let marker = format!(
+        "{END}{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
     for p in &parts {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).expect("watermarks");
-        remaining += high - low;
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("tpl");
+        let record = rdkafka::producer::BaseRecord::<(), str>::to(topic)
+            .partition(*p)
+            .payload(marker.as_str());
+        producer.send(record).map_err(|(e, _)| e).expect("marker");
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
     }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("marker flushed");
     consumer.assign(&tpl).expect("assign");
+    let mut open: BTreeSet<i32> = parts.into_iter().collect();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while remaining > 0 && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            remaining -= 1;
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Record {
-                key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
-                payload: m.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let payload = m.payload().unwrap_or_default();
+        if payload == marker.as_bytes() {
+            open.remove(&m.partition());
+            continue;
         }
+        if payload.starts_with(END.as_bytes()) {
+            continue;
+        }
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_string(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+            payload: payload.to_vec(),
+            headers,
+        });
     }
+    assert!(open.is_empty(), "read {topic} to its end marker");
     out
 }
+
+const END: &str = "__end_of_test_read__";
 
 /// Alerts as comparable strings (the whole JSON), as a set.
 pub fn alert_set(alerts: &[serde_json::Value]) -> BTreeSet<String> {
@@ -152,6 +199,6 @@ pub async fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> boo
         if tokio::time::Instant::now() > deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
