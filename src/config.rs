@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::engine::rule::RuleSet;
+use crate::webhook::WebhookConfig;
 
 /// Everything churnwatch reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -26,6 +27,26 @@ pub struct Config {
     pub rules: RuleSet,
     /// Kafka topics, group and librdkafka pass-through (`run`, `demo`).
     pub kafka: KafkaConfig,
+    /// The HTTP API (`run`, `demo`).
+    pub http: HttpConfig,
+    /// Signed callbacks, any number (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API (metrics, health, customers, alerts).
+    pub bind: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:9898".into(),
+        }
+    }
 }
 
 /// How the engine treats time and what input it accepts.
@@ -192,6 +213,9 @@ pub enum ConfigError {
     /// A value is out of its allowed range.
     #[error("invalid config value `{key}`: {why}")]
     Invalid { key: &'static str, why: String },
+    /// A `[[webhooks]]` entry is unusable (the index counts from 0).
+    #[error("invalid config value `webhooks[{index}]`: {why}")]
+    Webhook { index: usize, why: String },
 }
 
 impl Config {
@@ -277,6 +301,20 @@ impl Config {
                 return invalid(key, "must not be empty");
             }
         }
+        if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("http.bind", "must be an address like 127.0.0.1:9898");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (index, w) in self.webhooks.iter().enumerate() {
+            w.validate()
+                .map_err(|why| ConfigError::Webhook { index, why })?;
+            if !names.insert(w.name.as_str()) {
+                return Err(ConfigError::Webhook {
+                    index,
+                    why: format!("name `{}` is used twice", w.name),
+                });
+            }
+        }
         if self.rules.rep_turnover.handoff_threshold == 0 {
             return invalid("rules.rep_turnover.handoff_threshold", "must be at least 1");
         }
@@ -312,6 +350,19 @@ mod tests {
     fn inconsistent_percentages_name_the_key() {
         let err = Config::parse("[tiers]\na_percent = 60\nb_percent = 50\n").unwrap_err();
         assert!(err.to_string().contains("tiers.b_percent"), "{err}");
+    }
+
+    #[test]
+    fn webhook_errors_name_the_entry_and_never_echo_the_secret() {
+        let text =
+            "[[webhooks]]\nname = \"team\"\nurl = \"ftp://x\"\nsecret = \"whsec_c2VjcmV0\"\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.contains("webhooks[0]") && err.contains("url"), "{err}");
+        let ok = Config::parse(&text.replace("ftp://x", "https://x")).unwrap();
+        assert!(
+            !format!("{ok:?}").contains("c2VjcmV0"),
+            "Debug redacts the secret"
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, RunClock};
 use crate::engine::event::Ts;
-use crate::engine::store::Store;
 use crate::generate::{Population, PopulationOptions, Publisher, topic_for};
 use crate::service;
 
@@ -77,6 +76,17 @@ pub async fn run(
         options.customers, options.seed, options.speed
     ));
 
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| service::ServiceError::Bind {
+            addr: "127.0.0.1:0".into(),
+            source,
+        })?;
+    if let Ok(addr) = listener.local_addr() {
+        print(&format!(
+            "HTTP API: http://{addr}/metrics  /alerts  /customers/C0000001"
+        ));
+    }
     let token = CancellationToken::new();
     let service_config = config.clone();
     let service_stop = token.clone();
@@ -84,7 +94,10 @@ pub async fn run(
         service::run(
             &service_config,
             &service_config.kafka.brokers,
-            Store::default(),
+            service::Wiring {
+                http: Some(listener),
+                ..Default::default()
+            },
             service_stop.cancelled_owned(),
         )
         .await

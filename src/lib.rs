@@ -16,6 +16,9 @@
 //! - [`service`]: `run`, the engine inside the Kafka adapters.
 //! - [`generate`]: the deterministic synthetic population.
 //! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.
+//! - [`metrics`]: Prometheus metrics on an injected registry.
+//! - [`http`]: the read-only HTTP API.
+//! - [`webhook`]: signed callbacks with per-endpoint queues and retries.
 //! - [`kafka`]: source (group consumer, roster reader), sinks, offset and
 //!   partition-progress bookkeeping.
 
@@ -23,6 +26,9 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod generate;
+pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod replay;
 pub mod service;
+pub mod webhook;

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -18,14 +19,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RunClock};
 use crate::engine::alert::Alert;
+use crate::engine::customer::Windows;
 use crate::engine::event::{self, RejectReason, Ts};
 use crate::engine::store::Store;
 use crate::engine::watermark::Clock;
 use crate::engine::{Applied, Engine};
+use crate::http::ApiState;
 use crate::kafka::offsets::{PendingOffsets, TopicPartition};
 use crate::kafka::progress::Progress;
 use crate::kafka::sink::{Outgoing, Sink, Source};
 use crate::kafka::source::{self, InputConsumer, Rebalanced, SourceError};
+use crate::metrics::Metrics;
+use crate::webhook::{Outboxes, WebhookError};
 
 /// How long shutdown waits for in-flight records before giving up on them
 /// (their input offsets then stay uncommitted and are consumed again).
@@ -37,6 +42,28 @@ pub enum ServiceError {
     /// not co-partitioned, brokers unreachable).
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// A webhook endpoint could not be set up.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    /// Metrics could not be registered (a name already taken in the registry).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP API could not bind its address.
+    #[error("cannot bind the HTTP API to {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// What the service shares with its surroundings: the store readers see,
+/// the metrics registry, and optionally an already bound HTTP listener
+/// (tests bind port 0; otherwise `http.bind` is used).
+#[derive(Default)]
+pub struct Wiring {
+    pub store: Store,
+    pub registry: prometheus::Registry,
+    pub http: Option<tokio::net::TcpListener>,
 }
 
 /// Totals of one `run`, for logs and tests.
@@ -53,15 +80,50 @@ struct Ack {
     offsets: Vec<(TopicPartition, i64)>,
 }
 
-/// Runs until `shutdown` completes; `store` is shared with readers.
+/// Runs until `shutdown` completes.
 pub async fn run(
     config: &Config,
     brokers: &str,
-    store: Store,
+    wiring: Wiring,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Report, ServiceError> {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let Wiring {
+        store,
+        registry,
+        http,
+    } = wiring;
+    let names: Vec<String> = config.webhooks.iter().map(|w| w.name.clone()).collect();
+    let metrics = Metrics::new(&registry, &names)?;
+    let listener = match http {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(&config.http.bind)
+            .await
+            .map_err(|source| ServiceError::Bind {
+                addr: config.http.bind.clone(),
+                source,
+            })?,
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let api = ApiState {
+        store: store.clone(),
+        registry,
+        ready: ready.clone(),
+        windows: Windows::new(config),
+    };
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(crate::http::serve(
+        listener,
+        api,
+        http_stop.clone().cancelled_owned(),
+    ));
+    let outboxes = Outboxes::start(
+        &config.webhooks,
+        metrics.clone(),
+        token.child_token(),
+        &tracker,
+    )?;
     let consumer = Arc::new(source::input_consumer(&config.kafka, brokers)?);
     let instance = format!(
         "{}-{}",
@@ -89,7 +151,7 @@ pub async fn run(
         RunClock::Event => Clock::Partitioned,
     };
     let mut state = Loop {
-        engine: Engine::with_store(config, clock, store),
+        engine: Engine::with_store(config, clock, store.clone()),
         clock: config.engine.clock,
         idle: config.engine.idle_timeout,
         alerts: Vec::new(),
@@ -98,6 +160,9 @@ pub async fn run(
         progress: Progress::default(),
         report: Report::default(),
         sink,
+        metrics,
+        outboxes,
+        ready,
     };
     for tp in roster_parts {
         state.progress.assign(tp, Instant::now(), false);
@@ -135,7 +200,10 @@ pub async fn run(
         }
     }
     tracing::info!("draining");
+    state.ready.store(false, Ordering::Relaxed);
     drop(ack_tx);
+    // Closing the outboxes lets each webhook worker finish its queue.
+    drop(state.outboxes);
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
         .await
@@ -149,6 +217,10 @@ pub async fn run(
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");
+    }
+    http_stop.cancel();
+    if let Ok(Err(e)) = http_task.await {
+        tracing::warn!(error = %e, "HTTP API stopped with an error");
     }
     tracing::info!(?state.report, "stopped");
     Ok(state.report)
@@ -165,6 +237,10 @@ struct Loop {
     progress: Progress,
     report: Report,
     sink: Sink,
+    metrics: Metrics,
+    outboxes: Outboxes,
+    /// Shared with the HTTP API's `/readyz`.
+    ready: Arc<AtomicBool>,
 }
 
 impl Loop {
@@ -178,17 +254,24 @@ impl Loop {
         };
         let partition = u16::try_from(m.partition()).unwrap_or(u16::MAX);
         let mut ts = None;
+        let mut kind = None;
+        let started = Instant::now();
         let outcome = decoded.and_then(|ev| {
             ts = Some(ev.ts);
+            kind = Some(ev.event_type());
             self.engine.apply(ev, partition, &mut self.alerts)
         });
-        let applied_at = match outcome {
-            Ok(applied) => {
+        let applied_at = match (outcome, kind) {
+            (Ok(applied), Some(kind)) => {
                 self.report.applied += 1;
+                self.metrics
+                    .event_applied(kind, started.elapsed().as_secs_f64());
                 ts.filter(|_| applied == Applied::Held)
             }
-            Err(reason) => {
+            (Ok(_), None) => None,
+            (Err(reason), kind) => {
                 ts = None;
+                self.metrics.event_rejected(kind, &reason);
                 self.report.rejected += 1;
                 tracing::debug!(
                     topic = m.topic(),
@@ -237,6 +320,17 @@ impl Loop {
                 }
             }
         }
+        let e = &self.engine;
+        self.metrics.engine_state(
+            e.tier_counts(),
+            e.thresholds(),
+            e.watermark(),
+            e.stats().late_events,
+            e.held_events(),
+        );
+        for ((topic, partition), lag) in consumer.context().lags() {
+            self.metrics.consumer_lag(&topic, partition, lag);
+        }
         self.flush_alerts().await;
     }
 
@@ -271,10 +365,15 @@ impl Loop {
         }
     }
 
+    /// Hands this step's alerts to the alert topic and the webhook
+    /// outboxes (which accept or dead-letter at once, never block).
     async fn flush_alerts(&mut self) {
         for alert in std::mem::take(&mut self.alerts) {
             self.report.alerts += 1;
-            let out = self.sink.alert(&alert).await;
+            self.metrics.alert_emitted(&alert);
+            let body = Arc::new(serde_json::to_vec(&alert).unwrap_or_default());
+            self.outboxes.submit(&alert, &body);
+            let out = self.sink.alert(&alert, &body).await;
             self.records.push(out);
         }
     }

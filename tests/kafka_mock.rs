@@ -47,7 +47,7 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
             service::run(
                 &config,
                 &config.kafka.brokers,
-                store,
+                wiring(store).await,
                 stop.cancelled_owned(),
             )
             .await
@@ -122,7 +122,7 @@ async fn refuses_input_topics_that_are_not_co_partitioned() {
     let err = service::run(
         &config,
         &config.kafka.brokers,
-        Store::default(),
+        wiring(Store::default()).await,
         std::future::pending(),
     )
     .await
@@ -151,7 +151,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
             service::run(
                 &config,
                 &config.kafka.brokers,
-                Store::default(),
+                wiring(Store::default()).await,
                 stop.cancelled_owned(),
             )
             .await
@@ -180,7 +180,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
             service::run(
                 &config,
                 &config.kafka.brokers,
-                store,
+                wiring(store).await,
                 stop.cancelled_owned(),
             )
             .await

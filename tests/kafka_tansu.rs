@@ -100,7 +100,7 @@ fn spawn_run(
         service::run(
             &config,
             &config.kafka.brokers,
-            store,
+            wiring(store).await,
             stop.cancelled_owned(),
         )
         .await

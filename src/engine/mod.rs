@@ -337,6 +337,12 @@ impl Engine {
             }
         }
         self.core.watermark.set(now);
+        if let Some(w) = self.core.watermark.current() {
+            self.store
+                .inner()
+                .watermark
+                .store(w.0, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn apply_now(&mut self, event: Event, partition: u16, out: &mut Vec<Alert>) {

@@ -5,6 +5,7 @@
 //! across an `.await` or while another map is touched.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
@@ -20,7 +21,7 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Inner {
     /// Customer id → compact index; timers and the tier index use the index.
     pub(crate) ids: DashMap<CustomerKey, u32, FxBuildHasher>,
@@ -29,6 +30,21 @@ pub(crate) struct Inner {
     /// alert id of its resolution is derived from it.
     pub(crate) episodes: DashMap<(u32, Check), Ts, FxBuildHasher>,
     pub(crate) roster: RwLock<Roster>,
+    /// The engine's watermark in ms (`i64::MIN` before the first), so
+    /// readers compute rolling numbers as of engine time.
+    pub(crate) watermark: AtomicI64,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            ids: DashMap::default(),
+            customers: DashMap::default(),
+            episodes: DashMap::default(),
+            roster: RwLock::default(),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 /// One open alert episode, as listed by [`Store::active_alerts`].
@@ -42,6 +58,12 @@ pub struct ActiveEpisode {
 impl Store {
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// The engine's watermark, if it has one.
+    pub fn watermark(&self) -> Option<Ts> {
+        let w = self.inner.watermark.load(Ordering::Relaxed);
+        (w != i64::MIN).then_some(Ts(w))
     }
 
     /// A copy of the customer's state.

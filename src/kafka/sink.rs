@@ -15,6 +15,8 @@ use crate::engine::event::RejectReason;
 
 /// One record on its way to the broker, kept so it can be sent again.
 pub struct Outgoing {
+    /// When the alert was made, for the latency metric (alerts only).
+    pub created: Option<std::time::Instant>,
     topic: String,
     key: Vec<u8>,
     payload: Vec<u8>,
@@ -58,13 +60,14 @@ impl Sink {
         &self.producer
     }
 
-    /// Queues an alert (the replay JSON), keyed by customer id.
-    pub async fn alert(&self, alert: &Alert) -> Outgoing {
-        let payload = serde_json::to_vec(alert).unwrap_or_default();
+    /// Queues an alert, already serialised as the replay JSON, keyed by
+    /// customer id.
+    pub async fn alert(&self, alert: &Alert, payload: &[u8]) -> Outgoing {
         let out = Outgoing {
+            created: Some(std::time::Instant::now()),
             topic: self.alert_topic.clone(),
             key: alert.customer_id.as_bytes().to_vec(),
-            payload,
+            payload: payload.to_vec(),
             headers: None,
             delivery: None,
         };
@@ -83,6 +86,7 @@ impl Sink {
             .insert(header("churnwatch.source.partition", &partition))
             .insert(header("churnwatch.source.offset", &offset));
         let out = Outgoing {
+            created: None,
             topic: self.dead_letter_topic.clone(),
             key: source.key.unwrap_or_default().to_vec(),
             payload: source.payload.to_vec(),

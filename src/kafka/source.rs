@@ -32,47 +32,51 @@ pub enum Rebalanced {
 pub struct SourceContext {
     rebalances: Mutex<Vec<Rebalanced>>,
     high_watermarks: Mutex<BTreeMap<TopicPartition, i64>>,
+    lags: Mutex<BTreeMap<TopicPartition, i64>>,
 }
 
 impl SourceContext {
     /// Rebalances since the last call, in order.
     pub fn take_rebalances(&self) -> Vec<Rebalanced> {
-        match self.rebalances.lock() {
-            Ok(mut v) => std::mem::take(&mut *v),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        std::mem::take(&mut *lock(&self.rebalances))
     }
 
     /// The partition's high watermark as of the last statistics report.
     pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
-        match self.high_watermarks.lock() {
-            Ok(m) => m.get(tp).copied(),
-            Err(poisoned) => poisoned.into_inner().get(tp).copied(),
-        }
+        lock(&self.high_watermarks).get(tp).copied()
+    }
+
+    /// Consumer lag per assigned partition, as of the last statistics report.
+    pub fn lags(&self) -> BTreeMap<TopicPartition, i64> {
+        lock(&self.lags).clone()
     }
 
     fn push(&self, r: Rebalanced) {
-        match self.rebalances.lock() {
-            Ok(mut v) => v.push(r),
-            Err(poisoned) => poisoned.into_inner().push(r),
-        }
+        lock(&self.rebalances).push(r);
     }
+}
+
+/// A poisoned lock still holds usable plain data here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
-        let mut fresh = BTreeMap::new();
+        let mut highs = BTreeMap::new();
+        let mut lags = BTreeMap::new();
         for (name, topic) in &statistics.topics {
             for (id, p) in &topic.partitions {
                 if *id >= 0 && p.hi_offset >= 0 {
-                    fresh.insert((name.clone(), *id), p.hi_offset);
+                    highs.insert((name.clone(), *id), p.hi_offset);
+                }
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    lags.insert((name.clone(), *id), p.consumer_lag);
                 }
             }
         }
-        match self.high_watermarks.lock() {
-            Ok(mut m) => m.extend(fresh),
-            Err(poisoned) => poisoned.into_inner().extend(fresh),
-        }
+        lock(&self.high_watermarks).extend(highs);
+        *lock(&self.lags) = lags;
     }
 }
 

@@ -202,3 +202,16 @@ pub async fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> boo
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Service wiring for tests: the given store and an HTTP API on port 0.
+pub async fn wiring(store: churnwatch::engine::store::Store) -> churnwatch::service::Wiring {
+    churnwatch::service::Wiring {
+        store,
+        registry: prometheus::Registry::new(),
+        http: Some(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("port 0"),
+        ),
+    }
+}

@@ -1,0 +1,212 @@
+//! The read-only HTTP API: metrics, health, readiness, customer lookup and
+//! active alerts, served from the sharded store while ingestion runs.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::alert::AlertId;
+use crate::engine::customer::{Customer, Windows};
+use crate::engine::event::Ts;
+use crate::engine::rule::Check;
+use crate::engine::store::Store;
+use crate::engine::tier::Tier;
+use crate::metrics;
+
+/// What the handlers read. `ready` is owned by the service: true once
+/// partitions are assigned and consuming.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub registry: prometheus::Registry,
+    pub ready: Arc<AtomicBool>,
+    pub windows: Windows,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/customers/{id}", get(customer))
+        .route("/alerts", get(alerts))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_text(State(s): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&s.registry),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: partitions not assigned or not consuming\n",
+        )
+            .into_response()
+    }
+}
+
+/// One open alert episode.
+#[derive(Debug, Serialize)]
+struct ActiveAlert {
+    alert_id: String,
+    rule: &'static str,
+    cause: Option<&'static str>,
+    customer_id: String,
+    tier: Tier,
+    fired_at: Ts,
+}
+
+impl ActiveAlert {
+    fn new(c: &Customer, check: Check, fired_at: Ts) -> Self {
+        Self {
+            alert_id: AlertId::new(&c.id, check, fired_at).to_string(),
+            rule: check.rule().as_str(),
+            cause: check.cause().map(|c| c.as_str()),
+            customer_id: c.id.to_string(),
+            tier: c.tier,
+            fired_at,
+        }
+    }
+}
+
+/// The customer's live state as of the engine's watermark.
+#[derive(Debug, Serialize)]
+struct CustomerView {
+    customer_id: String,
+    tier: Tier,
+    as_of: Option<Ts>,
+    first_seen: Ts,
+    last_purchase: Option<Ts>,
+    recency_days: Option<f64>,
+    frequency_90d: u32,
+    monetary: f64,
+    last_contact: Option<Ts>,
+    days_since_contact: Option<f64>,
+    account_rep: Option<String>,
+    account_rep_departed: bool,
+    rep_handoffs_180d: u32,
+    open_tickets: u32,
+    open_complaints: u32,
+    active_alerts: Vec<ActiveAlert>,
+    next_deadline: Option<Ts>,
+}
+
+async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let Some(c) = s.store.customer(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "unknown customer", "customer_id": id})),
+        )
+            .into_response();
+    };
+    let now = s.store.watermark();
+    let at = now.unwrap_or(c.first_seen);
+    let w = s.windows;
+    let rep = c.account_rep.get();
+    let active_alerts = Check::ALL
+        .into_iter()
+        .filter(|k| c.is_firing(k.bit()))
+        .filter_map(|k| s.store.episode(&id, k).map(|t| ActiveAlert::new(&c, k, t)))
+        .collect();
+    let view = CustomerView {
+        customer_id: c.id.to_string(),
+        tier: c.tier,
+        as_of: now,
+        first_seen: c.first_seen,
+        last_purchase: c.last_purchase.get(),
+        recency_days: c.last_purchase.get().map(|p| at.days_since(p)),
+        frequency_90d: c.frequency.sum_at(w.frequency.index(at.0)) as u32,
+        monetary: c.monetary.sum_at(w.monetary.index(at.0)),
+        last_contact: c.last_contact.get(),
+        days_since_contact: c.last_contact.get().map(|l| at.days_since(l)),
+        account_rep: rep.and_then(|r| s.store.rep_name(r)).map(|r| r.to_string()),
+        account_rep_departed: rep.is_some_and(|r| s.store.rep_departed(r)),
+        rep_handoffs_180d: c.handoffs.sum_at(w.handoffs.index(at.0)) as u32,
+        open_tickets: c.open_tickets as u32,
+        open_complaints: c.open_complaints as u32,
+        active_alerts,
+        next_deadline: c.pending.get(),
+    };
+    axum::Json(view).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    status: Option<String>,
+    tier: Option<Tier>,
+    rule: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Currently active (firing) alerts, newest first; `status=resolved`
+/// matches nothing since resolved alerts are no longer active.
+async fn alerts(State(s): State<ApiState>, Query(q): Query<AlertQuery>) -> Response {
+    if let Some(status) = q.status.as_deref()
+        && status != "firing"
+        && status != "resolved"
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            "status must be firing or resolved\n",
+        )
+            .into_response();
+    }
+    if let Some(rule) = q.rule.as_deref()
+        && !crate::engine::rule::Rule::ALL
+            .iter()
+            .any(|r| r.as_str() == rule)
+    {
+        return (StatusCode::BAD_REQUEST, "unknown rule\n").into_response();
+    }
+    let mut list: Vec<ActiveAlert> = if q.status.as_deref() == Some("resolved") {
+        Vec::new()
+    } else {
+        s.store
+            .active_alerts()
+            .into_iter()
+            .filter(|e| q.tier.is_none_or(|t| e.customer.tier == t))
+            .filter(|e| {
+                q.rule
+                    .as_deref()
+                    .is_none_or(|r| e.check.rule().as_str() == r)
+            })
+            .map(|e| ActiveAlert::new(&e.customer, e.check, e.fired_at))
+            .collect()
+    };
+    list.sort_by(|a, b| {
+        b.fired_at
+            .cmp(&a.fired_at)
+            .then_with(|| a.customer_id.cmp(&b.customer_id))
+    });
+    list.truncate(q.limit.unwrap_or(1000));
+    axum::Json(list).into_response()
+}

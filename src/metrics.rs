@@ -1,0 +1,238 @@
+//! Prometheus metrics: one [`Metrics`] value registered on a registry the
+//! caller owns (no global registry), one method per happening. Label values
+//! come from enums or from config, so every label set is closed.
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+
+use crate::engine::alert::Alert;
+use crate::engine::event::{EventType, RejectReason, Ts};
+use crate::engine::rule::Rule;
+use crate::engine::tier::{Thresholds, Tier};
+
+/// Webhook delivery outcomes (the `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// An attempt failed and will be retried.
+    Retried,
+    /// Attempts are exhausted or the error is permanent: dead-lettered.
+    Failed,
+    /// The endpoint's queue was full: dead-lettered without an attempt.
+    QueueFull,
+}
+
+impl DeliveryOutcome {
+    pub const ALL: [DeliveryOutcome; 4] = [
+        Self::Delivered,
+        Self::Retried,
+        Self::Failed,
+        Self::QueueFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retried => "retried",
+            Self::Failed => "failed",
+            Self::QueueFull => "queue_full",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    events: IntCounterVec,
+    dead_letters: IntCounterVec,
+    alerts: IntCounterVec,
+    customers: IntGaugeVec,
+    threshold: GaugeVec,
+    watermark: Gauge,
+    apply_seconds: Histogram,
+    alert_latency: Histogram,
+    consumer_lag: IntGaugeVec,
+    webhook_deliveries: IntCounterVec,
+    webhook_queue: IntGaugeVec,
+    late_events: IntCounter,
+    held_events: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric on `registry` and pre-creates the label
+    /// values known up front, so dashboards see zeros rather than gaps.
+    pub fn new(
+        registry: &Registry,
+        webhook_endpoints: &[String],
+    ) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            events: IntCounterVec::new(
+                Opts::new("churnwatch_events_total", "Input events by type and outcome (applied or rejected)."),
+                &["type", "outcome"],
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new("churnwatch_dead_letters_total", "Rejected inputs dead-lettered, by reason code."),
+                &["reason"],
+            )?,
+            alerts: IntCounterVec::new(
+                Opts::new("churnwatch_alerts_total", "Alerts emitted by rule, tier and status."),
+                &["rule", "tier", "status"],
+            )?,
+            customers: IntGaugeVec::new(Opts::new("churnwatch_customers", "Customers tracked, by tier."), &["tier"])?,
+            threshold: GaugeVec::new(
+                Opts::new("churnwatch_tier_threshold", "Monetary needed for the tier (+Inf while nobody qualifies)."),
+                &["tier"],
+            )?,
+            watermark: Gauge::new("churnwatch_watermark_timestamp_seconds", "Engine watermark as Unix time.")?,
+            apply_seconds: Histogram::with_opts(
+                HistogramOpts::new("churnwatch_event_apply_seconds", "Time to decode and apply one event.").buckets(
+                    vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3, 1e-2],
+                ),
+            )?,
+            alert_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "churnwatch_alert_latency_seconds",
+                    "From the triggering event's arrival (or the deadline's tick) to the alert acknowledged by the broker.",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("churnwatch_consumer_lag", "Messages behind the partition's high watermark."),
+                &["topic", "partition"],
+            )?,
+            webhook_deliveries: IntCounterVec::new(
+                Opts::new("churnwatch_webhook_deliveries_total", "Webhook delivery attempts by endpoint and outcome."),
+                &["endpoint", "outcome"],
+            )?,
+            webhook_queue: IntGaugeVec::new(
+                Opts::new("churnwatch_webhook_queue_depth", "Alerts waiting in the endpoint's queue."),
+                &["endpoint"],
+            )?,
+            late_events: IntCounter::new("churnwatch_late_events_total", "Events older than the watermark, applied anyway.")?,
+            held_events: IntGauge::new("churnwatch_held_events", "Events held until the watermark reaches them.")?,
+        };
+        registry.register(Box::new(m.events.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        registry.register(Box::new(m.alerts.clone()))?;
+        registry.register(Box::new(m.customers.clone()))?;
+        registry.register(Box::new(m.threshold.clone()))?;
+        registry.register(Box::new(m.watermark.clone()))?;
+        registry.register(Box::new(m.apply_seconds.clone()))?;
+        registry.register(Box::new(m.alert_latency.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.webhook_deliveries.clone()))?;
+        registry.register(Box::new(m.webhook_queue.clone()))?;
+        registry.register(Box::new(m.late_events.clone()))?;
+        registry.register(Box::new(m.held_events.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        for t in EventType::ALL {
+            for outcome in ["applied", "rejected"] {
+                m.events.with_label_values(&[t.as_str(), outcome]);
+            }
+        }
+        for code in RejectReason::CODES {
+            m.dead_letters.with_label_values(&[code]);
+        }
+        for rule in Rule::ALL {
+            for tier in Tier::ALL {
+                for status in ["firing", "resolved"] {
+                    m.alerts
+                        .with_label_values(&[rule.as_str(), tier.as_str(), status]);
+                }
+            }
+        }
+        for endpoint in webhook_endpoints {
+            for o in DeliveryOutcome::ALL {
+                m.webhook_deliveries
+                    .with_label_values(&[endpoint, o.as_str()]);
+            }
+            m.webhook_queue.with_label_values(&[endpoint]);
+        }
+        Ok(m)
+    }
+
+    pub fn event_applied(&self, t: EventType, seconds: f64) {
+        self.events
+            .with_label_values(&[t.as_str(), "applied"])
+            .inc();
+        self.apply_seconds.observe(seconds);
+    }
+
+    /// A rejected input; `t` is `None` when the type could not be read.
+    pub fn event_rejected(&self, t: Option<EventType>, reason: &RejectReason) {
+        let t = t.map_or("unknown", EventType::as_str);
+        self.events.with_label_values(&[t, "rejected"]).inc();
+        self.dead_letters.with_label_values(&[reason.code()]).inc();
+    }
+
+    pub fn alert_emitted(&self, alert: &Alert) {
+        self.alerts
+            .with_label_values(&[
+                alert.rule().as_str(),
+                alert.tier.as_str(),
+                alert.status.as_str(),
+            ])
+            .inc();
+    }
+
+    pub fn alert_acknowledged(&self, seconds: f64) {
+        self.alert_latency.observe(seconds);
+    }
+
+    /// Engine-wide gauges, refreshed on each tick.
+    pub fn engine_state(
+        &self,
+        counts: [u64; 3],
+        thresholds: Thresholds,
+        watermark: Option<Ts>,
+        late: u64,
+        held: usize,
+    ) {
+        for t in Tier::ALL {
+            self.customers
+                .with_label_values(&[t.as_str()])
+                .set(counts[t.index()] as i64);
+        }
+        self.threshold.with_label_values(&["A"]).set(thresholds.a);
+        self.threshold.with_label_values(&["B"]).set(thresholds.b);
+        if let Some(w) = watermark {
+            self.watermark.set(w.0 as f64 / 1000.0);
+        }
+        let seen = self.late_events.get();
+        if late > seen {
+            self.late_events.inc_by(late - seen);
+        }
+        self.held_events.set(held as i64);
+    }
+
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    pub fn webhook_delivery(&self, endpoint: &str, outcome: DeliveryOutcome) {
+        self.webhook_deliveries
+            .with_label_values(&[endpoint, outcome.as_str()])
+            .inc();
+    }
+
+    pub fn webhook_queue_depth(&self, endpoint: &str, depth: usize) {
+        self.webhook_queue
+            .with_label_values(&[endpoint])
+            .set(depth as i64);
+    }
+}
+
+/// The registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let encoder = prometheus::TextEncoder::new();
+    encoder
+        .encode_to_string(&registry.gather())
+        .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+}
