@@ -307,14 +307,14 @@ impl Outboxes {
                 webhook_id: format!("{}-{}", alert.alert_id, alert.status.as_str()),
                 body: body.clone(),
             };
+            // Counted before the send, so the worker's decrement never runs first.
+            let depth = e.depth.fetch_add(1, Ordering::Relaxed).saturating_add(1);
             match e.tx.try_send(job) {
-                Ok(()) => {
-                    let d = e.depth.fetch_add(1, Ordering::Relaxed) + 1;
-                    self.metrics.webhook_queue_depth(&e.config.name, d);
-                }
+                Ok(()) => self.metrics.webhook_queue_depth(&e.config.name, depth),
                 Err(
                     mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job),
                 ) => {
+                    e.depth.fetch_sub(1, Ordering::Relaxed);
                     self.metrics
                         .webhook_delivery(&e.config.name, DeliveryOutcome::QueueFull);
                     e.dead.write(

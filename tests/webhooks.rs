@@ -1,0 +1,324 @@
+//! Webhook delivery to real local receivers: one healthy, one that fails
+//! first, one slow, one that refuses, one down. Signatures are checked with
+//! an independent HMAC implementation, not the crate that signs them.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use churnwatch::config::Config;
+use churnwatch::engine::Engine;
+use churnwatch::engine::alert::Alert;
+use churnwatch::engine::event::{Ts, decode};
+use churnwatch::engine::tier::Tier;
+use churnwatch::engine::watermark::Clock;
+use churnwatch::metrics::Metrics;
+use churnwatch::webhook::{Outboxes, WebhookConfig};
+use common::*;
+
+const KEY: &[u8] = b"a shared secret for the tests";
+
+fn secret() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Ok,
+    FailFirst(usize),
+    Slow(Duration),
+    Refuse,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// A receiver on port 0; returns its URL and what it received.
+async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let log = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push(Received {
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    l.len()
+                };
+                match behaviour {
+                    Behaviour::Ok => StatusCode::NO_CONTENT,
+                    Behaviour::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
+                    Behaviour::FailFirst(_) => StatusCode::OK,
+                    Behaviour::Slow(d) => {
+                        tokio::time::sleep(d).await;
+                        StatusCode::OK
+                    }
+                    Behaviour::Refuse => StatusCode::BAD_REQUEST,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+/// A URL where nothing listens.
+fn down_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}/hook")
+}
+
+fn endpoint(name: &str, url: &str, dead: &std::path::Path) -> WebhookConfig {
+    let text = format!(
+        "[[webhooks]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{}\"\nmax_attempts = 3\nbackoff_initial = \"10ms\"\nbackoff_max = \"40ms\"\ntimeout = \"5s\"\ndead_letter_file = \"{}\"\n",
+        secret(),
+        dead.display()
+    );
+    Config::parse(&text)
+        .expect("webhook config")
+        .webhooks
+        .remove(0)
+}
+
+/// The scenario's alerts (seven: firing and resolved, tiers A and B).
+fn scenario_alerts() -> Vec<Alert> {
+    let mut engine = Engine::new(&Config::default(), Clock::Event);
+    let mut out = Vec::new();
+    for line in scenario_lines() {
+        if let Ok(ev) = decode(line.as_bytes(), engine.decode_limits()) {
+            engine.apply(ev, 0, &mut out).unwrap();
+        }
+    }
+    engine.advance_to(Ts::parse_rfc3339("2026-04-11T00:00:00Z").unwrap(), &mut out);
+    assert_eq!(out.len(), 7);
+    out
+}
+
+/// Verifies a Standard Webhooks signature with hmac + sha2 directly.
+fn verify(r: &Received) -> bool {
+    let h = |k: &str| {
+        r.headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let signed = format!(
+        "{}.{}.{}",
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        String::from_utf8_lossy(&r.body)
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
+    mac.update(signed.as_bytes());
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    h("webhook-signature").split(' ').any(|s| s == expected)
+}
+
+fn dead_letters(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn submit_all(outboxes: &Outboxes, alerts: &[Alert]) {
+    for a in alerts {
+        outboxes.submit(a, &Arc::new(serde_json::to_vec(a).unwrap()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_signed_retries_server_errors_and_dead_letters_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok_url, ok_seen) = receiver(Behaviour::Ok).await;
+    let (flaky_url, flaky_seen) = receiver(Behaviour::FailFirst(2)).await;
+    let (refuse_url, refuse_seen) = receiver(Behaviour::Refuse).await;
+    let dead = |n: &str| dir.path().join(format!("{n}.jsonl"));
+    let mut only_a = endpoint("only-a", &ok_url, &dead("only-a"));
+    only_a.tiers = vec![Tier::A];
+    let configs = vec![
+        endpoint("ok", &ok_url, &dead("ok")),
+        endpoint("flaky", &flaky_url, &dead("flaky")),
+        endpoint("refuse", &refuse_url, &dead("refuse")),
+        endpoint("down", &down_url(), &dead("down")),
+        only_a,
+    ];
+    let registry = prometheus::Registry::new();
+    let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+    let metrics = Metrics::new(&registry, &names).unwrap();
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let outboxes = Outboxes::start(&configs, metrics, stop.clone(), &tracker).unwrap();
+    let alerts = scenario_alerts();
+    submit_all(&outboxes, &alerts);
+
+    let settled = eventually(Duration::from_secs(30), || {
+        dead_letters(&dead("down")).len() == 7
+            && dead_letters(&dead("refuse")).len() == 7
+            && flaky_seen.lock().unwrap().len() == 9
+    })
+    .await;
+    assert!(settled, "every endpoint settled every alert");
+    drop(outboxes);
+    tracker.close();
+    tracker.wait().await;
+
+    let ok = ok_seen.lock().unwrap().clone();
+    // 7 alerts to "ok", plus the 2 tier-A ones to "only-a" on the same receiver.
+    assert_eq!(ok.len(), 9);
+    assert!(ok.iter().all(verify), "signatures verify independently");
+    let ids: std::collections::BTreeSet<String> = ok
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_string())
+        .collect();
+    for a in &alerts {
+        assert!(
+            ids.contains(&format!("{}-{}", a.alert_id, a.status.as_str())),
+            "webhook-id is alert id plus status"
+        );
+    }
+    let first_id = format!("{}-{}", alerts[0].alert_id, alerts[0].status.as_str());
+    let first = ok
+        .iter()
+        .find(|r| r.headers["webhook-id"] == first_id.as_str())
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::to_value(&alerts[0]).unwrap(),
+        "the body is the alert JSON"
+    );
+
+    let flaky = flaky_seen.lock().unwrap().clone();
+    assert_eq!(
+        flaky[0].headers["webhook-id"], flaky[1].headers["webhook-id"],
+        "retries keep the idempotency key"
+    );
+    assert_eq!(
+        flaky[1].headers["webhook-id"],
+        flaky[2].headers["webhook-id"]
+    );
+    assert!(flaky.iter().all(verify));
+    assert!(
+        dead_letters(&dead("flaky")).is_empty(),
+        "two 500s then success: delivered"
+    );
+
+    assert_eq!(refuse_seen.lock().unwrap().len(), 7, "a 400 is not retried");
+    let refused = dead_letters(&dead("refuse"));
+    assert!(
+        refused
+            .iter()
+            .all(|d| d["reason"] == "rejected" && d["alert"]["alert_id"].is_string())
+    );
+    let down = dead_letters(&dead("down"));
+    assert!(down.iter().all(|d| d["reason"] == "exhausted"));
+
+    let text = churnwatch::metrics::render(&registry);
+    for (line, want) in [
+        (
+            "churnwatch_webhook_deliveries_total{endpoint=\"flaky\",outcome=\"retried\"}",
+            2,
+        ),
+        (
+            "churnwatch_webhook_deliveries_total{endpoint=\"flaky\",outcome=\"delivered\"}",
+            7,
+        ),
+        (
+            "churnwatch_webhook_deliveries_total{endpoint=\"down\",outcome=\"failed\"}",
+            7,
+        ),
+        (
+            "churnwatch_webhook_deliveries_total{endpoint=\"down\",outcome=\"retried\"}",
+            14,
+        ),
+        (
+            "churnwatch_webhook_deliveries_total{endpoint=\"refuse\",outcome=\"failed\"}",
+            7,
+        ),
+        ("churnwatch_webhook_queue_depth{endpoint=\"ok\"}", 0),
+    ] {
+        assert!(
+            text.contains(&format!("{line} {want}")),
+            "{line} {want} in\n{text}"
+        );
+    }
+    assert!(!text.contains("whsec_"), "secrets never reach metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_blocks_neither_others_nor_the_caller_and_a_full_queue_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (slow_url, slow_seen) = receiver(Behaviour::Slow(Duration::from_secs(3))).await;
+    let (ok_url, ok_seen) = receiver(Behaviour::Ok).await;
+    let mut slow = endpoint("slow", &slow_url, &dir.path().join("slow.jsonl"));
+    slow.queue_capacity = 2;
+    let configs = vec![slow, endpoint("ok", &ok_url, &dir.path().join("ok.jsonl"))];
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry, &["slow".to_string(), "ok".to_string()]).unwrap();
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let outboxes = Outboxes::start(&configs, metrics, stop.clone(), &tracker).unwrap();
+    let alerts = scenario_alerts();
+    let started = std::time::Instant::now();
+    submit_all(&outboxes, &alerts);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "submit never waits for a receiver"
+    );
+    let ok_done = eventually(Duration::from_secs(20), || {
+        ok_seen.lock().unwrap().len() == 7
+    })
+    .await;
+    assert!(ok_done);
+    assert!(
+        slow_seen.lock().unwrap().len() <= 1,
+        "the fast endpoint finished while the slow one is on its first alert"
+    );
+    // Capacity 2: one taken by the worker, two queued, the other four dead-lettered at once.
+    let full = dead_letters(&dir.path().join("slow.jsonl"));
+    assert!(
+        full.len() >= 4 && full.iter().all(|d| d["reason"] == "queue_full"),
+        "{full:?}"
+    );
+    // Shutdown writes down what is still queued instead of losing it.
+    stop.cancel();
+    drop(outboxes);
+    tracker.close();
+    tracker.wait().await;
+    let all = dead_letters(&dir.path().join("slow.jsonl"));
+    let delivered = slow_seen.lock().unwrap().len();
+    assert_eq!(
+        all.len() + delivered,
+        7,
+        "every alert is delivered or dead-lettered: {all:?}"
+    );
+}
