@@ -138,6 +138,12 @@ impl Metrics {
         for code in RejectReason::CODES {
             m.dead_letters.with_label_values(&[code]);
         }
+        for t in Tier::ALL {
+            m.customers.with_label_values(&[t.as_str()]);
+        }
+        for t in ["A", "B"] {
+            m.threshold.with_label_values(&[t]).set(f64::INFINITY);
+        }
         for rule in Rule::ALL {
             for tier in Tier::ALL {
                 for status in ["firing", "resolved"] {

@@ -338,12 +338,16 @@ impl Loop {
         match r {
             Rebalanced::Assigned(tps) => {
                 tracing::info!(partitions = ?tps, "assigned");
+                // Ready once partitions are assigned (their state starts empty
+                // until snapshots restore it; see README).
+                self.ready.store(!tps.is_empty(), Ordering::Relaxed);
                 for tp in tps {
                     self.progress.assign(tp, Instant::now(), true);
                 }
             }
             Rebalanced::Revoked(tps) => {
                 tracing::info!(partitions = ?tps, "revoked");
+                self.ready.store(false, Ordering::Relaxed);
                 let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
                 numbers.sort_unstable();
                 numbers.dedup();

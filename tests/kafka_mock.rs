@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
 
+use churnwatch::config::Config;
 use churnwatch::engine::store::Store;
 use churnwatch::service;
 use common::*;
@@ -39,15 +40,30 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     let expected = replay_alerts(&config, &lines);
     assert_eq!(expected.len(), 7);
 
+    let (hook_url, hooks) = receiver(Behaviour::Ok).await;
+    let mut config = config;
+    config.webhooks = Config::parse(&format!(
+        "[[webhooks]]\nname = \"team\"\nurl = \"{hook_url}\"\nsecret = \"{}\"\n",
+        secret()
+    ))
+    .unwrap()
+    .webhooks;
     let stop = CancellationToken::new();
     let store = Store::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
     let svc = {
-        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
+        let (config, stop) = (config.clone(), stop.clone());
+        let wiring = service::Wiring {
+            store: store.clone(),
+            registry: prometheus::Registry::new(),
+            http: Some(listener),
+        };
         tokio::spawn(async move {
             service::run(
                 &config,
                 &config.kafka.brokers,
-                wiring(store).await,
+                wiring,
                 stop.cancelled_owned(),
             )
             .await
@@ -56,11 +72,51 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     let done = eventually(Duration::from_secs(60), || {
         read_topic(&brokers, "churn-alerts").len() >= expected.len()
             && read_topic(&brokers, "churn-dead-letters").len() >= 2
+            && hooks.lock().unwrap().len() >= expected.len()
     })
     .await;
+    let ready = reqwest::get(format!("{api}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    let metrics = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let customer = reqwest::get(format!("{api}/customers/key1"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
     stop.cancel();
     let report = svc.await.expect("join").expect("service");
-    assert!(done, "alerts and dead letters arrived");
+    assert!(done, "alerts, dead letters and webhooks arrived");
+    assert_eq!(ready, 200, "ready once partitions are assigned");
+    assert_eq!(customer, 200);
+    assert!(
+        metrics.contains(
+            "churnwatch_alerts_total{rule=\"purchase_recency\",status=\"firing\",tier=\"A\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("churnwatch_dead_letters_total{reason=\"wrong_type\"} 1"));
+    assert!(metrics.contains(
+        "churnwatch_webhook_deliveries_total{endpoint=\"team\",outcome=\"delivered\"} 7"
+    ));
+    let hooked: Vec<serde_json::Value> = hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        alert_set(&hooked),
+        alert_set(&expected),
+        "webhooks carry the same alerts"
+    );
     let records = read_topic(&brokers, "churn-alerts");
     assert_eq!(alert_set(&parse_alerts(&records)), alert_set(&expected));
     for r in &records {

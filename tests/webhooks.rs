@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -33,56 +30,6 @@ fn secret() -> String {
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(KEY)
     )
-}
-
-#[derive(Clone, Copy)]
-enum Behaviour {
-    Ok,
-    FailFirst(usize),
-    Slow(Duration),
-    Refuse,
-}
-
-#[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-/// A receiver on port 0; returns its URL and what it received.
-async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>>) {
-    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let log = seen.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let log = log.clone();
-            async move {
-                let n = {
-                    let mut l = log.lock().unwrap();
-                    l.push(Received {
-                        headers,
-                        body: body.to_vec(),
-                    });
-                    l.len()
-                };
-                match behaviour {
-                    Behaviour::Ok => StatusCode::NO_CONTENT,
-                    Behaviour::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
-                    Behaviour::FailFirst(_) => StatusCode::OK,
-                    Behaviour::Slow(d) => {
-                        tokio::time::sleep(d).await;
-                        StatusCode::OK
-                    }
-                    Behaviour::Refuse => StatusCode::BAD_REQUEST,
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
 }
 
 /// A URL where nothing listens.

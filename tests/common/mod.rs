@@ -4,7 +4,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -214,4 +219,65 @@ pub async fn wiring(store: churnwatch::engine::store::Store) -> churnwatch::serv
                 .expect("port 0"),
         ),
     }
+}
+
+pub const KEY: &[u8] = b"a shared secret for the tests";
+
+/// The Standard Webhooks secret for [`KEY`].
+pub fn secret() -> String {
+    use base64::Engine as _;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    )
+}
+
+#[derive(Clone, Copy)]
+pub enum Behaviour {
+    Ok,
+    FailFirst(usize),
+    Slow(Duration),
+    Refuse,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A receiver on port 0; returns its URL and what it received.
+pub async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let log = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push(Received {
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    l.len()
+                };
+                match behaviour {
+                    Behaviour::Ok => StatusCode::NO_CONTENT,
+                    Behaviour::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
+                    Behaviour::FailFirst(_) => StatusCode::OK,
+                    Behaviour::Slow(d) => {
+                        tokio::time::sleep(d).await;
+                        StatusCode::OK
+                    }
+                    Behaviour::Refuse => StatusCode::BAD_REQUEST,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
 }
