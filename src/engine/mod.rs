@@ -360,7 +360,8 @@ impl Engine {
             }
             EventKind::Purchase { customer, amount } => (customer, Body::Purchase(amount)),
             EventKind::Call { customer, rep, .. } => {
-                let rep = self.store.inner().roster.write().intern(&rep);
+                let known = self.store.inner().roster.read().lookup(&rep);
+                let rep = known.unwrap_or_else(|| self.store.inner().roster.write().intern(&rep));
                 (customer, Body::Call(rep))
             }
             EventKind::Ticket {
@@ -385,7 +386,11 @@ impl Engine {
             out,
         };
         let core = &mut self.core;
-        core.reconcile(&mut c, idx, t, Point::Before, scope);
+        // Only a customer whose earliest timer is before `t` can have
+        // something due that the timer queue has not fired yet.
+        if c.pending.get().is_some_and(|p| p < t) {
+            core.reconcile(&mut c, idx, t, Point::Before, scope);
+        }
         if ts < c.first_seen {
             c.first_seen = ts;
         }
@@ -679,10 +684,20 @@ impl Core {
                 scope.out.push(self.alert(c, resolved, roster));
             }
         }
+        // Lazy timers: an entry earlier than the true deadline is allowed
+        // (it pops, re-checks and reschedules), so the queue is touched only
+        // when a deadline moves earlier: most events move it later.
         let next = self.next_due(c, t);
         let old = c.pending.get();
-        self.timers.reschedule(idx, old, next);
-        c.pending = next.map_or(MaybeTs::NONE, MaybeTs::some);
+        let earlier = match (old, next) {
+            (None, Some(_)) => true,
+            (Some(o), Some(n)) => n < o,
+            (_, None) => false,
+        };
+        if earlier {
+            self.timers.reschedule(idx, old, next);
+            c.pending = next.map_or(MaybeTs::NONE, MaybeTs::some);
+        }
     }
 
     /// The earliest time at which one of the customer's checks can change
