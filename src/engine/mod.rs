@@ -123,6 +123,10 @@ struct Core {
 pub struct Engine {
     store: Store,
     core: Core,
+    /// The engine's own roster, read without a lock on the hot path; the
+    /// store holds a mirror for readers, updated when a rep is added or
+    /// changes status.
+    roster: Roster,
 }
 
 impl Engine {
@@ -163,6 +167,7 @@ impl Engine {
                 next_idx: 0,
                 stats: Stats::default(),
             },
+            roster: Roster::default(),
         }
     }
 
@@ -360,8 +365,13 @@ impl Engine {
             }
             EventKind::Purchase { customer, amount } => (customer, Body::Purchase(amount)),
             EventKind::Call { customer, rep, .. } => {
-                let known = self.store.inner().roster.read().lookup(&rep);
-                let rep = known.unwrap_or_else(|| self.store.inner().roster.write().intern(&rep));
+                let rep = match self.roster.lookup(&rep) {
+                    Some(r) => r,
+                    None => {
+                        self.store.inner().roster.write().intern(&rep);
+                        self.roster.intern(&rep)
+                    }
+                };
                 (customer, Body::Call(rep))
             }
             EventKind::Ticket {
@@ -379,9 +389,8 @@ impl Engine {
         let Some(mut c) = inner.customers.get_mut(&idx) else {
             return;
         };
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &self.roster,
             inner,
             out,
         };
@@ -420,9 +429,8 @@ impl Engine {
             return;
         };
         c.pending = MaybeTs::NONE;
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &self.roster,
             inner,
             out,
         };
@@ -437,16 +445,17 @@ impl Engine {
         out: &mut Vec<Alert>,
     ) {
         let inner = self.store.inner();
+        let departed = (status == RepStatus::Departed).then_some(t);
         let changed = {
-            let mut roster = inner.roster.write();
-            let idx = roster.intern(rep);
-            let departed = (status == RepStatus::Departed).then_some(t);
-            roster.set_departed(idx, departed).then_some(idx)
+            let mut mirror = inner.roster.write();
+            mirror.intern(rep);
+            let idx = self.roster.intern(rep);
+            mirror.set_departed(idx, departed);
+            self.roster.set_departed(idx, departed).then_some(idx)
         };
         let Some(rep_idx) = changed else { return };
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &self.roster,
             inner,
             out,
         };
@@ -488,9 +497,8 @@ impl Engine {
                 inner.customers.get(&i).map_or(0.0, |c| c.monetary_total())
             });
         core.thresholds = new;
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &self.roster,
             inner,
             out,
         };
