@@ -1,0 +1,194 @@
+//! Whole-engine benchmarks that criterion's per-call model does not fit:
+//! replay throughput against a parse-only baseline, resident memory per
+//! customer, and watermark advances at scale. Numbers go to BENCHMARKS.md.
+//!
+//! `cargo bench --bench replay -- --quick` (CI): a small run that fails only
+//! if the engine/parse-only ratio falls below a regression floor; the ratio
+//! is stable across machines where absolute times are not.
+//! `cargo bench --bench replay -- --full`: 1M customers / 10M events, memory
+//! at 1M and 10M customers, timers at 10M.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use churnwatch::config::Config;
+use churnwatch::engine::Engine;
+use churnwatch::engine::event::{DAY_MS, Ts, decode};
+use churnwatch::engine::watermark::Clock;
+use churnwatch::generate::{PopulationOptions, write};
+use churnwatch::replay::{ReplayOptions, replay};
+
+/// The quick run fails below this engine/parse-only ratio. The measured
+/// quick ratio is about 0.3 (BENCHMARKS.md); a drop under the floor means a
+/// real regression, not noise.
+const QUICK_RATIO_FLOOR: f64 = 0.15;
+
+/// The parse-only baseline: the same lines into a plain struct.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Plain<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    ts: &'a str,
+    customer_id: Option<&'a str>,
+    amount: Option<f64>,
+    rep_id: Option<&'a str>,
+    status: Option<&'a str>,
+}
+
+fn parse_only(path: &Path) -> (u64, Duration) {
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).expect("input"));
+    let mut line = String::new();
+    let mut n = 0u64;
+    while reader.read_line(&mut line).expect("read") > 0 {
+        if serde_json::from_str::<Plain<'_>>(line.trim_end()).is_ok() {
+            n += 1;
+        }
+        line.clear();
+    }
+    (n, started.elapsed())
+}
+
+fn engine_replay(path: &Path) -> (u64, Duration, usize) {
+    let options = ReplayOptions {
+        inputs: vec![path.to_path_buf()],
+        until: None,
+        dead_letter: None,
+        now: Ts(i64::MAX / 2),
+    };
+    let summary = replay(&Config::default(), &options, &mut std::io::sink(), &mut std::io::sink()).expect("replay");
+    (summary.applied, summary.elapsed, summary.customers)
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn throughput(customers: usize, events: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let options = PopulationOptions {
+        customers,
+        seed: 7,
+        start: Ts(1_767_225_600_000),
+    };
+    let written = write(options, 400, events, &path).expect("generate");
+    // Warm the page cache so both runs read from memory.
+    let _ = parse_only(&path);
+    let mut ratios = Vec::new();
+    for round in 1..=3 {
+        let (n, parse) = parse_only(&path);
+        let (applied, engine, tracked) = engine_replay(&path);
+        assert_eq!(n, written);
+        assert_eq!(applied, written);
+        let p = n as f64 / parse.as_secs_f64();
+        let e = applied as f64 / engine.as_secs_f64();
+        println!(
+            "replay round {round}: {written} events, {tracked} customers: engine {e:.0} events/s, parse-only {p:.0} events/s, ratio {:.2}",
+            e / p
+        );
+        ratios.push(e / p);
+    }
+    ratios.sort_by(f64::total_cmp);
+    ratios[1]
+}
+
+/// Resident bytes per customer: RSS growth while `n` customers are created
+/// (one purchase and one call each), divided by `n`.
+fn memory(n: usize) {
+    let before = rss_bytes();
+    let mut engine = Engine::new(&Config::default(), Clock::Wall);
+    let limits = engine.decode_limits();
+    let mut out = Vec::new();
+    let ts = "2026-03-01T10:00:00Z";
+    for i in 0..n {
+        let p = format!(r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5}}"#, i % 997);
+        engine.apply(decode(p.as_bytes(), limits).expect("valid"), 0, &mut out).expect("applied");
+        let c = format!(r#"{{"type":"call","ts":"{ts}","customer_id":"C{i:08}","rep_id":"R{:04}"}}"#, i % 3000);
+        engine.apply(decode(c.as_bytes(), limits).expect("valid"), 0, &mut out).expect("applied");
+    }
+    let after = rss_bytes();
+    println!(
+        "memory: {n} customers, RSS +{} MiB, {:.0} bytes per customer",
+        (after - before) >> 20,
+        (after - before) as f64 / n as f64
+    );
+    drop(engine);
+}
+
+/// Time to advance the watermark by one minute with `n` customers, nothing
+/// due, then with 1% due.
+fn timers(n: usize) {
+    let mut config = Config::default();
+    let d30 = Some(Duration::from_secs(30 * 86_400));
+    config.rules.purchase_recency = churnwatch::engine::rule::TierLimits { a: d30, b: d30, c: d30 };
+    let mut engine = Engine::new(&config, Clock::Wall);
+    let limits = engine.decode_limits();
+    let mut out = Vec::new();
+    let t0 = Ts(1_767_225_600_000 + 40 * DAY_MS);
+    let base = Ts(t0.0 - 30 * DAY_MS);
+    // 1% of customers bought 30 days minus 30 s before t0: due inside the minute.
+    for i in 0..n {
+        let at = if i % 100 == 0 { Ts(base.0 + 30_000) } else { Ts(t0.0 - DAY_MS) };
+        let p = format!(r#"{{"type":"purchase","ts":"{at}","customer_id":"C{i:08}","amount":1}}"#);
+        engine.apply(decode(p.as_bytes(), limits).expect("valid"), 0, &mut out).expect("applied");
+    }
+    let start = Ts(t0.0 - 5 * 3_600_000);
+    engine.advance_to(start, &mut out);
+    out.clear();
+    let mut idle = Vec::new();
+    let mut t = start;
+    for _ in 0..200 {
+        let next = Ts(t.0 + 60_000);
+        let started = Instant::now();
+        engine.advance_to(next, &mut out);
+        idle.push(started.elapsed());
+        t = next;
+    }
+    assert!(out.is_empty(), "nothing was due");
+    idle.sort();
+    engine.advance_to(t0, &mut out);
+    let started = Instant::now();
+    engine.advance_to(Ts(t0.0 + 60_000), &mut out);
+    let due = started.elapsed();
+    println!(
+        "timers: {n} customers, {} pending; advance with nothing due: median {:?}; advance 1 minute with 1% due: {:?} ({} alerts)",
+        engine.pending_timers(),
+        idle[idle.len() / 2],
+        due,
+        out.len()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let full = args.iter().any(|a| a == "--full");
+    if quick {
+        let ratio = throughput(20_000, 300_000);
+        println!("quick: median engine/parse-only ratio {ratio:.2} (floor {QUICK_RATIO_FLOOR})");
+        if ratio < QUICK_RATIO_FLOOR {
+            eprintln!("replay bench: ratio {ratio:.2} is below the regression floor {QUICK_RATIO_FLOOR}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if full {
+        throughput(1_000_000, 10_000_000);
+        memory(1_000_000);
+        memory(10_000_000);
+        timers(10_000_000);
+    } else {
+        throughput(100_000, 1_000_000);
+        memory(1_000_000);
+        timers(1_000_000);
+    }
+}
