@@ -59,7 +59,13 @@ fn engine_replay(path: &Path) -> (u64, Duration, usize) {
         dead_letter: None,
         now: Ts(i64::MAX / 2),
     };
-    let summary = replay(&Config::default(), &options, &mut std::io::sink(), &mut std::io::sink()).expect("replay");
+    let summary = replay(
+        &Config::default(),
+        &options,
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+    )
+    .expect("replay");
     (summary.applied, summary.elapsed, summary.customers)
 }
 
@@ -110,10 +116,20 @@ fn memory(n: usize) {
     let mut out = Vec::new();
     let ts = "2026-03-01T10:00:00Z";
     for i in 0..n {
-        let p = format!(r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5}}"#, i % 997);
-        engine.apply(decode(p.as_bytes(), limits).expect("valid"), 0, &mut out).expect("applied");
-        let c = format!(r#"{{"type":"call","ts":"{ts}","customer_id":"C{i:08}","rep_id":"R{:04}"}}"#, i % 3000);
-        engine.apply(decode(c.as_bytes(), limits).expect("valid"), 0, &mut out).expect("applied");
+        let p = format!(
+            r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5}}"#,
+            i % 997
+        );
+        engine
+            .apply(decode(p.as_bytes(), limits).expect("valid"), 0, &mut out)
+            .expect("applied");
+        let c = format!(
+            r#"{{"type":"call","ts":"{ts}","customer_id":"C{i:08}","rep_id":"R{:04}"}}"#,
+            i % 3000
+        );
+        engine
+            .apply(decode(c.as_bytes(), limits).expect("valid"), 0, &mut out)
+            .expect("applied");
     }
     let after = rss_bytes();
     println!(
@@ -129,7 +145,11 @@ fn memory(n: usize) {
 fn timers(n: usize) {
     let mut config = Config::default();
     let d30 = Some(Duration::from_secs(30 * 86_400));
-    config.rules.purchase_recency = churnwatch::engine::rule::TierLimits { a: d30, b: d30, c: d30 };
+    config.rules.purchase_recency = churnwatch::engine::rule::TierLimits {
+        a: d30,
+        b: d30,
+        c: d30,
+    };
     let mut engine = Engine::new(&config, Clock::Wall);
     let limits = engine.decode_limits();
     let mut out = Vec::new();
@@ -137,9 +157,15 @@ fn timers(n: usize) {
     let base = Ts(t0.0 - 30 * DAY_MS);
     // 1% of customers bought 30 days minus 30 s before t0: due inside the minute.
     for i in 0..n {
-        let at = if i % 100 == 0 { Ts(base.0 + 30_000) } else { Ts(t0.0 - DAY_MS) };
+        let at = if i % 100 == 0 {
+            Ts(base.0 + 30_000)
+        } else {
+            Ts(t0.0 - DAY_MS)
+        };
         let p = format!(r#"{{"type":"purchase","ts":"{at}","customer_id":"C{i:08}","amount":1}}"#);
-        engine.apply(decode(p.as_bytes(), limits).expect("valid"), 0, &mut out).expect("applied");
+        engine
+            .apply(decode(p.as_bytes(), limits).expect("valid"), 0, &mut out)
+            .expect("applied");
     }
     let start = Ts(t0.0 - 5 * 3_600_000);
     engine.advance_to(start, &mut out);
@@ -176,7 +202,9 @@ fn main() {
         let ratio = throughput(20_000, 300_000);
         println!("quick: median engine/parse-only ratio {ratio:.2} (floor {QUICK_RATIO_FLOOR})");
         if ratio < QUICK_RATIO_FLOOR {
-            eprintln!("replay bench: ratio {ratio:.2} is below the regression floor {QUICK_RATIO_FLOOR}");
+            eprintln!(
+                "replay bench: ratio {ratio:.2} is below the regression floor {QUICK_RATIO_FLOOR}"
+            );
             std::process::exit(1);
         }
         return;

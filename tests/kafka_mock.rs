@@ -259,3 +259,92 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
         "only the new message; the rest was committed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let config = event_clock_config(&brokers);
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hostile.jsonl"
+    ))
+    .unwrap();
+    let codes: Vec<String> = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hostile.codes"
+    ))
+    .unwrap()
+    .lines()
+    .map(str::to_string)
+    .collect();
+    let lines: Vec<&[u8]> = raw
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), codes.len());
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let mut publisher = churnwatch::generate::Publisher::new(producer);
+    for (i, line) in lines.iter().enumerate() {
+        publisher
+            .send("purchases", format!("k{i}").as_bytes(), line)
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let bad = codes.iter().filter(|c| *c != "ok").count();
+
+    let stop = CancellationToken::new();
+    let svc = {
+        let (config, stop) = (config.clone(), stop.clone());
+        tokio::spawn(async move {
+            service::run(
+                &config,
+                &config.kafka.brokers,
+                wiring(Store::default()).await,
+                stop.cancelled_owned(),
+            )
+            .await
+        })
+    };
+    let done = eventually(Duration::from_secs(60), || {
+        read_topic(&brokers, "churn-dead-letters").len() >= bad
+    })
+    .await;
+    stop.cancel();
+    let report = svc.await.expect("join").expect("service");
+    assert!(done, "every bad message was dead-lettered");
+    let dead = read_topic(&brokers, "churn-dead-letters");
+    let mut got: Vec<String> = dead
+        .iter()
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|h| h.0 == "churnwatch.reason")
+                .map(|h| h.1.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut want: Vec<String> = codes.iter().filter(|c| *c != "ok").cloned().collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "same reasons as replay");
+    assert_eq!(report.rejected as usize, bad);
+    assert_eq!(
+        report.applied as usize,
+        codes.len() - bad,
+        "good messages around them applied"
+    );
+    let mut payloads: Vec<Vec<u8>> = dead.iter().map(|r| r.payload.clone()).collect();
+    let mut originals: Vec<Vec<u8>> = lines
+        .iter()
+        .zip(&codes)
+        .filter(|(_, c)| *c != "ok")
+        .map(|(l, _)| l.to_vec())
+        .collect();
+    payloads.sort();
+    originals.sort();
+    assert_eq!(payloads, originals, "original bytes kept as they were");
+}
