@@ -22,3 +22,5 @@ if ! command -v tansu >/dev/null 2>&1; then
 fi
 
 cargo test --all-targets --locked
+# Performance regression guard by ratio (engine vs parse-only), not by time.
+cargo bench --locked --bench replay -- --quick
