@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RunClock};
-use crate::engine::alert::Alert;
+use crate::engine::alert::{Alert, Trigger};
 use crate::engine::customer::Windows;
 use crate::engine::event::{self, RejectReason, Ts};
 use crate::engine::store::Store;
@@ -372,12 +372,23 @@ impl Loop {
     /// Hands this step's alerts to the alert topic and the webhook
     /// outboxes (which accept or dead-letter at once, never block).
     async fn flush_alerts(&mut self) {
+        let now = Instant::now();
+        let wall = chrono::Utc::now().timestamp_millis();
         for alert in std::mem::take(&mut self.alerts) {
             self.report.alerts += 1;
             self.metrics.alert_emitted(&alert);
             let body = Arc::new(serde_json::to_vec(&alert).unwrap_or_default());
             self.outboxes.submit(&alert, &body);
-            let out = self.sink.alert(&alert, &body).await;
+            // Under the wall clock a deadline is a wall time: latency counts
+            // from it, not from the tick that noticed it.
+            let overdue = match (self.clock, alert.trigger) {
+                (RunClock::Wall, Trigger::Deadline) => {
+                    Duration::from_millis(u64::try_from(wall - alert.at.0).unwrap_or(0))
+                }
+                _ => Duration::ZERO,
+            };
+            let since = now.checked_sub(overdue).unwrap_or(now);
+            let out = self.sink.alert(&alert, &body, since).await;
             self.records.push(out);
         }
     }

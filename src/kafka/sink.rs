@@ -61,10 +61,15 @@ impl Sink {
     }
 
     /// Queues an alert, already serialised as the replay JSON, keyed by
-    /// customer id.
-    pub async fn alert(&self, alert: &Alert, payload: &[u8]) -> Outgoing {
+    /// customer id; `since` is when its trigger happened (latency metric).
+    pub async fn alert(
+        &self,
+        alert: &Alert,
+        payload: &[u8],
+        since: std::time::Instant,
+    ) -> Outgoing {
         let out = Outgoing {
-            created: Some(std::time::Instant::now()),
+            created: Some(since),
             topic: self.alert_topic.clone(),
             key: alert.customer_id.as_bytes().to_vec(),
             payload: payload.to_vec(),
