@@ -18,7 +18,7 @@ pub const FREQUENCY_BUCKETS: usize = 9;
 /// Handoffs: 6 buckets (30 days each with the default 180-day window).
 pub const HANDOFF_BUCKETS: usize = 6;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Customer {
     pub id: CustomerKey,
     pub first_seen: Ts,
@@ -42,7 +42,7 @@ pub struct Customer {
 }
 
 /// An optional time in 8 bytes (`Option<Ts>` takes 16): `i64::MIN` is none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MaybeTs(i64);
 
 impl MaybeTs {
@@ -58,7 +58,7 @@ impl MaybeTs {
 }
 
 /// An optional rep in 4 bytes: `u32::MAX` is none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MaybeRep(u32);
 
 impl MaybeRep {

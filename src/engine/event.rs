@@ -54,6 +54,14 @@ impl serde::Serialize for Ts {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Ts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ts::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("bad timestamp `{s}`")))
+    }
+}
+
 /// A customer id as it appears on the wire.
 pub type CustomerKey = CompactString;
 /// A rep id as it appears on the wire.

@@ -42,6 +42,36 @@ use store::Store;
 use tier::{Thresholds, TierIndex};
 use watermark::{Clock, Reorder, Timers, Watermark};
 
+/// One input partition's customers as plain data (snapshots, hand-over).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionState {
+    pub partition: u16,
+    pub customers: Vec<CustomerState>,
+    /// Rep ids in the order of the indexes customers refer to (indexes are
+    /// local to an engine; names are not).
+    pub reps: Vec<event::RepKey>,
+    pub clock: ClockState,
+}
+
+/// A customer with its open episodes and open tickets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CustomerState {
+    pub customer: Customer,
+    pub episodes: Vec<(Check, Ts)>,
+    pub tickets: Vec<(u64, bool)>,
+}
+
+/// Engine-wide time state, so a restored engine ranks and rolls windows as
+/// the one that wrote the snapshot did.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClockState {
+    pub watermark: Option<Ts>,
+    pub next_recompute: Option<Ts>,
+    pub monetary_epoch: Option<u32>,
+    pub threshold_a: f64,
+    pub threshold_b: f64,
+}
+
 /// What [`Engine::apply`] did with an accepted event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -273,6 +303,113 @@ impl Engine {
                 Ok(Applied::Now)
             }
         }
+    }
+
+    /// A copy of partition `partition`'s state.
+    pub fn partition_state(&self, partition: u16) -> PartitionState {
+        let inner = self.store.inner();
+        let mut tickets: FxHashMap<u32, Vec<(u64, bool)>> = FxHashMap::default();
+        for (&(idx, ticket), &complaint) in &self.core.tickets {
+            tickets.entry(idx).or_default().push((ticket, complaint));
+        }
+        let customers = inner
+            .customers
+            .iter()
+            .filter(|c| c.partition == partition)
+            .map(|c| {
+                let idx = *c.key();
+                let episodes = Check::ALL
+                    .into_iter()
+                    .filter(|k| c.is_firing(k.bit()))
+                    .filter_map(|k| inner.episodes.get(&(idx, k)).map(|t| (k, *t)))
+                    .collect();
+                CustomerState {
+                    customer: c.clone(),
+                    episodes,
+                    tickets: tickets.remove(&idx).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let c = &self.core;
+        PartitionState {
+            partition,
+            customers,
+            reps: self.roster.names().cloned().collect(),
+            clock: ClockState {
+                watermark: c.watermark.current(),
+                next_recompute: c.next_recompute,
+                monetary_epoch: c.monetary_epoch,
+                threshold_a: c.thresholds.a,
+                threshold_b: c.thresholds.b,
+            },
+        }
+    }
+
+    /// Loads a partition's state. Customers already present stay as they
+    /// are; engine-wide time state is taken only where this engine has none.
+    /// Deadlines already past fire, with their original `at`, at the next
+    /// advance.
+    pub fn restore_partition(&mut self, state: PartitionState) -> usize {
+        let inner = self.store.inner();
+        let reps: Vec<rep::RepIdx> = state
+            .reps
+            .iter()
+            .map(|name| {
+                inner.roster.write().intern(name);
+                self.roster.intern(name)
+            })
+            .collect();
+        let mut restored = 0;
+        for CustomerState {
+            mut customer,
+            episodes,
+            tickets,
+        } in state.customers
+        {
+            if inner.ids.contains_key(&customer.id) {
+                continue;
+            }
+            customer.partition = state.partition;
+            customer.account_rep = customer
+                .account_rep
+                .get()
+                .and_then(|r| reps.get(r.0 as usize))
+                .map_or(customer::MaybeRep::NONE, |r| customer::MaybeRep::some(*r));
+            let idx = self.core.next_idx;
+            self.core.next_idx += 1;
+            self.core.tiers.insert(idx);
+            self.core.tiers.place(idx, customer.monetary_total());
+            self.core.tiers.moved(tier::Tier::C, customer.tier);
+            self.core
+                .timers
+                .reschedule(idx, None, customer.pending.get());
+            for (check, at) in episodes {
+                inner.episodes.insert((idx, check), at);
+            }
+            for (ticket, complaint) in tickets {
+                self.core.tickets.insert((idx, ticket), complaint);
+            }
+            let id = customer.id.clone();
+            inner.customers.insert(idx, customer);
+            inner.ids.insert(id, idx);
+            restored += 1;
+        }
+        let (c, k) = (&mut self.core, state.clock);
+        if c.watermark.current().is_none()
+            && let Some(w) = k.watermark
+        {
+            c.watermark.set(w);
+        }
+        c.next_recompute = c.next_recompute.or(k.next_recompute);
+        c.monetary_epoch = c.monetary_epoch.or(k.monetary_epoch);
+        if c.thresholds == Thresholds::NONE {
+            c.thresholds = Thresholds {
+                a: k.threshold_a,
+                b: k.threshold_b,
+            };
+        }
+        c.dirty = true;
+        restored
     }
 
     /// Forgets every customer of input `partition` and its held events, for

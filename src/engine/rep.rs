@@ -63,6 +63,11 @@ impl Roster {
         }
     }
 
+    /// Rep ids in index order.
+    pub fn names(&self) -> impl Iterator<Item = &RepKey> {
+        self.reps.iter().map(|r| &r.id)
+    }
+
     pub fn len(&self) -> usize {
         self.reps.len()
     }

@@ -50,7 +50,9 @@ impl Cause {
 
 /// One independently firing condition: a rule, with its cause where it has
 /// several. Each has its own bit in [`Customer::firing`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Check {
     PurchaseRecency,
     ContactGap,

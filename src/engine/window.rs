@@ -54,6 +54,26 @@ impl<T: Count, const N: usize> Default for Rolling<T, N> {
     }
 }
 
+/// Snapshots store a ring as `(head, slots)`; serde has no impls for
+/// const-generic arrays.
+impl<T: Count + serde::Serialize, const N: usize> serde::Serialize for Rolling<T, N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.head, &self.slots[..]).serialize(s)
+    }
+}
+
+impl<'de, T: Count + serde::Deserialize<'de>, const N: usize> serde::Deserialize<'de>
+    for Rolling<T, N>
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (head, slots): (u32, Vec<T>) = serde::Deserialize::deserialize(d)?;
+        let slots: [T; N] = slots.try_into().map_err(|v: Vec<T>| {
+            serde::de::Error::invalid_length(v.len(), &"the window's bucket count")
+        })?;
+        Ok(Self { head, slots })
+    }
+}
+
 /// Maps times to bucket indexes for one window length.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Buckets {
