@@ -19,6 +19,7 @@
 //! - [`metrics`]: Prometheus metrics on an injected registry.
 //! - [`http`]: the read-only HTTP API.
 //! - [`webhook`]: signed callbacks with per-endpoint queues and retries.
+//! - [`snapshot`]: partition snapshot files (atomic, checksummed, versioned).
 //! - [`kafka`]: source (group consumer, roster reader), sinks, offset and
 //!   partition-progress bookkeeping.
 
@@ -31,4 +32,5 @@ pub mod kafka;
 pub mod metrics;
 pub mod replay;
 pub mod service;
+pub mod snapshot;
 pub mod webhook;

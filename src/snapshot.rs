@@ -1,0 +1,179 @@
+//! Local partition snapshots: plain data in, plain data out, with the input
+//! offsets they cover.
+//!
+//! File layout: magic `CWSNAP01`, format version (u32 LE), xxh3-64 of the
+//! body (u64 LE), body length (u64 LE), body (postcard). Written to a
+//! temporary file, synced, renamed over the old one and the directory
+//! synced, so a crash leaves either the old snapshot or the new one. A file
+//! that is corrupt, truncated, of another version or not a snapshot at all
+//! is refused with a clear error; the caller then rebuilds from Kafka.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::PartitionState;
+
+const MAGIC: &[u8; 8] = b"CWSNAP01";
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 8;
+
+/// A partition's state and the input it covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Per input topic of this partition: the next offset to consume.
+    pub offsets: Vec<(String, i64)>,
+    pub state: PartitionState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The file could not be read or written.
+    #[error("snapshot {path}: {source}")]
+    Io { path: String, source: io::Error },
+    /// Not a churnwatch snapshot (wrong magic bytes).
+    #[error("snapshot {path}: not a churnwatch snapshot")]
+    Foreign { path: String },
+    /// Written by a different format version.
+    #[error("snapshot {path}: format version {found}, this build reads {FORMAT_VERSION}")]
+    Version { path: String, found: u32 },
+    /// Truncated, or the checksum or decoding failed.
+    #[error("snapshot {path}: corrupt ({why})")]
+    Corrupt { path: String, why: String },
+}
+
+/// Where partition `p`'s snapshot lives in `dir`.
+pub fn path(dir: &Path, partition: u16) -> PathBuf {
+    dir.join(format!("partition-{partition}.snap"))
+}
+
+/// Writes atomically; returns the file's size.
+pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
+    let target = path(dir, snapshot.state.partition);
+    let shown = target.display().to_string();
+    let io_err = |source| SnapshotError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let body = postcard::to_allocvec(snapshot).map_err(|e| SnapshotError::Corrupt {
+        path: shown.clone(),
+        why: e.to_string(),
+    })?;
+    fs::create_dir_all(dir).map_err(io_err)?;
+    let tmp = target.with_extension("snap.tmp");
+    let mut f = File::create(&tmp).map_err(io_err)?;
+    f.write_all(MAGIC).map_err(io_err)?;
+    f.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io_err)?;
+    f.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes()).map_err(io_err)?;
+    f.write_all(&(body.len() as u64).to_le_bytes()).map_err(io_err)?;
+    f.write_all(&body).map_err(io_err)?;
+    f.sync_all().map_err(io_err)?;
+    drop(f);
+    fs::rename(&tmp, &target).map_err(io_err)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+    Ok((HEADER + body.len()) as u64)
+}
+
+/// Reads partition `p`'s snapshot; `Ok(None)` if there is none.
+pub fn read(dir: &Path, partition: u16) -> Result<Option<Snapshot>, SnapshotError> {
+    let target = path(dir, partition);
+    let path = target.display().to_string();
+    let bytes = match fs::read(&target) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SnapshotError::Io { path, source }),
+    };
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(SnapshotError::Foreign { path });
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let found = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if found != FORMAT_VERSION {
+        return Err(SnapshotError::Version { path, found });
+    }
+    let (sum, len) = (word(12), word(20));
+    let body = &bytes[HEADER..];
+    if body.len() as u64 != len {
+        return Err(SnapshotError::Corrupt {
+            path,
+            why: format!("body is {} bytes, header says {len}", body.len()),
+        });
+    }
+    if xxhash_rust::xxh3::xxh3_64(body) != sum {
+        return Err(SnapshotError::Corrupt {
+            path,
+            why: "checksum mismatch".into(),
+        });
+    }
+    postcard::from_bytes(body).map(Some).map_err(|e| SnapshotError::Corrupt {
+        path,
+        why: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::Engine;
+    use crate::engine::event::decode;
+    use crate::engine::watermark::Clock;
+
+    fn snapshot() -> Snapshot {
+        let mut engine = Engine::new(&Config::default(), Clock::Event);
+        let mut out = Vec::new();
+        for line in include_str!("../tests/data/scenario.jsonl").lines() {
+            if let Ok(ev) = decode(line.as_bytes(), engine.decode_limits()) {
+                engine.apply(ev, 0, &mut out).unwrap();
+            }
+        }
+        Snapshot {
+            offsets: vec![("purchases".into(), 17), ("calls".into(), 4)],
+            state: engine.partition_state(0),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path(), 0).unwrap().is_none());
+        let s = snapshot();
+        write(dir.path(), &s).unwrap();
+        write(dir.path(), &s).unwrap();
+        assert_eq!(read(dir.path(), 0).unwrap(), Some(s));
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn corrupt_truncated_foreign_and_future_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &snapshot()).unwrap();
+        let p = path(dir.path(), 0);
+        let good = fs::read(&p).unwrap();
+
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        fs::write(&p, &flipped).unwrap();
+        assert!(matches!(read(dir.path(), 0), Err(SnapshotError::Corrupt { .. })));
+
+        fs::write(&p, &good[..good.len() / 2]).unwrap();
+        assert!(matches!(read(dir.path(), 0), Err(SnapshotError::Corrupt { .. })));
+
+        fs::write(&p, b"{\"not\":\"a snapshot\"}").unwrap();
+        assert!(matches!(read(dir.path(), 0), Err(SnapshotError::Foreign { .. })));
+
+        let mut future = good.clone();
+        future[8..12].copy_from_slice(&99u32.to_le_bytes());
+        fs::write(&p, &future).unwrap();
+        let err = read(dir.path(), 0).unwrap_err();
+        assert!(err.to_string().contains("format version 99"), "{err}");
+    }
+}
