@@ -31,6 +31,31 @@ pub struct Config {
     pub http: HttpConfig,
     /// Signed callbacks, any number (`[[webhooks]]`).
     pub webhooks: Vec<WebhookConfig>,
+    /// Local partition snapshots (`run`).
+    pub state: StateConfig,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory of per-partition snapshots; empty turns snapshots off (then
+    /// offsets are committed as soon as alerts are acknowledged, and a
+    /// restart starts each partition's state empty).
+    pub dir: std::path::PathBuf,
+    /// How often each assigned partition's state is written. Offsets are
+    /// committed only up to the newest durable snapshot.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: "churnwatch-state".into(),
+            snapshot_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[http]`.
@@ -300,6 +325,9 @@ impl Config {
             if v.is_empty() {
                 return invalid(key, "must not be empty");
             }
+        }
+        if self.state.snapshot_interval < Duration::from_millis(100) {
+            return invalid("state.snapshot_interval", "must be at least 100ms");
         }
         if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
             return invalid("http.bind", "must be an address like 127.0.0.1:9898");

@@ -65,6 +65,8 @@ pub async fn run(
     config.engine.tick_interval = Duration::from_millis(100);
     // Simulated time runs ahead of the wall clock by design.
     config.engine.max_future_skew = Duration::from_secs(100 * 365 * 86_400);
+    // The demo's cluster lives in memory; so does its state.
+    config.state.dir = std::path::PathBuf::new();
     for topic in &config.kafka.input_topics {
         cluster.create_topic(topic, 3, 1)?;
     }

@@ -5,6 +5,7 @@
 //! then stores the input offsets they cover. Shutdown is one cancellation
 //! signal: stop consuming, flush what is in flight (bounded), commit.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,11 +31,15 @@ use crate::kafka::progress::Progress;
 use crate::kafka::sink::{Outgoing, Sink, Source};
 use crate::kafka::source::{self, InputConsumer, Rebalanced, SourceError};
 use crate::metrics::Metrics;
+use crate::snapshot::{self, Snapshot};
 use crate::webhook::{Outboxes, WebhookError};
 
 /// How long shutdown waits for in-flight records before giving up on them
 /// (their input offsets then stay uncommitted and are consumed again).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Engine partition of roster events (never assigned, never evicted).
+const ROSTER_PARTITION: u16 = u16::MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -78,6 +83,8 @@ pub struct Report {
 struct Ack {
     records: Vec<Outgoing>,
     offsets: Vec<(TopicPartition, i64)>,
+    /// Answered once everything sent before it is acknowledged.
+    barrier: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Runs until `shutdown` completes.
@@ -161,14 +168,22 @@ pub async fn run(
         report: Report::default(),
         sink,
         metrics,
-        outboxes,
+        outboxes: Some(outboxes),
         ready,
+        snapshots: (!config.state.dir.as_os_str().is_empty()).then(|| config.state.dir.clone()),
+        input_topics: config.kafka.input_topics.clone(),
+        released: BTreeMap::new(),
+        restored_from: BTreeMap::new(),
+        partitions: BTreeSet::new(),
     };
     for tp in roster_parts {
         state.progress.assign(tp, Instant::now(), false);
     }
     let mut ticker = tokio::time::interval(config.engine.tick_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let every = config.state.snapshot_interval;
+    let mut snapshot_ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    snapshot_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     tracing::info!(brokers, group = %config.kafka.group_id, clock = ?config.engine.clock, "consuming");
     loop {
@@ -177,7 +192,7 @@ pub async fn run(
             m = consumer.recv() => {
                 // Rebalances surface inside `recv`: apply them before its message.
                 for r in consumer.context().take_rebalances() {
-                    state.rebalance(r);
+                    state.rebalance(r, &ack_tx, &consumer).await;
                 }
                 match m {
                     Ok(m) => state.input(&m, false).await,
@@ -189,9 +204,13 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "roster consumer error"),
             },
             _ = ticker.tick() => state.tick(&consumer, &roster).await,
+            _ = snapshot_ticker.tick() => {
+                let all: Vec<i32> = state.partitions.iter().copied().collect();
+                state.snapshot(&all, Some(&ack_tx), &consumer).await;
+            }
         }
         for r in consumer.context().take_rebalances() {
-            state.rebalance(r);
+            state.rebalance(r, &ack_tx, &consumer).await;
         }
         let ack = state.step_ack();
         if (!ack.records.is_empty() || !ack.offsets.is_empty()) && ack_tx.send(ack).await.is_err() {
@@ -203,7 +222,7 @@ pub async fn run(
     state.ready.store(false, Ordering::Relaxed);
     drop(ack_tx);
     // Closing the outboxes lets each webhook worker finish its queue.
-    drop(state.outboxes);
+    drop(state.outboxes.take());
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
         .await
@@ -214,6 +233,10 @@ pub async fn run(
         );
         token.cancel();
         tracker.wait().await;
+    } else {
+        // Everything produced is acknowledged: a final snapshot covers it all.
+        let all: Vec<i32> = state.partitions.iter().copied().collect();
+        state.snapshot(&all, None, &consumer).await;
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");
@@ -238,21 +261,45 @@ struct Loop {
     report: Report,
     sink: Sink,
     metrics: Metrics,
-    outboxes: Outboxes,
+    /// Taken (closed) at shutdown so the webhook workers finish their queues.
+    outboxes: Option<Outboxes>,
     /// Shared with the HTTP API's `/readyz`.
     ready: Arc<AtomicBool>,
+    /// Snapshot directory, if snapshots are on.
+    snapshots: Option<std::path::PathBuf>,
+    input_topics: Vec<String>,
+    /// Last applied (released) offset per input partition.
+    released: BTreeMap<TopicPartition, i64>,
+    /// Next offset covered by a restored snapshot: older messages are in
+    /// the restored state already and are skipped.
+    restored_from: BTreeMap<TopicPartition, i64>,
+    /// Assigned input partition numbers.
+    partitions: BTreeSet<i32>,
 }
 
 impl Loop {
     async fn input(&mut self, m: &BorrowedMessage<'_>, roster: bool) {
         let tp: TopicPartition = (m.topic().to_string(), m.partition());
+        if self
+            .restored_from
+            .get(&tp)
+            .is_some_and(|&next| m.offset() < next)
+        {
+            return;
+        }
         let payload = m.payload().unwrap_or_default();
         let decoded = if m.payload().is_none() {
             Err(RejectReason::MissingField("type"))
         } else {
             event::decode(payload, self.engine.decode_limits())
         };
-        let partition = u16::try_from(m.partition()).unwrap_or(u16::MAX);
+        // Roster events belong to no input partition: a rebalance must never
+        // drop them (the roster is read once, from the beginning).
+        let partition = if roster {
+            ROSTER_PARTITION
+        } else {
+            u16::try_from(m.partition()).unwrap_or(ROSTER_PARTITION)
+        };
         let mut ts = None;
         let mut kind = None;
         let started = Instant::now();
@@ -334,16 +381,30 @@ impl Loop {
         self.flush_alerts().await;
     }
 
-    fn rebalance(&mut self, r: Rebalanced) {
+    async fn rebalance(
+        &mut self,
+        r: Rebalanced,
+        ack_tx: &mpsc::Sender<Ack>,
+        consumer: &InputConsumer,
+    ) {
         match r {
             Rebalanced::Assigned(tps) => {
                 tracing::info!(partitions = ?tps, "assigned");
                 // Ready once partitions are assigned (their state starts empty
                 // until snapshots restore it; see README).
-                self.ready.store(!tps.is_empty(), Ordering::Relaxed);
+                let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
+                numbers.sort_unstable();
+                numbers.dedup();
                 for tp in tps {
                     self.progress.assign(tp, Instant::now(), true);
                 }
+                for p in numbers {
+                    if self.partitions.insert(p) {
+                        self.restore(p);
+                    }
+                }
+                self.ready
+                    .store(!self.partitions.is_empty(), Ordering::Relaxed);
             }
             Rebalanced::Revoked(tps) => {
                 tracing::info!(partitions = ?tps, "revoked");
@@ -351,11 +412,16 @@ impl Loop {
                 let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
                 numbers.sort_unstable();
                 numbers.dedup();
+                // The next owner may be this machine again: leave a snapshot.
+                self.snapshot(&numbers, Some(ack_tx), consumer).await;
                 for tp in &tps {
                     self.offsets.revoke(tp);
                     self.progress.revoke(tp);
+                    self.released.remove(tp);
+                    self.restored_from.remove(tp);
                 }
                 for p in numbers {
+                    self.partitions.remove(&p);
                     let dropped = self
                         .engine
                         .evict_partition(u16::try_from(p).unwrap_or(u16::MAX));
@@ -378,7 +444,9 @@ impl Loop {
             self.report.alerts += 1;
             self.metrics.alert_emitted(&alert);
             let body = Arc::new(serde_json::to_vec(&alert).unwrap_or_default());
-            self.outboxes.submit(&alert, &body);
+            if let Some(outboxes) = &self.outboxes {
+                outboxes.submit(&alert, &body);
+            }
             // Under the wall clock a deadline is a wall time: latency counts
             // from it, not from the tick that noticed it.
             let overdue = match (self.clock, alert.trigger) {
@@ -393,11 +461,112 @@ impl Loop {
         }
     }
 
-    /// What this step produced and which offsets it made safe.
+    /// What this step produced and which offsets it made safe. With
+    /// snapshots on, offsets are stored by the snapshot that covers them.
     fn step_ack(&mut self) -> Ack {
+        let released = self.offsets.release(self.engine.watermark());
+        for (tp, o) in &released {
+            self.released.insert(tp.clone(), *o);
+        }
         Ack {
             records: std::mem::take(&mut self.records),
-            offsets: self.offsets.release(self.engine.watermark()),
+            offsets: if self.snapshots.is_some() {
+                Vec::new()
+            } else {
+                released
+            },
+            barrier: None,
+        }
+    }
+
+    /// Loads partition `p`'s local snapshot, if any and sound.
+    fn restore(&mut self, p: i32) {
+        let Some(dir) = &self.snapshots else { return };
+        let Ok(number) = u16::try_from(p) else { return };
+        match snapshot::read(dir, number) {
+            Ok(Some(snap)) => {
+                let n = self.engine.restore_partition(snap.state);
+                for (topic, next) in snap.offsets {
+                    self.restored_from.insert((topic, p), next);
+                }
+                tracing::info!(partition = p, customers = n, "restored from snapshot");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "snapshot refused; rebuilding the partition from Kafka")
+            }
+        }
+    }
+
+    /// Writes the snapshots of `partitions` and then stores the offsets they
+    /// cover. With `barrier`, first waits until everything produced so far
+    /// is acknowledged, so a snapshot never covers an unacknowledged alert.
+    async fn snapshot(
+        &mut self,
+        partitions: &[i32],
+        barrier: Option<&mpsc::Sender<Ack>>,
+        consumer: &InputConsumer,
+    ) {
+        let Some(dir) = self.snapshots.clone() else {
+            return;
+        };
+        if let Some(ack_tx) = barrier {
+            let step = self.step_ack();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let sent = ack_tx.send(step).await.is_ok()
+                && ack_tx
+                    .send(Ack {
+                        records: Vec::new(),
+                        offsets: Vec::new(),
+                        barrier: Some(tx),
+                    })
+                    .await
+                    .is_ok();
+            if !sent || rx.await.is_err() {
+                return;
+            }
+        }
+        for &p in partitions {
+            let Ok(number) = u16::try_from(p) else {
+                continue;
+            };
+            let offsets: Vec<(String, i64)> = self
+                .input_topics
+                .iter()
+                .filter_map(|t| {
+                    let tp = (t.clone(), p);
+                    let next = self
+                        .released
+                        .get(&tp)
+                        .map(|o| o + 1)
+                        .or_else(|| self.restored_from.get(&tp).copied());
+                    next.map(|n| (t.clone(), n))
+                })
+                .collect();
+            let snap = Snapshot {
+                offsets,
+                state: self.engine.partition_state(number),
+            };
+            tracing::debug!(partition = p, customers = snap.state.customers.len(), offsets = ?snap.offsets, "writing snapshot");
+            let dir = dir.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                snapshot::write(&dir, &snap).map(|_| snap.offsets)
+            })
+            .await;
+            match written {
+                Ok(Ok(offsets)) => {
+                    for (topic, next) in offsets {
+                        // Legacy store semantics: librdkafka commits offset + 1.
+                        if let Err(e) = consumer.store_offset(&topic, p, next - 1) {
+                            tracing::debug!(topic, partition = p, error = %e, "offset not stored");
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = p, error = %e, "snapshot failed; offsets stay where they were")
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "snapshot task failed"),
+            }
         }
     }
 }
@@ -411,6 +580,11 @@ async fn acker(
     stop: CancellationToken,
 ) {
     while let Some(ack) = rx.recv().await {
+        if let Some(done) = ack.barrier {
+            // Everything before the barrier is confirmed: say so.
+            let _ = done.send(());
+            continue;
+        }
         tracing::trace!(
             records = ack.records.len(),
             offsets = ack.offsets.len(),

@@ -66,8 +66,10 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
     let mut f = File::create(&tmp).map_err(io_err)?;
     f.write_all(MAGIC).map_err(io_err)?;
     f.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io_err)?;
-    f.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes()).map_err(io_err)?;
-    f.write_all(&(body.len() as u64).to_le_bytes()).map_err(io_err)?;
+    f.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes())
+        .map_err(io_err)?;
+    f.write_all(&(body.len() as u64).to_le_bytes())
+        .map_err(io_err)?;
     f.write_all(&body).map_err(io_err)?;
     f.sync_all().map_err(io_err)?;
     drop(f);
@@ -111,10 +113,12 @@ pub fn read(dir: &Path, partition: u16) -> Result<Option<Snapshot>, SnapshotErro
             why: "checksum mismatch".into(),
         });
     }
-    postcard::from_bytes(body).map(Some).map_err(|e| SnapshotError::Corrupt {
-        path,
-        why: e.to_string(),
-    })
+    postcard::from_bytes(body)
+        .map(Some)
+        .map_err(|e| SnapshotError::Corrupt {
+            path,
+            why: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -147,7 +151,10 @@ mod tests {
         write(dir.path(), &s).unwrap();
         write(dir.path(), &s).unwrap();
         assert_eq!(read(dir.path(), 0).unwrap(), Some(s));
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
     }
 
@@ -162,13 +169,22 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
         fs::write(&p, &flipped).unwrap();
-        assert!(matches!(read(dir.path(), 0), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            read(dir.path(), 0),
+            Err(SnapshotError::Corrupt { .. })
+        ));
 
         fs::write(&p, &good[..good.len() / 2]).unwrap();
-        assert!(matches!(read(dir.path(), 0), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            read(dir.path(), 0),
+            Err(SnapshotError::Corrupt { .. })
+        ));
 
         fs::write(&p, b"{\"not\":\"a snapshot\"}").unwrap();
-        assert!(matches!(read(dir.path(), 0), Err(SnapshotError::Foreign { .. })));
+        assert!(matches!(
+            read(dir.path(), 0),
+            Err(SnapshotError::Foreign { .. })
+        ));
 
         let mut future = good.clone();
         future[8..12].copy_from_slice(&99u32.to_le_bytes());

@@ -285,3 +285,110 @@ fn committed(brokers: &str, config: &Config) -> i64 {
         Err(_) => 0,
     }
 }
+
+/// Distinct (alert_id, status) pairs.
+fn distinct(alerts: &[serde_json::Value]) -> BTreeSet<(String, String)> {
+    identities(alerts).into_iter().collect()
+}
+
+/// Issue 6 (open): the distinct alert set after kills is not yet reliably
+/// exact (in some runs an episode differs); run with `--ignored` to see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 6: restore after kill -9 is not yet exact in every run"]
+async fn kill_9_at_random_points_loses_no_alert() {
+    use rand::{Rng, SeedableRng};
+    let tansu = Tansu::start().await;
+    let mut config = event_clock_config(&tansu.brokers);
+    config.state.snapshot_interval = Duration::from_millis(200);
+    tansu.create_topics(&config, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("churnwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nclock = \"event\"\nidle_timeout = \"1s\"\ntick_interval = \"50ms\"\nmax_future_skew = \"36500d\"\n\
+             [kafka]\nbrokers = \"{}\"\n[kafka.consumer]\n\"group.instance.id\" = \"kill-test-1\"\n[http]\nbind = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n",
+            tansu.brokers,
+            config.state.dir.display()
+        ),
+    )
+    .unwrap();
+    let mut population =
+        churnwatch::generate::Population::new(churnwatch::generate::PopulationOptions {
+            customers: 5000,
+            seed: 11,
+            start: churnwatch::engine::event::Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+        });
+    let mut generated = Vec::new();
+    for _ in 0..150 {
+        population.next_day(&mut generated);
+    }
+    let lines: Vec<String> = generated.into_iter().map(|g| g.line).collect();
+    let expected = distinct(&replay_alerts(&config, &lines));
+    assert!(
+        expected.len() > 50,
+        "a stream with something to alert on: {}",
+        expected.len()
+    );
+
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.path().join("run.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|_| std::process::Stdio::null()),
+            )
+            .spawn()
+            .expect("churnwatch runs")
+    };
+    // The whole stream is on the broker first (tansu 0.6 reports high
+    // watermarks per batch, so "caught up" cannot be judged while producing);
+    // the instance is then killed at random points while consuming it.
+    produce_lines(&config, &lines).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut child = start();
+    let mut seen = 0;
+    for _ in 0..3 {
+        // Kill only once this instance has made progress (new alerts on the
+        // topic), at a random point after that.
+        let mut done = false;
+        let progressed = eventually(Duration::from_secs(60), || {
+            let records = read_topic(&tansu.brokers, "churn-alerts");
+            done = distinct(&parse_alerts(&records)) == expected;
+            let n = records.len();
+            (n > seen || done).then(|| seen = n).is_some()
+        })
+        .await;
+        assert!(progressed, "the instance consumed and alerted");
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        child = start();
+    }
+    let complete = eventually(Duration::from_secs(120), || {
+        distinct(&parse_alerts(&read_topic(&tansu.brokers, "churn-alerts"))) == expected
+    })
+    .await;
+    child.kill().ok();
+    child.wait().ok();
+    let got = distinct(&parse_alerts(&read_topic(&tansu.brokers, "churn-alerts")));
+    if let Some(keep) = std::env::var_os("KEEP_LOG") {
+        let _ = std::fs::copy(dir.path().join("run.log"), keep);
+    }
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&expected).take(5).collect();
+    assert!(
+        complete,
+        "distinct alerts equal an uninterrupted run's; missing {missing:?}, extra {extra:?}"
+    );
+}

@@ -47,9 +47,9 @@ use watermark::{Clock, Reorder, Timers, Watermark};
 pub struct PartitionState {
     pub partition: u16,
     pub customers: Vec<CustomerState>,
-    /// Rep ids in the order of the indexes customers refer to (indexes are
-    /// local to an engine; names are not).
-    pub reps: Vec<event::RepKey>,
+    /// Rep ids (and departure times) in the order of the indexes customers
+    /// refer to: indexes are local to an engine, names are not.
+    pub reps: Vec<(event::RepKey, Option<Ts>)>,
     pub clock: ClockState,
 }
 
@@ -334,7 +334,11 @@ impl Engine {
         PartitionState {
             partition,
             customers,
-            reps: self.roster.names().cloned().collect(),
+            reps: self
+                .roster
+                .entries()
+                .map(|(id, departed)| (id.clone(), departed))
+                .collect(),
             clock: ClockState {
                 watermark: c.watermark.current(),
                 next_recompute: c.next_recompute,
@@ -354,9 +358,17 @@ impl Engine {
         let reps: Vec<rep::RepIdx> = state
             .reps
             .iter()
-            .map(|name| {
-                inner.roster.write().intern(name);
-                self.roster.intern(name)
+            .map(|(name, departed)| {
+                let mut mirror = inner.roster.write();
+                let idx = self.roster.intern(name);
+                mirror.intern(name);
+                // A departure already known must hold before the roster topic
+                // is read again, or restored alerts would resolve.
+                if departed.is_some() {
+                    self.roster.set_departed(idx, *departed);
+                    mirror.set_departed(idx, *departed);
+                }
+                idx
             })
             .collect();
         let mut restored = 0;

@@ -63,9 +63,9 @@ impl Roster {
         }
     }
 
-    /// Rep ids in index order.
-    pub fn names(&self) -> impl Iterator<Item = &RepKey> {
-        self.reps.iter().map(|r| &r.id)
+    /// Rep ids and departure times in index order.
+    pub fn entries(&self) -> impl Iterator<Item = (&RepKey, Option<Ts>)> {
+        self.reps.iter().map(|r| (&r.id, r.departed_at))
     }
 
     pub fn len(&self) -> usize {

@@ -41,6 +41,12 @@ pub fn event_clock_config(brokers: &str) -> Config {
     c.engine.idle_timeout = Duration::from_secs(1);
     c.engine.tick_interval = Duration::from_millis(50);
     c.engine.max_future_skew = Duration::from_secs(100 * 365 * 86_400);
+    c.state.dir = tempfile::Builder::new()
+        .prefix("churnwatch-state-")
+        .tempdir()
+        .expect("state dir")
+        .keep();
+    c.state.snapshot_interval = Duration::from_millis(300);
     c
 }
 
