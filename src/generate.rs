@@ -223,20 +223,35 @@ pub fn write(options: PopulationOptions, days: u32, limit: u64, path: &Path) -> 
         Box::new(File::create(path)?)
     };
     let mut out = BufWriter::with_capacity(1 << 20, out);
-    let mut population = Population::new(options);
-    let mut batch = Vec::new();
     let mut written = 0u64;
-    while population.day() < days && written < limit {
-        batch.clear();
-        population.next_day(&mut batch);
-        for g in batch.iter().take((limit - written) as usize) {
-            out.write_all(g.line.as_bytes())?;
-            out.write_all(b"\n")?;
-            written += 1;
-        }
+    for g in events(options, days, limit) {
+        out.write_all(g.line.as_bytes())?;
+        out.write_all(b"\n")?;
+        written += 1;
     }
     out.flush()?;
     Ok(written)
+}
+
+/// The first `days` days of the population, at most `limit` events, in
+/// time order.
+pub fn events(
+    options: PopulationOptions,
+    days: u32,
+    limit: u64,
+) -> impl Iterator<Item = Generated> {
+    let mut population = Population::new(options);
+    let mut day = std::collections::VecDeque::new();
+    let mut batch = Vec::new();
+    std::iter::from_fn(move || {
+        while day.is_empty() && population.day() < days {
+            batch.clear();
+            population.next_day(&mut batch);
+            day.extend(batch.drain(..));
+        }
+        day.pop_front()
+    })
+    .take(usize::try_from(limit).unwrap_or(usize::MAX))
 }
 
 /// Produces `days` days to Kafka: purchases, calls and tickets to the input
@@ -255,22 +270,16 @@ pub async fn produce(
         .set("enable.idempotence", "true")
         .create()?;
     let mut publisher = Publisher::new(producer);
-    let mut population = Population::new(options);
-    let mut batch = Vec::new();
     let mut written = 0u64;
-    while population.day() < days && written < limit {
-        batch.clear();
-        population.next_day(&mut batch);
-        for g in batch.iter().take((limit - written) as usize) {
-            publisher
-                .send(
-                    topic_for(config, g.kind),
-                    g.key.as_bytes(),
-                    g.line.as_bytes(),
-                )
-                .await?;
-            written += 1;
-        }
+    for g in events(options, days, limit) {
+        publisher
+            .send(
+                topic_for(config, g.kind),
+                g.key.as_bytes(),
+                g.line.as_bytes(),
+            )
+            .await?;
+        written += 1;
     }
     publisher.flush().await?;
     Ok(written)

@@ -201,18 +201,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
         .collect();
     produce_lines(&config, &lines).await;
     let stop = CancellationToken::new();
-    let svc = {
-        let (config, stop) = (config.clone(), stop.clone());
-        tokio::spawn(async move {
-            service::run(
-                &config,
-                &config.kafka.brokers,
-                wiring(Store::default()).await,
-                stop.cancelled_owned(),
-            )
-            .await
-        })
-    };
+    let svc = spawn_run(&config, Store::default(), &stop);
     // Scenario times are months in the past: under the wall clock every
     // deadline of the tier-A customer is overdue on the first tick.
     let fired = eventually(Duration::from_secs(60), || {
@@ -230,18 +219,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     // sees nothing new, so it applies nothing.
     let stop2 = CancellationToken::new();
     let store2 = Store::default();
-    let svc2 = {
-        let (config, stop, store) = (config.clone(), stop2.clone(), store2.clone());
-        tokio::spawn(async move {
-            service::run(
-                &config,
-                &config.kafka.brokers,
-                wiring(store).await,
-                stop.cancelled_owned(),
-            )
-            .await
-        })
-    };
+    let svc2 = spawn_run(&config, store2.clone(), &stop2);
     let marker = vec![
         r#"{"type":"purchase","ts":"2026-05-01T00:00:00Z","customer_id":"late","amount":1}"#
             .to_string(),
@@ -297,18 +275,7 @@ async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
     let bad = codes.iter().filter(|c| *c != "ok").count();
 
     let stop = CancellationToken::new();
-    let svc = {
-        let (config, stop) = (config.clone(), stop.clone());
-        tokio::spawn(async move {
-            service::run(
-                &config,
-                &config.kafka.brokers,
-                wiring(Store::default()).await,
-                stop.cancelled_owned(),
-            )
-            .await
-        })
-    };
+    let svc = spawn_run(&config, Store::default(), &stop);
     let done = eventually(Duration::from_secs(60), || {
         read_topic(&brokers, "churn-dead-letters").len() >= bad
     })

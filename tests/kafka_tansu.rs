@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use churnwatch::config::Config;
 use churnwatch::engine::store::Store;
-use churnwatch::service;
 use common::*;
 
 struct Tansu {
@@ -88,23 +87,6 @@ impl Drop for Tansu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn spawn_run(
-    config: &Config,
-    store: Store,
-    stop: &CancellationToken,
-) -> tokio::task::JoinHandle<Result<service::Report, service::ServiceError>> {
-    let (config, stop) = (config.clone(), stop.clone());
-    tokio::spawn(async move {
-        service::run(
-            &config,
-            &config.kafka.brokers,
-            wiring(store).await,
-            stop.cancelled_owned(),
-        )
-        .await
-    })
 }
 
 /// (alert_id, status): an alert's identity.

@@ -287,3 +287,23 @@ pub async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, seen)
 }
+
+/// Runs the service in a task until `stop`, over `store`, with an HTTP API
+/// on port 0.
+pub fn spawn_run(
+    config: &Config,
+    store: churnwatch::engine::store::Store,
+    stop: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Result<churnwatch::service::Report, churnwatch::service::ServiceError>>
+{
+    let (config, stop) = (config.clone(), stop.clone());
+    tokio::spawn(async move {
+        churnwatch::service::run(
+            &config,
+            &config.kafka.brokers,
+            wiring(store).await,
+            stop.cancelled_owned(),
+        )
+        .await
+    })
+}
