@@ -361,6 +361,10 @@ impl Loop {
                     if let Some(high) = high {
                         self.progress.high_watermark(&tp, high);
                     }
+                    let lag = consumer.context().lag(&tp).or_else(|| roster.context().lag(&tp));
+                    if lag == Some(0) {
+                        self.progress.caught_up(&tp);
+                    }
                 }
                 if let Some(w) = self.progress.watermark(now, self.idle) {
                     self.engine.advance_to(w, &mut self.alerts);

@@ -68,6 +68,15 @@ impl Progress {
         }
     }
 
+    /// Marks the partition caught up on librdkafka's word (consumer lag 0):
+    /// this also covers a partition that delivers nothing because its
+    /// committed offset is already at the end.
+    pub fn caught_up(&mut self, tp: &TopicPartition) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            p.caught_up = true;
+        }
+    }
+
     /// The watermark the partitions allow, if any. None before any input
     /// partition is assigned: the roster alone must not move time.
     pub fn watermark(&self, now: Instant, idle: Duration) -> Option<Ts> {

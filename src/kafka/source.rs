@@ -46,6 +46,11 @@ impl SourceContext {
         lock(&self.high_watermarks).get(tp).copied()
     }
 
+    /// The partition's consumer lag as of the last statistics report.
+    pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
+        lock(&self.lags).get(tp).copied()
+    }
+
     /// Consumer lag per assigned partition, as of the last statistics report.
     pub fn lags(&self) -> BTreeMap<TopicPartition, i64> {
         lock(&self.lags).clone()
