@@ -361,7 +361,10 @@ impl Loop {
                     if let Some(high) = high {
                         self.progress.high_watermark(&tp, high);
                     }
-                    let lag = consumer.context().lag(&tp).or_else(|| roster.context().lag(&tp));
+                    let lag = consumer
+                        .context()
+                        .lag(&tp)
+                        .or_else(|| roster.context().lag(&tp));
                     if lag == Some(0) {
                         self.progress.caught_up(&tp);
                     }

@@ -130,12 +130,7 @@ async fn time_ordered_scenario_on_three_partitions_equals_replay() {
     assert_eq!(report.rejected, 2);
     let reasons: BTreeSet<String> = read_topic(&tansu.brokers, "churn-dead-letters")
         .iter()
-        .filter_map(|r| {
-            r.headers
-                .iter()
-                .find(|h| h.0 == "churnwatch.reason")
-                .map(|h| h.1.clone())
-        })
+        .filter_map(|r| r.header("churnwatch.reason").map(str::to_string))
         .collect();
     assert_eq!(
         reasons,

@@ -112,6 +112,16 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
 }
 
+impl Record {
+    /// The value of header `key`, if present.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.0 == key)
+            .map(|h| h.1.as_str())
+    }
+}
+
 /// Every record of `topic` so far. The end is found by writing a unique
 /// end marker to each partition and reading up to it, not by the broker's
 /// high watermark (tansu 0.6 reports one per batch, not per record).
