@@ -374,6 +374,9 @@ impl Loop {
                 }
             }
         }
+        // Ready: partitions assigned and a broker reachable to consume from.
+        let ready = !self.partitions.is_empty() && consumer.context().brokers_up();
+        self.ready.store(ready, Ordering::Relaxed);
         let e = &self.engine;
         self.metrics.engine_state(
             e.tier_counts(),

@@ -306,3 +306,54 @@ async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
     originals.sort();
     assert_eq!(payloads, originals, "original bytes kept as they were");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reflects_a_broker_outage() {
+    let (cluster, brokers) = cluster_with_topics(2);
+    let config = event_clock_config(&brokers);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let svc = {
+        let (config, stop) = (config.clone(), stop.clone());
+        let wiring = service::Wiring {
+            store: Store::default(),
+            registry: prometheus::Registry::new(),
+            http: Some(listener),
+        };
+        tokio::spawn(async move {
+            service::run(
+                &config,
+                &config.kafka.brokers,
+                wiring,
+                stop.cancelled_owned(),
+            )
+            .await
+        })
+    };
+    let ready = answers(&api, 200, Duration::from_secs(60)).await;
+    assert!(ready, "ready once partitions are assigned");
+    cluster.broker_down(1).expect("broker down");
+    let down = answers(&api, 503, Duration::from_secs(30)).await;
+    cluster.broker_up(1).expect("broker up");
+    let back = answers(&api, 200, Duration::from_secs(60)).await;
+    stop.cancel();
+    svc.await.expect("join").expect("service");
+    assert!(down, "not ready while no broker is reachable");
+    assert!(back, "ready again once the broker is back");
+}
+
+/// Polls `url` until it answers `status` or `limit` passes.
+async fn answers(url: &str, status: u16, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().as_u16() == status)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}

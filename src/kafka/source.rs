@@ -27,12 +27,25 @@ pub enum Rebalanced {
 }
 
 /// Consumer context: collects rebalances and, from librdkafka's periodic
-/// statistics, each partition's high watermark (no blocking broker call).
-#[derive(Default)]
+/// statistics, each partition's high watermark and lag and whether any
+/// broker is reachable (no blocking broker call).
 pub struct SourceContext {
     rebalances: Mutex<Vec<Rebalanced>>,
     high_watermarks: Mutex<BTreeMap<TopicPartition, i64>>,
     lags: Mutex<BTreeMap<TopicPartition, i64>>,
+    /// False once a statistics report shows no broker up (outage).
+    brokers_up: std::sync::atomic::AtomicBool,
+}
+
+impl Default for SourceContext {
+    fn default() -> Self {
+        Self {
+            rebalances: Mutex::default(),
+            high_watermarks: Mutex::default(),
+            lags: Mutex::default(),
+            brokers_up: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
 }
 
 impl SourceContext {
@@ -44,6 +57,12 @@ impl SourceContext {
     /// The partition's high watermark as of the last statistics report.
     pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
         lock(&self.high_watermarks).get(tp).copied()
+    }
+
+    /// Whether the last statistics report saw a broker up (true before the
+    /// first report).
+    pub fn brokers_up(&self) -> bool {
+        self.brokers_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The partition's consumer lag as of the last statistics report.
@@ -82,6 +101,12 @@ impl ClientContext for SourceContext {
         }
         lock(&self.high_watermarks).extend(highs);
         *lock(&self.lags) = lags;
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.brokers_up
+            .store(up, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
