@@ -50,25 +50,7 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     .webhooks;
     let stop = CancellationToken::new();
     let store = Store::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let svc = {
-        let (config, stop) = (config.clone(), stop.clone());
-        let wiring = service::Wiring {
-            store: store.clone(),
-            registry: prometheus::Registry::new(),
-            http: Some(listener),
-        };
-        tokio::spawn(async move {
-            service::run(
-                &config,
-                &config.kafka.brokers,
-                wiring,
-                stop.cancelled_owned(),
-            )
-            .await
-        })
-    };
+    let Running { handle: svc, api } = spawn_run(&config, store.clone(), &stop).await;
     let done = eventually(Duration::from_secs(60), || {
         read_topic(&brokers, "churn-alerts").len() >= expected.len()
             && read_topic(&brokers, "churn-dead-letters").len() >= 2
@@ -194,7 +176,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
         .collect();
     produce_lines(&config, &lines).await;
     let stop = CancellationToken::new();
-    let svc = spawn_run(&config, Store::default(), &stop);
+    let svc = spawn_run(&config, Store::default(), &stop).await.handle;
     // Scenario times are months in the past: under the wall clock every
     // deadline of the tier-A customer is overdue on the first tick.
     let fired = eventually(Duration::from_secs(60), || {
@@ -212,7 +194,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     // sees nothing new, so it applies nothing.
     let stop2 = CancellationToken::new();
     let store2 = Store::default();
-    let svc2 = spawn_run(&config, store2.clone(), &stop2);
+    let svc2 = spawn_run(&config, store2.clone(), &stop2).await.handle;
     let marker = vec![
         r#"{"type":"purchase","ts":"2026-05-01T00:00:00Z","customer_id":"late","amount":1}"#
             .to_string(),
@@ -268,7 +250,7 @@ async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
     let bad = codes.iter().filter(|c| *c != "ok").count();
 
     let stop = CancellationToken::new();
-    let svc = spawn_run(&config, Store::default(), &stop);
+    let svc = spawn_run(&config, Store::default(), &stop).await.handle;
     let done = eventually(Duration::from_secs(60), || {
         read_topic(&brokers, "churn-dead-letters").len() >= bad
     })
@@ -311,26 +293,9 @@ async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
 async fn readiness_reflects_a_broker_outage() {
     let (cluster, brokers) = cluster_with_topics(2);
     let config = event_clock_config(&brokers);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}/readyz", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let svc = {
-        let (config, stop) = (config.clone(), stop.clone());
-        let wiring = service::Wiring {
-            store: Store::default(),
-            registry: prometheus::Registry::new(),
-            http: Some(listener),
-        };
-        tokio::spawn(async move {
-            service::run(
-                &config,
-                &config.kafka.brokers,
-                wiring,
-                stop.cancelled_owned(),
-            )
-            .await
-        })
-    };
+    let Running { handle: svc, api } = spawn_run(&config, Store::default(), &stop).await;
+    let api = format!("{api}/readyz");
     let ready = answers(&api, 200, Duration::from_secs(60)).await;
     assert!(ready, "ready once partitions are assigned");
     cluster.broker_down(1).expect("broker down");

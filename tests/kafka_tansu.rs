@@ -114,7 +114,7 @@ async fn time_ordered_scenario_on_three_partitions_equals_replay() {
     let expected = replay_alerts(&config, &lines);
 
     let stop = CancellationToken::new();
-    let run = spawn_run(&config, Store::default(), &stop);
+    let run = spawn_run(&config, Store::default(), &stop).await.handle;
     let arrived = eventually(Duration::from_secs(90), || {
         read_topic(&tansu.brokers, "churn-alerts").len() >= expected.len()
             && read_topic(&tansu.brokers, "churn-dead-letters").len() >= 2
@@ -164,8 +164,8 @@ async fn two_instances_split_the_partitions_and_emit_each_alert_once() {
     tansu.create_topics(&config, 4).await;
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let (store_a, store_b) = (Store::default(), Store::default());
-    let a = spawn_run(&config, store_a.clone(), &stop_a);
-    let b = spawn_run(&config, store_b.clone(), &stop_b);
+    let a = spawn_run(&config, store_a.clone(), &stop_a).await.handle;
+    let b = spawn_run(&config, store_b.clone(), &stop_b).await.handle;
     let lines = scenario_lines();
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines);
@@ -207,7 +207,7 @@ async fn a_restarted_instance_resumes_from_committed_offsets() {
     produce_lines(&config, first).await;
 
     let stop = CancellationToken::new();
-    let run = spawn_run(&config, Store::default(), &stop);
+    let run = spawn_run(&config, Store::default(), &stop).await.handle;
     let consumed = eventually(Duration::from_secs(90), || {
         committed(&tansu.brokers, &config) >= inputs(first) as i64
     })
@@ -218,7 +218,7 @@ async fn a_restarted_instance_resumes_from_committed_offsets() {
 
     produce_lines(&config, second).await;
     let stop = CancellationToken::new();
-    let run = spawn_run(&config, Store::default(), &stop);
+    let run = spawn_run(&config, Store::default(), &stop).await.handle;
     let total = inputs(&lines) as i64;
     let resumed = eventually(Duration::from_secs(90), || {
         committed(&tansu.brokers, &config) >= total

@@ -298,22 +298,39 @@ pub async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>
     (url, seen)
 }
 
+/// A service running in a task, and the base URL of its HTTP API.
+pub struct Running {
+    pub handle: tokio::task::JoinHandle<
+        Result<churnwatch::service::Report, churnwatch::service::ServiceError>,
+    >,
+    pub api: String,
+}
+
 /// Runs the service in a task until `stop`, over `store`, with an HTTP API
 /// on port 0.
-pub fn spawn_run(
+pub async fn spawn_run(
     config: &Config,
     store: churnwatch::engine::store::Store,
     stop: &tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<Result<churnwatch::service::Report, churnwatch::service::ServiceError>>
-{
+) -> Running {
+    let wiring = wiring(store).await;
+    let addr = wiring
+        .http
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .expect("bound");
     let (config, stop) = (config.clone(), stop.clone());
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         churnwatch::service::run(
             &config,
             &config.kafka.brokers,
-            wiring(store).await,
+            wiring,
             stop.cancelled_owned(),
         )
         .await
-    })
+    });
+    Running {
+        handle,
+        api: format!("http://{addr}"),
+    }
 }
