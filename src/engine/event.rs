@@ -390,24 +390,32 @@ fn id(value: &Option<Cow<'_, str>>, field: &'static str) -> Result<CompactString
     Ok(CompactString::from(s))
 }
 
+/// An optional enumerated field: `default` when absent.
 fn one_of<T: Copy>(
     value: &Option<Cow<'_, str>>,
     field: &'static str,
     default: T,
     choices: &[(&str, T)],
 ) -> Result<T, RejectReason> {
-    match value.as_deref() {
-        None => Ok(default),
-        Some(v) => required_one_of(&Some(Cow::Borrowed(v)), field, choices),
-    }
+    value
+        .as_deref()
+        .map_or(Ok(default), |v| pick(v, field, choices))
 }
 
+/// A required enumerated field.
 fn required_one_of<T: Copy>(
     value: &Option<Cow<'_, str>>,
     field: &'static str,
     choices: &[(&str, T)],
 ) -> Result<T, RejectReason> {
-    let v = value.as_deref().ok_or(RejectReason::MissingField(field))?;
+    pick(
+        value.as_deref().ok_or(RejectReason::MissingField(field))?,
+        field,
+        choices,
+    )
+}
+
+fn pick<T: Copy>(v: &str, field: &'static str, choices: &[(&str, T)]) -> Result<T, RejectReason> {
     choices
         .iter()
         .find(|(name, _)| *name == v)

@@ -557,8 +557,9 @@ impl Engine {
             Body::Purchase(amount) => {
                 c.purchase(ts, amount, &w);
                 core.dirty = true;
-                core.tiers.place(idx, c.monetary_total());
-                let tier = core.thresholds.classify(c.monetary_total());
+                let monetary = c.monetary_total();
+                core.tiers.place(idx, monetary);
+                let tier = core.thresholds.classify(monetary);
                 if tier != c.tier {
                     core.tiers.moved(c.tier, tier);
                     c.tier = tier;

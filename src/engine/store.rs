@@ -115,17 +115,4 @@ impl Store {
             })
             .collect()
     }
-
-    /// Customers whose account rep is `rep` (scan; roster events are rare).
-    pub fn orphans_of(&self, rep: &str) -> Vec<CustomerKey> {
-        let Some(idx) = self.inner.roster.read().lookup(rep) else {
-            return Vec::new();
-        };
-        self.inner
-            .customers
-            .iter()
-            .filter(|c| c.account_rep.get() == Some(idx))
-            .map(|c| c.id.clone())
-            .collect()
-    }
 }

@@ -49,10 +49,6 @@ impl Watermark {
         self.current
     }
 
-    pub fn lateness_ms(&self) -> i64 {
-        self.lateness_ms
-    }
-
     /// The time future skew is measured from: the watermark under the wall
     /// clock; under the event clock the caller's wall time (`horizon`),
     /// because history may legitimately jump ahead of its own watermark by
@@ -84,16 +80,6 @@ impl Watermark {
 
     pub fn is_late(&self, ts: Ts) -> bool {
         self.current.is_some_and(|w| ts < w)
-    }
-
-    /// Restores the event-clock high mark (snapshots).
-    pub fn restore(&mut self, current: Option<Ts>, max_seen: Option<Ts>) {
-        self.current = current;
-        self.max_seen = max_seen;
-    }
-
-    pub fn max_seen(&self) -> Option<Ts> {
-        self.max_seen
     }
 }
 
