@@ -193,6 +193,10 @@ pub struct KafkaConfig {
     pub alert_topic: String,
     /// Where rejected messages go, with the reason in headers.
     pub dead_letter_topic: String,
+    /// Compacted state changelog, co-partitioned with the inputs, keyed by
+    /// customer id; "" turns hand-over through Kafka off (used only with
+    /// `state.dir` set: snapshot rounds write it).
+    pub changelog_topic: String,
     /// librdkafka consumer properties, passed through as they are (TLS,
     /// SASL, timeouts). Values are never logged.
     pub consumer: BTreeMap<String, String>,
@@ -209,6 +213,7 @@ impl Default for KafkaConfig {
             roster_topic: "reps".into(),
             alert_topic: "churn-alerts".into(),
             dead_letter_topic: "churn-dead-letters".into(),
+            changelog_topic: "churnwatch-state".into(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }

@@ -67,6 +67,7 @@ pub async fn run(
     config.engine.max_future_skew = Duration::from_secs(100 * 365 * 86_400);
     // The demo's cluster lives in memory; so does its state.
     config.state.dir = std::path::PathBuf::new();
+    config.kafka.changelog_topic = String::new();
     for topic in &config.kafka.input_topics {
         cluster.create_topic(topic, 3, 1)?;
     }

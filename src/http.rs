@@ -3,7 +3,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -20,14 +21,53 @@ use crate::engine::store::Store;
 use crate::engine::tier::Tier;
 use crate::metrics;
 
-/// What the handlers read. `ready` is owned by the service: true once
-/// partitions are assigned and consuming.
+/// What the handlers read. `ready` is reported by the service.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
     pub registry: prometheus::Registry,
-    pub ready: Arc<AtomicBool>,
+    pub ready: Arc<Readiness>,
     pub windows: Windows,
+}
+
+/// Readiness as the service last reported it. A report older than
+/// `stale_after` counts as not ready: a loop blocked (on a broker that
+/// stopped answering, say) cannot report its own outage.
+#[derive(Debug)]
+pub struct Readiness {
+    ready: AtomicBool,
+    /// Milliseconds after `origin` of the last report.
+    reported: AtomicU64,
+    origin: Instant,
+    stale_after: Duration,
+}
+
+impl Readiness {
+    pub fn new(stale_after: Duration) -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            reported: AtomicU64::new(0),
+            origin: Instant::now(),
+            stale_after,
+        }
+    }
+
+    pub fn report(&self, ready: bool) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.reported.store(now, Ordering::Relaxed);
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.is_ready_at(Instant::now())
+    }
+
+    fn is_ready_at(&self, now: Instant) -> bool {
+        let age = now
+            .saturating_duration_since(self.origin)
+            .saturating_sub(Duration::from_millis(self.reported.load(Ordering::Relaxed)));
+        self.ready.load(Ordering::Relaxed) && age <= self.stale_after
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -63,12 +103,12 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
+    if s.ready.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: partitions not assigned or not consuming\n",
+            "not ready: partitions not assigned, no broker reachable, or the pipeline stalled\n",
         )
             .into_response()
     }
@@ -209,4 +249,21 @@ async fn alerts(State(s): State<ApiState>, Query(q): Query<AlertQuery>) -> Respo
     });
     list.truncate(q.limit.unwrap_or(1000));
     axum::Json(list).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_goes_stale_without_reports() {
+        let r = Readiness::new(Duration::from_secs(5));
+        let now = Instant::now();
+        assert!(!r.is_ready_at(now), "not ready before the first report");
+        r.report(true);
+        assert!(r.is_ready_at(Instant::now()));
+        assert!(!r.is_ready_at(Instant::now() + Duration::from_secs(6)));
+        r.report(false);
+        assert!(!r.is_ready_at(Instant::now()));
+    }
 }

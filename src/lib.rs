@@ -23,6 +23,7 @@
 //! - [`kafka`]: source (group consumer, roster reader), sinks, offset and
 //!   partition-progress bookkeeping.
 
+pub mod changelog;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -18,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::changelog::{self, Changes, Entry};
 use crate::config::{Config, RunClock};
 use crate::engine::alert::{Alert, Trigger};
 use crate::engine::customer::Windows;
@@ -25,7 +25,7 @@ use crate::engine::event::{self, RejectReason, Ts};
 use crate::engine::store::Store;
 use crate::engine::watermark::Clock;
 use crate::engine::{Applied, Engine};
-use crate::http::ApiState;
+use crate::http::{ApiState, Readiness};
 use crate::kafka::offsets::{PendingOffsets, TopicPartition};
 use crate::kafka::progress::Progress;
 use crate::kafka::sink::{Outgoing, Sink, Source};
@@ -37,6 +37,10 @@ use crate::webhook::{Outboxes, WebhookError};
 /// How long shutdown waits for in-flight records before giving up on them
 /// (their input offsets then stay uncommitted and are consumed again).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Readiness turns false when the engine loop has not reported for this
+/// long (at least; 20 ticks if longer).
+const READINESS_STALE: Duration = Duration::from_secs(5);
 
 /// Engine partition of roster events (never assigned, never evicted).
 const ROSTER_PARTITION: u16 = u16::MAX;
@@ -112,7 +116,10 @@ pub async fn run(
                 source,
             })?,
     };
-    let ready = Arc::new(AtomicBool::new(false));
+    // A loop that has not reported for this long is stalled.
+    let ready = Arc::new(Readiness::new(
+        (config.engine.tick_interval * 20).max(READINESS_STALE),
+    ));
     let api = ApiState {
         store: store.clone(),
         registry,
@@ -174,6 +181,12 @@ pub async fn run(
         input_topics: config.kafka.input_topics.clone(),
         released: BTreeMap::new(),
         restored_from: BTreeMap::new(),
+        changelog: (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
+            topic: config.kafka.changelog_topic.clone(),
+            reader: source::changelog_reader(&config.kafka, brokers, &instance),
+            changes: Changes::default(),
+            stop: token.child_token(),
+        }),
         partitions: BTreeSet::new(),
     };
     for tp in roster_parts {
@@ -206,7 +219,7 @@ pub async fn run(
             _ = ticker.tick() => state.tick(&consumer, &roster).await,
             _ = snapshot_ticker.tick() => {
                 let all: Vec<i32> = state.partitions.iter().copied().collect();
-                state.snapshot(&all, Some(&ack_tx), &consumer).await;
+                state.snapshot(&all, Some(&ack_tx), &consumer, true).await;
             }
         }
         for r in consumer.context().take_rebalances() {
@@ -219,7 +232,7 @@ pub async fn run(
         }
     }
     tracing::info!("draining");
-    state.ready.store(false, Ordering::Relaxed);
+    state.ready.report(false);
     drop(ack_tx);
     // Closing the outboxes lets each webhook worker finish its queue.
     drop(state.outboxes.take());
@@ -236,7 +249,7 @@ pub async fn run(
     } else {
         // Everything produced is acknowledged: a final snapshot covers it all.
         let all: Vec<i32> = state.partitions.iter().copied().collect();
-        state.snapshot(&all, None, &consumer).await;
+        state.snapshot(&all, None, &consumer, true).await;
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");
@@ -264,7 +277,7 @@ struct Loop {
     /// Taken (closed) at shutdown so the webhook workers finish their queues.
     outboxes: Option<Outboxes>,
     /// Shared with the HTTP API's `/readyz`.
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     /// Snapshot directory, if snapshots are on.
     snapshots: Option<std::path::PathBuf>,
     input_topics: Vec<String>,
@@ -275,7 +288,20 @@ struct Loop {
     restored_from: BTreeMap<TopicPartition, i64>,
     /// Assigned input partition numbers.
     partitions: BTreeSet<i32>,
+    /// The state changelog, if on.
+    changelog: Option<Changelog>,
 }
+
+/// The state changelog's writer and reader settings.
+struct Changelog {
+    topic: String,
+    reader: rdkafka::ClientConfig,
+    changes: Changes,
+    stop: CancellationToken,
+}
+
+/// How long a new owner reads a changelog partition before giving up on it.
+const CHANGELOG_READ_LIMIT: Duration = Duration::from_secs(120);
 
 impl Loop {
     async fn input(&mut self, m: &BorrowedMessage<'_>, roster: bool) {
@@ -376,7 +402,7 @@ impl Loop {
         }
         // Ready: partitions assigned and a broker reachable to consume from.
         let ready = !self.partitions.is_empty() && consumer.context().brokers_up();
-        self.ready.store(ready, Ordering::Relaxed);
+        self.ready.report(ready);
         let e = &self.engine;
         self.metrics.engine_state(
             e.tier_counts(),
@@ -410,20 +436,21 @@ impl Loop {
                 }
                 for p in numbers {
                     if self.partitions.insert(p) {
-                        self.restore(p);
+                        self.restore(p, consumer).await;
                     }
                 }
-                self.ready
-                    .store(!self.partitions.is_empty(), Ordering::Relaxed);
+                self.ready.report(!self.partitions.is_empty());
             }
             Rebalanced::Revoked(tps) => {
                 tracing::info!(partitions = ?tps, "revoked");
-                self.ready.store(false, Ordering::Relaxed);
+                self.ready.report(false);
                 let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
                 numbers.sort_unstable();
                 numbers.dedup();
-                // The next owner may be this machine again: leave a snapshot.
-                self.snapshot(&numbers, Some(ack_tx), consumer).await;
+                // The next owner may be this machine again: leave a local
+                // snapshot. Not a changelog round: the partitions are already
+                // revoked and their next owner may be writing it.
+                self.snapshot(&numbers, Some(ack_tx), consumer, false).await;
                 for tp in &tps {
                     self.offsets.revoke(tp);
                     self.progress.revoke(tp);
@@ -432,9 +459,11 @@ impl Loop {
                 }
                 for p in numbers {
                     self.partitions.remove(&p);
-                    let dropped = self
-                        .engine
-                        .evict_partition(u16::try_from(p).unwrap_or(u16::MAX));
+                    let number = u16::try_from(p).unwrap_or(u16::MAX);
+                    if let Some(c) = &mut self.changelog {
+                        c.changes.forget(number);
+                    }
+                    let dropped = self.engine.evict_partition(number);
                     tracing::info!(
                         partition = p,
                         customers = dropped,
@@ -489,21 +518,100 @@ impl Loop {
         }
     }
 
-    /// Loads partition `p`'s local snapshot, if any and sound.
-    fn restore(&mut self, p: i32) {
+    /// Restores partition `p`: from the local snapshot when it covers the
+    /// group's committed offsets (the fast path of a restart on the same
+    /// machine), else from the state changelog (a hand-over), else from
+    /// whatever local snapshot there is.
+    async fn restore(&mut self, p: i32, consumer: &InputConsumer) {
         let Some(dir) = &self.snapshots else { return };
         let Ok(number) = u16::try_from(p) else { return };
-        match snapshot::read(dir, number) {
-            Ok(Some(snap)) => {
-                let n = self.engine.restore_partition(snap.state);
-                for (topic, next) in snap.offsets {
-                    self.restored_from.insert((topic, p), next);
-                }
-                tracing::info!(partition = p, customers = n, "restored from snapshot");
-            }
-            Ok(None) => {}
+        let local = match snapshot::read(dir, number) {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(partition = p, error = %e, "snapshot refused; rebuilding the partition from Kafka")
+                tracing::warn!(partition = p, error = %e, "snapshot refused; restoring from the changelog or rebuilding from Kafka");
+                None
+            }
+        };
+        let committed = self.committed(p, consumer);
+        let covers = |offsets: &[(String, i64)]| {
+            committed
+                .iter()
+                .all(|(topic, c)| offsets.iter().any(|(t, next)| t == topic && next >= c))
+        };
+        let restored = match local {
+            Some(snap) if covers(&snap.offsets) => Some((snap.state, snap.offsets, "snapshot")),
+            local => match self.changelog_state(p).await {
+                Some((state, offsets)) => Some((state, offsets, "changelog")),
+                None => local.map(|snap| (snap.state, snap.offsets, "snapshot")),
+            },
+        };
+        if let Some((state, offsets, from)) = restored {
+            let n = self.engine.restore_partition(state);
+            for (topic, next) in offsets {
+                self.restored_from.insert((topic, p), next);
+            }
+            tracing::info!(partition = p, customers = n, from, "restored");
+        }
+    }
+
+    /// The group's committed input offsets of partition `p` (none known:
+    /// empty, and any local snapshot is taken).
+    fn committed(&self, p: i32, consumer: &InputConsumer) -> Vec<(String, i64)> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in &self.input_topics {
+            tpl.add_partition(t, p);
+        }
+        match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(c) => c
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some((e.topic().to_string(), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "committed offsets unknown");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Partition `p`'s state as of its last complete changelog round.
+    async fn changelog_state(
+        &mut self,
+        p: i32,
+    ) -> Option<(crate::engine::PartitionState, Vec<(String, i64)>)> {
+        let c = self.changelog.as_ref()?;
+        let number = u16::try_from(p).ok()?;
+        let nonce: u128 = rand::random();
+        let fence = self
+            .sink
+            .to_partition(
+                &c.topic,
+                p,
+                changelog::FENCE_KEY.to_vec(),
+                Entry::Fence(nonce).encode(),
+            )
+            .await;
+        if let Err(e) = self.sink.confirm(fence, &c.stop).await {
+            tracing::warn!(partition = p, error = %e, "changelog fence not written");
+            return None;
+        }
+        let (reader, topic) = (c.reader.clone(), c.topic.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            changelog::read_to_fence(&reader, &topic, p, nonce, CHANGELOG_READ_LIMIT)
+        })
+        .await;
+        match read {
+            Ok(Ok(entries)) => changelog::fold(number, entries),
+            Ok(Err(e)) => {
+                tracing::warn!(partition = p, error = %e, "changelog unreadable; rebuilding from Kafka");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "changelog reader failed");
+                None
             }
         }
     }
@@ -511,11 +619,14 @@ impl Loop {
     /// Writes the snapshots of `partitions` and then stores the offsets they
     /// cover. With `barrier`, first waits until everything produced so far
     /// is acknowledged, so a snapshot never covers an unacknowledged alert.
+    /// Partitions still `owned` also get a changelog round, acknowledged
+    /// before their offsets are stored.
     async fn snapshot(
         &mut self,
         partitions: &[i32],
         barrier: Option<&mpsc::Sender<Ack>>,
         consumer: &InputConsumer,
+        owned: bool,
     ) {
         let Some(dir) = self.snapshots.clone() else {
             return;
@@ -557,12 +668,22 @@ impl Loop {
                 offsets,
                 state: self.engine.partition_state(number),
             };
-            tracing::debug!(partition = p, customers = snap.state.customers.len(), offsets = ?snap.offsets, "writing snapshot");
+            tracing::debug!(partition = p, customers = snap.state.customers.len(), offsets = ?snap.offsets, watermark = ?snap.state.clock.watermark, "writing snapshot");
+            let round = self
+                .changelog
+                .as_mut()
+                .filter(|_| owned)
+                .map(|c| c.changes.round(&snap.state, &snap.offsets));
             let dir = dir.clone();
             let written = tokio::task::spawn_blocking(move || {
                 snapshot::write(&dir, &snap).map(|_| snap.offsets)
             })
             .await;
+            if let Some(round) = round
+                && !self.send_round(p, round).await
+            {
+                continue;
+            }
             match written {
                 Ok(Ok(offsets)) => {
                     for (topic, next) in offsets {
@@ -578,6 +699,27 @@ impl Loop {
                 Err(e) => tracing::warn!(partition = p, error = %e, "snapshot task failed"),
             }
         }
+    }
+}
+
+impl Loop {
+    /// Appends one changelog round for partition `p` and waits until the
+    /// broker has it all; false if it could not (offsets then stay put).
+    async fn send_round(&mut self, p: i32, round: Vec<(Vec<u8>, Vec<u8>)>) -> bool {
+        let Some(c) = &self.changelog else {
+            return true;
+        };
+        let mut queued = Vec::with_capacity(round.len());
+        for (key, value) in round {
+            queued.push(self.sink.to_partition(&c.topic, p, key, value).await);
+        }
+        for out in queued {
+            if let Err(e) = self.sink.confirm(out, &c.stop).await {
+                tracing::warn!(partition = p, error = %e, "changelog round not acknowledged; offsets stay where they were");
+                return false;
+            }
+        }
+        true
     }
 }
 

@@ -48,9 +48,16 @@ pub struct WebhookConfig {
     /// Per-attempt timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Attempts before an alert is dead-lettered.
-    #[serde(default = "default_attempts")]
+    /// Attempts before an alert is dead-lettered; 0 = no count limit, only
+    /// `retry_for` bounds the retries.
+    #[serde(default)]
     pub max_attempts: u32,
+    /// How long after it was queued an alert is still retried. Counted from
+    /// queueing, not from the first attempt, so a long outage drains the
+    /// queue (to the dead letters) instead of retrying each alert in turn
+    /// for the whole budget.
+    #[serde(default = "default_retry_for", with = "humantime_serde")]
+    pub retry_for: Duration,
     /// First retry delay; doubles per attempt up to `backoff_max`.
     #[serde(default = "default_backoff_initial", with = "humantime_serde")]
     pub backoff_initial: Duration,
@@ -73,6 +80,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("rules", &self.rules)
             .field("statuses", &self.statuses)
             .field("max_attempts", &self.max_attempts)
+            .field("retry_for", &self.retry_for)
             .finish_non_exhaustive()
     }
 }
@@ -80,8 +88,8 @@ impl std::fmt::Debug for WebhookConfig {
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
-fn default_attempts() -> u32 {
-    8
+fn default_retry_for() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_backoff_initial() -> Duration {
     Duration::from_millis(500)
@@ -143,8 +151,8 @@ impl WebhookConfig {
         }
         standardwebhooks::Webhook::new(&self.secret)
             .map_err(|_| "secret must be whsec_<base64 key>".to_string())?;
-        if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
+        if self.retry_for.is_zero() {
+            return Err("retry_for must be positive".into());
         }
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());
@@ -218,6 +226,7 @@ pub fn backoff(n: u32, initial: Duration, max: Duration, jitter: f64) -> Duratio
 struct Job {
     webhook_id: String,
     body: Arc<Vec<u8>>,
+    queued: tokio::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +315,7 @@ impl Outboxes {
             let job = Job {
                 webhook_id: format!("{}-{}", alert.alert_id, alert.status.as_str()),
                 body: body.clone(),
+                queued: tokio::time::Instant::now(),
             };
             // Counted before the send, so the worker's decrement never runs first.
             let depth = e.depth.fetch_add(1, Ordering::Relaxed).saturating_add(1);
@@ -372,7 +382,11 @@ impl Worker {
     /// Attempts until delivered, given up or stopped; true if settled.
     async fn deliver(&self, job: &Job, stop: &CancellationToken) -> bool {
         let name = &self.config.name;
-        for n in 1..=self.config.max_attempts {
+        let limit = match self.config.max_attempts {
+            0 => u32::MAX,
+            n => n,
+        };
+        for n in 1..=limit {
             let verdict = self.attempt(job).await;
             let after = match verdict {
                 Verdict::Delivered => {
@@ -392,11 +406,6 @@ impl Worker {
                 }
                 Verdict::Retry { after } => after,
             };
-            if n == self.config.max_attempts {
-                break;
-            }
-            self.metrics
-                .webhook_delivery(name, DeliveryOutcome::Retried);
             let wait = after.unwrap_or_else(|| {
                 backoff(
                     n,
@@ -405,6 +414,11 @@ impl Worker {
                     rand::random::<f64>(),
                 )
             });
+            if n == limit || job.queued.elapsed() + wait > self.config.retry_for {
+                break;
+            }
+            self.metrics
+                .webhook_delivery(name, DeliveryOutcome::Retried);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => {

@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use churnwatch::config::Config;
 use churnwatch::engine::Engine;
@@ -14,13 +14,13 @@ use churnwatch::engine::customer::Windows;
 use churnwatch::engine::event::{Ts, decode};
 use churnwatch::engine::store::Store;
 use churnwatch::engine::watermark::Clock;
-use churnwatch::http::{ApiState, serve};
+use churnwatch::http::{ApiState, Readiness, serve};
 use churnwatch::metrics::{DeliveryOutcome, Metrics};
 use common::*;
 
 struct Api {
     base: String,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     firing_key1: String,
     registry: prometheus::Registry,
 }
@@ -64,7 +64,7 @@ async fn api() -> Api {
         .find(|a| a.customer_id == "key1" && a.status == Status::Firing)
         .map(|a| a.alert_id.to_string())
         .expect("key1 fired");
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Readiness::new(Duration::from_secs(3600)));
     let state = ApiState {
         store,
         registry: registry.clone(),
@@ -92,7 +92,7 @@ async fn health_and_readiness() {
     let api = api().await;
     assert_eq!(get(format!("{}/healthz", api.base)).await.0, 200);
     assert_eq!(get(format!("{}/readyz", api.base)).await.0, 503);
-    api.ready.store(true, Ordering::Relaxed);
+    api.ready.report(true);
     assert_eq!(get(format!("{}/readyz", api.base)).await.0, 200);
 }
 

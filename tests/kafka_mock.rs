@@ -23,6 +23,9 @@ fn cluster_with_topics(
         cluster.create_topic(t, partitions, 1).expect("topic");
     }
     cluster.create_topic("reps", 1, 1).expect("topic");
+    cluster
+        .create_topic("churnwatch-state", partitions, 1)
+        .expect("topic");
     cluster.create_topic("churn-alerts", 3, 1).expect("topic");
     cluster
         .create_topic("churn-dead-letters", 1, 1)
@@ -142,27 +145,40 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_input_topics_that_are_not_co_partitioned() {
+/// What `run` says when it refuses topics with these partition counts.
+async fn refusal(topics: &[(&str, i32)]) -> String {
     let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic("purchases", 3, 1).unwrap();
-    cluster.create_topic("calls", 2, 1).unwrap();
-    cluster.create_topic("tickets", 3, 1).unwrap();
-    cluster.create_topic("reps", 1, 1).unwrap();
+    for (t, n) in topics {
+        cluster.create_topic(t, *n, 1).unwrap();
+    }
     let config = event_clock_config(&cluster.bootstrap_servers());
-    let err = service::run(
+    service::run(
         &config,
         &config.kafka.brokers,
         wiring(Store::default()).await,
         std::future::pending(),
     )
     .await
-    .expect_err("must refuse");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("not co-partitioned") && msg.contains("calls=2"),
-        "{msg}"
-    );
+    .expect_err("must refuse")
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_inputs_or_changelog_that_are_not_co_partitioned() {
+    for (calls, changelog, named) in [(2, 3, "calls=2"), (3, 1, "churnwatch-state=1")] {
+        let msg = refusal(&[
+            ("purchases", 3),
+            ("calls", calls),
+            ("tickets", 3),
+            ("reps", 1),
+            ("churnwatch-state", changelog),
+        ])
+        .await;
+        assert!(
+            msg.contains("not co-partitioned") && msg.contains(named),
+            "{msg}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,4 +337,130 @@ async fn answers(url: &str, status: u16, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     false
+}
+
+/// How the webhook endpoint fails for a minute.
+#[derive(Clone, Copy)]
+enum Outage {
+    /// Nothing listens on its port.
+    Unreachable,
+    /// It answers 500.
+    Failing,
+}
+
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// The endpoint is out for a minute while the pipeline runs: alerts keep
+/// reaching the alert topic during the outage, and every one is delivered
+/// once the endpoint recovers, with the same `webhook-id` on every attempt.
+async fn webhook_outage_delivers_everything_after_recovery(outage: Outage) {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = event_clock_config(&brokers);
+    let lines = scenario_lines();
+    produce_lines(&config, &lines).await;
+    let expected = replay_alerts(&config, &lines);
+    let keys: std::collections::BTreeSet<String> = expected
+        .iter()
+        .map(|a| {
+            format!(
+                "{}-{}",
+                a["alert_id"].as_str().unwrap(),
+                a["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recovers = std::time::Instant::now() + OUTAGE;
+    let failing = match outage {
+        Outage::Unreachable => {
+            drop(listener);
+            None
+        }
+        Outage::Failing => Some(receiver_on(listener, Behaviour::FailUntil(recovers)).1),
+    };
+    let dead = tempfile::tempdir().unwrap();
+    let dead_file = dead.path().join("dead.jsonl");
+    // Default retry budget and attempts; a short backoff cap only keeps the
+    // test from waiting up to a minute after the recovery.
+    config.webhooks = Config::parse(&format!(
+        "[[webhooks]]\nname = \"team\"\nurl = \"http://{addr}/hook\"\nsecret = \"{}\"\nbackoff_max = \"2s\"\ndead_letter_file = \"{}\"\n",
+        secret(),
+        dead_file.display()
+    ))
+    .unwrap()
+    .webhooks;
+    let stop = CancellationToken::new();
+    let running = spawn_run(&config, Store::default(), &stop).await;
+
+    let on_topic = eventually(OUTAGE, || {
+        read_topic(&brokers, "churn-alerts").len() >= expected.len()
+    })
+    .await;
+    assert!(on_topic, "alerts reach the topic");
+    assert!(
+        std::time::Instant::now() < recovers,
+        "ingestion went on while the endpoint was out"
+    );
+    let hooks = match failing {
+        Some(log) => log,
+        None => {
+            // The outage is the fault under test, not a wait for a condition.
+            tokio::time::sleep_until(recovers.into()).await;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .expect("the endpoint comes back on its port");
+            receiver_on(listener, Behaviour::Ok).1
+        }
+    };
+    let delivered = |log: &[Received]| -> std::collections::BTreeSet<String> {
+        log.iter()
+            .filter(|r| r.at >= recovers)
+            .filter_map(|r| {
+                r.headers
+                    .get("webhook-id")?
+                    .to_str()
+                    .ok()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let limit =
+        recovers.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(30);
+    let all = eventually(limit, || delivered(&hooks.lock().unwrap()) == keys).await;
+    stop.cancel();
+    running.handle.await.expect("join").expect("service");
+    let log = hooks.lock().unwrap().clone();
+    assert!(
+        all,
+        "every alert delivered after the recovery: {:?}",
+        delivered(&log)
+    );
+    assert!(log.iter().all(verify), "every attempt is signed");
+    let mut bodies = std::collections::BTreeMap::new();
+    for r in &log {
+        let id = r.headers["webhook-id"].to_str().unwrap().to_string();
+        let body = bodies.entry(id.clone()).or_insert_with(|| r.body.clone());
+        assert_eq!(*body, r.body, "{id}: one idempotency key, one alert");
+    }
+    if matches!(outage, Outage::Failing) {
+        assert!(log.len() > keys.len(), "the failing endpoint saw retries");
+    }
+    assert!(
+        std::fs::read_to_string(&dead_file)
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_endpoint_unreachable_for_a_minute_gets_every_alert() {
+    webhook_outage_delivers_everything_after_recovery(Outage::Unreachable).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_endpoint_failing_for_a_minute_gets_every_alert() {
+    webhook_outage_delivers_everything_after_recovery(Outage::Failing).await;
 }

@@ -7,9 +7,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,15 +19,6 @@ use churnwatch::engine::watermark::Clock;
 use churnwatch::metrics::Metrics;
 use churnwatch::webhook::{Outboxes, WebhookConfig};
 use common::*;
-
-const KEY: &[u8] = b"a shared secret for the tests";
-
-fn secret() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(KEY)
-    )
-}
 
 /// A URL where nothing listens.
 fn down_url() -> String {
@@ -64,30 +52,6 @@ fn scenario_alerts() -> Vec<Alert> {
     engine.advance_to(Ts::parse_rfc3339("2026-04-11T00:00:00Z").unwrap(), &mut out);
     assert_eq!(out.len(), 7);
     out
-}
-
-/// Verifies a Standard Webhooks signature with hmac + sha2 directly.
-fn verify(r: &Received) -> bool {
-    let h = |k: &str| {
-        r.headers
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let signed = format!(
-        "{}.{}.{}",
-        h("webhook-id"),
-        h("webhook-timestamp"),
-        String::from_utf8_lossy(&r.body)
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
-    mac.update(signed.as_bytes());
-    let expected = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    );
-    h("webhook-signature").split(' ').any(|s| s == expected)
 }
 
 fn dead_letters(path: &std::path::Path) -> Vec<serde_json::Value> {

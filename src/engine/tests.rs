@@ -549,12 +549,15 @@ fn scenario_events(engine: &Engine) -> Vec<super::event::Event> {
         .collect()
 }
 
-#[test]
-fn a_restored_engine_continues_exactly_like_the_original() {
-    let config = Config::default();
-    let mut original = Harness::new(&config);
-    let events = scenario_events(&original.engine);
-    let (head, tail) = events.split_at(25);
+/// Runs `events` through one engine, and through an engine restored from a
+/// snapshot taken after the first `split`; returns both alert streams.
+fn with_and_without_restore(
+    config: &Config,
+    events: &[super::event::Event],
+    split: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut original = Harness::new(config);
+    let (head, tail) = events.split_at(split);
     for e in head {
         original
             .engine
@@ -564,13 +567,13 @@ fn a_restored_engine_continues_exactly_like_the_original() {
     original.take();
     let state = original.engine.partition_state(0);
     let bytes = postcard::to_allocvec(&state).unwrap();
-    let mut restored = Harness::new(&config);
+    let mut restored = Harness::new(config);
     let n = restored
         .engine
         .restore_partition(postcard::from_bytes(&bytes).unwrap());
     assert_eq!(n, original.engine.store().len());
     assert_eq!(restored.engine.partition_state(0).customers.len(), n);
-    // The roster is not partition state: it is re-read from its topic.
+    // The roster topic is read again from its start after a restart.
     for e in head.iter().filter(|e| e.customer().is_none()) {
         restored
             .engine
@@ -579,24 +582,132 @@ fn a_restored_engine_continues_exactly_like_the_original() {
     }
     assert!(
         restored.take().is_empty(),
-        "open episodes are not emitted again"
+        "open episodes are not emitted again (split {split})"
     );
     for h in [&mut original, &mut restored] {
         for e in tail {
             h.engine.apply(e.clone(), 0, &mut h.out).unwrap();
         }
-        h.until(day(200.0));
+        h.until(day(400.0));
     }
-    let a: Vec<String> = original
-        .out
+    (sorted_json(&original.out), sorted_json(&restored.out))
+}
+
+#[test]
+fn a_restored_engine_continues_exactly_like_the_original_at_every_split() {
+    let config = Config::default();
+    let events = scenario_events(&Harness::new(&config).engine);
+    for split in 0..=events.len() {
+        let (a, b) = with_and_without_restore(&config, &events, split);
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "restored after {split} events");
+    }
+}
+
+#[test]
+fn a_restored_engine_continues_exactly_like_the_original_on_a_population() {
+    use crate::generate::{Population, PopulationOptions};
+    let config = Config::default();
+    let mut population = Population::new(PopulationOptions {
+        customers: 40,
+        seed: 7,
+        start: day(0.0),
+    });
+    let mut generated = Vec::new();
+    for _ in 0..120 {
+        population.next_day(&mut generated);
+    }
+    let engine = Harness::new(&config).engine;
+    let events: Vec<_> = generated
+        .iter()
+        .filter_map(|g| decode(g.line.as_bytes(), engine.decode_limits()).ok())
+        .collect();
+    for split in (1..events.len()).step_by(29) {
+        let (a, b) = with_and_without_restore(&config, &events, split);
+        assert!(!a.is_empty());
+        assert!(a == b, "restored after {split} of {} events", events.len());
+    }
+}
+
+/// Alerts as JSON, sorted: alerts of one instant may come in another order
+/// after a restore (customers are re-indexed); the multiset must not change.
+fn sorted_json(alerts: &[Alert]) -> Vec<String> {
+    let mut v: Vec<String> = alerts
         .iter()
         .map(|a| serde_json::to_string(a).unwrap())
         .collect();
-    let b: Vec<String> = restored
-        .out
+    v.sort_unstable();
+    v
+}
+
+/// The service's pattern: three input partitions under the partitioned
+/// clock (events held until the watermark passes them), the whole roster
+/// read before the restore, snapshots taken between advances.
+#[test]
+fn a_restored_partitioned_engine_continues_like_the_original() {
+    use crate::generate::{Population, PopulationOptions};
+    type Routed = (u16, super::event::Event);
+    let config = Config::default();
+    let mut population = Population::new(PopulationOptions {
+        customers: 1500,
+        seed: 11,
+        start: day(0.0),
+    });
+    let mut generated = Vec::new();
+    for _ in 0..150 {
+        population.next_day(&mut generated);
+    }
+    let limits = Harness::new(&config).engine.decode_limits();
+    let (roster, inputs): (Vec<Routed>, Vec<Routed>) = generated
         .iter()
-        .map(|a| serde_json::to_string(a).unwrap())
-        .collect();
-    assert!(!a.is_empty());
-    assert_eq!(a, b);
+        .filter_map(|g| decode(g.line.as_bytes(), limits).ok())
+        .map(|e| {
+            let p = e.customer().map_or(u16::MAX, |c| {
+                (c.bytes().map(u32::from).sum::<u32>() % 3) as u16
+            });
+            (p, e)
+        })
+        .partition(|(p, _)| *p == u16::MAX);
+    let start = |out: &mut Vec<Alert>| {
+        let mut engine = Engine::new(&config, Clock::Partitioned);
+        for (p, e) in &roster {
+            engine.apply(e.clone(), *p, out).unwrap();
+        }
+        engine
+    };
+    // The watermark trails the newest event of each batch.
+    let feed = |engine: &mut Engine, out: &mut Vec<Alert>, events: &[Routed]| {
+        for batch in events.chunks(997) {
+            for (p, e) in batch {
+                engine.apply(e.clone(), *p, out).unwrap();
+            }
+            engine.advance_to(batch[batch.len() * 2 / 3].1.ts, out);
+        }
+    };
+    let end = inputs.last().unwrap().1.ts;
+    for quarter in 1..4 {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut original = start(&mut a);
+        let (head, tail) = inputs.split_at(inputs.len() * quarter / 4);
+        feed(&mut original, &mut a, head);
+        let w = original.watermark().unwrap();
+        let states: Vec<Vec<u8>> = (0..3)
+            .map(|p| postcard::to_allocvec(&original.partition_state(p)).unwrap())
+            .collect();
+        a.clear();
+        feed(&mut original, &mut a, tail);
+        original.advance_to(end, &mut a);
+
+        let mut restored = start(&mut b);
+        for s in &states {
+            restored.restore_partition(postcard::from_bytes(s).unwrap());
+        }
+        // The snapshot covers what the watermark had released; the rest
+        // (held in the original) is consumed again.
+        let rest: Vec<Routed> = inputs.iter().filter(|(_, e)| e.ts > w).cloned().collect();
+        feed(&mut restored, &mut b, &rest);
+        restored.advance_to(end, &mut b);
+        assert!(!a.is_empty());
+        assert!(sorted_json(&a) == sorted_json(&b), "restored at {w}");
+    }
 }

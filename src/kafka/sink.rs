@@ -18,6 +18,8 @@ pub struct Outgoing {
     /// When the alert was made, for the latency metric (alerts only).
     pub created: Option<std::time::Instant>,
     topic: String,
+    /// An explicit partition (changelog); else the key decides.
+    partition: Option<i32>,
     key: Vec<u8>,
     payload: Vec<u8>,
     headers: Option<OwnedHeaders>,
@@ -71,6 +73,7 @@ impl Sink {
         let out = Outgoing {
             created: Some(since),
             topic: self.alert_topic.clone(),
+            partition: None,
             key: alert.customer_id.as_bytes().to_vec(),
             payload: payload.to_vec(),
             headers: None,
@@ -93,9 +96,30 @@ impl Sink {
         let out = Outgoing {
             created: None,
             topic: self.dead_letter_topic.clone(),
+            partition: None,
             key: source.key.unwrap_or_default().to_vec(),
             payload: source.payload.to_vec(),
             headers: Some(headers),
+            delivery: None,
+        };
+        self.enqueue(out).await
+    }
+
+    /// Queues a record for `partition` of `topic` (the state changelog).
+    pub async fn to_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Vec<u8>,
+        payload: Vec<u8>,
+    ) -> Outgoing {
+        let out = Outgoing {
+            created: None,
+            topic: topic.to_string(),
+            partition: Some(partition),
+            key,
+            payload,
+            headers: None,
             delivery: None,
         };
         self.enqueue(out).await
@@ -109,6 +133,9 @@ impl Sink {
                 .payload(&out.payload);
             if let Some(h) = &out.headers {
                 record = record.headers(h.clone());
+            }
+            if let Some(p) = out.partition {
+                record = record.partition(p);
             }
             match self.producer.send_result(record) {
                 Ok(delivery) => {

@@ -144,7 +144,7 @@ pub enum SourceError {
     /// Input topics have different partition counts, so one customer's
     /// events could land on partitions owned by different instances.
     #[error(
-        "input topics are not co-partitioned (partition counts: {0}); give them the same partition count"
+        "input and changelog topics are not co-partitioned (partition counts: {0}); give them the same partition count"
     )]
     NotCoPartitioned(String),
 }
@@ -189,7 +189,9 @@ pub fn input_consumer(config: &KafkaConfig, brokers: &str) -> Result<InputConsum
             // co-partitioned topic: one customer, one owner.
             ("partition.assignment.strategy", "range"),
             ("auto.commit.interval.ms", "1000"),
-            ("session.timeout.ms", "10000"),
+            // Kafka's own default: a broker outage shorter than this
+            // costs no rebalance (and no state hand-over).
+            ("session.timeout.ms", "45000"),
             ("statistics.interval.ms", "500"),
         ],
     );
@@ -203,7 +205,11 @@ pub fn input_consumer(config: &KafkaConfig, brokers: &str) -> Result<InputConsum
         c.set(k, v);
     }
     let consumer: InputConsumer = c.create_with_context(SourceContext::default())?;
-    check_co_partitioned(&consumer, &config.input_topics)?;
+    let mut checked = config.input_topics.clone();
+    if !config.changelog_topic.is_empty() {
+        checked.push(config.changelog_topic.clone());
+    }
+    check_co_partitioned(&consumer, &checked)?;
     let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -274,6 +280,18 @@ pub fn roster_consumer(
         .map(|p| (config.roster_topic.clone(), p))
         .collect();
     Ok((consumer, tps))
+}
+
+/// Settings of a group-less reader of the state changelog.
+pub fn changelog_reader(config: &KafkaConfig, brokers: &str, instance: &str) -> ClientConfig {
+    let group = format!("{}-changelog-{instance}", config.group_id);
+    let mut c = client_config(
+        brokers,
+        &config.consumer,
+        &[("group.id", &group), ("enable.partition.eof", "false")],
+    );
+    c.set("enable.auto.commit", "false");
+    c
 }
 
 /// The idempotent producer for alerts and dead letters.

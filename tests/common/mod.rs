@@ -53,10 +53,17 @@ pub fn event_clock_config(brokers: &str) -> Config {
 /// Produces JSON lines the way an upstream would: by `type` to its topic,
 /// keyed by customer id; lines that do not parse go to the first input.
 pub async fn produce_lines(config: &Config, lines: &[String]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .create()
-        .expect("producer");
+    produce_lines_with(config, lines, &[]).await;
+}
+
+/// [`produce_lines`] with extra producer properties.
+pub async fn produce_lines_with(config: &Config, lines: &[String], extra: &[(&str, &str)]) {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.kafka.brokers);
+    for (k, v) in extra {
+        client.set(*k, *v);
+    }
+    let producer: FutureProducer = client.create().expect("producer");
     let mut publisher = Publisher::new(producer);
     for line in lines {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
@@ -248,10 +255,38 @@ pub fn secret() -> String {
     )
 }
 
+/// Verifies a Standard Webhooks signature with hmac + sha2 directly.
+pub fn verify(r: &Received) -> bool {
+    let h = |k: &str| {
+        r.headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let signed = format!(
+        "{}.{}.{}",
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        String::from_utf8_lossy(&r.body)
+    );
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY).unwrap();
+    mac.update(signed.as_bytes());
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    h("webhook-signature").split(' ').any(|s| s == expected)
+}
+
 #[derive(Clone, Copy)]
 pub enum Behaviour {
     Ok,
     FailFirst(usize),
+    /// 500 until this moment, then 200.
+    FailUntil(std::time::Instant),
     Slow(Duration),
     Refuse,
 }
@@ -260,10 +295,20 @@ pub enum Behaviour {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    pub at: std::time::Instant,
 }
 
 /// A receiver on port 0; returns its URL and what it received.
 pub async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    receiver_on(listener, behaviour)
+}
+
+/// A receiver on `listener` (e.g. a port that was unreachable until now).
+pub fn receiver_on(
+    listener: tokio::net::TcpListener,
+    behaviour: Behaviour,
+) -> (String, Arc<Mutex<Vec<Received>>>) {
     let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
     let log = seen.clone();
     let app = Router::new().route(
@@ -271,11 +316,13 @@ pub async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>
         post(move |headers: HeaderMap, body: axum::body::Bytes| {
             let log = log.clone();
             async move {
+                let at = std::time::Instant::now();
                 let n = {
                     let mut l = log.lock().unwrap();
                     l.push(Received {
                         headers,
                         body: body.to_vec(),
+                        at,
                     });
                     l.len()
                 };
@@ -283,6 +330,8 @@ pub async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>
                     Behaviour::Ok => StatusCode::NO_CONTENT,
                     Behaviour::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
                     Behaviour::FailFirst(_) => StatusCode::OK,
+                    Behaviour::FailUntil(t) if at < t => StatusCode::INTERNAL_SERVER_ERROR,
+                    Behaviour::FailUntil(_) => StatusCode::OK,
                     Behaviour::Slow(d) => {
                         tokio::time::sleep(d).await;
                         StatusCode::OK
@@ -292,7 +341,6 @@ pub async fn receiver(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<Received>>
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, seen)

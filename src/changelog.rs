@@ -1,0 +1,305 @@
+//! The state changelog: partition state handed over through Kafka, the way
+//! Kafka Streams does it, so a partition's next owner needs no other disk.
+//!
+//! At every snapshot round, each owned partition `p` appends to partition
+//! `p` of the compacted changelog topic (`kafka.changelog_topic`) the
+//! customers that changed since the last round (keyed by customer id), then
+//! one `Meta` entry with the input offsets the round covers, the roster and
+//! the engine clock. Input offsets are stored only after the broker
+//! acknowledged the whole round. A new owner reads the partition from its
+//! start to a fence it writes itself (so the end is found without trusting
+//! high watermarks), keeps the state as of the last `Meta`, and drops what
+//! follows it (a round cut short by a crash). The first round after an
+//! assignment writes every customer of the partition, so compaction can
+//! never leave a customer only in a cut-short round.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::engine::customer::MaybeRep;
+use crate::engine::event::{RepKey, Ts};
+use crate::engine::rep::RepIdx;
+use crate::engine::{ClockState, CustomerState, PartitionState};
+
+/// Key of the per-round `Meta` entry (compaction keeps the newest).
+pub const META_KEY: &[u8] = b"__churnwatch.meta";
+/// Key of the fence a reader writes to find the partition's end.
+pub const FENCE_KEY: &[u8] = b"__churnwatch.fence";
+
+/// One changelog record's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A customer as of a round; `rep` names its account rep (indexes are
+    /// local to an engine).
+    Customer {
+        state: CustomerState,
+        rep: Option<RepKey>,
+    },
+    /// Closes a round: what it covers.
+    Meta {
+        offsets: Vec<(String, i64)>,
+        reps: Vec<(RepKey, Option<Ts>)>,
+        clock: ClockState,
+    },
+    /// Written by a reader; marks how far it must read.
+    Fence(u128),
+}
+
+impl Entry {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error("changelog {topic}[{partition}]: {source}")]
+    Kafka {
+        topic: String,
+        partition: i32,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("changelog {topic}[{partition}]: its end (our fence) not reached in {secs} s")]
+    Timeout {
+        topic: String,
+        partition: i32,
+        secs: u64,
+    },
+}
+
+/// What each partition last sent, to send only what changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Per partition: hash of customer id → hash of its last sent entry.
+    sent: FxHashMap<u16, FxHashMap<u64, u64>>,
+}
+
+impl Changes {
+    /// One round for `state.partition`: `(key, value)` records of the
+    /// customers that changed, then the closing `Meta`.
+    pub fn round(
+        &mut self,
+        state: &PartitionState,
+        offsets: &[(String, i64)],
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let sent = self.sent.entry(state.partition).or_default();
+        let mut out = Vec::new();
+        for c in &state.customers {
+            let rep = c
+                .customer
+                .account_rep
+                .get()
+                .and_then(|r| state.reps.get(r.0 as usize))
+                .map(|(name, _)| name.clone());
+            let value = Entry::Customer {
+                state: c.clone(),
+                rep,
+            }
+            .encode();
+            let id = c.customer.id.as_bytes();
+            let hash = xxh3_64(&value);
+            if sent.insert(xxh3_64(id), hash) != Some(hash) {
+                out.push((id.to_vec(), value));
+            }
+        }
+        let meta = Entry::Meta {
+            offsets: offsets.to_vec(),
+            reps: state.reps.clone(),
+            clock: state.clock,
+        };
+        out.push((META_KEY.to_vec(), meta.encode()));
+        out
+    }
+
+    /// Forgets a partition (revoked): its next round, here or elsewhere,
+    /// starts with every customer.
+    pub fn forget(&mut self, partition: u16) {
+        self.sent.remove(&partition);
+    }
+}
+
+/// The state as of the last complete round among `entries` (in log order),
+/// with the input offsets it covers; `None` if no round completed.
+pub fn fold(
+    partition: u16,
+    entries: impl IntoIterator<Item = Entry>,
+) -> Option<(PartitionState, Vec<(String, i64)>)> {
+    let mut done: FxHashMap<String, (CustomerState, Option<RepKey>)> = FxHashMap::default();
+    let mut pending = Vec::new();
+    let mut last = None;
+    for e in entries {
+        match e {
+            Entry::Customer { state, rep } => pending.push((state, rep)),
+            Entry::Meta {
+                offsets,
+                reps,
+                clock,
+            } => {
+                for (state, rep) in pending.drain(..) {
+                    done.insert(state.customer.id.to_string(), (state, rep));
+                }
+                last = Some((offsets, reps, clock));
+            }
+            Entry::Fence(_) => {}
+        }
+    }
+    let (offsets, mut reps, clock) = last?;
+    let mut index: FxHashMap<RepKey, u32> = reps
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (name.clone(), i as u32))
+        .collect();
+    let customers = done
+        .into_values()
+        .map(|(mut state, rep)| {
+            state.customer.account_rep = match rep {
+                Some(name) => {
+                    let i = *index.entry(name.clone()).or_insert_with(|| {
+                        reps.push((name, None));
+                        (reps.len() - 1) as u32
+                    });
+                    MaybeRep::some(RepIdx(i))
+                }
+                None => MaybeRep::NONE,
+            };
+            state
+        })
+        .collect();
+    Some((
+        PartitionState {
+            partition,
+            customers,
+            reps,
+            clock,
+        },
+        offsets,
+    ))
+}
+
+/// Reads changelog partition `partition` from its start up to the fence
+/// `nonce` (written beforehand by the caller). Blocking: run it off the
+/// async threads. Entries that do not decode are skipped with a warning.
+pub fn read_to_fence(
+    client: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    nonce: u128,
+    limit: Duration,
+) -> Result<Vec<Entry>, ChangelogError> {
+    let kafka = |source| ChangelogError::Kafka {
+        topic: topic.to_string(),
+        partition,
+        source,
+    };
+    let consumer: BaseConsumer = client.create().map_err(kafka)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(kafka)?;
+    consumer.assign(&tpl).map_err(kafka)?;
+    let deadline = std::time::Instant::now() + limit;
+    let mut entries = Vec::new();
+    while std::time::Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(kafka)?;
+        match postcard::from_bytes::<Entry>(m.payload().unwrap_or_default()) {
+            Ok(Entry::Fence(n)) if n == nonce => return Ok(entries),
+            Ok(e) => entries.push(e),
+            Err(e) => {
+                tracing::warn!(topic, partition, offset = m.offset(), error = %e, "changelog entry skipped")
+            }
+        }
+    }
+    Err(ChangelogError::Timeout {
+        topic: topic.to_string(),
+        partition,
+        secs: limit.as_secs(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::event::decode;
+    use crate::engine::watermark::Clock;
+    use crate::engine::{Engine, PartitionState};
+
+    fn engine_after(lines: &[&str]) -> Engine {
+        let mut e = Engine::new(&Config::default(), Clock::Event);
+        let mut out = Vec::new();
+        for l in lines {
+            let ev = decode(l.as_bytes(), e.decode_limits()).unwrap();
+            e.apply(ev, 0, &mut out).unwrap();
+        }
+        e
+    }
+
+    fn decoded(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<Entry> {
+        records
+            .iter()
+            .map(|(_, v)| postcard::from_bytes(v).unwrap())
+            .collect()
+    }
+
+    /// `log` folds to `expected`'s partition 0, covering `calls` up to `next`.
+    fn assert_folds_to(log: Vec<Entry>, next: i64, expected: &Engine) {
+        let (state, offsets) = fold(0, log).unwrap();
+        assert_eq!(offsets, vec![("calls".to_string(), next)]);
+        let mut restored = Engine::new(&Config::default(), Clock::Event);
+        restored.restore_partition(state);
+        assert_eq!(
+            sorted(restored.partition_state(0)),
+            sorted(expected.partition_state(0))
+        );
+    }
+
+    fn sorted(mut s: PartitionState) -> PartitionState {
+        s.customers
+            .sort_by(|a, b| a.customer.id.cmp(&b.customer.id));
+        s
+    }
+
+    const A: &str =
+        r#"{"type":"call","ts":"2026-01-01T00:00:00Z","customer_id":"a","rep_id":"r1"}"#;
+    const B: &str =
+        r#"{"type":"purchase","ts":"2026-01-02T00:00:00Z","customer_id":"b","amount":5}"#;
+    const A2: &str =
+        r#"{"type":"call","ts":"2026-01-02T00:00:00Z","customer_id":"a","rep_id":"r2"}"#;
+
+    #[test]
+    fn rounds_send_only_changed_customers_and_fold_back_to_the_state() {
+        let mut changes = Changes::default();
+        let first = engine_after(&[A, B]);
+        let r1 = changes.round(&first.partition_state(0), &[("calls".into(), 1)]);
+        assert_eq!(r1.len(), 3, "two customers and the meta");
+        let again = changes.round(&first.partition_state(0), &[("calls".into(), 1)]);
+        assert_eq!(again.len(), 1, "nothing changed: only the meta");
+        let second = engine_after(&[A, B, A2]);
+        let r2 = changes.round(&second.partition_state(0), &[("calls".into(), 2)]);
+        assert_eq!(r2.len(), 2, "customer a and the meta");
+        assert_eq!(r2[0].0, b"a");
+
+        let log: Vec<Entry> = [r1, again, r2].iter().flat_map(|r| decoded(r)).collect();
+        assert_folds_to(log, 2, &second);
+    }
+
+    #[test]
+    fn a_round_cut_short_is_ignored() {
+        let mut changes = Changes::default();
+        let first = engine_after(&[A, B]);
+        let r1 = changes.round(&first.partition_state(0), &[("calls".into(), 1)]);
+        let second = engine_after(&[A, B, A2]);
+        let mut r2 = changes.round(&second.partition_state(0), &[("calls".into(), 2)]);
+        r2.pop();
+        let log: Vec<Entry> = [r1, r2].iter().flat_map(|r| decoded(r)).collect();
+        assert_folds_to(log, 1, &first);
+        assert!(fold(0, Vec::new()).is_none());
+    }
+}
