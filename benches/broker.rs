@@ -1,0 +1,346 @@
+//! Benchmark 5 of issue 7: end to end on a real broker (`tansu`, which
+//! `tests/run.sh` installs). Numbers go to BENCHMARKS.md.
+//!
+//! `cargo bench --bench broker` runs two measurements on one broker:
+//! 1. Throughput: one pre-produced stream read by a bare rdkafka consumer
+//!    (poll and count, nothing else) and by `churnwatch run` (release build,
+//!    default configuration but for ports and the state directory); events/s
+//!    of each, counted from the first message to the last, and their ratio.
+//! 2. Alert latency: `churnwatch run` under a fixed load (`--rate`, default
+//!    20,000 events/s, for `--seconds`, default 15), of which 100 events per
+//!    second make a rep-handoff alert fire at once; p50/p99 from handing the
+//!    triggering event to the producer to receiving its alert from the alert
+//!    topic, both in this process.
+//!
+//! `-- --customers N --days D` sizes the throughput stream.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+
+use churnwatch::config::Config;
+use common::broker::{Process, Tansu, population_lines, ready};
+use common::produce_lines;
+
+struct Options {
+    customers: usize,
+    days: usize,
+    rate: u64,
+    seconds: u64,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Options {
+        customers: value("--customers", 20_000) as usize,
+        days: value("--days", 120) as usize,
+        rate: value("--rate", 20_000),
+        seconds: value("--seconds", 15),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`:
+    // minutes of load on a broker are not a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if std::process::Command::new("tansu")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("broker bench: tansu is not installed (tests/run.sh installs it); skipped");
+        return;
+    }
+    let options = options();
+    let tansu = Tansu::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let mut config = Config::default();
+    config.kafka.brokers = tansu.brokers.clone();
+    tansu.create_topics(&config, 3).await;
+    let lines = population_lines(options.customers, 7, options.days);
+    produce_lines(&config, &lines).await;
+    let n = lines.len() as u64;
+    let bare = bare_consumer(&config, n);
+    let run = churnwatch_run(&tansu.brokers, dir.path(), "throughput", "", n).await;
+    println!(
+        "throughput, {} customers / {n} events on 3 partitions: bare consumer {:.0} events/s, \
+         churnwatch run {:.0} events/s, ratio {:.2} (target >= 0.9)",
+        options.customers,
+        bare,
+        run,
+        run / bare
+    );
+
+    let mut latency = Config::default();
+    latency.kafka.brokers = tansu.brokers.clone();
+    latency.kafka.input_topics = ["purchases", "calls", "tickets"]
+        .map(|t| format!("latency-{t}"))
+        .to_vec();
+    latency.kafka.alert_topic = "latency-alerts".into();
+    latency.kafka.dead_letter_topic = "latency-dead-letters".into();
+    latency.kafka.changelog_topic = "latency-state".into();
+    latency.kafka.roster_topic = "latency-reps".into();
+    tansu.create_topics(&latency, 3).await;
+    let (p50, p99, alerts) = alert_latency(&latency, dir.path(), &options).await;
+    println!(
+        "alert latency at {} events/s for {} s: {alerts} alerts, p50 {:.1} ms, p99 {:.1} ms \
+         (target p99 < 50 ms)",
+        options.rate,
+        options.seconds,
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+}
+
+/// Events/s of a consumer that only polls and counts, first message to last.
+fn bare_consumer(config: &Config, n: u64) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", "bare-consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("bare consumer");
+    let topics: Vec<&str> = config
+        .kafka
+        .input_topics
+        .iter()
+        .map(String::as_str)
+        .collect();
+    consumer.subscribe(&topics).expect("subscribe");
+    let mut seen = 0u64;
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < n && Instant::now() < deadline {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, n, "the bare consumer read the whole stream");
+    rate(n, first.map(|f| f.elapsed()))
+}
+
+fn rate(n: u64, elapsed: Option<Duration>) -> f64 {
+    elapsed.map_or(0.0, |e| n as f64 / e.as_secs_f64())
+}
+
+/// Starts `churnwatch run` (group `group`, extra TOML `extra`), returns its
+/// process and the address of its HTTP API.
+fn start(brokers: &str, dir: &Path, group: &str, extra: &str) -> (Process, String) {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let cfg = dir.join(format!("{group}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n{extra}\n\
+             [http]\nbind = \"{http}\"\n[state]\ndir = \"{}\"\n",
+            dir.join(group).display()
+        ),
+    )
+    .expect("config written");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("churnwatch runs");
+    (Process(child), format!("http://{http}"))
+}
+
+/// Input events counted by `churnwatch_events_total` (applied and rejected).
+async fn events_counted(api: &str) -> Option<u64> {
+    let text = reqwest::get(format!("{api}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
+    let total = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "churnwatch_events_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum::<f64>();
+    Some(total as u64)
+}
+
+/// Events/s of `churnwatch run` over `n` events, from the first scrape that
+/// counts any to the first that counts all (scraped every 50 ms).
+async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: u64) -> f64 {
+    let (mut process, api) = start(brokers, dir, group, extra);
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut done = None;
+    while Instant::now() < deadline {
+        let counted = events_counted(&api).await.unwrap_or(0);
+        if counted > 0 {
+            let (at, base) = *first.get_or_insert((Instant::now(), counted));
+            if counted >= n {
+                done = Some(rate(n - base, Some(at.elapsed())));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    process.kill();
+    done.expect("churnwatch run consumed the whole stream")
+}
+
+/// Fixed load with alert-triggering events; returns p50, p99 and how many
+/// alerts were timed.
+async fn alert_latency(
+    config: &Config,
+    dir: &Path,
+    options: &Options,
+) -> (Duration, Duration, usize) {
+    let topics = config
+        .kafka
+        .input_topics
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let extra = format!(
+        "input_topics = [{topics}]\nalert_topic = \"{}\"\ndead_letter_topic = \"{}\"\n\
+         changelog_topic = \"{}\"\nroster_topic = \"{}\"\n\
+         [rules.rep_turnover]\ntiers = [\"A\", \"B\", \"C\"]\n",
+        config.kafka.alert_topic,
+        config.kafka.dead_letter_topic,
+        config.kafka.changelog_topic,
+        config.kafka.roster_topic
+    );
+    let (mut process, api) = start(&config.kafka.brokers, dir, "latency", &extra);
+    let ready = ready(&format!("{api}/readyz"), Duration::from_secs(60)).await;
+    assert!(ready, "churnwatch run is ready");
+
+    let alerts: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", "latency-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("alert reader");
+    alerts
+        .subscribe(&[config.kafka.alert_topic.as_str()])
+        .expect("subscribe");
+    let reader = std::thread::spawn(move || {
+        let mut received: HashMap<String, Instant> = HashMap::new();
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_secs(10) {
+            if let Some(Ok(m)) = alerts.poll(Duration::from_millis(10)) {
+                let at = Instant::now();
+                quiet_since = at;
+                if let Some(id) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    received.entry(id.to_string()).or_insert(at);
+                }
+            }
+        }
+        received
+    });
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("linger.ms", "1")
+        .create()
+        .expect("load producer");
+    let sent = fixed_load(&producer, config, options);
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("load delivered");
+    let received = reader.join().expect("alert reader");
+    process.kill();
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, at)| received.get(id).map(|r| r.duration_since(*at)))
+        .collect();
+    assert!(
+        !latencies.is_empty(),
+        "alerts arrived ({} triggers sent)",
+        sent.len()
+    );
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    (pick(0.5), pick(0.99), latencies.len())
+}
+
+/// Sends `rate` events/s for `seconds`, in 1 ms slices: purchases of a
+/// background population, and per 10 ms one customer's fourth call with a
+/// fourth rep (its first three calls went out earlier), which crosses the
+/// handoff threshold. Returns each trigger's customer id and send time.
+fn fixed_load(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    config: &Config,
+    options: &Options,
+) -> Vec<(String, Instant)> {
+    let (purchases, calls) = (&config.kafka.input_topics[0], &config.kafka.input_topics[1]);
+    let per_ms = (options.rate / 1000).max(1);
+    let total_ms = options.seconds * 1000;
+    let mut sent = Vec::new();
+    let started = Instant::now();
+    let send = |topic: &str, key: &str, line: &str| {
+        let mut record = BaseRecord::to(topic).key(key).payload(line);
+        loop {
+            match producer.send(record) {
+                Ok(()) => return,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    };
+    for ms in 0..total_ms {
+        let due = started + Duration::from_millis(ms);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for i in 0..per_ms {
+            let slot = ms % 10;
+            let customer = format!("l{}", ms / 10);
+            if slot < 4 && i == 0 {
+                let line = format!(
+                    r#"{{"type":"call","ts":"{now}","customer_id":"{customer}","rep_id":"rep{slot}","channel":"phone"}}"#
+                );
+                if slot == 3 {
+                    sent.push((customer.clone(), Instant::now()));
+                }
+                send(calls, &customer, &line);
+            } else {
+                let customer = format!("b{}", (ms * per_ms + i) % 50_000);
+                let line = format!(
+                    r#"{{"type":"purchase","ts":"{now}","customer_id":"{customer}","amount":120,"currency":"EUR"}}"#
+                );
+                send(purchases, &customer, &line);
+            }
+        }
+    }
+    sent
+}

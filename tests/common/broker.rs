@@ -1,0 +1,145 @@
+//! A real Kafka-compatible broker for tests and benchmarks: `tansu`, started
+//! on a free loopback port and stopped (with everything it started) on drop.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+use churnwatch::config::Config;
+
+use super::{eventually, init_logs};
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing
+/// test leaves nothing running.
+pub struct Process(pub Child);
+
+impl Process {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(sent.success(), "SIG{signal} delivered");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Tansu {
+    pub process: Process,
+    pub brokers: String,
+}
+
+impl Tansu {
+    pub async fn start() -> Tansu {
+        init_logs();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is installed (tests/run.sh installs it)");
+        let brokers = format!("127.0.0.1:{port}");
+        let up = eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&brokers).is_ok()
+        })
+        .await;
+        assert!(up, "tansu listens on {brokers}");
+        Tansu {
+            process: Process(child),
+            brokers,
+        }
+    }
+
+    pub async fn create_topics(&self, config: &Config, input_partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("admin");
+        let mut topics: Vec<(String, i32)> = config
+            .kafka
+            .input_topics
+            .iter()
+            .map(|t| (t.clone(), input_partitions))
+            .collect();
+        topics.push((config.kafka.roster_topic.clone(), 1));
+        topics.push((config.kafka.alert_topic.clone(), 3));
+        topics.push((config.kafka.dead_letter_topic.clone(), 1));
+        let changelog = &config.kafka.changelog_topic;
+        topics.push((changelog.clone(), input_partitions));
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|(t, p)| {
+                let topic = NewTopic::new(t, *p, TopicReplication::Fixed(1));
+                if t == changelog {
+                    topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                }
+            })
+            .collect();
+        for r in admin
+            .create_topics(&new, &AdminOptions::new())
+            .await
+            .expect("create topics")
+        {
+            r.expect("topic created");
+        }
+    }
+}
+
+/// The events of a synthetic population over `days`, from 2026-01-01.
+pub fn population_lines(customers: usize, seed: u64, days: usize) -> Vec<String> {
+    let mut population =
+        churnwatch::generate::Population::new(churnwatch::generate::PopulationOptions {
+            customers,
+            seed,
+            start: churnwatch::engine::event::Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+        });
+    let mut generated = Vec::new();
+    for _ in 0..days {
+        population.next_day(&mut generated);
+    }
+    generated.into_iter().map(|g| g.line).collect()
+}
+
+/// Polls `url` until it answers 200 (false once `limit` has passed).
+pub async fn ready(url: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
