@@ -12,7 +12,8 @@
 //!    triggering event to the producer to receiving its alert from the alert
 //!    topic, both in this process.
 //!
-//! `-- --customers N --days D` sizes the throughput stream.
+//! `-- --customers N --days D` sizes the throughput stream; `-- --fetch-wait-ms
+//! M` sets the instance's `fetch.wait.max.ms` for the latency run.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -34,6 +35,8 @@ struct Options {
     days: usize,
     rate: u64,
     seconds: u64,
+    /// `fetch.wait.max.ms` of the instance under load (librdkafka's 500 if unset).
+    fetch_wait: Option<u64>,
 }
 
 fn options() -> Options {
@@ -46,10 +49,15 @@ fn options() -> Options {
             .unwrap_or(default)
     };
     Options {
-        customers: value("--customers", 20_000) as usize,
-        days: value("--days", 120) as usize,
+        customers: value("--customers", 5_000) as usize,
+        days: value("--days", 90) as usize,
         rate: value("--rate", 20_000),
         seconds: value("--seconds", 15),
+        fetch_wait: args
+            .iter()
+            .position(|a| a == "--fetch-wait-ms")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok()),
     }
 }
 
@@ -203,6 +211,10 @@ async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: 
         if counted > 0 {
             let (at, base) = *first.get_or_insert((Instant::now(), counted));
             if counted >= n {
+                assert!(
+                    base < n,
+                    "the stream is too short to time (--customers, --days)"
+                );
                 done = Some(rate(n - base, Some(at.elapsed())));
                 break;
             }
@@ -230,11 +242,14 @@ async fn alert_latency(
     let extra = format!(
         "input_topics = [{topics}]\nalert_topic = \"{}\"\ndead_letter_topic = \"{}\"\n\
          changelog_topic = \"{}\"\nroster_topic = \"{}\"\n\
-         [rules.rep_turnover]\ntiers = [\"A\", \"B\", \"C\"]\n",
+         {}[rules.rep_turnover]\ntiers = [\"A\", \"B\", \"C\"]\n",
         config.kafka.alert_topic,
         config.kafka.dead_letter_topic,
         config.kafka.changelog_topic,
-        config.kafka.roster_topic
+        config.kafka.roster_topic,
+        options.fetch_wait.map_or(String::new(), |ms| {
+            format!("[kafka.consumer]\n\"fetch.wait.max.ms\" = \"{ms}\"\n")
+        })
     );
     let (mut process, api) = start(&config.kafka.brokers, dir, "latency", &extra);
     let ready = ready(&format!("{api}/readyz"), Duration::from_secs(60)).await;

@@ -146,7 +146,6 @@ struct Core {
     /// Wall time the caller last reported, bounding future skew under the
     /// event clock.
     horizon: Option<Ts>,
-    next_idx: u32,
     stats: Stats,
 }
 
@@ -194,7 +193,6 @@ impl Engine {
                 dirty: false,
                 tickets: FxHashMap::default(),
                 horizon: None,
-                next_idx: 0,
                 stats: Stats::default(),
             },
             roster: Roster::default(),
@@ -312,24 +310,22 @@ impl Engine {
         for (&(idx, ticket), &complaint) in &self.core.tickets {
             tickets.entry(idx).or_default().push((ticket, complaint));
         }
-        let customers = inner
-            .customers
-            .iter()
-            .filter(|c| c.partition == partition)
-            .map(|c| {
-                let idx = *c.key();
-                let episodes = Check::ALL
-                    .into_iter()
-                    .filter(|k| c.is_firing(k.bit()))
-                    .filter_map(|k| inner.episodes.get(&(idx, k)).map(|t| (k, *t)))
-                    .collect();
-                CustomerState {
-                    customer: c.clone(),
-                    episodes,
-                    tickets: tickets.remove(&idx).unwrap_or_default(),
-                }
-            })
-            .collect();
+        let mut customers = Vec::new();
+        inner.customers.for_each(|idx, c| {
+            if c.partition != partition {
+                return;
+            }
+            let episodes = Check::ALL
+                .into_iter()
+                .filter(|k| c.is_firing(k.bit()))
+                .filter_map(|k| inner.episodes.get(&(idx, k)).map(|t| (k, *t)))
+                .collect();
+            customers.push(CustomerState {
+                customer: c.clone(),
+                episodes,
+                tickets: tickets.remove(&idx).unwrap_or_default(),
+            });
+        });
         let c = &self.core;
         PartitionState {
             partition,
@@ -378,32 +374,30 @@ impl Engine {
             tickets,
         } in state.customers
         {
-            if inner.ids.contains_key(&customer.id) {
-                continue;
-            }
             customer.partition = state.partition;
             customer.account_rep = customer
                 .account_rep
                 .get()
                 .and_then(|r| reps.get(r.0 as usize))
                 .map_or(customer::MaybeRep::NONE, |r| customer::MaybeRep::some(*r));
-            let idx = self.core.next_idx;
-            self.core.next_idx += 1;
+            let (tier, monetary, pending) = (
+                customer.tier,
+                customer.monetary_total(),
+                customer.pending.get(),
+            );
+            let Some(idx) = inner.customers.insert(customer) else {
+                continue;
+            };
             self.core.tiers.insert(idx);
-            self.core.tiers.place(idx, customer.monetary_total());
-            self.core.tiers.moved(tier::Tier::C, customer.tier);
-            self.core
-                .timers
-                .reschedule(idx, None, customer.pending.get());
+            self.core.tiers.place(idx, monetary);
+            self.core.tiers.moved(tier::Tier::C, tier);
+            self.core.timers.reschedule(idx, None, pending);
             for (check, at) in episodes {
                 inner.episodes.insert((idx, check), at);
             }
             for (ticket, complaint) in tickets {
                 self.core.tickets.insert((idx, ticket), complaint);
             }
-            let id = customer.id.clone();
-            inner.customers.insert(idx, customer);
-            inner.ids.insert(id, idx);
             restored += 1;
         }
         let (c, k) = (&mut self.core, state.clock);
@@ -429,18 +423,10 @@ impl Engine {
     /// Returns how many customers were dropped. A scan: rebalances are rare.
     pub fn evict_partition(&mut self, partition: u16) -> usize {
         let inner = self.store.inner();
-        let mut gone: Vec<(u32, event::CustomerKey, tier::Tier, Option<Ts>)> = Vec::new();
-        inner.customers.retain(|&idx, c| {
-            let keep = c.partition != partition;
-            if !keep {
-                gone.push((idx, c.id.clone(), c.tier, c.pending.get()));
-            }
-            keep
-        });
-        for (idx, id, tier, pending) in &gone {
-            inner.ids.remove(id);
-            self.core.tiers.remove(*idx, *tier);
-            self.core.timers.reschedule(*idx, *pending, None);
+        let gone = inner.customers.remove_where(|c| c.partition == partition);
+        for (idx, c) in &gone {
+            self.core.tiers.remove(*idx, c.tier);
+            self.core.timers.reschedule(*idx, c.pending.get(), None);
             for check in Check::ALL {
                 inner.episodes.remove(&(*idx, check));
             }
@@ -531,13 +517,15 @@ impl Engine {
             } => (customer, Body::Ticket(ticket, status, complaint)),
         };
         let inner = self.store.inner();
-        let idx = match inner.ids.get(&customer) {
-            Some(i) => *i,
-            None => self.core.create(inner, customer, ts, partition),
-        };
-        let Some(mut c) = inner.customers.get_mut(&idx) else {
+        let Some((idx, created, mut c)) = inner
+            .customers
+            .entry(&customer, || Customer::new(customer.clone(), ts, partition))
+        else {
             return;
         };
+        if created {
+            self.core.tiers.insert(idx);
+        }
         let scope = &mut Scope {
             roster: &self.roster,
             inner,
@@ -575,7 +563,7 @@ impl Engine {
 
     fn fire_timer(&mut self, t: Ts, idx: u32, out: &mut Vec<Alert>) {
         let inner = self.store.inner();
-        let Some(mut c) = inner.customers.get_mut(&idx) else {
+        let Some(mut c) = inner.customers.get_mut(idx) else {
             return;
         };
         c.pending = MaybeTs::NONE;
@@ -609,13 +597,12 @@ impl Engine {
             inner,
             out,
         };
-        for mut c in inner.customers.iter_mut() {
+        inner.customers.for_each_mut(|idx, c| {
             if c.account_rep.get() == Some(rep_idx) {
-                let idx = *c.key();
-                self.core.reconcile(&mut c, idx, t, Point::Before, scope);
-                self.core.reconcile(&mut c, idx, t, Point::Roster, scope);
+                self.core.reconcile(c, idx, t, Point::Before, scope);
+                self.core.reconcile(c, idx, t, Point::Roster, scope);
             }
-        }
+        });
     }
 
     /// Recomputes tier thresholds at `t` and re-tiers the customers they move.
@@ -630,10 +617,10 @@ impl Engine {
         if rollover {
             // Old spend left the window for everyone: rebuild the index.
             core.stats.monetary_rollovers += 1;
-            for mut c in inner.customers.iter_mut() {
+            inner.customers.for_each_mut(|idx, c| {
                 c.monetary.rotate(epoch);
-                core.tiers.place(*c.key(), c.monetary_total());
-            }
+                core.tiers.place(idx, c.monetary_total());
+            });
             core.dirty = true;
         }
         if !core.dirty {
@@ -644,7 +631,10 @@ impl Engine {
         let new = core
             .tiers
             .thresholds(core.settings.a_percent, core.settings.b_percent, |i| {
-                inner.customers.get(&i).map_or(0.0, |c| c.monetary_total())
+                inner
+                    .customers
+                    .read(i, Customer::monetary_total)
+                    .unwrap_or(0.0)
             });
         core.thresholds = new;
         let scope = &mut Scope {
@@ -653,10 +643,9 @@ impl Engine {
             out,
         };
         if rollover {
-            for mut c in inner.customers.iter_mut() {
-                let idx = *c.key();
-                core.retier(&mut c, idx, t, scope);
-            }
+            inner
+                .customers
+                .for_each_mut(|idx, c| core.retier(c, idx, t, scope));
         } else if old != new {
             let span = |x: f64, y: f64| (x.min(y), x.max(y));
             let (a_lo, a_hi) = span(old.a, new.a);
@@ -669,7 +658,7 @@ impl Engine {
             moved.sort_unstable();
             moved.dedup();
             for idx in moved {
-                if let Some(mut c) = inner.customers.get_mut(&idx) {
+                if let Some(mut c) = inner.customers.get_mut(idx) {
                     core.retier(&mut c, idx, t, scope);
                 }
             }
@@ -702,23 +691,6 @@ enum Body {
 }
 
 impl Core {
-    fn create(
-        &mut self,
-        inner: &store::Inner,
-        id: event::CustomerKey,
-        ts: Ts,
-        partition: u16,
-    ) -> u32 {
-        let idx = self.next_idx;
-        self.next_idx += 1;
-        inner
-            .customers
-            .insert(idx, Customer::new(id.clone(), ts, partition));
-        inner.ids.insert(id, idx);
-        self.tiers.insert(idx);
-        idx
-    }
-
     fn ticket(
         &mut self,
         c: &mut Customer,

@@ -1,14 +1,24 @@
 //! The sharded customer store: a cheap-to-clone handle that the engine
 //! writes and the HTTP API, metrics and snapshots read concurrently.
 //!
-//! Callers never see a shard guard: reads return copies, so no lock is held
-//! across an `.await` or while another map is touched.
+//! Callers outside the engine never see a shard guard: reads return copies,
+//! so no lock is held across an `.await` or while another map is touched.
+//!
+//! Records live densely in per-shard chunks addressed by the customer's
+//! compact index, and the id index is a table of 4-byte indexes whose
+//! equality check reads the id from the record itself. A lookup by id is
+//! one lock and one probe that lands on the record it returns, and a
+//! customer costs its record plus about 6-10 bytes of index (a map keyed by
+//! id would store the id twice and leave its slots half empty after each
+//! doubling; see BENCHMARKS.md).
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use dashmap::DashMap;
-use parking_lot::RwLock;
+use hashbrown::HashTable;
+use parking_lot::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
 use rustc_hash::FxBuildHasher;
 
 use super::customer::Customer;
@@ -23,9 +33,7 @@ pub struct Store {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    /// Customer id → compact index; timers and the tier index use the index.
-    pub(crate) ids: DashMap<CustomerKey, u32, FxBuildHasher>,
-    pub(crate) customers: DashMap<u32, Customer, FxBuildHasher>,
+    pub(crate) customers: Customers,
     /// Firing time of every open episode, keyed by customer and check; the
     /// alert id of its resolution is derived from it.
     pub(crate) episodes: DashMap<(u32, Check), Ts, FxBuildHasher>,
@@ -38,12 +46,241 @@ pub(crate) struct Inner {
 impl Default for Inner {
     fn default() -> Self {
         Self {
-            ids: DashMap::default(),
-            customers: DashMap::default(),
+            customers: Customers::default(),
             episodes: DashMap::default(),
             roster: RwLock::default(),
             watermark: AtomicI64::new(i64::MIN),
         }
+    }
+}
+
+/// Shards: a power of two. Few enough that partly filled chunks stay a
+/// small share of memory, enough that a reader rarely meets the writer.
+const SHARD_BITS: u32 = 4;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// Records per chunk. Chunks never move, so growth copies nothing and
+/// reserved but unused slots are never touched (not resident).
+const CHUNK: usize = 4096;
+
+/// Customer records by compact index (`slot << SHARD_BITS | shard`), with
+/// an id index. Written by the engine only; a customer's shard is fixed by
+/// its id's hash.
+#[derive(Debug)]
+pub(crate) struct Customers {
+    shards: Box<[RwLock<Shard>]>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    /// Slots by index within the shard; `None` is a slot freed by eviction.
+    chunks: Vec<Vec<Option<Customer>>>,
+    /// Slots of the shard, found by the id's hash.
+    index: HashTable<u32>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Default for Customers {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+fn hash(id: &str) -> u64 {
+    FxBuildHasher.hash_one(id)
+}
+
+/// The shard is taken from bits the table uses for neither its bucket
+/// position (low bits) nor its control byte (top 7 bits).
+fn shard_of_hash(h: u64) -> usize {
+    ((h >> 32) as usize) & (SHARDS - 1)
+}
+
+fn split(idx: u32) -> (usize, u32) {
+    (idx as usize & (SHARDS - 1), idx >> SHARD_BITS)
+}
+
+impl Shard {
+    fn slot(&self, slot: u32) -> Option<&Customer> {
+        let s = slot as usize;
+        self.chunks.get(s / CHUNK)?.get(s % CHUNK)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> Option<&mut Customer> {
+        let s = slot as usize;
+        self.chunks.get_mut(s / CHUNK)?.get_mut(s % CHUNK)?.as_mut()
+    }
+
+    fn find(&self, h: u64, id: &str) -> Option<u32> {
+        let chunks = &self.chunks;
+        self.index
+            .find(h, |&s| {
+                let s = s as usize;
+                chunks[s / CHUNK][s % CHUNK]
+                    .as_ref()
+                    .is_some_and(|c| c.id == id)
+            })
+            .copied()
+    }
+
+    /// Stores a record whose id is not present; returns its slot.
+    fn insert(&mut self, h: u64, customer: Customer) -> u32 {
+        let slot = match self.free.pop() {
+            Some(s) => {
+                let s2 = s as usize;
+                self.chunks[s2 / CHUNK][s2 % CHUNK] = Some(customer);
+                s
+            }
+            None => {
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                let n = self.chunks.len() - 1;
+                let chunk = &mut self.chunks[n];
+                chunk.push(Some(customer));
+                (n * CHUNK + chunk.len() - 1) as u32
+            }
+        };
+        let chunks = &self.chunks;
+        self.index.insert_unique(h, slot, |&s| {
+            let s = s as usize;
+            chunks[s / CHUNK][s % CHUNK]
+                .as_ref()
+                .map_or(0, |c| hash(&c.id))
+        });
+        self.len += 1;
+        slot
+    }
+}
+
+impl Customers {
+    fn shard(&self, idx: u32) -> (&RwLock<Shard>, u32) {
+        let (shard, slot) = split(idx);
+        (&self.shards[shard], slot)
+    }
+
+    /// The index of the customer with this id.
+    pub(crate) fn find(&self, id: &str) -> Option<u32> {
+        let h = hash(id);
+        let shard = shard_of_hash(h);
+        let slot = self.shards[shard].read().find(h, id)?;
+        Some(slot << SHARD_BITS | shard as u32)
+    }
+
+    /// A copy of the record at `idx`.
+    pub(crate) fn get(&self, idx: u32) -> Option<Customer> {
+        let (shard, slot) = self.shard(idx);
+        shard.read().slot(slot).cloned()
+    }
+
+    /// Reads a field of the record at `idx` without copying the record.
+    pub(crate) fn read<R>(&self, idx: u32, f: impl FnOnce(&Customer) -> R) -> Option<R> {
+        let (shard, slot) = self.shard(idx);
+        shard.read().slot(slot).map(f)
+    }
+
+    /// The record at `idx`, locked for writing (its shard is locked while
+    /// the guard lives: the engine holds it only for one customer's work).
+    pub(crate) fn get_mut(&self, idx: u32) -> Option<MappedRwLockWriteGuard<'_, Customer>> {
+        let (shard, slot) = self.shard(idx);
+        RwLockWriteGuard::try_map(shard.write(), |s| s.slot_mut(slot)).ok()
+    }
+
+    /// The customer with this id, created by `make` if absent: one lock and
+    /// one probe. Returns its index, whether it was created, and the record.
+    pub(crate) fn entry(
+        &self,
+        id: &str,
+        make: impl FnOnce() -> Customer,
+    ) -> Option<(u32, bool, MappedRwLockWriteGuard<'_, Customer>)> {
+        let h = hash(id);
+        let shard = shard_of_hash(h);
+        let mut guard = self.shards[shard].write();
+        let (slot, created) = match guard.find(h, id) {
+            Some(s) => (s, false),
+            None => (guard.insert(h, make()), true),
+        };
+        let record = RwLockWriteGuard::try_map(guard, |s| s.slot_mut(slot)).ok()?;
+        Some((slot << SHARD_BITS | shard as u32, created, record))
+    }
+
+    /// Stores a customer whose id is not present yet; returns its index, or
+    /// `None` (storing nothing) if the id is taken.
+    pub(crate) fn insert(&self, customer: Customer) -> Option<u32> {
+        let h = hash(&customer.id);
+        let shard = shard_of_hash(h);
+        let mut guard = self.shards[shard].write();
+        if guard.find(h, &customer.id).is_some() {
+            return None;
+        }
+        let slot = guard.insert(h, customer);
+        Some(slot << SHARD_BITS | shard as u32)
+    }
+
+    /// Removes every record `doomed` picks; returns them with their indexes.
+    /// Their slots are reused by later inserts.
+    pub(crate) fn remove_where(
+        &self,
+        mut doomed: impl FnMut(&Customer) -> bool,
+    ) -> Vec<(u32, Customer)> {
+        let mut gone = Vec::new();
+        for (shard_no, shard) in self.shards.iter().enumerate() {
+            let mut guard = shard.write();
+            let s = &mut *guard;
+            let mut slots = Vec::new();
+            for (n, chunk) in s.chunks.iter_mut().enumerate() {
+                for (i, cell) in chunk.iter_mut().enumerate() {
+                    if cell.as_ref().is_some_and(&mut doomed)
+                        && let Some(c) = cell.take()
+                    {
+                        slots.push(((n * CHUNK + i) as u32, c));
+                    }
+                }
+            }
+            for (slot, c) in slots {
+                if let Ok(entry) = s.index.find_entry(hash(&c.id), |&x| x == slot) {
+                    entry.remove();
+                }
+                s.free.push(slot);
+                s.len -= 1;
+                gone.push((slot << SHARD_BITS | shard_no as u32, c));
+            }
+        }
+        gone
+    }
+
+    /// Calls `f` on every record, one shard locked at a time.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u32, &Customer)) {
+        for (shard_no, shard) in self.shards.iter().enumerate() {
+            let guard = shard.read();
+            for (n, chunk) in guard.chunks.iter().enumerate() {
+                for (i, c) in chunk.iter().enumerate() {
+                    if let Some(c) = c {
+                        f(((n * CHUNK + i) as u32) << SHARD_BITS | shard_no as u32, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f` on every record for writing, one shard locked at a time.
+    pub(crate) fn for_each_mut(&self, mut f: impl FnMut(u32, &mut Customer)) {
+        for (shard_no, shard) in self.shards.iter().enumerate() {
+            let mut guard = shard.write();
+            for (n, chunk) in guard.chunks.iter_mut().enumerate() {
+                for (i, c) in chunk.iter_mut().enumerate() {
+                    if let Some(c) = c {
+                        f(((n * CHUNK + i) as u32) << SHARD_BITS | shard_no as u32, c);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len).sum()
     }
 }
 
@@ -68,8 +305,8 @@ impl Store {
 
     /// A copy of the customer's state.
     pub fn customer(&self, id: &str) -> Option<Customer> {
-        let idx = *self.inner.ids.get(id)?;
-        self.inner.customers.get(&idx).map(|c| c.clone())
+        let c = &self.inner.customers;
+        c.get(c.find(id)?)
     }
 
     /// Number of customers tracked.
@@ -78,7 +315,7 @@ impl Store {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.customers.is_empty()
+        self.len() == 0
     }
 
     /// The wire id of a rep.
@@ -92,7 +329,7 @@ impl Store {
 
     /// Firing time of the customer's open episode of `check`.
     pub fn episode(&self, id: &str, check: Check) -> Option<Ts> {
-        let idx = *self.inner.ids.get(id)?;
+        let idx = self.inner.customers.find(id)?;
         self.inner.episodes.get(&(idx, check)).map(|t| *t)
     }
 
@@ -106,7 +343,7 @@ impl Store {
             .collect();
         keys.into_iter()
             .filter_map(|((idx, check), fired_at)| {
-                let customer = self.inner.customers.get(&idx)?.clone();
+                let customer = self.inner.customers.get(idx)?;
                 Some(ActiveEpisode {
                     customer,
                     check,
@@ -114,5 +351,60 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(id: &str, partition: u16) -> Customer {
+        Customer::new(id.into(), Ts(0), partition)
+    }
+
+    #[test]
+    fn records_are_found_by_id_and_index_and_slots_are_reused() {
+        let c = Customers::default();
+        let ids: Vec<String> = (0..10_000).map(|i| format!("customer-{i}")).collect();
+        let idx: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| c.insert(customer(id, (i % 3) as u16)).unwrap_or(u32::MAX))
+            .collect();
+        assert_eq!(c.len(), ids.len());
+        assert_eq!(c.insert(customer("customer-7", 0)), None, "ids are unique");
+        for (id, &i) in ids.iter().zip(&idx) {
+            assert_eq!(c.find(id), Some(i));
+            assert_eq!(c.get(i).map(|r| r.id.to_string()), Some(id.clone()));
+        }
+        let gone = c.remove_where(|r| r.partition == 1);
+        assert_eq!(gone.len(), ids.len() / 3);
+        assert_eq!(c.len(), ids.len() - gone.len());
+        for (i, r) in &gone {
+            assert_eq!(c.find(&r.id), None);
+            assert_eq!(c.get(*i), None);
+        }
+        let (again, created, _) = c.entry("newcomer", || customer("newcomer", 0)).unwrap();
+        assert!(created);
+        assert!(
+            gone.iter().any(|(i, _)| *i == again),
+            "a freed slot is reused"
+        );
+        let (same, created, _) = c.entry("newcomer", || customer("other", 0)).unwrap();
+        assert_eq!((same, created), (again, false));
+        let mut seen = 0;
+        c.for_each(|i, r| {
+            assert_eq!(c.find(&r.id), Some(i));
+            seen += 1;
+        });
+        assert_eq!(seen, c.len());
+    }
+
+    #[test]
+    fn an_empty_slot_costs_no_more_than_a_record() {
+        assert_eq!(
+            std::mem::size_of::<Option<Customer>>(),
+            std::mem::size_of::<Customer>()
+        );
     }
 }
