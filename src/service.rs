@@ -188,6 +188,7 @@ pub async fn run(
             stop: token.child_token(),
         }),
         partitions: BTreeSet::new(),
+        last_round: 0,
     };
     for tp in roster_parts {
         state.progress.assign(tp, Instant::now(), false);
@@ -288,6 +289,8 @@ struct Loop {
     restored_from: BTreeMap<TopicPartition, i64>,
     /// Assigned input partition numbers.
     partitions: BTreeSet<i32>,
+    /// The last snapshot round written or restored; rounds only grow.
+    last_round: u64,
     /// The state changelog, if on.
     changelog: Option<Changelog>,
 }
@@ -434,11 +437,8 @@ impl Loop {
                 for tp in tps {
                     self.progress.assign(tp, Instant::now(), true);
                 }
-                for p in numbers {
-                    if self.partitions.insert(p) {
-                        self.restore(p, consumer).await;
-                    }
-                }
+                numbers.retain(|p| self.partitions.insert(*p));
+                self.restore(&numbers, consumer).await;
                 self.ready.report(!self.partitions.is_empty());
             }
             Rebalanced::Revoked(tps) => {
@@ -518,39 +518,56 @@ impl Loop {
         }
     }
 
-    /// Restores partition `p`: from the local snapshot when it covers the
-    /// group's committed offsets (the fast path of a restart on the same
-    /// machine), else from the state changelog (a hand-over), else from
-    /// whatever local snapshot there is.
-    async fn restore(&mut self, p: i32, consumer: &InputConsumer) {
-        let Some(dir) = &self.snapshots else { return };
-        let Ok(number) = u16::try_from(p) else { return };
-        let local = match snapshot::read(dir, number) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "snapshot refused; restoring from the changelog or rebuilding from Kafka");
-                None
+    /// Restores the partitions assigned together. From local snapshots
+    /// when one round of them covers every partition's committed offsets
+    /// (the fast path of a restart on the same machine: one round, so the
+    /// partitions agree on the engine clock even if a crash cut the last
+    /// round short); else each from its newest local snapshot that covers
+    /// them, from the state changelog (a hand-over), or from whatever local
+    /// snapshot there is.
+    async fn restore(&mut self, partitions: &[i32], consumer: &InputConsumer) {
+        let Some(dir) = self.snapshots.clone() else {
+            return;
+        };
+        let mut chosen = BTreeMap::new();
+        let mut fallback = BTreeMap::new();
+        for &p in partitions {
+            let Ok(number) = u16::try_from(p) else {
+                continue;
+            };
+            let committed = self.committed(p, consumer);
+            let covering = local_snapshots(&dir, number)
+                .into_iter()
+                .partition::<Vec<_>, _>(|s| covers(&s.offsets, &committed));
+            chosen.insert(p, covering.0);
+            fallback.insert(p, covering.1);
+        }
+        let common = common_round(&chosen);
+        for (p, covering) in chosen {
+            let newest = covering
+                .into_iter()
+                .filter(|s| common.is_none_or(|r| s.round == r))
+                .max_by_key(|s| s.round);
+            if let Some(snap) = &newest {
+                self.last_round = self.last_round.max(snap.round);
             }
-        };
-        let committed = self.committed(p, consumer);
-        let covers = |offsets: &[(String, i64)]| {
-            committed
-                .iter()
-                .all(|(topic, c)| offsets.iter().any(|(t, next)| t == topic && next >= c))
-        };
-        let restored = match local {
-            Some(snap) if covers(&snap.offsets) => Some((snap.state, snap.offsets, "snapshot")),
-            local => match self.changelog_state(p).await {
-                Some((state, offsets)) => Some((state, offsets, "changelog")),
-                None => local.map(|snap| (snap.state, snap.offsets, "snapshot")),
-            },
-        };
-        if let Some((state, offsets, from)) = restored {
-            let n = self.engine.restore_partition(state);
-            for (topic, next) in offsets {
-                self.restored_from.insert((topic, p), next);
+            let restored = match newest {
+                Some(snap) => Some((snap.state, snap.offsets, "snapshot")),
+                None => match self.changelog_state(p).await {
+                    Some((state, offsets)) => Some((state, offsets, "changelog")),
+                    None => fallback
+                        .remove(&p)
+                        .and_then(|f| f.into_iter().max_by_key(|s| s.round))
+                        .map(|snap| (snap.state, snap.offsets, "snapshot")),
+                },
+            };
+            if let Some((state, offsets, from)) = restored {
+                let n = self.engine.restore_partition(state);
+                for (topic, next) in offsets {
+                    self.restored_from.insert((topic, p), next);
+                }
+                tracing::info!(partition = p, customers = n, from, "restored");
             }
-            tracing::info!(partition = p, customers = n, from, "restored");
         }
     }
 
@@ -647,6 +664,12 @@ impl Loop {
                 return;
             }
         }
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let round = now_ms.max(self.last_round + 1);
+        self.last_round = round;
+        // Offsets are stored only once the whole round is on disk, so the
+        // committed offsets never run ahead of a round every partition has.
+        let mut safe = Vec::new();
         for &p in partitions {
             let Ok(number) = u16::try_from(p) else {
                 continue;
@@ -665,6 +688,7 @@ impl Loop {
                 })
                 .collect();
             let snap = Snapshot {
+                round,
                 offsets,
                 state: self.engine.partition_state(number),
             };
@@ -685,18 +709,19 @@ impl Loop {
                 continue;
             }
             match written {
-                Ok(Ok(offsets)) => {
-                    for (topic, next) in offsets {
-                        // Legacy store semantics: librdkafka commits offset + 1.
-                        if let Err(e) = consumer.store_offset(&topic, p, next - 1) {
-                            tracing::debug!(topic, partition = p, error = %e, "offset not stored");
-                        }
-                    }
-                }
+                Ok(Ok(offsets)) => safe.push((p, offsets)),
                 Ok(Err(e)) => {
                     tracing::warn!(partition = p, error = %e, "snapshot failed; offsets stay where they were")
                 }
                 Err(e) => tracing::warn!(partition = p, error = %e, "snapshot task failed"),
+            }
+        }
+        for (p, offsets) in safe {
+            for (topic, next) in offsets {
+                // Legacy store semantics: librdkafka commits offset + 1.
+                if let Err(e) = consumer.store_offset(&topic, p, next - 1) {
+                    tracing::debug!(topic, partition = p, error = %e, "offset not stored");
+                }
             }
         }
     }
@@ -754,5 +779,82 @@ async fn acker(
                 tracing::debug!(topic, partition, offset, error = %e, "offset not stored");
             }
         }
+    }
+}
+
+/// Partition `p`'s valid local snapshots (current and previous); a refused
+/// file is logged and skipped, so the partition is rebuilt another way.
+fn local_snapshots(dir: &std::path::Path, p: u16) -> Vec<Snapshot> {
+    [snapshot::read(dir, p), snapshot::read_previous(dir, p)]
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "snapshot refused; restoring from the changelog or rebuilding from Kafka");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The newest snapshot round that every partition has.
+fn common_round(snapshots: &BTreeMap<i32, Vec<Snapshot>>) -> Option<u64> {
+    let rounds: BTreeSet<u64> = snapshots.values().flatten().map(|s| s.round).collect();
+    rounds
+        .into_iter()
+        .rev()
+        .find(|r| snapshots.values().all(|c| c.iter().any(|s| s.round == *r)))
+}
+
+/// Whether a snapshot's offsets reach the group's committed ones (none
+/// known: any snapshot does).
+fn covers(offsets: &[(String, i64)], committed: &[(String, i64)]) -> bool {
+    committed
+        .iter()
+        .all(|(topic, c)| offsets.iter().any(|(t, next)| t == topic && next >= c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn snap(partition: u16, round: u64) -> Snapshot {
+        let engine = Engine::new(&Config::default(), Clock::Partitioned);
+        Snapshot {
+            round,
+            offsets: vec![("purchases".into(), round as i64)],
+            state: engine.partition_state(partition),
+        }
+    }
+
+    #[test]
+    fn a_round_cut_short_restores_every_partition_from_the_round_before() {
+        // A crash after partition 0 of round 7 was written: partition 0 has
+        // rounds 7 and 6, partition 1 rounds 6 and 5.
+        let cut = BTreeMap::from([
+            (0, vec![snap(0, 7), snap(0, 6)]),
+            (1, vec![snap(1, 6), snap(1, 5)]),
+        ]);
+        assert_eq!(common_round(&cut), Some(6));
+        let complete = BTreeMap::from([
+            (0, vec![snap(0, 7), snap(0, 6)]),
+            (1, vec![snap(1, 7), snap(1, 6)]),
+        ]);
+        assert_eq!(common_round(&complete), Some(7));
+        let disjoint = BTreeMap::from([(0, vec![snap(0, 9)]), (1, vec![snap(1, 4)])]);
+        assert_eq!(common_round(&disjoint), None);
+    }
+
+    #[test]
+    fn a_snapshot_covers_the_committed_offsets_it_reaches() {
+        let offsets = vec![("purchases".to_string(), 10), ("calls".to_string(), 4)];
+        assert!(covers(&offsets, &[]));
+        assert!(covers(
+            &offsets,
+            &[("purchases".into(), 10), ("calls".into(), 3)]
+        ));
+        assert!(!covers(&offsets, &[("purchases".into(), 11)]));
+        assert!(!covers(&offsets, &[("tickets".into(), 1)]));
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! File layout: magic `CWSNAP01`, format version (u32 LE), xxh3-64 of the
 //! body (u64 LE), body length (u64 LE), body (postcard). Written to a
-//! temporary file, synced, renamed over the old one and the directory
-//! synced, so a crash leaves either the old snapshot or the new one. A file
+//! temporary file and synced; the current snapshot is then renamed to
+//! `partition-N.prev.snap` and the new one takes its place, so a crash leaves
+//! a complete file of this round or of the one before. The previous file
+//! lets a restart find one round that every partition has, when a crash cut
+//! a round short after some of its partitions were written. A file
 //! that is corrupt, truncated, of another version or not a snapshot at all
 //! is refused with a clear error; the caller then rebuilds from Kafka.
 
@@ -17,12 +20,15 @@ use serde::{Deserialize, Serialize};
 use crate::engine::PartitionState;
 
 const MAGIC: &[u8; 8] = b"CWSNAP01";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
 /// A partition's state and the input it covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The snapshot round: the same for every partition written together,
+    /// larger for later rounds.
+    pub round: u64,
     /// Per input topic of this partition: the next offset to consume.
     pub offsets: Vec<(String, i64)>,
     pub state: PartitionState,
@@ -49,7 +55,13 @@ pub fn path(dir: &Path, partition: u16) -> PathBuf {
     dir.join(format!("partition-{partition}.snap"))
 }
 
-/// Writes atomically; returns the file's size.
+/// Where partition `p`'s previous snapshot lives in `dir`.
+fn previous_path(dir: &Path, partition: u16) -> PathBuf {
+    dir.join(format!("partition-{partition}.prev.snap"))
+}
+
+/// Writes atomically, keeping the snapshot it replaces as the previous one;
+/// returns the file's size.
 pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
     let target = path(dir, snapshot.state.partition);
     let shown = target.display().to_string();
@@ -73,6 +85,10 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
     f.write_all(&body).map_err(io_err)?;
     f.sync_all().map_err(io_err)?;
     drop(f);
+    match fs::rename(&target, previous_path(dir, snapshot.state.partition)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
     fs::rename(&tmp, &target).map_err(io_err)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
     Ok((HEADER + body.len()) as u64)
@@ -80,9 +96,17 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
 
 /// Reads partition `p`'s snapshot; `Ok(None)` if there is none.
 pub fn read(dir: &Path, partition: u16) -> Result<Option<Snapshot>, SnapshotError> {
-    let target = path(dir, partition);
+    read_file(&path(dir, partition))
+}
+
+/// Reads partition `p`'s previous snapshot; `Ok(None)` if there is none.
+pub fn read_previous(dir: &Path, partition: u16) -> Result<Option<Snapshot>, SnapshotError> {
+    read_file(&previous_path(dir, partition))
+}
+
+fn read_file(target: &Path) -> Result<Option<Snapshot>, SnapshotError> {
     let path = target.display().to_string();
-    let bytes = match fs::read(&target) {
+    let bytes = match fs::read(target) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SnapshotError::Io { path, source }),
@@ -138,6 +162,7 @@ mod tests {
             }
         }
         Snapshot {
+            round: 1,
             offsets: vec![("purchases".into(), 17), ("calls".into(), 4)],
             state: engine.partition_state(0),
         }
@@ -149,13 +174,19 @@ mod tests {
         assert!(read(dir.path(), 0).unwrap().is_none());
         let s = snapshot();
         write(dir.path(), &s).unwrap();
-        write(dir.path(), &s).unwrap();
-        assert_eq!(read(dir.path(), 0).unwrap(), Some(s));
+        assert_eq!(read_previous(dir.path(), 0).unwrap(), None);
+        let next = Snapshot {
+            round: 2,
+            ..s.clone()
+        };
+        write(dir.path(), &next).unwrap();
+        assert_eq!(read(dir.path(), 0).unwrap(), Some(next));
+        assert_eq!(read_previous(dir.path(), 0).unwrap(), Some(s));
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
     }
 
     #[test]

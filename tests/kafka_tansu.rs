@@ -199,7 +199,6 @@ fn distinct(alerts: &[serde_json::Value]) -> BTreeSet<(String, String)> {
 /// `kill -9` at random points of a long stream, restarted each time: the
 /// distinct alerts (id, status) equal an uninterrupted replay's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "diverged once on the 2-core CI machine under full test load (extra early episodes); cause not found yet, see issue 6 note"]
 async fn kill_9_at_random_points_loses_no_alert() {
     use rand::{Rng, SeedableRng};
     let tansu = Tansu::start().await;
