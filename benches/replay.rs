@@ -107,9 +107,23 @@ fn throughput(customers: usize, events: u64) -> f64 {
     ratios[1]
 }
 
-/// Resident bytes per customer: RSS growth while `n` customers are created
-/// (one purchase and one call each), divided by `n`.
+/// Resident bytes per customer, measured in a fresh process (this bench
+/// run again with `--memory-child N`): in this one, memory freed by earlier
+/// measurements would be reused and hide the growth.
 fn memory(n: usize) {
+    let child = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(["--memory-child", &n.to_string()])
+            .status()
+    });
+    if !child.is_ok_and(|s| s.success()) {
+        eprintln!("memory measurement for {n} customers failed");
+    }
+}
+
+/// RSS growth while `n` customers are created (one purchase and one call
+/// each), divided by `n`.
+fn memory_child(n: usize) {
     let before = rss_bytes();
     let mut engine = Engine::new(&Config::default(), Clock::Wall);
     let limits = engine.decode_limits();
@@ -196,8 +210,22 @@ fn timers(n: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `cargo test --all-targets` runs bench binaries without `--bench`; the
+    // test command runs the quick variant through `cargo bench` instead.
+    if !args.iter().any(|a| a == "--bench" || a == "--memory-child") {
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let full = args.iter().any(|a| a == "--full");
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--memory-child")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+    {
+        memory_child(n);
+        return;
+    }
     if quick {
         let ratio = throughput(20_000, 300_000);
         println!("quick: median engine/parse-only ratio {ratio:.2} (floor {QUICK_RATIO_FLOOR})");
