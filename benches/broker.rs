@@ -86,7 +86,13 @@ async fn main() {
     let lines = population_lines(options.customers, 7, options.days);
     produce_lines(&config, &lines).await;
     let n = lines.len() as u64;
-    let bare = bare_consumer(&config, n);
+    // The bare consumer reads the input topics only; `run` also reads the
+    // roster topic, and counts its events.
+    let inputs = lines
+        .iter()
+        .filter(|l| !l.contains(r#""type":"rep""#))
+        .count() as u64;
+    let bare = bare_consumer(&config, inputs);
     let run = churnwatch_run(&tansu.brokers, dir.path(), "throughput", "", n).await;
     println!(
         "throughput, {} customers / {n} events on 3 partitions: bare consumer {:.0} events/s, \
