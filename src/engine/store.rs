@@ -102,35 +102,44 @@ fn split(idx: u32) -> (usize, u32) {
     (idx as usize & (SHARDS - 1), idx >> SHARD_BITS)
 }
 
+/// The record in `slot` of a shard's chunks.
+fn record(chunks: &[Vec<Option<Customer>>], slot: u32) -> Option<&Customer> {
+    let s = slot as usize;
+    chunks.get(s / CHUNK)?.get(s % CHUNK)?.as_ref()
+}
+
+/// The cell of `slot`, filled or freed.
+fn cell(chunks: &mut [Vec<Option<Customer>>], slot: u32) -> Option<&mut Option<Customer>> {
+    let s = slot as usize;
+    chunks.get_mut(s / CHUNK)?.get_mut(s % CHUNK)
+}
+
 impl Shard {
     fn slot(&self, slot: u32) -> Option<&Customer> {
-        let s = slot as usize;
-        self.chunks.get(s / CHUNK)?.get(s % CHUNK)?.as_ref()
+        record(&self.chunks, slot)
     }
 
     fn slot_mut(&mut self, slot: u32) -> Option<&mut Customer> {
-        let s = slot as usize;
-        self.chunks.get_mut(s / CHUNK)?.get_mut(s % CHUNK)?.as_mut()
+        cell(&mut self.chunks, slot)?.as_mut()
     }
 
     fn find(&self, h: u64, id: &str) -> Option<u32> {
-        let chunks = &self.chunks;
         self.index
-            .find(h, |&s| {
-                let s = s as usize;
-                chunks[s / CHUNK][s % CHUNK]
-                    .as_ref()
-                    .is_some_and(|c| c.id == id)
-            })
+            .find(h, |&s| self.slot(s).is_some_and(|c| c.id == id))
             .copied()
     }
 
     /// Stores a record whose id is not present; returns its slot.
     fn insert(&mut self, h: u64, customer: Customer) -> u32 {
-        let slot = match self.free.pop() {
+        let freed = self
+            .free
+            .pop()
+            .filter(|&s| cell(&mut self.chunks, s).is_some());
+        let slot = match freed {
             Some(s) => {
-                let s2 = s as usize;
-                self.chunks[s2 / CHUNK][s2 % CHUNK] = Some(customer);
+                if let Some(c) = cell(&mut self.chunks, s) {
+                    *c = Some(customer);
+                }
                 s
             }
             None => {
@@ -144,12 +153,8 @@ impl Shard {
             }
         };
         let chunks = &self.chunks;
-        self.index.insert_unique(h, slot, |&s| {
-            let s = s as usize;
-            chunks[s / CHUNK][s % CHUNK]
-                .as_ref()
-                .map_or(0, |c| hash(&c.id))
-        });
+        self.index
+            .insert_unique(h, slot, |&s| record(chunks, s).map_or(0, |c| hash(&c.id)));
         self.len += 1;
         slot
     }
