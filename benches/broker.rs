@@ -271,8 +271,18 @@ async fn alert_latency(
     alerts
         .subscribe(&[config.kafka.alert_topic.as_str()])
         .expect("subscribe");
+    // The reader must own the alert topic before the load starts: alerts it
+    // fetched only after joining its group would count the join as latency.
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut received: HashMap<String, Instant> = HashMap::new();
+        let joining = Instant::now();
+        while alerts.assignment().map_or(0, |a| a.count()) == 0
+            && joining.elapsed() < Duration::from_secs(60)
+        {
+            let _ = alerts.poll(Duration::from_millis(10));
+        }
+        let _ = joined_tx.send(());
         let mut quiet_since = Instant::now();
         while quiet_since.elapsed() < Duration::from_secs(10) {
             if let Some(Ok(m)) = alerts.poll(Duration::from_millis(10)) {
@@ -291,6 +301,7 @@ async fn alert_latency(
         .set("linger.ms", "1")
         .create()
         .expect("load producer");
+    let _ = joined_rx.recv_timeout(Duration::from_secs(60));
     let sent = fixed_load(&producer, config, options);
     producer
         .flush(Duration::from_secs(30))
