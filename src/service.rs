@@ -536,11 +536,11 @@ impl Loop {
                 continue;
             };
             let committed = self.committed(p, consumer);
-            let covering = local_snapshots(&dir, number)
+            let (covering, others): (Vec<_>, Vec<_>) = local_snapshots(&dir, number)
                 .into_iter()
-                .partition::<Vec<_>, _>(|s| covers(&s.offsets, &committed));
-            chosen.insert(p, covering.0);
-            fallback.insert(p, covering.1);
+                .partition(|s| covers(&s.offsets, &committed));
+            chosen.insert(p, covering);
+            fallback.insert(p, others);
         }
         let common = common_round(&chosen);
         for (p, covering) in chosen {
