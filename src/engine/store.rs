@@ -102,6 +102,16 @@ fn split(idx: u32) -> (usize, u32) {
     (idx as usize & (SHARDS - 1), idx >> SHARD_BITS)
 }
 
+/// The compact index of `slot` in shard `shard` (the inverse of [`split`]).
+fn join(shard: usize, slot: u32) -> u32 {
+    slot << SHARD_BITS | shard as u32
+}
+
+/// The slot of the `i`th record of chunk `n`.
+fn slot_of(n: usize, i: usize) -> u32 {
+    (n * CHUNK + i) as u32
+}
+
 /// The record in `slot` of a shard's chunks.
 fn record(chunks: &[Vec<Option<Customer>>], slot: u32) -> Option<&Customer> {
     let s = slot as usize;
@@ -149,7 +159,7 @@ impl Shard {
                 let n = self.chunks.len() - 1;
                 let chunk = &mut self.chunks[n];
                 chunk.push(Some(customer));
-                (n * CHUNK + chunk.len() - 1) as u32
+                slot_of(n, chunk.len() - 1)
             }
         };
         let chunks = &self.chunks;
@@ -171,13 +181,12 @@ impl Customers {
         let h = hash(id);
         let shard = shard_of_hash(h);
         let slot = self.shards[shard].read().find(h, id)?;
-        Some(slot << SHARD_BITS | shard as u32)
+        Some(join(shard, slot))
     }
 
     /// A copy of the record at `idx`.
     pub(crate) fn get(&self, idx: u32) -> Option<Customer> {
-        let (shard, slot) = self.shard(idx);
-        shard.read().slot(slot).cloned()
+        self.read(idx, Customer::clone)
     }
 
     /// Reads a field of the record at `idx` without copying the record.
@@ -208,20 +217,15 @@ impl Customers {
             None => (guard.insert(h, make()), true),
         };
         let record = RwLockWriteGuard::try_map(guard, |s| s.slot_mut(slot)).ok()?;
-        Some((slot << SHARD_BITS | shard as u32, created, record))
+        Some((join(shard, slot), created, record))
     }
 
     /// Stores a customer whose id is not present yet; returns its index, or
     /// `None` (storing nothing) if the id is taken.
     pub(crate) fn insert(&self, customer: Customer) -> Option<u32> {
-        let h = hash(&customer.id);
-        let shard = shard_of_hash(h);
-        let mut guard = self.shards[shard].write();
-        if guard.find(h, &customer.id).is_some() {
-            return None;
-        }
-        let slot = guard.insert(h, customer);
-        Some(slot << SHARD_BITS | shard as u32)
+        let id = customer.id.clone();
+        let (idx, created, _) = self.entry(&id, || customer)?;
+        created.then_some(idx)
     }
 
     /// Removes every record `doomed` picks; returns them with their indexes.
@@ -240,7 +244,7 @@ impl Customers {
                     if cell.as_ref().is_some_and(&mut doomed)
                         && let Some(c) = cell.take()
                     {
-                        slots.push(((n * CHUNK + i) as u32, c));
+                        slots.push((slot_of(n, i), c));
                     }
                 }
             }
@@ -250,7 +254,7 @@ impl Customers {
                 }
                 s.free.push(slot);
                 s.len -= 1;
-                gone.push((slot << SHARD_BITS | shard_no as u32, c));
+                gone.push((join(shard_no, slot), c));
             }
         }
         gone
@@ -263,7 +267,7 @@ impl Customers {
             for (n, chunk) in guard.chunks.iter().enumerate() {
                 for (i, c) in chunk.iter().enumerate() {
                     if let Some(c) = c {
-                        f(((n * CHUNK + i) as u32) << SHARD_BITS | shard_no as u32, c);
+                        f(join(shard_no, slot_of(n, i)), c);
                     }
                 }
             }
@@ -277,7 +281,7 @@ impl Customers {
             for (n, chunk) in guard.chunks.iter_mut().enumerate() {
                 for (i, c) in chunk.iter_mut().enumerate() {
                     if let Some(c) = c {
-                        f(((n * CHUNK + i) as u32) << SHARD_BITS | shard_no as u32, c);
+                        f(join(shard_no, slot_of(n, i)), c);
                     }
                 }
             }
