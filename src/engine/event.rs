@@ -257,29 +257,68 @@ pub struct DecodeLimits {
     pub max_event_bytes: usize,
 }
 
+/// A JSON string borrowed from the input when it has no escapes, owned
+/// otherwise. serde borrows a bare `Cow<str>` field but not one inside an
+/// `Option`, which allocated (and freed) every string of every event.
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
 /// The wire form: every field optional so a missing one gets a precise
 /// reason, strings borrowed where the JSON has no escapes.
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(rename = "type", borrow)]
-    event_type: Option<Cow<'a, str>>,
+    event_type: Option<Text<'a>>,
     #[serde(borrow)]
-    ts: Option<Cow<'a, str>>,
+    ts: Option<Text<'a>>,
     #[serde(borrow)]
-    customer_id: Option<Cow<'a, str>>,
+    customer_id: Option<Text<'a>>,
     amount: Option<f64>,
     #[serde(borrow)]
-    rep_id: Option<Cow<'a, str>>,
+    rep_id: Option<Text<'a>>,
     #[serde(borrow)]
-    channel: Option<Cow<'a, str>>,
+    channel: Option<Text<'a>>,
     #[serde(borrow)]
-    direction: Option<Cow<'a, str>>,
+    direction: Option<Text<'a>>,
     #[serde(borrow)]
-    ticket_id: Option<Cow<'a, str>>,
+    ticket_id: Option<Text<'a>>,
     #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
+    status: Option<Text<'a>>,
     #[serde(borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Text<'a>>,
 }
 
 /// Decodes one message (one JSON object) into an event.
@@ -375,7 +414,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
     Ok(Event { ts, kind })
 }
 
-fn id(value: &Option<Cow<'_, str>>, field: &'static str) -> Result<CompactString, RejectReason> {
+fn id(value: &Option<Text<'_>>, field: &'static str) -> Result<CompactString, RejectReason> {
     let s = value.as_deref().ok_or(RejectReason::MissingField(field))?;
     if s.is_empty() {
         return Err(RejectReason::BadId { field, chars: 0 });
@@ -392,7 +431,7 @@ fn id(value: &Option<Cow<'_, str>>, field: &'static str) -> Result<CompactString
 
 /// An optional enumerated field: `default` when absent.
 fn one_of<T: Copy>(
-    value: &Option<Cow<'_, str>>,
+    value: &Option<Text<'_>>,
     field: &'static str,
     default: T,
     choices: &[(&str, T)],
@@ -404,7 +443,7 @@ fn one_of<T: Copy>(
 
 /// A required enumerated field.
 fn required_one_of<T: Copy>(
-    value: &Option<Cow<'_, str>>,
+    value: &Option<Text<'_>>,
     field: &'static str,
     choices: &[(&str, T)],
 ) -> Result<T, RejectReason> {
