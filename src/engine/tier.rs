@@ -86,12 +86,19 @@ fn bin_of(m: f64) -> u16 {
     (1 + (exp - MIN_EXP) * BINS_PER_OCTAVE + frac) as u16
 }
 
+fn octave(bin: u16) -> usize {
+    bin as usize / BINS_PER_OCTAVE as usize
+}
+
 /// The monetary rank index. Keyed by the engine's compact customer index;
 /// the per-customer bin and position live here, not in the customer, so
 /// moving one customer never touches another's record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TierIndex {
     bins: Vec<Vec<u32>>,
+    /// Members per run of [`BINS_PER_OCTAVE`] bins, so finding a rank walks
+    /// ~60 counters and one octave's bins instead of every bin.
+    octaves: Vec<usize>,
     bin: Vec<u16>,
     pos: Vec<u32>,
     positive: usize,
@@ -102,7 +109,11 @@ impl TierIndex {
     pub fn new() -> Self {
         Self {
             bins: vec![Vec::new(); BIN_COUNT],
-            ..Self::default()
+            octaves: vec![0; BIN_COUNT.div_ceil(BINS_PER_OCTAVE as usize)],
+            bin: Vec::new(),
+            pos: Vec::new(),
+            positive: 0,
+            counts: [0; 3],
         }
     }
 
@@ -138,12 +149,14 @@ impl TierIndex {
             if let Some(&moved) = members.get(p) {
                 self.pos[moved as usize] = p as u32;
             }
+            self.octaves[octave(old)] -= 1;
             self.positive -= 1;
         }
         if new != NO_BIN {
             let members = &mut self.bins[new as usize];
             self.pos[i] = members.len() as u32;
             members.push(idx);
+            self.octaves[octave(new)] += 1;
             self.positive += 1;
         }
         self.bin[i] = new;
@@ -181,14 +194,22 @@ impl TierIndex {
             return f64::INFINITY;
         }
         let mut above = 0;
-        for members in self.bins.iter().rev() {
-            if above + members.len() >= k {
-                let mut values: Vec<f64> = members.iter().map(|&i| monetary(i)).collect();
-                let nth = k - above - 1;
-                values.select_nth_unstable_by(nth, |x, y| y.total_cmp(x));
-                return values[nth];
+        let per = BINS_PER_OCTAVE as usize;
+        for (o, &count) in self.octaves.iter().enumerate().rev() {
+            if above + count < k {
+                above += count;
+                continue;
             }
-            above += members.len();
+            let bins = &self.bins[o * per..((o + 1) * per).min(BIN_COUNT)];
+            for members in bins.iter().rev() {
+                if above + members.len() >= k {
+                    let mut values: Vec<f64> = members.iter().map(|&i| monetary(i)).collect();
+                    let nth = k - above - 1;
+                    values.select_nth_unstable_by(nth, |x, y| y.total_cmp(x));
+                    return values[nth];
+                }
+                above += members.len();
+            }
         }
         f64::INFINITY
     }
