@@ -35,7 +35,9 @@ use rustc_hash::FxHashMap;
 use crate::config::Config;
 use alert::{Alert, AlertId, Limit, Signals, Status, Trigger};
 use customer::{Customer, MaybeTs, Windows};
-use event::{DAY_MS, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts};
+use event::{
+    CustomerKey, DAY_MS, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts,
+};
 use rep::Roster;
 use rule::{Check, Limits};
 use store::Store;
@@ -252,6 +254,20 @@ impl Engine {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Warms the caches for applying `events` next: their customers' index
+    /// entries, records and rank positions are requested from memory
+    /// together, where applying one by one would wait for each in turn. A
+    /// hint: it changes no state, so the results are the same without it.
+    pub fn prefetch<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
+        let tiers = &self.core.tiers;
+        self.store.inner().customers.prefetch(
+            events
+                .into_iter()
+                .filter_map(|e| e.customer().map(CustomerKey::as_str)),
+            |idx| tiers.prefetch(idx),
+        );
     }
 
     /// Applies one event from input `partition` (0 outside Kafka). Alerts it

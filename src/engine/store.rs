@@ -5,19 +5,25 @@
 //! so no lock is held across an `.await` or while another map is touched.
 //!
 //! Records live densely in per-shard chunks addressed by the customer's
-//! compact index, and the id index is a table of 4-byte indexes whose
-//! equality check reads the id from the record itself. A lookup by id is
-//! one lock and one probe that lands on the record it returns, and a
-//! customer costs its record plus about 6-10 bytes of index (a map keyed by
-//! id would store the id twice and leave its slots half empty after each
-//! doubling; see BENCHMARKS.md).
+//! compact index, and the id index is a table of 4-byte entries (slot and
+//! hash tag) whose equality check reads the id from the record itself. A
+//! lookup by id is one lock and one probe that lands on the record it
+//! returns, and a customer costs its record plus about 5-10 bytes of index
+//! (a map keyed by id would store the id twice and leave its slots half
+//! empty after each doubling; see BENCHMARKS.md).
+//!
+//! At a million customers each lookup is a few cache misses, so the engine
+//! can announce a batch of upcoming ids ([`Customers::prefetch`]): their
+//! index entries, then their records, are requested from memory together
+//! rather than one miss after another.
+
+mod index;
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use dashmap::DashMap;
-use hashbrown::HashTable;
 use parking_lot::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
 use rustc_hash::FxBuildHasher;
 
@@ -25,6 +31,7 @@ use super::customer::Customer;
 use super::event::{CustomerKey, Ts};
 use super::rep::{RepIdx, Roster};
 use super::rule::Check;
+use index::{IdIndex, MAX_SLOT};
 
 #[derive(Debug, Clone, Default)]
 pub struct Store {
@@ -75,7 +82,7 @@ struct Shard {
     /// Slots by index within the shard; `None` is a slot freed by eviction.
     chunks: Vec<Vec<Option<Customer>>>,
     /// Slots of the shard, found by the id's hash.
-    index: HashTable<u32>,
+    index: IdIndex,
     free: Vec<u32>,
     len: usize,
 }
@@ -135,12 +142,19 @@ impl Shard {
 
     fn find(&self, h: u64, id: &str) -> Option<u32> {
         self.index
-            .find(h, |&s| self.slot(s).is_some_and(|c| c.id == id))
-            .copied()
+            .candidates(h)
+            .find(|&s| self.slot(s).is_some_and(|c| c.id == id))
     }
 
-    /// Stores a record whose id is not present; returns its slot.
-    fn insert(&mut self, h: u64, customer: Customer) -> u32 {
+    /// The hash of the record in `slot`, for the index to move its entry.
+    fn rehash(chunks: &[Vec<Option<Customer>>]) -> impl Fn(u32) -> u64 + '_ {
+        |s| record(chunks, s).map_or(0, |c| hash(&c.id))
+    }
+
+    /// Stores a record whose id is not present; returns its slot, or `None`
+    /// when the shard holds as many records as the index can address
+    /// (2^24, about 270 million customers over the shards: far beyond memory).
+    fn insert(&mut self, h: u64, customer: Customer) -> Option<u32> {
         let freed = self
             .free
             .pop()
@@ -153,6 +167,11 @@ impl Shard {
                 s
             }
             None => {
+                let next = self.chunks.len().saturating_sub(1) * CHUNK
+                    + self.chunks.last().map_or(CHUNK, Vec::len);
+                if next > MAX_SLOT as usize {
+                    return None;
+                }
                 if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
                     self.chunks.push(Vec::with_capacity(CHUNK));
                 }
@@ -162,11 +181,9 @@ impl Shard {
                 slot_of(n, chunk.len() - 1)
             }
         };
-        let chunks = &self.chunks;
-        self.index
-            .insert_unique(h, slot, |&s| record(chunks, s).map_or(0, |c| hash(&c.id)));
+        self.index.insert(h, slot, Self::rehash(&self.chunks));
         self.len += 1;
-        slot
+        Some(slot)
     }
 }
 
@@ -214,7 +231,7 @@ impl Customers {
         let mut guard = self.shards[shard].write();
         let (slot, created) = match guard.find(h, id) {
             Some(s) => (s, false),
-            None => (guard.insert(h, make()), true),
+            None => (guard.insert(h, make())?, true),
         };
         let record = RwLockWriteGuard::try_map(guard, |s| s.slot_mut(slot)).ok()?;
         Some((join(shard, slot), created, record))
@@ -239,22 +256,24 @@ impl Customers {
             let mut guard = shard.write();
             let s = &mut *guard;
             let mut slots = Vec::new();
-            for (n, chunk) in s.chunks.iter_mut().enumerate() {
-                for (i, cell) in chunk.iter_mut().enumerate() {
-                    if cell.as_ref().is_some_and(&mut doomed)
-                        && let Some(c) = cell.take()
-                    {
-                        slots.push((slot_of(n, i), c));
+            for (n, chunk) in s.chunks.iter().enumerate() {
+                for (i, cell) in chunk.iter().enumerate() {
+                    if let Some(c) = cell.as_ref().filter(|c| doomed(c)) {
+                        slots.push((slot_of(n, i), hash(&c.id)));
                     }
                 }
             }
-            for (slot, c) in slots {
-                if let Ok(entry) = s.index.find_entry(hash(&c.id), |&x| x == slot) {
-                    entry.remove();
+            // Unindex every doomed slot before emptying any: the index
+            // rehashes records that are still present as it closes gaps.
+            for &(slot, h) in &slots {
+                s.index.remove(h, slot, Shard::rehash(&s.chunks));
+            }
+            for (slot, _) in slots {
+                if let Some(c) = cell(&mut s.chunks, slot).and_then(Option::take) {
+                    s.free.push(slot);
+                    s.len -= 1;
+                    gone.push((join(shard_no, slot), c));
                 }
-                s.free.push(slot);
-                s.len -= 1;
-                gone.push((join(shard_no, slot), c));
             }
         }
         gone
@@ -290,6 +309,61 @@ impl Customers {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len).sum()
+    }
+
+    /// Asks memory for what looking up `ids` will touch, in two sweeps over
+    /// the batch: every index entry first, then every candidate record, so
+    /// the misses overlap instead of queueing. `each` gets each candidate's
+    /// index (a hint: a tag match, not yet checked against the id). Changes
+    /// nothing; the shards are read-locked once for the whole batch.
+    pub(crate) fn prefetch<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        mut each: impl FnMut(u32),
+    ) {
+        let guards: [_; SHARDS] = std::array::from_fn(|s| self.shards[s].read());
+        let mut hashes = [0u64; PREFETCH];
+        let mut ids = ids.into_iter().peekable();
+        while ids.peek().is_some() {
+            let mut n = 0;
+            for (h, id) in hashes.iter_mut().zip(&mut ids) {
+                *h = hash(id);
+                if let Some(e) = guards[shard_of_hash(*h)].index.probe_start(*h) {
+                    prefetch(e, 1);
+                }
+                n += 1;
+            }
+            for &h in &hashes[..n] {
+                let shard = shard_of_hash(h);
+                let s = &guards[shard];
+                if let Some(slot) = s.index.candidates(h).next() {
+                    let chunk = s.chunks.get(slot as usize / CHUNK);
+                    if let Some(c) = chunk.and_then(|c| c.get(slot as usize % CHUNK)) {
+                        prefetch(c, 1);
+                    }
+                    each(join(shard, slot));
+                }
+            }
+        }
+    }
+}
+
+/// Ids looked up per prefetch sweep: enough misses in flight to fill the
+/// core's miss buffers, few enough that the lines stay in L1/L2 until used.
+const PREFETCH: usize = 32;
+
+/// Requests the cache lines of `n` values at `p` (a hint; never faults).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let (start, bytes) = (p.cast::<i8>(), n * std::mem::size_of::<T>());
+        for offset in (0..bytes).step_by(64).chain([bytes.saturating_sub(1)]) {
+            // SAFETY: a prefetch is a hint; it reads nothing architecturally
+            // and does not fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
     }
 }
 

@@ -105,6 +105,12 @@ pub struct TierIndex {
     counts: [u64; 3],
 }
 
+impl Default for TierIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TierIndex {
     pub fn new() -> Self {
         Self {
@@ -160,6 +166,16 @@ impl TierIndex {
             self.positive += 1;
         }
         self.bin[i] = new;
+    }
+
+    /// Requests a customer's rank position from memory (see
+    /// [`super::Engine::prefetch`]).
+    pub fn prefetch(&self, idx: u32) {
+        let i = idx as usize;
+        if let (Some(bin), Some(pos)) = (self.bin.get(i), self.pos.get(i)) {
+            super::store::prefetch(bin, 1);
+            super::store::prefetch(pos, 1);
+        }
     }
 
     /// Keeps the per-tier counts in step with a customer's tier change.
