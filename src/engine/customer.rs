@@ -130,16 +130,18 @@ impl Customer {
     /// Applies a call by `rep`. A call counts as a handoff when its rep
     /// differs from the account rep; a call older than the last contact
     /// changes neither the account rep nor the handoffs, since the engine
-    /// cannot tell which rep came before it.
-    pub fn call(&mut self, ts: Ts, rep: RepIdx, w: &Windows) {
+    /// cannot tell which rep came before it. A rep the full roster cannot
+    /// hold (`None`) makes a contact only.
+    pub fn call(&mut self, ts: Ts, rep: Option<RepIdx>, w: &Windows) {
         if self.last_contact.get().is_some_and(|c| ts < c) {
             return;
         }
+        self.last_contact = MaybeTs::some(ts);
+        let Some(rep) = rep else { return };
         if self.account_rep.get().is_some_and(|r| r != rep) {
             self.handoffs.add(w.handoffs.index(ts.0), 1.0);
         }
         self.account_rep = MaybeRep::some(rep);
-        self.last_contact = MaybeTs::some(ts);
     }
 
     pub fn is_firing(&self, bit: u8) -> bool {
@@ -178,14 +180,25 @@ mod tests {
         let w = Windows::new(&Config::default());
         let mut c = Customer::new("c".into(), Ts(0), 0);
         for (t, rep) in [(1, 1), (2, 1), (3, 2), (4, 1), (5, 1)] {
-            c.call(Ts(t * 1000), RepIdx(rep), &w);
+            c.call(Ts(t * 1000), Some(RepIdx(rep)), &w);
         }
         assert_eq!(c.handoffs.total(), 2.0);
-        c.call(Ts(500), RepIdx(9), &w);
+        c.call(Ts(500), Some(RepIdx(9)), &w);
         assert_eq!(
             c.account_rep.get(),
             Some(RepIdx(1)),
             "a late call does not take over"
         );
+    }
+
+    #[test]
+    fn a_call_by_an_untracked_rep_is_a_contact_only() {
+        let w = Windows::new(&Config::default());
+        let mut c = Customer::new("c".into(), Ts(0), 0);
+        c.call(Ts(1000), Some(RepIdx(1)), &w);
+        c.call(Ts(2000), None, &w);
+        assert_eq!(c.last_contact.get(), Some(Ts(2000)));
+        assert_eq!(c.account_rep.get(), Some(RepIdx(1)));
+        assert_eq!(c.handoffs.total(), 0.0);
     }
 }

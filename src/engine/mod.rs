@@ -23,6 +23,7 @@
 pub mod alert;
 pub mod customer;
 pub mod event;
+pub(crate) mod ids;
 pub mod rep;
 pub mod rule;
 pub mod store;
@@ -149,6 +150,9 @@ struct Core {
     /// event clock.
     horizon: Option<Ts>,
     stats: Stats,
+    /// Scratch of [`Engine::prefetch`]: customers found, whose rank
+    /// entries are requested once their positions have arrived.
+    prefetched: Vec<u32>,
 }
 
 pub struct Engine {
@@ -196,6 +200,7 @@ impl Engine {
                 tickets: FxHashMap::default(),
                 horizon: None,
                 stats: Stats::default(),
+                prefetched: Vec::new(),
             },
             roster: Roster::default(),
         }
@@ -260,14 +265,24 @@ impl Engine {
     /// entries, records and rank positions are requested from memory
     /// together, where applying one by one would wait for each in turn. A
     /// hint: it changes no state, so the results are the same without it.
-    pub fn prefetch<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
-        let tiers = &self.core.tiers;
+    pub fn prefetch<'a>(&mut self, events: impl Iterator<Item = &'a Event> + Clone) {
+        for e in events.clone() {
+            if let EventKind::Call { rep, .. } = &e.kind {
+                self.roster.prefetch(rep);
+            }
+        }
+        let core = &mut self.core;
+        core.prefetched.clear();
         self.store.inner().customers.prefetch(
-            events
-                .into_iter()
-                .filter_map(|e| e.customer().map(CustomerKey::as_str)),
-            |idx| tiers.prefetch(idx),
+            events.filter_map(|e| e.customer().map(CustomerKey::as_str)),
+            |idx| {
+                core.tiers.prefetch(idx);
+                core.prefetched.push(idx);
+            },
         );
+        for &idx in &core.prefetched {
+            core.tiers.prefetch_members(idx);
+        }
     }
 
     /// Applies one event from input `partition` (0 outside Kafka). Alerts it
@@ -367,12 +382,12 @@ impl Engine {
     /// advance.
     pub fn restore_partition(&mut self, state: PartitionState) -> usize {
         let inner = self.store.inner();
-        let reps: Vec<rep::RepIdx> = state
+        let reps: Vec<Option<rep::RepIdx>> = state
             .reps
             .iter()
             .map(|(name, departed)| {
                 let mut mirror = inner.roster.write();
-                let idx = self.roster.intern(name);
+                let idx = self.roster.intern(name)?;
                 mirror.intern(name);
                 // A departure already known must hold before the roster topic
                 // is read again, or restored alerts would resolve.
@@ -380,7 +395,7 @@ impl Engine {
                     self.roster.set_departed(idx, *departed);
                     mirror.set_departed(idx, *departed);
                 }
-                idx
+                Some(idx)
             })
             .collect();
         let mut restored = 0;
@@ -394,8 +409,8 @@ impl Engine {
             customer.account_rep = customer
                 .account_rep
                 .get()
-                .and_then(|r| reps.get(r.0 as usize))
-                .map_or(customer::MaybeRep::NONE, |r| customer::MaybeRep::some(*r));
+                .and_then(|r| reps.get(r.0 as usize).copied().flatten())
+                .map_or(customer::MaybeRep::NONE, customer::MaybeRep::some);
             let (tier, monetary, pending) = (
                 customer.tier,
                 customer.monetary_total(),
@@ -517,7 +532,7 @@ impl Engine {
             EventKind::Purchase { customer, amount } => (customer, Body::Purchase(amount)),
             EventKind::Call { customer, rep, .. } => {
                 let rep = match self.roster.lookup(&rep) {
-                    Some(r) => r,
+                    Some(r) => Some(r),
                     None => {
                         self.store.inner().roster.write().intern(&rep);
                         self.roster.intern(&rep)
@@ -603,9 +618,11 @@ impl Engine {
         let changed = {
             let mut mirror = inner.roster.write();
             mirror.intern(rep);
-            let idx = self.roster.intern(rep);
-            mirror.set_departed(idx, departed);
-            self.roster.set_departed(idx, departed).then_some(idx)
+            // A rep the full roster cannot hold is nobody's account rep.
+            self.roster.intern(rep).filter(|&idx| {
+                mirror.set_departed(idx, departed);
+                self.roster.set_departed(idx, departed)
+            })
         };
         let Some(rep_idx) = changed else { return };
         let scope = &mut Scope {
@@ -702,7 +719,8 @@ struct Transition {
 /// The customer-specific part of an event, once its customer is resolved.
 enum Body {
     Purchase(f64),
-    Call(rep::RepIdx),
+    /// `None`: a rep the full roster cannot hold.
+    Call(Option<rep::RepIdx>),
     Ticket(u64, TicketStatus, bool),
 }
 

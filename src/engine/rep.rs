@@ -1,11 +1,13 @@
 //! The rep roster: interned rep ids and who has departed.
 //!
 //! Reps are few (thousands) next to customers (millions), so customers hold
-//! a 4-byte [`RepIdx`] and the names live here once.
-
-use rustc_hash::FxHashMap;
+//! a 4-byte [`RepIdx`] and the names live here once. The roster holds at
+//! most 2^24 - 1 reps (16.7 million, far beyond any sales force: only
+//! hostile input gets there); calls by reps beyond that still count as
+//! contacts but change no account rep (see [`super::customer::Customer::call`]).
 
 use super::event::{RepKey, Ts};
+use super::ids::{IdIndex, hash, prefetch};
 
 /// Compact index of an interned rep id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,27 +21,56 @@ struct RepEntry {
 
 #[derive(Debug, Default)]
 pub struct Roster {
-    index: FxHashMap<RepKey, RepIdx>,
+    /// Slots of `reps`, found by the id's hash.
+    index: IdIndex,
     reps: Vec<RepEntry>,
 }
 
 impl Roster {
-    /// The index of `id`, interning it on first sight.
-    pub fn intern(&mut self, id: &RepKey) -> RepIdx {
-        if let Some(&idx) = self.index.get(id) {
-            return idx;
+    /// The index of `id`, interning it on first sight; `None` when the
+    /// roster is full.
+    pub fn intern(&mut self, id: &RepKey) -> Option<RepIdx> {
+        let h = hash(id);
+        if let Some(idx) = self.find(h, id) {
+            return Some(idx);
         }
-        let idx = RepIdx(self.reps.len() as u32);
+        let slot = u32::try_from(self.reps.len()).ok()?;
+        let reps = &self.reps;
+        if !self
+            .index
+            .insert(h, slot, |s| reps.get(s as usize).map_or(0, |r| hash(&r.id)))
+        {
+            return None;
+        }
         self.reps.push(RepEntry {
             id: id.clone(),
             departed_at: None,
         });
-        self.index.insert(id.clone(), idx);
-        idx
+        Some(RepIdx(slot))
     }
 
     pub fn lookup(&self, id: &str) -> Option<RepIdx> {
-        self.index.get(id).copied()
+        self.find(hash(id), id)
+    }
+
+    fn find(&self, h: u64, id: &str) -> Option<RepIdx> {
+        self.index
+            .candidates(h)
+            .find(|&s| self.reps.get(s as usize).is_some_and(|r| r.id == id))
+            .map(RepIdx)
+    }
+
+    /// Requests the entry a lookup of `id` will read (see
+    /// [`super::Engine::prefetch`]).
+    pub fn prefetch(&self, id: &str) {
+        if let Some(r) = self
+            .index
+            .candidates(hash(id))
+            .next()
+            .and_then(|s| self.reps.get(s as usize))
+        {
+            prefetch(r, 1);
+        }
     }
 
     pub fn name(&self, idx: RepIdx) -> Option<&RepKey> {

@@ -17,9 +17,6 @@
 //! index entries, then their records, are requested from memory together
 //! rather than one miss after another.
 
-mod index;
-
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -29,9 +26,9 @@ use rustc_hash::FxBuildHasher;
 
 use super::customer::Customer;
 use super::event::{CustomerKey, Ts};
+use super::ids::{IdIndex, MAX_SLOT, hash, prefetch};
 use super::rep::{RepIdx, Roster};
 use super::rule::Check;
-use index::{IdIndex, MAX_SLOT};
 
 #[derive(Debug, Clone, Default)]
 pub struct Store {
@@ -93,10 +90,6 @@ impl Default for Customers {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
         }
     }
-}
-
-fn hash(id: &str) -> u64 {
-    FxBuildHasher.hash_one(id)
 }
 
 /// The shard is taken from bits the table uses for neither its bucket
@@ -181,6 +174,7 @@ impl Shard {
                 slot_of(n, chunk.len() - 1)
             }
         };
+        // Cannot be refused: the slot is at most MAX_SLOT (checked above).
         self.index.insert(h, slot, Self::rehash(&self.chunks));
         self.len += 1;
         Some(slot)
@@ -351,21 +345,6 @@ impl Customers {
 /// Ids looked up per prefetch sweep: enough misses in flight to fill the
 /// core's miss buffers, few enough that the lines stay in L1/L2 until used.
 const PREFETCH: usize = 32;
-
-/// Requests the cache lines of `n` values at `p` (a hint; never faults).
-#[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T, n: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let (start, bytes) = (p.cast::<i8>(), n * std::mem::size_of::<T>());
-        for offset in (0..bytes).step_by(64).chain([bytes.saturating_sub(1)]) {
-            // SAFETY: a prefetch is a hint; it reads nothing architecturally
-            // and does not fault, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
-        }
-    }
-}
 
 /// One open alert episode, as listed by [`Store::active_alerts`].
 #[derive(Debug, Clone, PartialEq)]

@@ -173,8 +173,26 @@ impl TierIndex {
     pub fn prefetch(&self, idx: u32) {
         let i = idx as usize;
         if let (Some(bin), Some(pos)) = (self.bin.get(i), self.pos.get(i)) {
-            super::store::prefetch(bin, 1);
-            super::store::prefetch(pos, 1);
+            super::ids::prefetch(bin, 1);
+            super::ids::prefetch(pos, 1);
+        }
+    }
+
+    /// Requests what moving the customer out of its bin touches: its own
+    /// entry and the bin's last (which takes its place). Reads the position
+    /// [`Self::prefetch`] requested, so call it a batch later.
+    pub fn prefetch_members(&self, idx: u32) {
+        let i = idx as usize;
+        let (Some(&bin), Some(&pos)) = (self.bin.get(i), self.pos.get(i)) else {
+            return;
+        };
+        if let Some(members) = self.bins.get(bin as usize) {
+            if let Some(m) = members.get(pos as usize) {
+                super::ids::prefetch(m, 1);
+            }
+            if let Some(m) = members.last() {
+                super::ids::prefetch(m, 1);
+            }
         }
     }
 
