@@ -78,15 +78,22 @@ impl IdIndex {
         self.entries.get(self.home(h))
     }
 
-    /// Slots whose entry carries `h`'s tag, in probe order: the one holding
-    /// the id, if present, is among them.
-    pub(crate) fn candidates(&self, h: u64) -> impl Iterator<Item = u32> + '_ {
-        let (t, start, mask) = (tag(h), self.home(h), self.mask());
-        (0..self.entries.len())
-            .map(move |k| self.entries[(start + k) & mask])
-            .take_while(|&e| e != EMPTY)
-            .filter(move |&e| e >> SLOT_BITS == t)
-            .map(entry_slot)
+    /// The first slot, in probe order, whose entry carries `h`'s tag and
+    /// that `eq` accepts: the one holding the id, if `eq` compares ids.
+    pub(crate) fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let (t, mask) = (tag(h), self.mask());
+        let mut i = self.home(h);
+        // Ends at an empty entry: the load stays under 1, so there is one.
+        loop {
+            let e = *self.entries.get(i)?;
+            if e == EMPTY {
+                return None;
+            }
+            if e >> SLOT_BITS == t && eq(entry_slot(e)) {
+                return Some(entry_slot(e));
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     /// Adds `slot` under hash `h`; `rehash` gives the hash of a slot already
@@ -189,7 +196,7 @@ mod tests {
                 }
                 prop_assert_eq!(index.len, model.len());
                 for key in 0..200u32 {
-                    let found = index.candidates(h(key)).any(|s| s == key);
+                    let found = index.find(h(key), |s| s == key).is_some();
                     prop_assert_eq!(found, model.contains(&key), "key {}", key);
                 }
             }

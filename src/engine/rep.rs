@@ -55,8 +55,7 @@ impl Roster {
 
     fn find(&self, h: u64, id: &str) -> Option<RepIdx> {
         self.index
-            .candidates(h)
-            .find(|&s| self.reps.get(s as usize).is_some_and(|r| r.id == id))
+            .find(h, |s| self.reps.get(s as usize).is_some_and(|r| r.id == id))
             .map(RepIdx)
     }
 
@@ -65,8 +64,7 @@ impl Roster {
     pub fn prefetch(&self, id: &str) {
         if let Some(r) = self
             .index
-            .candidates(hash(id))
-            .next()
+            .find(hash(id), |_| true)
             .and_then(|s| self.reps.get(s as usize))
         {
             prefetch(r, 1);

@@ -135,8 +135,7 @@ impl Shard {
 
     fn find(&self, h: u64, id: &str) -> Option<u32> {
         self.index
-            .candidates(h)
-            .find(|&s| self.slot(s).is_some_and(|c| c.id == id))
+            .find(h, |s| self.slot(s).is_some_and(|c| c.id == id))
     }
 
     /// The hash of the record in `slot`, for the index to move its entry.
@@ -330,7 +329,7 @@ impl Customers {
             for &h in &hashes[..n] {
                 let shard = shard_of_hash(h);
                 let s = &guards[shard];
-                if let Some(slot) = s.index.candidates(h).next() {
+                if let Some(slot) = s.index.find(h, |_| true) {
                     let chunk = s.chunks.get(slot as usize / CHUNK);
                     if let Some(c) = chunk.and_then(|c| c.get(slot as usize % CHUNK)) {
                         prefetch(c, 1);
