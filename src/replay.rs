@@ -229,7 +229,7 @@ fn read_line_bounded(
             return Ok(seen_any.then_some(size));
         }
         seen_any = true;
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };

@@ -92,8 +92,8 @@ impl Default for Customers {
     }
 }
 
-/// The shard is taken from bits the table uses for neither its bucket
-/// position (low bits) nor its control byte (top 7 bits).
+/// The shard is taken from bits the index uses for neither its probe start
+/// (low bits) nor its tag (top 8 bits).
 fn shard_of_hash(h: u64) -> usize {
     ((h >> 32) as usize) & (SHARDS - 1)
 }
@@ -159,8 +159,10 @@ impl Shard {
                 s
             }
             None => {
-                let next = self.chunks.len().saturating_sub(1) * CHUNK
-                    + self.chunks.last().map_or(CHUNK, Vec::len);
+                let next = self
+                    .chunks
+                    .last()
+                    .map_or(0, |c| (self.chunks.len() - 1) * CHUNK + c.len());
                 if next > MAX_SLOT as usize {
                     return None;
                 }
