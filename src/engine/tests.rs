@@ -711,3 +711,45 @@ fn a_restored_partitioned_engine_continues_like_the_original() {
         assert!(sorted_json(&a) == sorted_json(&b), "restored at {w}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Prefetching is a hint: an engine told about every batch before
+    /// applying it emits the same alerts and ends in the same state as one
+    /// applying the same events without it.
+    #[test]
+    fn prefetching_changes_nothing(
+        events in proptest::collection::vec((0u8..4, 0u8..40, 0u8..6, 0i64..3 * 24), 1..200),
+        batch in 1usize..40,
+    ) {
+        let lines: Vec<String> = events
+            .iter()
+            .scan(0i64, |t, &(kind, customer, rep, gap)| {
+                *t += gap;
+                let at = Ts(T0 + *t * 3_600_000);
+                Some(match kind {
+                    0 => format!(r#"{{"type":"purchase","ts":"{at}","customer_id":"c{customer}","amount":{}}}"#, customer as f64 * 7.5 - 20.0),
+                    1 => format!(r#"{{"type":"call","ts":"{at}","customer_id":"c{customer}","rep_id":"r{rep}"}}"#),
+                    2 => format!(r#"{{"type":"ticket","ts":"{at}","customer_id":"c{customer}","ticket_id":"t{rep}","status":"opened","kind":"complaint"}}"#),
+                    _ => format!(r#"{{"type":"rep","ts":"{at}","rep_id":"r{rep}","status":"{}"}}"#, if customer % 2 == 0 { "departed" } else { "active" }),
+                })
+            })
+            .collect();
+        let config = flat(5, 5);
+        let (mut plain, mut warmed) = (Harness::new(&config), Harness::new(&config));
+        for chunk in lines.chunks(batch) {
+            let decoded: Vec<_> = chunk
+                .iter()
+                .map(|l| decode(l.as_bytes(), warmed.engine.decode_limits()).unwrap())
+                .collect();
+            warmed.engine.prefetch(decoded.iter());
+            for (line, ev) in chunk.iter().zip(decoded) {
+                plain.push(line).unwrap();
+                warmed.engine.apply(ev, 0, &mut warmed.out).unwrap();
+            }
+        }
+        prop_assert_eq!(plain.take(), warmed.take());
+        prop_assert_eq!(plain.engine.partition_state(0), warmed.engine.partition_state(0));
+    }
+}
