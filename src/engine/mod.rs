@@ -36,9 +36,7 @@ use rustc_hash::FxHashMap;
 use crate::config::Config;
 use alert::{Alert, AlertId, Limit, Signals, Status, Trigger};
 use customer::{Customer, MaybeTs, Windows};
-use event::{
-    CustomerKey, DAY_MS, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts,
-};
+use event::{DAY_MS, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts};
 use rep::Roster;
 use rule::{Check, Limits};
 use store::Store;
@@ -150,7 +148,7 @@ struct Core {
     /// event clock.
     horizon: Option<Ts>,
     stats: Stats,
-    /// Scratch of [`Engine::prefetch`]: customers found, whose rank
+    /// Scratch of [`Engine::prefetch`]: buyers found, whose rank-bin
     /// entries are requested once their positions have arrived.
     prefetched: Vec<u32>,
 }
@@ -273,13 +271,20 @@ impl Engine {
         }
         let core = &mut self.core;
         core.prefetched.clear();
-        self.store.inner().customers.prefetch(
-            events.filter_map(|e| e.customer().map(CustomerKey::as_str)),
-            |idx| {
-                core.tiers.prefetch(idx);
-                core.prefetched.push(idx);
-            },
-        );
+        // Only a purchase moves its customer in the rank index.
+        let customers = events.filter_map(|e| match &e.kind {
+            EventKind::Purchase { customer, .. } => Some((customer.as_str(), true)),
+            _ => e.customer().map(|c| (c.as_str(), false)),
+        });
+        self.store
+            .inner()
+            .customers
+            .prefetch(customers, |idx, purchase| {
+                if purchase {
+                    core.tiers.prefetch(idx);
+                    core.prefetched.push(idx);
+                }
+            });
         for &idx in &core.prefetched {
             core.tiers.prefetch_members(idx);
         }

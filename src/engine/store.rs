@@ -309,26 +309,28 @@ impl Customers {
     /// Asks memory for what looking up `ids` will touch, in two sweeps over
     /// the batch: every index entry first, then every candidate record, so
     /// the misses overlap instead of queueing. `each` gets each candidate's
-    /// index (a hint: a tag match, not yet checked against the id). Changes
-    /// nothing; the shards are read-locked once for the whole batch.
-    pub(crate) fn prefetch<'a>(
+    /// index (a hint: a tag match, not yet checked against the id) and the
+    /// id's tag. Changes nothing; the shards are read-locked once for the
+    /// whole batch.
+    pub(crate) fn prefetch<'a, T: Copy + Default>(
         &self,
-        ids: impl IntoIterator<Item = &'a str>,
-        mut each: impl FnMut(u32),
+        ids: impl IntoIterator<Item = (&'a str, T)>,
+        mut each: impl FnMut(u32, T),
     ) {
         let guards: [_; SHARDS] = std::array::from_fn(|s| self.shards[s].read());
-        let mut hashes = [0u64; PREFETCH];
+        let mut batch = [(0u64, T::default()); PREFETCH];
         let mut ids = ids.into_iter().peekable();
         while ids.peek().is_some() {
             let mut n = 0;
-            for (h, id) in hashes.iter_mut().zip(&mut ids) {
-                *h = hash(id);
-                if let Some(e) = guards[shard_of_hash(*h)].index.probe_start(*h) {
+            for (slot, (id, tag)) in batch.iter_mut().zip(&mut ids) {
+                let h = hash(id);
+                *slot = (h, tag);
+                if let Some(e) = guards[shard_of_hash(h)].index.probe_start(h) {
                     prefetch(e, 1);
                 }
                 n += 1;
             }
-            for &h in &hashes[..n] {
+            for &(h, tag) in &batch[..n] {
                 let shard = shard_of_hash(h);
                 let s = &guards[shard];
                 if let Some(slot) = s.index.find(h, |_| true) {
@@ -336,7 +338,7 @@ impl Customers {
                     if let Some(c) = chunk.and_then(|c| c.get(slot as usize % CHUNK)) {
                         prefetch(c, 1);
                     }
-                    each(join(shard, slot));
+                    each(join(shard, slot), tag);
                 }
             }
         }

@@ -86,6 +86,20 @@ fn bin_of(m: f64) -> u16 {
     (1 + (exp - MIN_EXP) * BINS_PER_OCTAVE + frac) as u16
 }
 
+/// A customer's place in the rank index.
+#[derive(Debug, Clone, Copy)]
+struct Rank {
+    pos: u32,
+    bin: u16,
+}
+
+impl Rank {
+    const NONE: Rank = Rank {
+        pos: 0,
+        bin: NO_BIN,
+    };
+}
+
 fn octave(bin: u16) -> usize {
     bin as usize / BINS_PER_OCTAVE as usize
 }
@@ -99,8 +113,9 @@ pub struct TierIndex {
     /// Members per run of [`BINS_PER_OCTAVE`] bins, so finding a rank walks
     /// ~60 counters and one octave's bins instead of every bin.
     octaves: Vec<usize>,
-    bin: Vec<u16>,
-    pos: Vec<u32>,
+    /// Each customer's bin and position in it, side by side: a purchase
+    /// reads both.
+    rank: Vec<Rank>,
     positive: usize,
     counts: [u64; 3],
 }
@@ -116,8 +131,7 @@ impl TierIndex {
         Self {
             bins: vec![Vec::new(); BIN_COUNT],
             octaves: vec![0; BIN_COUNT.div_ceil(BINS_PER_OCTAVE as usize)],
-            bin: Vec::new(),
-            pos: Vec::new(),
+            rank: Vec::new(),
             positive: 0,
             counts: [0; 3],
         }
@@ -126,11 +140,10 @@ impl TierIndex {
     /// Registers a new customer (monetary 0, tier C).
     pub fn insert(&mut self, idx: u32) {
         let i = idx as usize;
-        if self.bin.len() <= i {
-            self.bin.resize(i + 1, NO_BIN);
-            self.pos.resize(i + 1, 0);
+        if self.rank.len() <= i {
+            self.rank.resize(i + 1, Rank::NONE);
         }
-        self.bin[i] = NO_BIN;
+        self.rank[i] = Rank::NONE;
         self.counts[Tier::C.index()] += 1;
     }
 
@@ -144,46 +157,45 @@ impl TierIndex {
     pub fn place(&mut self, idx: u32, monetary: f64) {
         let i = idx as usize;
         let new = bin_of(monetary);
-        let old = self.bin[i];
+        let Rank { bin: old, pos } = self.rank[i];
         if old == new {
             return;
         }
         if old != NO_BIN {
             let members = &mut self.bins[old as usize];
-            let p = self.pos[i] as usize;
+            let p = pos as usize;
             members.swap_remove(p);
             if let Some(&moved) = members.get(p) {
-                self.pos[moved as usize] = p as u32;
+                self.rank[moved as usize].pos = pos;
             }
             self.octaves[octave(old)] -= 1;
             self.positive -= 1;
         }
+        let mut pos = 0;
         if new != NO_BIN {
             let members = &mut self.bins[new as usize];
-            self.pos[i] = members.len() as u32;
+            pos = members.len() as u32;
             members.push(idx);
             self.octaves[octave(new)] += 1;
             self.positive += 1;
         }
-        self.bin[i] = new;
+        self.rank[i] = Rank { bin: new, pos };
     }
 
     /// Requests a customer's rank position from memory (see
     /// [`super::Engine::prefetch`]).
     pub fn prefetch(&self, idx: u32) {
-        let i = idx as usize;
-        if let (Some(bin), Some(pos)) = (self.bin.get(i), self.pos.get(i)) {
-            super::ids::prefetch(bin, 1);
-            super::ids::prefetch(pos, 1);
+        if let Some(r) = self.rank.get(idx as usize) {
+            super::ids::prefetch(r, 1);
         }
     }
 
     /// Requests what moving the customer out of its bin touches: its own
     /// entry and the bin's last (which takes its place). Reads the position
-    /// [`Self::prefetch`] requested, so call it a batch later.
+    /// [`Self::prefetch`] requested, so call it once that has run for the
+    /// whole batch.
     pub fn prefetch_members(&self, idx: u32) {
-        let i = idx as usize;
-        let (Some(&bin), Some(&pos)) = (self.bin.get(i), self.pos.get(i)) else {
+        let Some(&Rank { bin, pos }) = self.rank.get(idx as usize) else {
             return;
         };
         if let Some(members) = self.bins.get(bin as usize) {
