@@ -105,3 +105,34 @@ impl Roster {
         self.reps.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn departures_are_answered_as_recorded() {
+        let mut roster = Roster::default();
+        let reps: Vec<RepIdx> = (0..200)
+            .filter_map(|i| roster.intern(&format!("R{i}").into()))
+            .collect();
+        assert_eq!(roster.len(), 200);
+        assert_eq!(roster.intern(&"R7".into()), Some(reps[7]), "interned once");
+        for (i, &r) in reps.iter().enumerate() {
+            if i % 3 == 0 {
+                assert!(roster.set_departed(r, Some(Ts(i as i64))));
+            }
+        }
+        assert!(roster.set_departed(reps[63], None), "back from departure");
+        assert!(!roster.set_departed(reps[64], None), "never departed");
+        for ((id, departed_at), &r) in roster.entries().zip(&reps) {
+            assert_eq!(roster.is_departed(r), departed_at.is_some(), "{id}");
+            assert_eq!(roster.lookup(id), Some(r));
+        }
+        assert!(roster.is_departed(reps[0]) && !roster.is_departed(reps[63]));
+        assert!(
+            !roster.is_departed(RepIdx(5000)),
+            "unknown reps are not departed"
+        );
+    }
+}
