@@ -309,9 +309,9 @@ impl Customers {
     /// Asks memory for what looking up `ids` will touch, in two sweeps over
     /// the batch: every index entry first, then every candidate record, so
     /// the misses overlap instead of queueing. `each` gets each candidate's
-    /// index (a hint: a tag match, not yet checked against the id) and the
-    /// id's tag. Changes nothing; the shards are read-locked once for the
-    /// whole batch.
+    /// index (a hint: a hash-tag match, not yet checked against the id)
+    /// with the value the caller paired the id with. Changes nothing; the
+    /// shards are read-locked once for the whole batch.
     pub(crate) fn prefetch<'a, T: Copy + Default>(
         &self,
         ids: impl IntoIterator<Item = (&'a str, T)>,
@@ -322,15 +322,15 @@ impl Customers {
         let mut ids = ids.into_iter().peekable();
         while ids.peek().is_some() {
             let mut n = 0;
-            for (slot, (id, tag)) in batch.iter_mut().zip(&mut ids) {
+            for (pending, (id, mark)) in batch.iter_mut().zip(&mut ids) {
                 let h = hash(id);
-                *slot = (h, tag);
+                *pending = (h, mark);
                 if let Some(e) = guards[shard_of_hash(h)].index.probe_start(h) {
                     prefetch(e, 1);
                 }
                 n += 1;
             }
-            for &(h, tag) in &batch[..n] {
+            for &(h, mark) in &batch[..n] {
                 let shard = shard_of_hash(h);
                 let s = &guards[shard];
                 if let Some(slot) = s.index.find(h, |_| true) {
@@ -338,7 +338,7 @@ impl Customers {
                     if let Some(c) = chunk.and_then(|c| c.get(slot as usize % CHUNK)) {
                         prefetch(c, 1);
                     }
-                    each(join(shard, slot), tag);
+                    each(join(shard, slot), mark);
                 }
             }
         }
