@@ -32,7 +32,7 @@ fn line(kind: &str, i: usize) -> String {
 }
 
 fn warmed_engine() -> Engine {
-    let mut engine = Engine::new(&Config::default(), Clock::Event);
+    let mut engine = Engine::new(&Config::default().engine_settings(), Clock::Event);
     let mut out = Vec::new();
     for i in 0..CUSTOMERS {
         let l = line("purchase", i);

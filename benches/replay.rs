@@ -125,7 +125,7 @@ fn memory(n: usize) {
 /// each), divided by `n`.
 fn memory_child(n: usize) {
     let before = rss_bytes();
-    let mut engine = Engine::new(&Config::default(), Clock::Wall);
+    let mut engine = Engine::new(&Config::default().engine_settings(), Clock::Wall);
     let limits = engine.decode_limits();
     let mut out = Vec::new();
     let ts = "2026-03-01T10:00:00Z";
@@ -159,12 +159,12 @@ fn memory_child(n: usize) {
 fn timers(n: usize) {
     let mut config = Config::default();
     let d30 = Some(Duration::from_secs(30 * 86_400));
-    config.rules.purchase_recency = churnwatch::engine::rule::TierLimits {
+    config.rules.purchase_recency = churnwatch::config::TierLimits {
         a: d30,
         b: d30,
         c: d30,
     };
-    let mut engine = Engine::new(&config, Clock::Wall);
+    let mut engine = Engine::new(&config.engine_settings(), Clock::Wall);
     let limits = engine.decode_limits();
     let mut out = Vec::new();
     let t0 = Ts(1_767_225_600_000 + 40 * DAY_MS);

@@ -232,7 +232,7 @@ mod tests {
     use crate::engine::{Engine, PartitionState};
 
     fn engine_after(lines: &[&str]) -> Engine {
-        let mut e = Engine::new(&Config::default(), Clock::Event);
+        let mut e = Engine::new(&Config::default().engine_settings(), Clock::Event);
         let mut out = Vec::new();
         for l in lines {
             let ev = decode(l.as_bytes(), e.decode_limits()).unwrap();
@@ -252,7 +252,7 @@ mod tests {
     fn assert_folds_to(log: Vec<Entry>, next: i64, expected: &Engine) {
         let (state, offsets) = fold(0, log).unwrap();
         assert_eq!(offsets, vec![("calls".to_string(), next)]);
-        let mut restored = Engine::new(&Config::default(), Clock::Event);
+        let mut restored = Engine::new(&Config::default().engine_settings(), Clock::Event);
         restored.restore_partition(state);
         assert_eq!(
             sorted(restored.partition_state(0)),

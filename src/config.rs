@@ -5,13 +5,16 @@
 //! start instead of silently running with a default.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::rule::RuleSet;
-use crate::webhook::WebhookConfig;
+use crate::engine::alert::Status;
+use crate::engine::rule::Rule;
+use crate::engine::settings::{RuleSettings, Settings, TierSettings, WindowSettings};
+use crate::engine::tier::Tier;
+use crate::engine::watermark::Clock;
 
 /// Everything churnwatch reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -24,7 +27,7 @@ pub struct Config {
     /// Trailing windows of the rolling counters.
     pub windows: WindowConfig,
     /// Churn rules and their per-tier limits.
-    pub rules: RuleSet,
+    pub rules: RulesConfig,
     /// Kafka topics, group and librdkafka pass-through (`run`, `demo`).
     pub kafka: KafkaConfig,
     /// The HTTP API (`run`, `demo`).
@@ -110,9 +113,22 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RunClock {
+    /// Deadlines fire from the wall clock.
     #[default]
     Wall,
+    /// Event time across partitions: the watermark is the minimum over the
+    /// assigned partitions ([`Clock::PartitionMinimum`]).
     Event,
+}
+
+impl RunClock {
+    /// The engine clock `run` drives under this setting.
+    pub fn engine_clock(self) -> Clock {
+        match self {
+            RunClock::Wall => Clock::Wall,
+            RunClock::Event => Clock::PartitionMinimum,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -220,6 +236,229 @@ impl Default for KafkaConfig {
     }
 }
 
+/// A limit per tier; a tier left out has the rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TierLimits {
+    /// Tier A's limit.
+    #[serde(rename = "A", default, with = "humantime_serde")]
+    pub a: Option<Duration>,
+    /// Tier B's limit.
+    #[serde(rename = "B", default, with = "humantime_serde")]
+    pub b: Option<Duration>,
+    /// Tier C's limit.
+    #[serde(rename = "C", default, with = "humantime_serde")]
+    pub c: Option<Duration>,
+}
+
+impl TierLimits {
+    /// The limits indexed by [`Tier::index`].
+    fn by_tier(&self) -> [Option<Duration>; 3] {
+        Tier::ALL.map(|t| match t {
+            Tier::A => self.a,
+            Tier::B => self.b,
+            Tier::C => self.c,
+        })
+    }
+}
+
+/// `[rules]`: every rule's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Longest allowed time since the last purchase, per tier.
+    pub purchase_recency: TierLimits,
+    /// Longest allowed time since the last rep contact (or first seen), per tier.
+    pub contact_gap: TierLimits,
+    /// Rep departures and frequent rep changes.
+    pub rep_turnover: RepTurnoverConfig,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            purchase_recency: TierLimits {
+                a: Some(days(30)),
+                b: Some(days(45)),
+                c: None,
+            },
+            contact_gap: TierLimits {
+                a: Some(days(14)),
+                b: Some(days(30)),
+                c: None,
+            },
+            rep_turnover: RepTurnoverConfig::default(),
+        }
+    }
+}
+
+/// `[rules.rep_turnover]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepTurnoverConfig {
+    /// Tiers the rule applies to.
+    pub tiers: Vec<Tier>,
+    /// Alert when a customer's account rep departs.
+    pub departed: bool,
+    /// Alert when rep handoffs in the handoff window reach the threshold.
+    pub handoffs: bool,
+    /// Handoffs in `windows.handoffs` that make the `handoffs` cause fire.
+    pub handoff_threshold: u32,
+}
+
+impl Default for RepTurnoverConfig {
+    fn default() -> Self {
+        Self {
+            tiers: vec![Tier::A, Tier::B],
+            departed: true,
+            handoffs: true,
+            handoff_threshold: 3,
+        }
+    }
+}
+
+/// `[[webhooks]]`: one receiving endpoint.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Name used in metrics, logs and dead letters (never the URL, which may
+    /// carry credentials).
+    pub name: String,
+    /// Where alerts are POSTed (`http://` or `https://`).
+    pub url: String,
+    /// Standard Webhooks secret, `whsec_<base64 key>`, decoded once here.
+    /// Never logged.
+    pub secret: WebhookSecret,
+    /// Deliver only alerts of these tiers (all when empty).
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+    /// Deliver only these rules (all when empty).
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Deliver only these statuses (all when empty).
+    #[serde(default)]
+    pub statuses: Vec<Status>,
+    /// Per-attempt timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts before an alert is dead-lettered; 0 = no count limit, only
+    /// `retry_for` bounds the retries.
+    #[serde(default)]
+    pub max_attempts: u32,
+    /// How long after it was queued an alert is still retried. Counted from
+    /// queueing, not from the first attempt, so a long outage drains the
+    /// queue (to the dead letters) instead of retrying each alert in turn
+    /// for the whole budget.
+    #[serde(default = "default_retry_for", with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// First retry delay; doubles per attempt up to `backoff_max`.
+    #[serde(default = "default_backoff_initial", with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Alerts waiting for this endpoint before new ones are dead-lettered.
+    #[serde(default = "default_capacity")]
+    pub queue_capacity: usize,
+    /// JSON-lines file of undeliverable alerts.
+    #[serde(default = "default_dead_letter_file")]
+    pub dead_letter_file: PathBuf,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("secret", &self.secret)
+            .field("tiers", &self.tiers)
+            .field("rules", &self.rules)
+            .field("statuses", &self.statuses)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_for", &self.retry_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookConfig {
+    /// Whether the endpoint subscribed to this kind of alert.
+    pub fn wants(&self, tier: Tier, rule: Rule, status: Status) -> bool {
+        (self.tiers.is_empty() || self.tiers.contains(&tier))
+            && (self.rules.is_empty() || self.rules.contains(&rule))
+            && (self.statuses.is_empty() || self.statuses.contains(&status))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err("url must be http:// or https://".into());
+        }
+        if self.retry_for.is_zero() {
+            return Err("retry_for must be positive".into());
+        }
+        if self.queue_capacity == 0 {
+            return Err("queue_capacity must be at least 1".into());
+        }
+        if self.backoff_initial > self.backoff_max {
+            return Err("backoff_initial must not exceed backoff_max".into());
+        }
+        Ok(())
+    }
+}
+
+/// A Standard Webhooks signing key, decoded from `whsec_<base64>` when the
+/// config is parsed (so a bad secret fails at start, naming the entry, and
+/// is never parsed again). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(Vec<u8>);
+
+impl WebhookSecret {
+    /// The key bytes the signer is built from.
+    pub fn key(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = String::deserialize(d)?;
+        let b64 = text.strip_prefix("whsec_").unwrap_or(&text);
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(WebhookSecret)
+            .ok_or_else(|| serde::de::Error::custom("secret must be whsec_<base64 key>"))
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_retry_for() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_backoff_initial() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_capacity() -> usize {
+    10_000
+}
+fn default_dead_letter_file() -> PathBuf {
+    PathBuf::from("churnwatch-webhook-dead-letters.jsonl")
+}
+
 pub(crate) const fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86_400)
 }
@@ -234,11 +473,20 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema (unknown key,
-    /// wrong type); the parser's message names the key and line.
-    #[error("invalid config file {path}: {source}")]
+    /// wrong type). Reported by key path, line and column with the parser's
+    /// message, never with the offending line (it may hold a secret).
+    #[error("invalid config file {path}:{line}:{column}: {key}{message}")]
     Parse {
+        /// The file (or `<text>`).
         path: String,
-        source: Box<toml::de::Error>,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// `key.path: ` of the value at fault, or empty.
+        key: String,
+        /// What the parser found wrong.
+        message: String,
     },
     /// A value is out of its allowed range.
     #[error("invalid config value `{key}`: {why}")]
@@ -257,9 +505,18 @@ impl Config {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
+            ConfigError::Parse {
+                line,
+                column,
+                key,
+                message,
+                ..
+            } => ConfigError::Parse {
                 path: shown,
-                source,
+                line,
+                column,
+                key,
+                message,
             },
             other => other,
         })
@@ -267,12 +524,42 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "<text>".into(),
-            source: Box::new(e),
+        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(text, &e, ""))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            parse_error(text, e.inner(), &key)
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The engine's plain settings (call on a validated config).
+    pub fn engine_settings(&self) -> Settings {
+        let (e, t, r) = (&self.engine, &self.tiers, &self.rules);
+        Settings {
+            allowed_lateness: e.allowed_lateness,
+            max_future_skew: e.max_future_skew,
+            max_amount: e.max_amount,
+            max_event_bytes: e.max_event_bytes,
+            tiers: TierSettings {
+                a_percent: t.a_percent,
+                b_percent: t.b_percent,
+                window: t.window,
+                recompute_interval: t.recompute_interval,
+            },
+            windows: WindowSettings {
+                frequency: self.windows.frequency,
+                handoffs: self.windows.handoffs,
+            },
+            rules: RuleSettings {
+                purchase_recency: r.purchase_recency.by_tier(),
+                contact_gap: r.contact_gap.by_tier(),
+                rep_turnover_tiers: r.rep_turnover.tiers.clone(),
+                departed: r.rep_turnover.departed,
+                handoffs: r.rep_turnover.handoffs,
+                handoff_threshold: r.rep_turnover.handoff_threshold,
+            },
+        }
     }
 
     /// Checks the ranges that serde cannot express.
@@ -355,6 +642,24 @@ impl Config {
     }
 }
 
+fn parse_error(text: &str, e: &toml::de::Error, key: &str) -> ConfigError {
+    let start = e.span().map_or(0, |s| s.start.min(text.len()));
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    ConfigError::Parse {
+        path: "<text>".into(),
+        line,
+        column,
+        key: if key.is_empty() || key == "." {
+            String::new()
+        } else {
+            format!("{key}: ")
+        },
+        message: e.message().to_string(),
+    }
+}
+
 fn invalid<T>(key: &'static str, why: &str) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid {
         key,
@@ -396,6 +701,18 @@ mod tests {
             !format!("{ok:?}").contains("c2VjcmV0"),
             "Debug redacts the secret"
         );
+    }
+
+    #[test]
+    fn a_bad_secret_is_named_by_key_and_position_and_never_echoed() {
+        let text =
+            "[[webhooks]]\nname = \"team\"\nurl = \"https://x\"\nsecret = \"not-base64 s3cr3t!\"\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("webhooks[0].secret") && err.contains("<text>:4:"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 
     #[test]

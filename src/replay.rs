@@ -79,7 +79,7 @@ pub fn replay(
     diagnostics: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
-    let mut engine = Engine::new(config, Clock::Event);
+    let mut engine = Engine::new(&config.engine_settings(), Clock::Event);
     engine.set_horizon(options.now);
     let mut dead = DeadLetters::open(options.dead_letter.as_deref())?;
     let mut sink = AlertSink {

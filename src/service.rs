@@ -23,7 +23,6 @@ use crate::engine::alert::{Alert, Trigger};
 use crate::engine::customer::Windows;
 use crate::engine::event::{self, RejectReason, Ts};
 use crate::engine::store::Store;
-use crate::engine::watermark::Clock;
 use crate::engine::{Applied, Engine};
 use crate::http::{ApiState, Readiness};
 use crate::kafka::offsets::{PendingOffsets, TopicPartition};
@@ -124,7 +123,7 @@ pub async fn run(
         store: store.clone(),
         registry,
         ready: ready.clone(),
-        windows: Windows::new(config),
+        windows: Windows::new(&config.engine_settings()),
     };
     let http_stop = CancellationToken::new();
     let http_task = tokio::spawn(crate::http::serve(
@@ -160,12 +159,9 @@ pub async fn run(
         token.child_token(),
     ));
 
-    let clock = match config.engine.clock {
-        RunClock::Wall => Clock::Wall,
-        RunClock::Event => Clock::Partitioned,
-    };
+    let clock = config.engine.clock.engine_clock();
     let mut state = Loop {
-        engine: Engine::with_store(config, clock, store.clone()),
+        engine: Engine::with_store(&config.engine_settings(), clock, store.clone()),
         clock: config.engine.clock,
         idle: config.engine.idle_timeout,
         alerts: Vec::new(),
@@ -820,7 +816,10 @@ mod tests {
     use crate::config::Config;
 
     fn snap(partition: u16, round: u64) -> Snapshot {
-        let engine = Engine::new(&Config::default(), Clock::Partitioned);
+        let engine = Engine::new(
+            &Config::default().engine_settings(),
+            crate::engine::watermark::Clock::PartitionMinimum,
+        );
         Snapshot {
             round,
             offsets: vec![("purchases".into(), round as i64)],

@@ -154,7 +154,7 @@ mod tests {
     use crate::engine::watermark::Clock;
 
     fn snapshot() -> Snapshot {
-        let mut engine = Engine::new(&Config::default(), Clock::Event);
+        let mut engine = Engine::new(&Config::default().engine_settings(), Clock::Event);
         let mut out = Vec::new();
         for line in include_str!("../tests/data/scenario.jsonl").lines() {
             if let Ok(ev) = decode(line.as_bytes(), engine.decode_limits()) {

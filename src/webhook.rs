@@ -16,153 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::alert::{Alert, Status};
-use crate::engine::rule::Rule;
-use crate::engine::tier::Tier;
+use crate::config::WebhookConfig;
+use crate::engine::alert::Alert;
 use crate::metrics::{DeliveryOutcome, Metrics};
-
-/// `[[webhooks]]`: one receiving endpoint.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Name used in metrics, logs and dead letters (never the URL, which may
-    /// carry credentials).
-    pub name: String,
-    pub url: String,
-    /// Standard Webhooks secret, `whsec_<base64 key>`. Never logged.
-    pub secret: String,
-    /// Deliver only alerts of these tiers (all when empty).
-    #[serde(default)]
-    pub tiers: Vec<Tier>,
-    /// Deliver only these rules (all when empty).
-    #[serde(default)]
-    pub rules: Vec<RuleName>,
-    /// Deliver only these statuses (all when empty).
-    #[serde(default)]
-    pub statuses: Vec<StatusName>,
-    /// Per-attempt timeout.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Attempts before an alert is dead-lettered; 0 = no count limit, only
-    /// `retry_for` bounds the retries.
-    #[serde(default)]
-    pub max_attempts: u32,
-    /// How long after it was queued an alert is still retried. Counted from
-    /// queueing, not from the first attempt, so a long outage drains the
-    /// queue (to the dead letters) instead of retrying each alert in turn
-    /// for the whole budget.
-    #[serde(default = "default_retry_for", with = "humantime_serde")]
-    pub retry_for: Duration,
-    /// First retry delay; doubles per attempt up to `backoff_max`.
-    #[serde(default = "default_backoff_initial", with = "humantime_serde")]
-    pub backoff_initial: Duration,
-    #[serde(default = "default_backoff_max", with = "humantime_serde")]
-    pub backoff_max: Duration,
-    /// Alerts waiting for this endpoint before new ones are dead-lettered.
-    #[serde(default = "default_capacity")]
-    pub queue_capacity: usize,
-    /// JSON-lines file of undeliverable alerts.
-    #[serde(default = "default_dead_letter_file")]
-    pub dead_letter_file: PathBuf,
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("name", &self.name)
-            .field("secret", &"<redacted>")
-            .field("tiers", &self.tiers)
-            .field("rules", &self.rules)
-            .field("statuses", &self.statuses)
-            .field("max_attempts", &self.max_attempts)
-            .field("retry_for", &self.retry_for)
-            .finish_non_exhaustive()
-    }
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_retry_for() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_backoff_initial() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_backoff_max() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_capacity() -> usize {
-    10_000
-}
-fn default_dead_letter_file() -> PathBuf {
-    PathBuf::from("churnwatch-webhook-dead-letters.jsonl")
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleName {
-    PurchaseRecency,
-    ContactGap,
-    RepTurnover,
-}
-
-impl RuleName {
-    fn matches(self, rule: Rule) -> bool {
-        matches!(
-            (self, rule),
-            (RuleName::PurchaseRecency, Rule::PurchaseRecency)
-                | (RuleName::ContactGap, Rule::ContactGap)
-                | (RuleName::RepTurnover, Rule::RepTurnover)
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusName {
-    Firing,
-    Resolved,
-}
-
-impl WebhookConfig {
-    pub fn wants(&self, alert: &Alert) -> bool {
-        let status = match alert.status {
-            Status::Firing => StatusName::Firing,
-            Status::Resolved => StatusName::Resolved,
-        };
-        (self.tiers.is_empty() || self.tiers.contains(&alert.tier))
-            && (self.rules.is_empty() || self.rules.iter().any(|r| r.matches(alert.rule())))
-            && (self.statuses.is_empty() || self.statuses.contains(&status))
-    }
-
-    /// Checks one endpoint; `at` is its position for error messages.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty() {
-            return Err("name must not be empty".into());
-        }
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err("url must be http:// or https://".into());
-        }
-        standardwebhooks::Webhook::new(&self.secret)
-            .map_err(|_| "secret must be whsec_<base64 key>".to_string())?;
-        if self.retry_for.is_zero() {
-            return Err("retry_for must be positive".into());
-        }
-        if self.queue_capacity == 0 {
-            return Err("queue_capacity must be at least 1".into());
-        }
-        if self.backoff_initial > self.backoff_max {
-            return Err("backoff_initial must not exceed backoff_max".into());
-        }
-        Ok(())
-    }
-}
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +34,8 @@ pub enum Verdict {
     },
     /// A permanent refusal (4xx other than 429).
     GiveUp,
+    /// Never sent: the alert could not be signed here (not the receiver's doing).
+    Unsigned,
 }
 
 /// One attempt's result as the classifier sees it.
@@ -188,15 +50,15 @@ pub enum Attempt<'a> {
     Transport,
 }
 
-/// Pure retry policy.
-pub fn classify(attempt: Attempt<'_>) -> Verdict {
+/// Pure retry policy; `now` (Unix seconds) reads an HTTP-date `Retry-After`.
+pub fn classify(attempt: Attempt<'_>, now: i64) -> Verdict {
     match attempt {
         Attempt::Answered { status, .. } if (200..300).contains(&status) => Verdict::Delivered,
         Attempt::Answered {
             status,
             retry_after,
         } if status == 429 || status >= 500 => Verdict::Retry {
-            after: retry_after.and_then(parse_retry_after),
+            after: retry_after.and_then(|v| parse_retry_after(v, now)),
         },
         Attempt::Answered { .. } => Verdict::GiveUp,
         Attempt::Transport => Verdict::Retry { after: None },
@@ -204,12 +66,12 @@ pub fn classify(attempt: Attempt<'_>) -> Verdict {
 }
 
 /// `Retry-After` as seconds (the HTTP-date form is read too).
-fn parse_retry_after(v: &str) -> Option<Duration> {
+fn parse_retry_after(v: &str, now: i64) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<u64>() {
         return Some(Duration::from_secs(secs.min(3600)));
     }
     let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
-    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).clamp(0, 3600);
+    let secs = (when.timestamp() - now).clamp(0, 3600);
     Some(Duration::from_secs(secs as u64))
 }
 
@@ -229,16 +91,13 @@ struct Job {
     queued: tokio::time::Instant,
 }
 
+/// Why the outboxes could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// An endpoint's config is unusable.
-    #[error("webhooks[{index}] ({name}): {why}")]
-    Config {
-        index: usize,
-        name: String,
-        why: String,
-    },
-    /// The HTTP client could not be built.
+    /// The signer refused the key (the crate's `from_bytes` never does today).
+    #[error("webhooks: cannot build the signer: {0}")]
+    Signer(#[from] standardwebhooks::WebhookError),
+    /// The HTTP client could not be built (TLS backend unavailable).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -266,18 +125,9 @@ impl Outboxes {
         tracker: &TaskTracker,
     ) -> Result<Self, WebhookError> {
         let mut endpoints = Vec::new();
-        for (index, c) in configs.iter().enumerate() {
-            c.validate().map_err(|why| WebhookError::Config {
-                index,
-                name: c.name.clone(),
-                why,
-            })?;
-            let signer =
-                standardwebhooks::Webhook::new(&c.secret).map_err(|_| WebhookError::Config {
-                    index,
-                    name: c.name.clone(),
-                    why: "secret must be whsec_<base64 key>".into(),
-                })?;
+        for c in configs {
+            // Infallible: the key was decoded when the config was parsed.
+            let signer = standardwebhooks::Webhook::from_bytes(c.secret.key().to_vec())?;
             let client = reqwest::Client::builder().timeout(c.timeout).build()?;
             let (tx, rx) = mpsc::channel(c.queue_capacity);
             let config = Arc::new(c.clone());
@@ -309,7 +159,7 @@ impl Outboxes {
     /// it to that endpoint's dead letters at once.
     pub fn submit(&self, alert: &Alert, body: &Arc<Vec<u8>>) {
         for e in &self.endpoints {
-            if !e.config.wants(alert) {
+            if !e.config.wants(alert.tier, alert.rule(), alert.status) {
                 continue;
             }
             let job = Job {
@@ -404,6 +254,12 @@ impl Worker {
                     );
                     return true;
                 }
+                Verdict::Unsigned => {
+                    self.metrics.webhook_delivery(name, DeliveryOutcome::Failed);
+                    self.dead
+                        .write(name, job, "signing_failed", "the alert could not be signed");
+                    return true;
+                }
                 Verdict::Retry { after } => after,
             };
             let wait = after.unwrap_or_else(|| {
@@ -437,7 +293,7 @@ impl Worker {
         let ts = chrono::Utc::now().timestamp();
         let signature = match self.signer.sign(&job.webhook_id, ts, &job.body) {
             Ok(s) => s,
-            Err(_) => return Verdict::GiveUp,
+            Err(_) => return Verdict::Unsigned,
         };
         let sent = self
             .client
@@ -455,16 +311,19 @@ impl Worker {
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok());
-                let v = classify(Attempt::Answered {
-                    status: resp.status().as_u16(),
-                    retry_after,
-                });
+                let v = classify(
+                    Attempt::Answered {
+                        status: resp.status().as_u16(),
+                        retry_after,
+                    },
+                    chrono::Utc::now().timestamp(),
+                );
                 tracing::debug!(endpoint = %self.config.name, webhook_id = %job.webhook_id, status = resp.status().as_u16(), ?v, "webhook attempt");
                 v
             }
             Err(e) => {
                 tracing::debug!(endpoint = %self.config.name, webhook_id = %job.webhook_id, error = %e.without_url(), "webhook attempt failed");
-                classify(Attempt::Transport)
+                classify(Attempt::Transport, 0)
             }
         }
     }
@@ -510,6 +369,8 @@ mod tests {
             status,
             retry_after: None,
         };
+        let now = 1_767_225_600; // 2026-01-01T00:00:00Z
+        let classify = |a| classify(a, now);
         assert_eq!(classify(answered(200)), Verdict::Delivered);
         assert_eq!(classify(answered(204)), Verdict::Delivered);
         assert_eq!(classify(answered(500)), Verdict::Retry { after: None });
@@ -517,6 +378,16 @@ mod tests {
         assert_eq!(classify(answered(400)), Verdict::GiveUp);
         assert_eq!(classify(answered(404)), Verdict::GiveUp);
         assert_eq!(classify(Attempt::Transport), Verdict::Retry { after: None });
+        assert_eq!(
+            classify(Attempt::Answered {
+                status: 503,
+                retry_after: Some("Thu, 01 Jan 2026 00:00:30 GMT")
+            }),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(30))
+            },
+            "an HTTP-date is read against the given now, not the clock"
+        );
         assert_eq!(
             classify(Attempt::Answered {
                 status: 429,

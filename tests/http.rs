@@ -29,7 +29,7 @@ struct Api {
 async fn api() -> Api {
     let config = Config::default();
     let store = Store::default();
-    let mut engine = Engine::with_store(&config, Clock::Event, store.clone());
+    let mut engine = Engine::with_store(&config.engine_settings(), Clock::Event, store.clone());
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry, &["team".to_string()]).unwrap();
     let mut out = Vec::new();
@@ -69,7 +69,7 @@ async fn api() -> Api {
         store,
         registry: registry.clone(),
         ready: ready.clone(),
-        windows: Windows::new(&config),
+        windows: Windows::new(&config.engine_settings()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

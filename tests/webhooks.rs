@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use churnwatch::config::Config;
+use churnwatch::config::WebhookConfig;
 use churnwatch::engine::Engine;
 use churnwatch::engine::alert::Alert;
 use churnwatch::engine::event::{Ts, decode};
 use churnwatch::engine::tier::Tier;
 use churnwatch::engine::watermark::Clock;
 use churnwatch::metrics::Metrics;
-use churnwatch::webhook::{Outboxes, WebhookConfig};
+use churnwatch::webhook::Outboxes;
 use common::*;
 
 /// A URL where nothing listens.
@@ -42,7 +43,7 @@ fn endpoint(name: &str, url: &str, dead: &std::path::Path) -> WebhookConfig {
 
 /// The scenario's alerts (seven: firing and resolved, tiers A and B).
 fn scenario_alerts() -> Vec<Alert> {
-    let mut engine = Engine::new(&Config::default(), Clock::Event);
+    let mut engine = Engine::new(&Config::default().engine_settings(), Clock::Event);
     let mut out = Vec::new();
     for line in scenario_lines() {
         if let Ok(ev) = decode(line.as_bytes(), engine.decode_limits()) {

@@ -38,7 +38,10 @@ impl fmt::Display for AlertId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// An episode's transition. Config names statuses as [`Status::as_str`]
+/// spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Firing,
     Resolved,

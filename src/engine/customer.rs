@@ -7,9 +7,9 @@
 
 use super::event::{CustomerKey, Ts};
 use super::rep::RepIdx;
+use super::settings::Settings;
 use super::tier::Tier;
 use super::window::{Buckets, Rolling};
-use crate::config::Config;
 
 /// Monetary: 12 buckets (a month each with the default 365-day window).
 pub const MONETARY_BUCKETS: usize = 12;
@@ -82,12 +82,13 @@ pub struct Windows {
 }
 
 impl Windows {
-    pub fn new(config: &Config) -> Self {
+    /// The bucket geometry the settings' window lengths give.
+    pub fn new(settings: &Settings) -> Self {
         let ms = |d: std::time::Duration| d.as_millis() as i64;
         Self {
-            monetary: Buckets::new(ms(config.tiers.window), MONETARY_BUCKETS),
-            frequency: Buckets::new(ms(config.windows.frequency), FREQUENCY_BUCKETS),
-            handoffs: Buckets::new(ms(config.windows.handoffs), HANDOFF_BUCKETS),
+            monetary: Buckets::new(ms(settings.tiers.window), MONETARY_BUCKETS),
+            frequency: Buckets::new(ms(settings.windows.frequency), FREQUENCY_BUCKETS),
+            handoffs: Buckets::new(ms(settings.windows.handoffs), HANDOFF_BUCKETS),
         }
     }
 }
@@ -166,7 +167,7 @@ mod tests {
 
     #[test]
     fn refunds_lower_monetary_but_are_not_purchases() {
-        let w = Windows::new(&Config::default());
+        let w = Windows::new(&crate::config::Config::default().engine_settings());
         let mut c = Customer::new("c".into(), Ts(0), 0);
         c.purchase(Ts(1000), 100.0, &w);
         c.purchase(Ts(2000), -40.0, &w);
@@ -177,7 +178,7 @@ mod tests {
 
     #[test]
     fn handoffs_count_rep_changes_only() {
-        let w = Windows::new(&Config::default());
+        let w = Windows::new(&crate::config::Config::default().engine_settings());
         let mut c = Customer::new("c".into(), Ts(0), 0);
         for (t, rep) in [(1, 1), (2, 1), (3, 2), (4, 1), (5, 1)] {
             c.call(Ts(t * 1000), Some(RepIdx(rep)), &w);
@@ -193,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_call_by_an_untracked_rep_is_a_contact_only() {
-        let w = Windows::new(&Config::default());
+        let w = Windows::new(&crate::config::Config::default().engine_settings());
         let mut c = Customer::new("c".into(), Ts(0), 0);
         c.call(Ts(1000), Some(RepIdx(1)), &w);
         c.call(Ts(2000), None, &w);

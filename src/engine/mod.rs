@@ -26,6 +26,7 @@ pub mod event;
 pub(crate) mod ids;
 pub mod rep;
 pub mod rule;
+pub mod settings;
 pub mod store;
 pub mod tier;
 pub mod watermark;
@@ -33,12 +34,12 @@ pub mod window;
 
 use rustc_hash::FxHashMap;
 
-use crate::config::Config;
 use alert::{Alert, AlertId, Limit, Signals, Status, Trigger};
 use customer::{Customer, MaybeTs, Windows};
 use event::{DAY_MS, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts};
 use rep::Roster;
 use rule::{Check, Limits};
+pub use settings::Settings;
 use store::Store;
 use tier::{Thresholds, TierIndex};
 use watermark::{Clock, Reorder, Timers, Watermark};
@@ -115,9 +116,9 @@ impl Point {
     }
 }
 
-/// Settings compiled once for the hot path.
+/// [`Settings`] compiled once for the hot path.
 #[derive(Debug, Clone, Copy)]
-struct Settings {
+struct Tuned {
     limits: Limits,
     windows: Windows,
     decode: DecodeLimits,
@@ -132,7 +133,7 @@ struct Settings {
 /// store) and the engine's own structures can be used together.
 #[derive(Debug)]
 struct Core {
-    settings: Settings,
+    settings: Tuned,
     watermark: Watermark,
     timers: Timers,
     held: Reorder,
@@ -163,31 +164,31 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: &Config, clock: Clock) -> Self {
-        Self::with_store(config, clock, Store::default())
+    /// An engine with a store of its own.
+    pub fn new(settings: &Settings, clock: Clock) -> Self {
+        Self::with_store(settings, clock, Store::default())
     }
 
     /// An engine writing into `store`, which others may read concurrently.
-    pub fn with_store(config: &Config, clock: Clock, store: Store) -> Self {
-        let e = &config.engine;
-        let settings = Settings {
-            limits: Limits::new(&config.rules),
-            windows: Windows::new(config),
+    pub fn with_store(s: &Settings, clock: Clock, store: Store) -> Self {
+        let settings = Tuned {
+            limits: Limits::new(&s.rules),
+            windows: Windows::new(s),
             decode: DecodeLimits {
-                max_amount: e.max_amount,
-                max_event_bytes: e.max_event_bytes,
+                max_amount: s.max_amount,
+                max_event_bytes: s.max_event_bytes,
             },
-            skew_ms: e.max_future_skew.as_millis() as i64,
-            a_percent: config.tiers.a_percent,
-            b_percent: config.tiers.b_percent,
-            recompute_ms: config.tiers.recompute_interval.as_millis() as i64,
-            handoff_window_days: config.windows.handoffs.as_secs_f64() / 86_400.0,
+            skew_ms: s.max_future_skew.as_millis() as i64,
+            a_percent: s.tiers.a_percent,
+            b_percent: s.tiers.b_percent,
+            recompute_ms: s.tiers.recompute_interval.as_millis() as i64,
+            handoff_window_days: s.windows.handoffs.as_secs_f64() / 86_400.0,
         };
         Self {
             store,
             core: Core {
                 settings,
-                watermark: Watermark::new(clock, e.allowed_lateness.as_millis() as i64),
+                watermark: Watermark::new(clock, s.allowed_lateness.as_millis() as i64),
                 timers: Timers::default(),
                 held: Reorder::default(),
                 tiers: TierIndex::new(),
@@ -318,7 +319,7 @@ impl Engine {
             return Ok(Applied::Late);
         }
         match (wm.clock, allowed) {
-            (Clock::Partitioned, _) => {
+            (Clock::PartitionMinimum, _) => {
                 self.core.held.push(event, partition);
                 Ok(Applied::Held)
             }

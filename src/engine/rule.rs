@@ -3,17 +3,15 @@
 //! A rule's condition is a pure function of one customer's state and a
 //! time; the engine turns condition changes into firing/resolved alerts.
 
-use std::time::Duration;
-
-use serde::Deserialize;
-
 use super::customer::Customer;
 use super::event::{DAY_MS, Ts};
+use super::settings::RuleSettings;
 use super::tier::Tier;
-use crate::config::days;
 
 /// Which rule an alert belongs to (closed set: metric labels come from it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Config names rules as [`Rule::as_str`] spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Rule {
     PurchaseRecency,
     ContactGap,
@@ -94,83 +92,6 @@ impl Check {
     }
 }
 
-/// A limit per tier; a tier left out has the rule off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TierLimits {
-    #[serde(rename = "A", default, with = "humantime_serde")]
-    pub a: Option<Duration>,
-    #[serde(rename = "B", default, with = "humantime_serde")]
-    pub b: Option<Duration>,
-    #[serde(rename = "C", default, with = "humantime_serde")]
-    pub c: Option<Duration>,
-}
-
-impl TierLimits {
-    pub fn get(&self, tier: Tier) -> Option<Duration> {
-        match tier {
-            Tier::A => self.a,
-            Tier::B => self.b,
-            Tier::C => self.c,
-        }
-    }
-}
-
-/// `[rules]`: every rule's settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuleSet {
-    /// Longest allowed time since the last purchase, per tier.
-    pub purchase_recency: TierLimits,
-    /// Longest allowed time since the last rep contact (or first seen), per tier.
-    pub contact_gap: TierLimits,
-    /// Rep departures and frequent rep changes.
-    pub rep_turnover: RepTurnover,
-}
-
-impl Default for RuleSet {
-    fn default() -> Self {
-        Self {
-            purchase_recency: TierLimits {
-                a: Some(days(30)),
-                b: Some(days(45)),
-                c: None,
-            },
-            contact_gap: TierLimits {
-                a: Some(days(14)),
-                b: Some(days(30)),
-                c: None,
-            },
-            rep_turnover: RepTurnover::default(),
-        }
-    }
-}
-
-/// `[rules.rep_turnover]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RepTurnover {
-    /// Tiers the rule applies to.
-    pub tiers: Vec<Tier>,
-    /// Alert when a customer's account rep departs.
-    pub departed: bool,
-    /// Alert when rep handoffs in the handoff window reach the threshold.
-    pub handoffs: bool,
-    /// Handoffs in `windows.handoffs` that make the `handoffs` cause fire.
-    pub handoff_threshold: u32,
-}
-
-impl Default for RepTurnover {
-    fn default() -> Self {
-        Self {
-            tiers: vec![Tier::A, Tier::B],
-            departed: true,
-            handoffs: true,
-            handoff_threshold: 3,
-        }
-    }
-}
-
 /// The rule set compiled for the hot path: limits in milliseconds, tier
 /// membership as a bitmask.
 #[derive(Debug, Clone, Copy)]
@@ -183,13 +104,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(rules: &RuleSet) -> Self {
-        let ms = |l: &TierLimits| Tier::ALL.map(|t| l.get(t).map(|d| d.as_millis() as i64));
+    /// Compiles the rule settings.
+    pub fn new(rules: &RuleSettings) -> Self {
+        let ms = |l: &[Option<std::time::Duration>; 3]| l.map(|d| d.map(|d| d.as_millis() as i64));
         let mask = |on: bool| {
             if on {
                 rules
-                    .rep_turnover
-                    .tiers
+                    .rep_turnover_tiers
                     .iter()
                     .fold(0u8, |m, t| m | 1 << t.index())
             } else {
@@ -199,9 +120,9 @@ impl Limits {
         Self {
             recency: ms(&rules.purchase_recency),
             contact: ms(&rules.contact_gap),
-            departed_tiers: mask(rules.rep_turnover.departed),
-            handoff_tiers: mask(rules.rep_turnover.handoffs),
-            handoff_threshold: rules.rep_turnover.handoff_threshold,
+            departed_tiers: mask(rules.departed),
+            handoff_tiers: mask(rules.handoffs),
+            handoff_threshold: rules.handoff_threshold,
         }
     }
 

@@ -24,7 +24,7 @@ struct Harness {
 impl Harness {
     fn new(config: &Config) -> Self {
         Self {
-            engine: Engine::new(config, Clock::Event),
+            engine: Engine::new(&config.engine_settings(), Clock::Event),
             out: Vec::new(),
         }
     }
@@ -669,7 +669,7 @@ fn a_restored_partitioned_engine_continues_like_the_original() {
         })
         .partition(|(p, _)| *p == u16::MAX);
     let start = |out: &mut Vec<Alert>| {
-        let mut engine = Engine::new(&config, Clock::Partitioned);
+        let mut engine = Engine::new(&config.engine_settings(), Clock::PartitionMinimum);
         for (p, e) in &roster {
             engine.apply(e.clone(), *p, out).unwrap();
         }

@@ -11,10 +11,9 @@ use std::collections::{BTreeSet, BinaryHeap};
 use super::event::{Event, Ts};
 
 /// Where engine time comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Clock {
-    /// The watermark follows event `ts` (replay; `run` with `engine.clock = "event"`).
+    /// The watermark follows the event `ts` of one ordered stream (replay).
     Event,
     /// The watermark follows the wall clock passed to `advance_to` (`run`).
     #[default]
@@ -22,7 +21,7 @@ pub enum Clock {
     /// The caller sets the watermark (the minimum over input partitions);
     /// events are held until it reaches them, so they apply in `ts` order
     /// across partitions (`run` with `engine.clock = "event"`).
-    Partitioned,
+    PartitionMinimum,
 }
 
 /// The engine's notion of now.
@@ -55,7 +54,7 @@ impl Watermark {
     /// more than any fixed skew (a quiet weekend, a sparse scenario file).
     pub fn reference(&self, horizon: Option<Ts>) -> Option<Ts> {
         match self.clock {
-            Clock::Event | Clock::Partitioned => horizon,
+            Clock::Event | Clock::PartitionMinimum => horizon,
             Clock::Wall => self.current,
         }
     }
@@ -69,7 +68,7 @@ impl Watermark {
                 self.max_seen = Some(max);
                 Some(Ts(max.0.saturating_sub(self.lateness_ms)))
             }
-            Clock::Wall | Clock::Partitioned => self.current,
+            Clock::Wall | Clock::PartitionMinimum => self.current,
         }
     }
 

@@ -1,0 +1,69 @@
+//! The plain data the engine runs on.
+//!
+//! `config.rs` builds it from the validated config file; the engine never
+//! sees the file's shape, serde attributes or defaults, so the dependency
+//! points one way (config → engine) and tests can build settings directly.
+
+use std::time::Duration;
+
+use super::tier::Tier;
+
+/// Everything the engine needs to know, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// How far the event-time watermark trails the largest `ts` seen.
+    pub allowed_lateness: Duration,
+    /// Events further ahead of the engine's reference time are rejected.
+    pub max_future_skew: Duration,
+    /// Largest accepted absolute purchase amount.
+    pub max_amount: f64,
+    /// Largest accepted message in bytes.
+    pub max_event_bytes: usize,
+    /// Dynamic ABC tiering.
+    pub tiers: TierSettings,
+    /// Trailing windows of the rolling counters.
+    pub windows: WindowSettings,
+    /// Rule limits per tier.
+    pub rules: RuleSettings,
+}
+
+/// Tier shares and the spend window that ranks customers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierSettings {
+    /// Share of ranked customers in tier A, in percent.
+    pub a_percent: f64,
+    /// Share in tier B on top of A's, in percent.
+    pub b_percent: f64,
+    /// Trailing window of spend (monetary).
+    pub window: Duration,
+    /// Engine time between two threshold recomputes.
+    pub recompute_interval: Duration,
+}
+
+/// Windows of the frequency and handoff counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowSettings {
+    /// Window of `frequency` (the alert field `frequency_90d` counts this
+    /// window, whatever its length).
+    pub frequency: Duration,
+    /// Window of rep handoffs (the alert field `rep_handoffs_180d`).
+    pub handoffs: Duration,
+}
+
+/// Every rule's limits. Per-tier arrays are indexed by [`Tier::index`];
+/// `None` turns the rule off for that tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSettings {
+    /// Longest allowed time since the last purchase.
+    pub purchase_recency: [Option<Duration>; 3],
+    /// Longest allowed time since the last rep contact (or first seen).
+    pub contact_gap: [Option<Duration>; 3],
+    /// Tiers `rep_turnover` applies to.
+    pub rep_turnover_tiers: Vec<Tier>,
+    /// Whether a departed account rep fires `rep_turnover`.
+    pub departed: bool,
+    /// Whether frequent handoffs fire `rep_turnover`.
+    pub handoffs: bool,
+    /// Handoffs inside the handoff window that fire.
+    pub handoff_threshold: u32,
+}
