@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
@@ -20,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, RunClock};
 use crate::engine::event::Ts;
 use crate::generate::{Population, PopulationOptions, Publisher, topic_for};
+use crate::kafka::client::{Role, client_config};
 use crate::service;
 
 #[derive(Debug, Clone)]
@@ -106,16 +106,15 @@ pub async fn run(
         .await
     });
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()?;
+    let producer: FutureProducer = client_config(&config.kafka, &brokers, Role::Loader).create()?;
     let mut publisher = Publisher::new(producer);
-    let viewer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "churnwatch-demo-viewer")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    let viewer: StreamConsumer = client_config(
+        &config.kafka,
+        &brokers,
+        Role::Reader("churnwatch-demo-viewer"),
+    )
+    .set("auto.offset.reset", "earliest")
+    .create()?;
     viewer.subscribe(&[config.kafka.alert_topic.as_str()])?;
 
     let mut population = Population::new(PopulationOptions {

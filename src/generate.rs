@@ -11,12 +11,12 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::config::KafkaConfig;
 use crate::engine::event::{DAY_MS, EventType, Ts};
+use crate::kafka::client::{Role, client_config};
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
@@ -264,11 +264,7 @@ pub async fn produce(
     days: u32,
     limit: u64,
 ) -> Result<u64, KafkaError> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("enable.idempotence", "true")
-        .create()?;
+    let producer: FutureProducer = client_config(config, brokers, Role::Loader).create()?;
     let mut publisher = Publisher::new(producer);
     let mut written = 0u64;
     for g in events(options, days, limit) {

@@ -15,6 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::client::{Role, client_config};
 use super::offsets::TopicPartition;
 use crate::config::KafkaConfig;
 
@@ -94,8 +95,11 @@ impl ClientContext for SourceContext {
                 if *id >= 0 && p.hi_offset >= 0 {
                     highs.insert((name.clone(), *id), p.hi_offset);
                 }
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    lags.insert((name.clone(), *id), p.consumer_lag);
+                if *id >= 0
+                    && p.desired
+                    && let Some(lag) = position_lag(p)
+                {
+                    lags.insert((name.clone(), *id), lag);
                 }
             }
         }
@@ -124,6 +128,22 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// Messages between the partition's high watermark and the consumer's
+/// position, from the moment it is assigned: the consumed position when
+/// something was consumed, else where consuming will start (the committed
+/// offset, else the log start under `auto.offset.reset = earliest`).
+/// librdkafka's own `consumer_lag` counts from the committed offset and is
+/// -1 until the group has committed, which hid the lag of every restart.
+fn position_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p.hi_offset < 0 {
+        return None;
+    }
+    let position = [p.app_offset, p.committed_offset, p.lo_offset]
+        .into_iter()
+        .find(|&o| o >= 0)?;
+    Some((p.hi_offset - position).max(0))
+}
+
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
@@ -149,62 +169,10 @@ pub enum SourceError {
     NotCoPartitioned(String),
 }
 
-/// Settings churnwatch relies on for at-least-once; a user value for these
-/// is overridden (with a warning), everything else passes through.
-const ENFORCED: [(&str, &str); 2] = [
-    ("enable.auto.offset.store", "false"),
-    ("enable.auto.commit", "true"),
-];
-
-fn client_config(
-    brokers: &str,
-    extra: &BTreeMap<String, String>,
-    defaults: &[(&str, &str)],
-) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    for (k, v) in defaults {
-        c.set(*k, *v);
-    }
-    for (k, v) in extra {
-        c.set(k, v);
-    }
-    // Keys only: values may be secrets.
-    if !extra.is_empty() {
-        tracing::info!(keys = ?extra.keys().collect::<Vec<_>>(), "librdkafka properties passed through");
-    }
-    c
-}
-
 /// The group consumer over the input topics, checked for co-partitioning.
 pub fn input_consumer(config: &KafkaConfig, brokers: &str) -> Result<InputConsumer, SourceError> {
-    let mut c = client_config(
-        brokers,
-        &config.consumer,
-        &[
-            ("group.id", &config.group_id),
-            ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "false"),
-            // Range gives each member the same partition numbers of every
-            // co-partitioned topic: one customer, one owner.
-            ("partition.assignment.strategy", "range"),
-            ("auto.commit.interval.ms", "1000"),
-            // Kafka's own default: a broker outage shorter than this
-            // costs no rebalance (and no state hand-over).
-            ("session.timeout.ms", "45000"),
-            ("statistics.interval.ms", "500"),
-        ],
-    );
-    for (k, v) in ENFORCED {
-        if config.consumer.get(k).is_some_and(|user| user != v) {
-            tracing::warn!(
-                key = k,
-                "overriding a consumer property churnwatch needs for at-least-once"
-            );
-        }
-        c.set(k, v);
-    }
-    let consumer: InputConsumer = c.create_with_context(SourceContext::default())?;
+    let consumer: InputConsumer =
+        client_config(config, brokers, Role::Input).create_with_context(SourceContext::default())?;
     let mut checked = config.input_topics.clone();
     if !config.changelog_topic.is_empty() {
         checked.push(config.changelog_topic.clone());
@@ -248,18 +216,8 @@ pub fn roster_consumer(
     instance: &str,
 ) -> Result<(InputConsumer, Vec<TopicPartition>), SourceError> {
     let group = format!("{}-roster-{instance}", config.group_id);
-    let c = client_config(
-        brokers,
-        &config.consumer,
-        &[
-            ("group.id", &group),
-            ("enable.partition.eof", "false"),
-            ("statistics.interval.ms", "500"),
-        ],
-    );
-    let mut c = c;
-    c.set("enable.auto.commit", "false");
-    let consumer: InputConsumer = c.create_with_context(SourceContext::default())?;
+    let consumer: InputConsumer = client_config(config, brokers, Role::Reader(&group))
+        .create_with_context(SourceContext::default())?;
     let md = consumer.fetch_metadata(Some(&config.roster_topic), Duration::from_secs(10))?;
     let parts: Vec<i32> = md
         .topics()
@@ -285,28 +243,13 @@ pub fn roster_consumer(
 /// Settings of a group-less reader of the state changelog.
 pub fn changelog_reader(config: &KafkaConfig, brokers: &str, instance: &str) -> ClientConfig {
     let group = format!("{}-changelog-{instance}", config.group_id);
-    let mut c = client_config(
-        brokers,
-        &config.consumer,
-        &[("group.id", &group), ("enable.partition.eof", "false")],
-    );
-    c.set("enable.auto.commit", "false");
-    c
+    client_config(config, brokers, Role::Reader(&group))
 }
 
-/// The idempotent producer for alerts and dead letters.
+/// The idempotent producer for alerts, dead letters and changelog rounds.
 pub fn producer(
     config: &KafkaConfig,
     brokers: &str,
 ) -> Result<rdkafka::producer::FutureProducer, SourceError> {
-    let c = client_config(
-        brokers,
-        &config.producer,
-        &[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("message.timeout.ms", "300000"),
-        ],
-    );
-    Ok(c.create()?)
+    Ok(client_config(config, brokers, Role::Producer).create()?)
 }

@@ -1,0 +1,143 @@
+//! The one place Kafka clients are configured: every consumer and producer
+//! churnwatch makes (the pipeline's, the changelog reader, `generate`,
+//! `demo`) starts from `[kafka.consumer]` / `[kafka.producer]` and gets the
+//! keys churnwatch relies on enforced on top, so a SASL_SSL cluster is
+//! reached the same way by every command.
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Consumer settings at-least-once rests on; a different user value is
+/// overridden with a warning (values are never logged).
+const CONSUMER_ENFORCED: [(&str, &str); 2] = [
+    ("enable.auto.offset.store", "false"),
+    ("enable.auto.commit", "true"),
+];
+
+/// What a client is for, which picks its defaults and enforced keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role<'a> {
+    /// The group consumer over the input topics.
+    Input,
+    /// A group-less reader (roster, changelog) under the given group name,
+    /// which commits nothing.
+    Reader(&'a str),
+    /// The idempotent producer of alerts, dead letters and changelog rounds.
+    Producer,
+    /// A bulk producer (`generate`, the demo's feed).
+    Loader,
+}
+
+/// The librdkafka settings of a client in `role`.
+pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> ClientConfig {
+    let (defaults, extra): (&[(&str, &str)], _) = match role {
+        Role::Input => (
+            &[
+                ("group.id", kafka.group_id.as_str()),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+                // Range gives each member the same partition numbers of every
+                // co-partitioned topic: one customer, one owner.
+                ("partition.assignment.strategy", "range"),
+                ("auto.commit.interval.ms", "1000"),
+                // Kafka's own default: a broker outage shorter than this
+                // costs no rebalance (and no state hand-over).
+                ("session.timeout.ms", "45000"),
+                ("statistics.interval.ms", "500"),
+            ],
+            &kafka.consumer,
+        ),
+        Role::Reader(group) => (
+            &[
+                ("group.id", group),
+                ("enable.partition.eof", "false"),
+                ("statistics.interval.ms", "500"),
+            ],
+            &kafka.consumer,
+        ),
+        Role::Producer => (
+            &[
+                ("enable.idempotence", "true"),
+                ("linger.ms", "5"),
+                ("message.timeout.ms", "300000"),
+            ],
+            &kafka.producer,
+        ),
+        Role::Loader => (
+            &[("enable.idempotence", "true"), ("linger.ms", "20")],
+            &kafka.producer,
+        ),
+    };
+    let mut c = layered(brokers, extra, defaults);
+    match role {
+        Role::Input => {
+            for (k, v) in CONSUMER_ENFORCED {
+                if extra.get(k).is_some_and(|user| user != v) {
+                    tracing::warn!(
+                        key = k,
+                        "overriding a consumer property churnwatch needs for at-least-once"
+                    );
+                }
+                c.set(k, v);
+            }
+        }
+        Role::Reader(_) => {
+            c.set("enable.auto.commit", "false");
+        }
+        Role::Producer | Role::Loader => {}
+    }
+    c
+}
+
+/// Bootstrap servers, then churnwatch's defaults, then the pass-through.
+fn layered(
+    brokers: &str,
+    extra: &BTreeMap<String, String>,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    // Keys only: values may be secrets.
+    if !extra.is_empty() {
+        tracing::debug!(keys = ?extra.keys().collect::<Vec<_>>(), "librdkafka properties passed through");
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_reaches_every_role_and_enforced_keys_win() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .consumer
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        kafka
+            .consumer
+            .insert("enable.auto.offset.store".into(), "true".into());
+        kafka
+            .producer
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        for role in [Role::Input, Role::Reader("g"), Role::Producer, Role::Loader] {
+            let c = client_config(&kafka, "b:9092", role);
+            assert_eq!(c.get("security.protocol"), Some("SASL_SSL"), "{role:?}");
+            assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
+        }
+        let input = client_config(&kafka, "b:9092", Role::Input);
+        assert_eq!(input.get("enable.auto.offset.store"), Some("false"));
+        let reader = client_config(&kafka, "b:9092", Role::Reader("g"));
+        assert_eq!(reader.get("enable.auto.commit"), Some("false"));
+        assert_eq!(reader.get("group.id"), Some("g"));
+    }
+}
