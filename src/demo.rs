@@ -20,7 +20,7 @@ use crate::config::{Config, RunClock};
 use crate::engine::event::Ts;
 use crate::generate::{Population, PopulationOptions, Publisher, topic_for};
 use crate::kafka::client::{Role, client_config};
-use crate::service;
+use crate::pipeline;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -39,7 +39,7 @@ pub enum DemoError {
     Kafka(#[from] rdkafka::error::KafkaError),
     /// The pipeline failed to start.
     #[error(transparent)]
-    Service(#[from] service::ServiceError),
+    Service(#[from] pipeline::PipelineError),
 }
 
 /// Totals printed at the end.
@@ -48,7 +48,7 @@ pub struct DemoSummary {
     pub events: u64,
     pub simulated_days: u32,
     pub alerts: BTreeMap<String, u64>,
-    pub report: service::Report,
+    pub report: pipeline::Report,
 }
 
 pub async fn run(
@@ -81,7 +81,7 @@ pub async fn run(
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|source| service::ServiceError::Bind {
+        .map_err(|source| pipeline::PipelineError::Bind {
             addr: "127.0.0.1:0".into(),
             source,
         })?;
@@ -94,10 +94,10 @@ pub async fn run(
     let service_config = config.clone();
     let service_stop = token.clone();
     let service = tokio::spawn(async move {
-        service::run(
+        pipeline::run(
             &service_config,
             &service_config.kafka.brokers,
-            service::Wiring {
+            pipeline::Wiring {
                 http: Some(listener),
                 ..Default::default()
             },

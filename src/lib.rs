@@ -23,7 +23,6 @@
 //! - [`kafka`]: source (group consumer, roster reader), sinks, offset and
 //!   partition-progress bookkeeping.
 
-pub mod changelog;
 pub mod config;
 pub mod demo;
 pub mod engine;
@@ -31,7 +30,7 @@ pub mod generate;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod pipeline;
 pub mod replay;
-pub mod service;
-pub mod snapshot;
+pub mod state;
 pub mod webhook;

@@ -177,7 +177,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = load_config(Some(&config))?;
             let brokers = brokers.unwrap_or_else(|| config.kafka.brokers.clone());
             let report = runtime()?
-                .block_on(churnwatch::service::run(
+                .block_on(churnwatch::pipeline::run(
                     &config,
                     &brokers,
                     Default::default(),

@@ -58,6 +58,7 @@ pub struct Metrics {
     webhook_queue: IntGaugeVec,
     late_events: IntCounter,
     held_events: IntGauge,
+    encode_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -112,6 +113,10 @@ impl Metrics {
             )?,
             late_events: IntCounter::new("churnwatch_late_events_total", "Events older than the watermark, applied anyway.")?,
             held_events: IntGauge::new("churnwatch_held_events", "Events held until the watermark reaches them.")?,
+            encode_failures: IntCounterVec::new(
+                Opts::new("churnwatch_encode_failures_total", "Records that could not be encoded and were not produced, by record kind."),
+                &["record"],
+            )?,
         };
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
@@ -126,6 +131,7 @@ impl Metrics {
         registry.register(Box::new(m.webhook_queue.clone()))?;
         registry.register(Box::new(m.late_events.clone()))?;
         registry.register(Box::new(m.held_events.clone()))?;
+        registry.register(Box::new(m.encode_failures.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -135,11 +141,14 @@ impl Metrics {
                 m.events.with_label_values(&[t.as_str(), outcome]);
             }
         }
-        for code in RejectReason::CODES {
+        for &code in RejectReason::CODES {
             m.dead_letters.with_label_values(&[code]);
         }
         for t in Tier::ALL {
             m.customers.with_label_values(&[t.as_str()]);
+        }
+        for kind in ["alert", "changelog"] {
+            m.encode_failures.with_label_values(&[kind]);
         }
         for t in ["A", "B"] {
             m.threshold.with_label_values(&[t]).set(f64::INFINITY);
@@ -186,6 +195,13 @@ impl Metrics {
             .inc();
     }
 
+    /// A record of `kind` (`alert`, `changelog`) could not be encoded.
+    pub fn encode_failed(&self, kind: &'static str) {
+        self.encode_failures.with_label_values(&[kind]).inc();
+    }
+
+    /// The broker acknowledged an alert `seconds` after the engine could
+    /// first have known it.
     pub fn alert_acknowledged(&self, seconds: f64) {
         self.alert_latency.observe(seconds);
     }

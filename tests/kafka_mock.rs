@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use churnwatch::config::Config;
 use churnwatch::engine::store::Store;
-use churnwatch::service;
+use churnwatch::pipeline;
 use common::*;
 
 fn cluster_with_topics(
@@ -152,7 +152,7 @@ async fn refusal(topics: &[(&str, i32)]) -> String {
         cluster.create_topic(t, *n, 1).unwrap();
     }
     let config = event_clock_config(&cluster.bootstrap_servers());
-    service::run(
+    pipeline::run(
         &config,
         &config.kafka.brokers,
         wiring(Store::default()).await,

@@ -180,6 +180,9 @@ pub enum RejectReason {
     /// The message exceeds `engine.max_event_bytes`.
     #[error("message is {size} bytes, over the limit of {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// A Kafka record without a value (a tombstone), which carries no event.
+    #[error("the record has no value (null payload)")]
+    NullPayload,
     /// The bytes are not UTF-8, so cannot be JSON.
     #[error("message is not valid UTF-8 (at byte {at})")]
     InvalidUtf8 { at: usize },
@@ -215,39 +218,38 @@ pub enum RejectReason {
     BadValue { field: &'static str, value: String },
 }
 
-impl RejectReason {
-    /// Every code, for pre-registering metric label values.
-    pub const CODES: [&'static str; 12] = [
-        "too_large",
-        "invalid_utf8",
-        "invalid_json",
-        "missing_field",
-        "wrong_type",
-        "duplicate_field",
-        "unknown_type",
-        "bad_timestamp",
-        "future_timestamp",
-        "bad_amount",
-        "bad_id",
-        "bad_value",
-    ];
+/// The code table: each variant's stable code, written once; `CODES`
+/// (metric label pre-registration) and `code()` both come from it.
+macro_rules! reject_codes {
+    ($($variant:ident => $code:literal),* $(,)?) => {
+        impl RejectReason {
+            /// Every code, for pre-registering metric label values.
+            pub const CODES: &'static [&'static str] = &[$($code),*];
 
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::TooLarge { .. } => "too_large",
-            Self::InvalidUtf8 { .. } => "invalid_utf8",
-            Self::InvalidJson(_) => "invalid_json",
-            Self::MissingField(_) => "missing_field",
-            Self::WrongType { .. } => "wrong_type",
-            Self::DuplicateField(_) => "duplicate_field",
-            Self::UnknownType(_) => "unknown_type",
-            Self::BadTimestamp(_) => "bad_timestamp",
-            Self::FutureTimestamp { .. } => "future_timestamp",
-            Self::BadAmount { .. } => "bad_amount",
-            Self::BadId { .. } => "bad_id",
-            Self::BadValue { .. } => "bad_value",
+            /// The stable code: dead-letter reason, metric label, log field.
+            pub fn code(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => $code,)*
+                }
+            }
         }
-    }
+    };
+}
+
+reject_codes! {
+    TooLarge => "too_large",
+    NullPayload => "null_payload",
+    InvalidUtf8 => "invalid_utf8",
+    InvalidJson => "invalid_json",
+    MissingField => "missing_field",
+    WrongType => "wrong_type",
+    DuplicateField => "duplicate_field",
+    UnknownType => "unknown_type",
+    BadTimestamp => "bad_timestamp",
+    FutureTimestamp => "future_timestamp",
+    BadAmount => "bad_amount",
+    BadId => "bad_id",
+    BadValue => "bad_value",
 }
 
 /// Limits the decoder enforces; taken from `[engine]`.

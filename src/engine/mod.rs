@@ -342,31 +342,50 @@ impl Engine {
 
     /// A copy of partition `partition`'s state.
     pub fn partition_state(&self, partition: u16) -> PartitionState {
+        let mut states = self.partition_states(&[partition]);
+        states.pop().unwrap_or_else(|| self.empty_state(partition))
+    }
+
+    /// Copies of the given partitions' states, in the order asked, from one
+    /// pass over the customers (a snapshot round of every owned partition
+    /// costs one scan, not one per partition).
+    pub fn partition_states(&self, partitions: &[u16]) -> Vec<PartitionState> {
         let inner = self.store.inner();
+        let mut states: Vec<PartitionState> =
+            partitions.iter().map(|&p| self.empty_state(p)).collect();
+        let slot: FxHashMap<u16, usize> = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, i))
+            .collect();
         let mut tickets: FxHashMap<u32, Vec<(u64, bool)>> = FxHashMap::default();
         for (&(idx, ticket), &complaint) in &self.core.tickets {
             tickets.entry(idx).or_default().push((ticket, complaint));
         }
-        let mut customers = Vec::new();
         inner.customers.for_each(|idx, c| {
-            if c.partition != partition {
+            let Some(&i) = slot.get(&c.partition) else {
                 return;
-            }
+            };
             let episodes = Check::ALL
                 .into_iter()
                 .filter(|k| c.is_firing(k.bit()))
                 .filter_map(|k| inner.episodes.get(&(idx, k)).map(|t| (k, *t)))
                 .collect();
-            customers.push(CustomerState {
+            states[i].customers.push(CustomerState {
                 customer: c.clone(),
                 episodes,
                 tickets: tickets.remove(&idx).unwrap_or_default(),
             });
         });
+        states
+    }
+
+    /// A partition without customers, with the engine-wide roster and clock.
+    fn empty_state(&self, partition: u16) -> PartitionState {
         let c = &self.core;
         PartitionState {
             partition,
-            customers,
+            customers: Vec::new(),
             reps: self
                 .roster
                 .entries()

@@ -1,6 +1,7 @@
 //! Kafka adapters: the source (group consumer, roster reader), the sinks
 //! (alert and dead-letter producers), and the pure bookkeeping between them.
 
+pub mod changelog;
 pub mod client;
 pub mod offsets;
 pub mod progress;

@@ -15,8 +15,9 @@ use crate::engine::event::RejectReason;
 
 /// One record on its way to the broker, kept so it can be sent again.
 pub struct Outgoing {
-    /// When the alert was made, for the latency metric (alerts only).
-    pub created: Option<std::time::Instant>,
+    /// Alerts only: when the engine could first have known, the start of
+    /// the latency the acker observes.
+    since: Option<std::time::Instant>,
     topic: String,
     /// An explicit partition (changelog); else the key decides.
     partition: Option<i32>,
@@ -26,8 +27,8 @@ pub struct Outgoing {
     delivery: Option<DeliveryFuture>,
 }
 
-/// Where a rejected message came from.
-pub struct Source<'a> {
+/// A rejected input message and where it came from.
+pub struct Rejected<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
@@ -35,6 +36,14 @@ pub struct Source<'a> {
     pub payload: &'a [u8],
 }
 
+impl Outgoing {
+    /// For an alert, when its latency started.
+    pub fn since(&self) -> Option<std::time::Instant> {
+        self.since
+    }
+}
+
+/// Why a record was not acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The service stopped before the broker acknowledged the record.
@@ -71,7 +80,7 @@ impl Sink {
         since: std::time::Instant,
     ) -> Outgoing {
         let out = Outgoing {
-            created: Some(since),
+            since: Some(since),
             topic: self.alert_topic.clone(),
             partition: None,
             key: alert.customer_id.as_bytes().to_vec(),
@@ -83,7 +92,7 @@ impl Sink {
     }
 
     /// Queues a rejected message: original bytes, reason and source in headers.
-    pub async fn dead_letter(&self, source: &Source<'_>, reason: &RejectReason) -> Outgoing {
+    pub async fn dead_letter(&self, source: &Rejected<'_>, reason: &RejectReason) -> Outgoing {
         let detail = reason.to_string();
         let partition = source.partition.to_string();
         let offset = source.offset.to_string();
@@ -94,7 +103,7 @@ impl Sink {
             .insert(header("churnwatch.source.partition", &partition))
             .insert(header("churnwatch.source.offset", &offset));
         let out = Outgoing {
-            created: None,
+            since: None,
             topic: self.dead_letter_topic.clone(),
             partition: None,
             key: source.key.unwrap_or_default().to_vec(),
@@ -114,7 +123,7 @@ impl Sink {
         payload: Vec<u8>,
     ) -> Outgoing {
         let out = Outgoing {
-            created: None,
+            since: None,
             topic: topic.to_string(),
             partition: Some(partition),
             key,

@@ -234,8 +234,8 @@ pub async fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> boo
 }
 
 /// Service wiring for tests: the given store and an HTTP API on port 0.
-pub async fn wiring(store: churnwatch::engine::store::Store) -> churnwatch::service::Wiring {
-    churnwatch::service::Wiring {
+pub async fn wiring(store: churnwatch::engine::store::Store) -> churnwatch::pipeline::Wiring {
+    churnwatch::pipeline::Wiring {
         store,
         registry: prometheus::Registry::new(),
         http: Some(
@@ -351,7 +351,7 @@ pub fn receiver_on(
 /// A service running in a task, and the base URL of its HTTP API.
 pub struct Running {
     pub handle: tokio::task::JoinHandle<
-        Result<churnwatch::service::Report, churnwatch::service::ServiceError>,
+        Result<churnwatch::pipeline::Report, churnwatch::pipeline::PipelineError>,
     >,
     pub api: String,
 }
@@ -371,7 +371,7 @@ pub async fn spawn_run(
         .expect("bound");
     let (config, stop) = (config.clone(), stop.clone());
     let handle = tokio::spawn(async move {
-        churnwatch::service::run(
+        churnwatch::pipeline::run(
             &config,
             &config.kafka.brokers,
             wiring,

@@ -156,7 +156,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         let mut engine = Engine::new(&Config::default().engine_settings(), Clock::Event);
         let mut out = Vec::new();
-        for line in include_str!("../tests/data/scenario.jsonl").lines() {
+        for line in include_str!("../../tests/data/scenario.jsonl").lines() {
             if let Ok(ev) = decode(line.as_bytes(), engine.decode_limits()) {
                 engine.apply(ev, 0, &mut out).unwrap();
             }

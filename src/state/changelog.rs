@@ -12,11 +12,10 @@
 //! follows it (a round cut short by a crash). The first round after an
 //! assignment writes every customer of the partition, so compaction can
 //! never leave a customer only in a cut-short round.
+//!
+//! This module is the record format and its bookkeeping (pure); reading
+//! the topic is `kafka::changelog`.
 
-use std::time::Duration;
-
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -51,25 +50,16 @@ pub enum Entry {
 }
 
 impl Entry {
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+    /// The record value. An error (never seen: every field is plain data)
+    /// fails the round, so no empty record is ever produced.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
     }
-}
 
-#[derive(Debug, thiserror::Error)]
-pub enum ChangelogError {
-    #[error("changelog {topic}[{partition}]: {source}")]
-    Kafka {
-        topic: String,
-        partition: i32,
-        source: rdkafka::error::KafkaError,
-    },
-    #[error("changelog {topic}[{partition}]: its end (our fence) not reached in {secs} s")]
-    Timeout {
-        topic: String,
-        partition: i32,
-        secs: u64,
-    },
+    /// Reads a record value.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
 }
 
 /// What each partition last sent, to send only what changed.
@@ -86,7 +76,7 @@ impl Changes {
         &mut self,
         state: &PartitionState,
         offsets: &[(String, i64)],
-    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, postcard::Error> {
         let sent = self.sent.entry(state.partition).or_default();
         let mut out = Vec::new();
         for c in &state.customers {
@@ -100,7 +90,7 @@ impl Changes {
                 state: c.clone(),
                 rep,
             }
-            .encode();
+            .encode()?;
             let id = c.customer.id.as_bytes();
             let hash = xxh3_64(&value);
             if sent.insert(xxh3_64(id), hash) != Some(hash) {
@@ -112,8 +102,8 @@ impl Changes {
             reps: state.reps.clone(),
             clock: state.clock,
         };
-        out.push((META_KEY.to_vec(), meta.encode()));
-        out
+        out.push((META_KEY.to_vec(), meta.encode()?));
+        Ok(out)
     }
 
     /// Forgets a partition (revoked): its next round, here or elsewhere,
@@ -181,48 +171,6 @@ pub fn fold(
     ))
 }
 
-/// Reads changelog partition `partition` from its start up to the fence
-/// `nonce` (written beforehand by the caller). Blocking: run it off the
-/// async threads. Entries that do not decode are skipped with a warning.
-pub fn read_to_fence(
-    client: &ClientConfig,
-    topic: &str,
-    partition: i32,
-    nonce: u128,
-    limit: Duration,
-) -> Result<Vec<Entry>, ChangelogError> {
-    let kafka = |source| ChangelogError::Kafka {
-        topic: topic.to_string(),
-        partition,
-        source,
-    };
-    let consumer: BaseConsumer = client.create().map_err(kafka)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(kafka)?;
-    consumer.assign(&tpl).map_err(kafka)?;
-    let deadline = std::time::Instant::now() + limit;
-    let mut entries = Vec::new();
-    while std::time::Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = m.map_err(kafka)?;
-        match postcard::from_bytes::<Entry>(m.payload().unwrap_or_default()) {
-            Ok(Entry::Fence(n)) if n == nonce => return Ok(entries),
-            Ok(e) => entries.push(e),
-            Err(e) => {
-                tracing::warn!(topic, partition, offset = m.offset(), error = %e, "changelog entry skipped")
-            }
-        }
-    }
-    Err(ChangelogError::Timeout {
-        topic: topic.to_string(),
-        partition,
-        secs: limit.as_secs(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,12 +225,18 @@ mod tests {
     fn rounds_send_only_changed_customers_and_fold_back_to_the_state() {
         let mut changes = Changes::default();
         let first = engine_after(&[A, B]);
-        let r1 = changes.round(&first.partition_state(0), &[("calls".into(), 1)]);
+        let r1 = changes
+            .round(&first.partition_state(0), &[("calls".into(), 1)])
+            .unwrap();
         assert_eq!(r1.len(), 3, "two customers and the meta");
-        let again = changes.round(&first.partition_state(0), &[("calls".into(), 1)]);
+        let again = changes
+            .round(&first.partition_state(0), &[("calls".into(), 1)])
+            .unwrap();
         assert_eq!(again.len(), 1, "nothing changed: only the meta");
         let second = engine_after(&[A, B, A2]);
-        let r2 = changes.round(&second.partition_state(0), &[("calls".into(), 2)]);
+        let r2 = changes
+            .round(&second.partition_state(0), &[("calls".into(), 2)])
+            .unwrap();
         assert_eq!(r2.len(), 2, "customer a and the meta");
         assert_eq!(r2[0].0, b"a");
 
@@ -294,9 +248,13 @@ mod tests {
     fn a_round_cut_short_is_ignored() {
         let mut changes = Changes::default();
         let first = engine_after(&[A, B]);
-        let r1 = changes.round(&first.partition_state(0), &[("calls".into(), 1)]);
+        let r1 = changes
+            .round(&first.partition_state(0), &[("calls".into(), 1)])
+            .unwrap();
         let second = engine_after(&[A, B, A2]);
-        let mut r2 = changes.round(&second.partition_state(0), &[("calls".into(), 2)]);
+        let mut r2 = changes
+            .round(&second.partition_state(0), &[("calls".into(), 2)])
+            .unwrap();
         r2.pop();
         let log: Vec<Entry> = [r1, r2].iter().flat_map(|r| decoded(r)).collect();
         assert_folds_to(log, 1, &first);

@@ -1,0 +1,365 @@
+//! `churnwatch run`: the engine inside the Kafka adapters.
+//!
+//! Wiring and the cancellation tree live here; the parts have a file each:
+//! [`step`] (decode → apply → flush → pending offsets), [`partitions`]
+//! (assignment, restore, snapshot rounds), [`restore`] (the pure restore
+//! choice) and [`acker`] (ordered confirmations, offsets, latency).
+//!
+//! The service goes through explicit phases ([`Phase`]): consuming until
+//! the shutdown future completes or the acker fails; draining (webhook
+//! queues finish, in-flight records are confirmed within
+//! [`DRAIN_TIMEOUT`], a final snapshot round covers what was confirmed);
+//! done (final commit, HTTP stopped). One [`CancellationToken`] hands child
+//! tokens to the acker, the webhook workers, the changelog waits and the
+//! HTTP server; a [`TaskTracker`] waits for them.
+
+pub mod acker;
+pub mod partitions;
+pub mod restore;
+pub mod step;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::customer::Windows;
+use crate::engine::store::Store;
+use crate::http::{ApiState, Readiness};
+use crate::kafka::sink::Sink;
+use crate::kafka::source::{self, InputConsumer, Rebalanced, SourceError};
+use crate::metrics::Metrics;
+use crate::webhook::{Outboxes, WebhookError};
+use acker::Ack;
+use partitions::{Changelog, Partitions};
+use step::{Origin, Outputs, Step, Timing};
+
+/// How long shutdown waits for in-flight records before giving up on them
+/// (their input offsets then stay uncommitted and are consumed again).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Readiness turns false when the engine loop has not reported for this
+/// long (at least; 20 ticks if longer).
+const READINESS_STALE: Duration = Duration::from_secs(5);
+
+/// Why `run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The Kafka clients could not be set up (bad config, topics missing or
+    /// not co-partitioned, brokers unreachable).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A webhook endpoint could not be set up.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    /// Metrics could not be registered (a name already taken in the registry).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP API could not bind its address.
+    #[error("cannot bind the HTTP API to {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// What the service shares with its surroundings: the store readers see,
+/// the metrics registry, and optionally an already bound HTTP listener
+/// (tests bind port 0; otherwise `http.bind` is used).
+#[derive(Default)]
+pub struct Wiring {
+    /// The store the HTTP API reads (the engine writes it).
+    pub store: Store,
+    /// Where every metric is registered.
+    pub registry: prometheus::Registry,
+    /// A bound listener for the HTTP API, else `http.bind`.
+    pub http: Option<tokio::net::TcpListener>,
+}
+
+/// Totals of one `run`, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Events applied.
+    pub applied: u64,
+    /// Messages rejected (dead-lettered).
+    pub rejected: u64,
+    /// Alerts emitted.
+    pub alerts: u64,
+}
+
+/// The service's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Consuming input, ticking time, writing snapshot rounds.
+    Consuming,
+    /// No more input: outboxes close, in-flight records are confirmed
+    /// (bounded by [`DRAIN_TIMEOUT`]), a final round is written.
+    Draining,
+    /// Offsets committed, HTTP stopped.
+    Done,
+}
+
+/// The Kafka clients, owned by the engine task.
+struct Clients {
+    consumer: Arc<InputConsumer>,
+    roster: InputConsumer,
+    sink: Sink,
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(
+    config: &Config,
+    brokers: &str,
+    wiring: Wiring,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Report, PipelineError> {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let Wiring {
+        store,
+        registry,
+        http,
+    } = wiring;
+    let names: Vec<String> = config.webhooks.iter().map(|w| w.name.clone()).collect();
+    let metrics = Metrics::new(&registry, &names)?;
+    let listener = match http {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(&config.http.bind)
+            .await
+            .map_err(|source| PipelineError::Bind {
+                addr: config.http.bind.clone(),
+                source,
+            })?,
+    };
+    let settings = config.engine_settings();
+    // A loop that has not reported for this long is stalled.
+    let ready = Arc::new(Readiness::new(
+        (config.engine.tick_interval * 20).max(READINESS_STALE),
+    ));
+    let api = ApiState {
+        store: store.clone(),
+        registry,
+        ready: ready.clone(),
+        windows: Windows::new(&settings),
+    };
+    let http_stop = token.child_token();
+    let http_task = tokio::spawn(crate::http::serve(
+        listener,
+        api,
+        http_stop.clone().cancelled_owned(),
+    ));
+    let outboxes = Outboxes::start(
+        &config.webhooks,
+        metrics.clone(),
+        token.child_token(),
+        &tracker,
+    )?;
+    let consumer = Arc::new(source::input_consumer(&config.kafka, brokers)?);
+    let instance = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
+    let sink = Sink::new(
+        source::producer(&config.kafka, brokers)?,
+        config.kafka.alert_topic.clone(),
+        config.kafka.dead_letter_topic.clone(),
+    );
+    let (ack_tx, ack_rx) = mpsc::channel::<Ack>(1024);
+    tracker.spawn(acker::run(
+        consumer.clone(),
+        sink.clone(),
+        metrics.clone(),
+        ack_rx,
+        token.child_token(),
+    ));
+    let mut step = Step::new(
+        Engine::with_store(&settings, config.engine.clock.engine_clock(), store),
+        Timing {
+            clock: config.engine.clock,
+            idle: config.engine.idle_timeout,
+        },
+        Outputs {
+            sink: sink.clone(),
+            metrics,
+            outboxes: Some(outboxes),
+        },
+    );
+    for tp in roster_parts {
+        step.progress.assign(tp, Instant::now(), false);
+    }
+    let mut parts = Partitions::new(
+        (!config.state.dir.as_os_str().is_empty()).then(|| config.state.dir.clone()),
+        config.kafka.input_topics.clone(),
+        (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
+            topic: config.kafka.changelog_topic.clone(),
+            reader: source::changelog_reader(&config.kafka, brokers, &instance),
+            changes: Default::default(),
+            stop: token.child_token(),
+        }),
+    );
+    let clients = Clients {
+        consumer,
+        roster,
+        sink,
+    };
+    let mut ack_tx = Some(ack_tx);
+    tracing::info!(brokers, group = %config.kafka.group_id, clock = ?config.engine.clock, "consuming");
+    tokio::pin!(shutdown);
+    let mut phase = Phase::Consuming;
+    loop {
+        match phase {
+            Phase::Consuming => {
+                if let Some(tx) = &ack_tx {
+                    let mut loop_ = Consuming {
+                        c: &clients,
+                        ack_tx: tx,
+                        step: &mut step,
+                        parts: &mut parts,
+                        ready: &ready,
+                    };
+                    loop_.run(config, shutdown.as_mut()).await;
+                }
+                phase = Phase::Draining;
+            }
+            Phase::Draining => {
+                ready.report(false);
+                // Dropping the sender lets the acker finish what it holds.
+                drop(ack_tx.take());
+                drain(&clients, &mut step, &mut parts, &tracker, &token).await;
+                phase = Phase::Done;
+            }
+            Phase::Done => break,
+        }
+    }
+    let consumer = clients.consumer.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+    if let Ok(Err(e)) = committed {
+        tracing::debug!(error = %e, "final commit");
+    }
+    http_stop.cancel();
+    if let Ok(Err(e)) = http_task.await {
+        tracing::warn!(error = %e, "HTTP API stopped with an error");
+    }
+    tracing::info!(report = ?step.report, "stopped");
+    Ok(step.report)
+}
+
+/// The consuming phase's borrowed state.
+struct Consuming<'a> {
+    c: &'a Clients,
+    ack_tx: &'a mpsc::Sender<Ack>,
+    step: &'a mut Step,
+    parts: &'a mut Partitions,
+    ready: &'a Readiness,
+}
+
+impl Consuming<'_> {
+    /// Returns when `shutdown` completes or the acker is gone.
+    async fn run(&mut self, config: &Config, mut shutdown: Pin<&mut impl Future<Output = ()>>) {
+        let mut ticker = tokio::time::interval(config.engine.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let every = config.state.snapshot_interval;
+        let mut snapshot_ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        snapshot_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let c = self.c;
+        loop {
+            tokio::select! {
+                _ = shutdown.as_mut() => return,
+                m = c.consumer.recv() => {
+                    let arrived = Instant::now();
+                    // Rebalances surface inside `recv`: apply them before its message.
+                    self.rebalance().await;
+                    match m {
+                        Ok(m) if self.parts.restored(&(m.topic().to_string(), m.partition()), m.offset()) => {}
+                        Ok(m) => self.step.input(&m, Origin::Input, arrived).await,
+                        Err(e) => tracing::warn!(error = %e, "input consumer error"),
+                    }
+                }
+                m = c.roster.recv() => match m {
+                    Ok(m) => self.step.input(&m, Origin::Roster, Instant::now()).await,
+                    Err(e) => tracing::warn!(error = %e, "roster consumer error"),
+                },
+                _ = ticker.tick() => {
+                    self.step.tick(&c.consumer, &c.roster).await;
+                    // Ready: partitions assigned and a broker reachable to consume from.
+                    self.ready.report(!self.parts.is_empty() && c.consumer.context().brokers_up());
+                }
+                _ = snapshot_ticker.tick() => {
+                    self.parts.snapshot_owned(self.step, self.ack_tx, &c.consumer, &c.sink).await;
+                }
+            }
+            self.rebalance().await;
+            let (ack, released) = self.step.take_ack(!self.parts.snapshots_on());
+            self.parts.released(released);
+            if !ack.is_empty() && self.ack_tx.send(ack).await.is_err() {
+                tracing::error!("acker stopped; ending");
+                return;
+            }
+        }
+    }
+
+    /// Applies the rebalances the consumer has seen since the last call.
+    async fn rebalance(&mut self) {
+        let c = self.c;
+        for r in c.consumer.context().take_rebalances() {
+            match r {
+                Rebalanced::Assigned(tps) => {
+                    self.parts
+                        .assigned(self.step, tps, &c.consumer, &c.sink)
+                        .await;
+                    self.ready.report(!self.parts.is_empty());
+                }
+                Rebalanced::Revoked(tps) => {
+                    self.ready.report(false);
+                    self.parts
+                        .revoked(self.step, tps, self.ack_tx, &c.consumer, &c.sink)
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// The draining phase: close the outboxes, wait (bounded) for every task,
+/// then a final round if all was confirmed.
+async fn drain(
+    c: &Clients,
+    step: &mut Step,
+    parts: &mut Partitions,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) {
+    tracing::info!("draining");
+    // Closing the outboxes lets each webhook worker finish its queue.
+    step.close_outboxes();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight records not acknowledged in time; their input will be consumed again"
+        );
+        token.cancel();
+        tracker.wait().await;
+    } else {
+        // Everything produced is acknowledged: a final snapshot covers it all.
+        parts.snapshot_final(step, &c.consumer, &c.sink).await;
+    }
+}

@@ -1,0 +1,453 @@
+//! The partitions this instance owns and their state's durability:
+//! restoring on assignment, snapshot rounds (local files, then the
+//! changelog), and letting go on revocation. Offsets are stored only once
+//! a whole round is durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::acker::Ack;
+use super::restore::{self, Candidates, Choice};
+use super::step::Step;
+use crate::engine::PartitionState;
+use crate::kafka::changelog::read_to_fence;
+use crate::kafka::offsets::TopicPartition;
+use crate::kafka::sink::Sink;
+use crate::kafka::source::InputConsumer;
+use crate::state::changelog::{self, Changes, Entry};
+use crate::state::snapshot::{self, Snapshot};
+
+/// How long a new owner reads a changelog partition before giving up on it.
+const CHANGELOG_READ_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long a committed-offsets lookup may take.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state changelog's writer and reader settings.
+pub struct Changelog {
+    /// `kafka.changelog_topic`.
+    pub topic: String,
+    /// Settings of a group-less reader.
+    pub reader: rdkafka::ClientConfig,
+    /// What each partition last sent.
+    pub changes: Changes,
+    /// Cancelled at shutdown: stops waiting for round acknowledgements.
+    pub stop: CancellationToken,
+}
+
+/// Whether a snapshot round also goes to the changelog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Owned partitions: local files and a changelog round.
+    Changelog,
+    /// Revoked partitions: their next owner may already be writing the
+    /// changelog, so only a local file (the next owner may be us).
+    LocalOnly,
+}
+
+/// Assigned input partitions and what their restored or snapshotted state
+/// covers. Owned by the engine task.
+pub struct Partitions {
+    /// Assigned partition numbers.
+    numbers: BTreeSet<i32>,
+    /// Last applied (released) offset per input partition.
+    released: BTreeMap<TopicPartition, i64>,
+    /// Next offset covered by a restored snapshot: older messages are in
+    /// the restored state already and are skipped.
+    restored_from: BTreeMap<TopicPartition, i64>,
+    /// The last snapshot round written or restored; rounds only grow.
+    last_round: u64,
+    /// Snapshot directory, if snapshots are on.
+    dir: Option<PathBuf>,
+    input_topics: Vec<String>,
+    changelog: Option<Changelog>,
+}
+
+impl Partitions {
+    /// Nothing assigned yet.
+    pub fn new(
+        dir: Option<PathBuf>,
+        input_topics: Vec<String>,
+        changelog: Option<Changelog>,
+    ) -> Self {
+        Self {
+            numbers: BTreeSet::new(),
+            released: BTreeMap::new(),
+            restored_from: BTreeMap::new(),
+            last_round: 0,
+            dir,
+            input_topics,
+            changelog,
+        }
+    }
+
+    /// Whether any partition is assigned.
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty()
+    }
+
+    /// Whether snapshots are on (then they store the offsets, not the acker).
+    pub fn snapshots_on(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Whether the restored state already contains this message.
+    pub fn restored(&self, tp: &TopicPartition, offset: i64) -> bool {
+        self.restored_from
+            .get(tp)
+            .is_some_and(|&next| offset < next)
+    }
+
+    /// Notes the offsets a step released.
+    pub fn released(&mut self, offsets: Vec<(TopicPartition, i64)>) {
+        self.released.extend(offsets);
+    }
+
+    /// Takes newly assigned partitions and restores their state.
+    pub async fn assigned(
+        &mut self,
+        step: &mut Step,
+        tps: Vec<TopicPartition>,
+        consumer: &Arc<InputConsumer>,
+        sink: &Sink,
+    ) {
+        tracing::info!(partitions = ?tps, "assigned");
+        let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        for tp in tps {
+            step.progress.assign(tp, Instant::now(), true);
+        }
+        numbers.retain(|p| self.numbers.insert(*p));
+        self.restore(step, &numbers, consumer, sink).await;
+    }
+
+    /// Lets revoked partitions go: a local snapshot first (the next owner
+    /// may be this machine again), then their state is dropped.
+    pub async fn revoked(
+        &mut self,
+        step: &mut Step,
+        tps: Vec<TopicPartition>,
+        ack_tx: &mpsc::Sender<Ack>,
+        consumer: &InputConsumer,
+        sink: &Sink,
+    ) {
+        tracing::info!(partitions = ?tps, "revoked");
+        let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        if self.barrier(step, ack_tx).await {
+            self.write_round(step, &numbers, consumer, sink, Handover::LocalOnly)
+                .await;
+        }
+        for tp in &tps {
+            step.revoke(tp);
+            self.released.remove(tp);
+            self.restored_from.remove(tp);
+        }
+        for p in numbers {
+            self.numbers.remove(&p);
+            let number = u16::try_from(p).unwrap_or(u16::MAX);
+            if let Some(c) = &mut self.changelog {
+                c.changes.forget(number);
+            }
+            let dropped = step.engine.evict_partition(number);
+            tracing::info!(
+                partition = p,
+                customers = dropped,
+                "state of revoked partition dropped"
+            );
+        }
+    }
+
+    /// A snapshot round of every owned partition, after everything
+    /// produced so far is acknowledged (a snapshot never covers an
+    /// unacknowledged alert).
+    pub async fn snapshot_owned(
+        &mut self,
+        step: &mut Step,
+        ack_tx: &mpsc::Sender<Ack>,
+        consumer: &InputConsumer,
+        sink: &Sink,
+    ) {
+        if self.barrier(step, ack_tx).await {
+            let all: Vec<i32> = self.numbers.iter().copied().collect();
+            self.write_round(step, &all, consumer, sink, Handover::Changelog)
+                .await;
+        }
+    }
+
+    /// The final round at shutdown, once the acker has confirmed everything.
+    pub async fn snapshot_final(&mut self, step: &mut Step, consumer: &InputConsumer, sink: &Sink) {
+        let all: Vec<i32> = self.numbers.iter().copied().collect();
+        self.write_round(step, &all, consumer, sink, Handover::Changelog)
+            .await;
+    }
+
+    /// Hands the pending step to the acker and waits until it and
+    /// everything before it are acknowledged; false if the acker is gone.
+    async fn barrier(&mut self, step: &mut Step, ack_tx: &mpsc::Sender<Ack>) -> bool {
+        if !self.snapshots_on() {
+            return false;
+        }
+        let (ack, released) = step.take_ack(false);
+        self.released(released);
+        let (tx, rx) = oneshot::channel();
+        ack_tx.send(ack).await.is_ok()
+            && ack_tx.send(Ack::Barrier(tx)).await.is_ok()
+            && rx.await.is_ok()
+    }
+
+    /// Writes the snapshots of `partitions` and then stores the offsets they
+    /// cover; `Handover::Changelog` also appends a changelog round for each,
+    /// acknowledged before its offsets are stored.
+    async fn write_round(
+        &mut self,
+        step: &mut Step,
+        partitions: &[i32],
+        consumer: &InputConsumer,
+        sink: &Sink,
+        handover: Handover,
+    ) {
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let round = now_ms.max(self.last_round + 1);
+        self.last_round = round;
+        let numbers: Vec<u16> = partitions
+            .iter()
+            .filter_map(|&p| u16::try_from(p).ok())
+            .collect();
+        // Offsets are stored only once the whole round is on disk, so the
+        // committed offsets never run ahead of a round every partition has.
+        let mut safe = Vec::new();
+        for state in step.engine.partition_states(&numbers) {
+            let p = i32::from(state.partition);
+            let snap = Snapshot {
+                round,
+                offsets: self.covered(p),
+                state,
+            };
+            tracing::debug!(partition = p, customers = snap.state.customers.len(), offsets = ?snap.offsets, watermark = ?snap.state.clock.watermark, "writing snapshot");
+            let records = match (&mut self.changelog, handover) {
+                (Some(c), Handover::Changelog) => match c.changes.round(&snap.state, &snap.offsets)
+                {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        step.metrics().encode_failed("changelog");
+                        tracing::error!(partition = p, error = %e, "changelog round not encodable; offsets stay where they were");
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let dir = dir.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                snapshot::write(&dir, &snap).map(|_| snap.offsets)
+            })
+            .await;
+            if let Some(records) = records
+                && !self.send_round(p, records, sink).await
+            {
+                continue;
+            }
+            match written {
+                Ok(Ok(offsets)) => safe.push((p, offsets)),
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = p, error = %e, "snapshot failed; offsets stay where they were")
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "snapshot task failed"),
+            }
+        }
+        for (p, offsets) in safe {
+            for (topic, next) in offsets {
+                // Legacy store semantics: librdkafka commits offset + 1.
+                if let Err(e) = consumer.store_offset(&topic, p, next - 1) {
+                    tracing::debug!(topic, partition = p, error = %e, "offset not stored");
+                }
+            }
+        }
+    }
+
+    /// Per input topic of partition `p`: the next offset the state covers.
+    fn covered(&self, p: i32) -> Vec<(String, i64)> {
+        self.input_topics
+            .iter()
+            .filter_map(|t| {
+                let tp = (t.clone(), p);
+                let next = self
+                    .released
+                    .get(&tp)
+                    .map(|o| o + 1)
+                    .or_else(|| self.restored_from.get(&tp).copied());
+                next.map(|n| (t.clone(), n))
+            })
+            .collect()
+    }
+
+    /// Appends one changelog round for partition `p` and waits until the
+    /// broker has it all; false if it could not (offsets then stay put).
+    async fn send_round(&self, p: i32, round: Vec<(Vec<u8>, Vec<u8>)>, sink: &Sink) -> bool {
+        let Some(c) = &self.changelog else {
+            return true;
+        };
+        let mut queued = Vec::with_capacity(round.len());
+        for (key, value) in round {
+            queued.push(sink.to_partition(&c.topic, p, key, value).await);
+        }
+        for out in queued {
+            if let Err(e) = sink.confirm(out, &c.stop).await {
+                tracing::warn!(partition = p, error = %e, "changelog round not acknowledged; offsets stay where they were");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Restores the partitions assigned together (see [`restore`]).
+    async fn restore(
+        &mut self,
+        step: &mut Step,
+        partitions: &[i32],
+        consumer: &Arc<InputConsumer>,
+        sink: &Sink,
+    ) {
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        let mut candidates = BTreeMap::new();
+        for &p in partitions {
+            let Ok(number) = u16::try_from(p) else {
+                continue;
+            };
+            let committed = self.committed(p, consumer).await;
+            let snapshots = local_snapshots(&dir, number);
+            candidates.insert(
+                p,
+                Candidates {
+                    snapshots,
+                    committed,
+                },
+            );
+        }
+        for (p, choice) in restore::choose(candidates) {
+            let restored = match choice {
+                Choice::Snapshot(snap) => Some((snap, "snapshot")),
+                Choice::Changelog { fallback } => match self.changelog_state(p, sink).await {
+                    Some((state, offsets)) => Some((
+                        Snapshot {
+                            round: 0,
+                            offsets,
+                            state,
+                        },
+                        "changelog",
+                    )),
+                    None => fallback.map(|snap| (snap, "snapshot")),
+                },
+            };
+            if let Some((snap, from)) = restored {
+                self.last_round = self.last_round.max(snap.round);
+                let n = step.engine.restore_partition(snap.state);
+                for (topic, next) in snap.offsets {
+                    self.restored_from.insert((topic, p), next);
+                }
+                tracing::info!(partition = p, customers = n, from, "restored");
+            }
+        }
+    }
+
+    /// The group's committed input offsets of partition `p`, looked up off
+    /// the engine task (a blocking broker call); none known: empty, and any
+    /// local snapshot is taken.
+    async fn committed(&self, p: i32, consumer: &Arc<InputConsumer>) -> Vec<(String, i64)> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in &self.input_topics {
+            tpl.add_partition(t, p);
+        }
+        let consumer = consumer.clone();
+        let found =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(tpl, COMMITTED_TIMEOUT))
+                .await;
+        match found {
+            Ok(Ok(c)) => c
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some((e.topic().to_string(), o)),
+                    _ => None,
+                })
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(partition = p, error = %e, "committed offsets unknown");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "committed offsets lookup failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Partition `p`'s state as of its last complete changelog round.
+    async fn changelog_state(
+        &self,
+        p: i32,
+        sink: &Sink,
+    ) -> Option<(PartitionState, Vec<(String, i64)>)> {
+        let c = self.changelog.as_ref()?;
+        let number = u16::try_from(p).ok()?;
+        let nonce: u128 = rand::random();
+        let fence = match Entry::Fence(nonce).encode() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "changelog fence not encodable");
+                return None;
+            }
+        };
+        let fence = sink
+            .to_partition(&c.topic, p, changelog::FENCE_KEY.to_vec(), fence)
+            .await;
+        if let Err(e) = sink.confirm(fence, &c.stop).await {
+            tracing::warn!(partition = p, error = %e, "changelog fence not written");
+            return None;
+        }
+        let (reader, topic) = (c.reader.clone(), c.topic.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            read_to_fence(&reader, &topic, p, nonce, CHANGELOG_READ_LIMIT)
+        })
+        .await;
+        match read {
+            Ok(Ok(entries)) => changelog::fold(number, entries),
+            Ok(Err(e)) => {
+                tracing::warn!(partition = p, error = %e, "changelog unreadable; rebuilding from Kafka");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "changelog reader failed");
+                None
+            }
+        }
+    }
+}
+
+/// Partition `p`'s valid local snapshots (current and previous); a refused
+/// file is logged and skipped, so the partition is rebuilt another way.
+fn local_snapshots(dir: &std::path::Path, p: u16) -> Vec<Snapshot> {
+    [snapshot::read(dir, p), snapshot::read_previous(dir, p)]
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "snapshot refused; restoring from the changelog or rebuilding from Kafka");
+                None
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,244 @@
+//! The engine step: decode → apply → hand alerts to the sinks → note which
+//! input offsets the step makes safe. One task owns it (so the engine needs
+//! no lock); the acker confirms what it produced.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
+
+use super::Report;
+use super::acker::Ack;
+use crate::config::RunClock;
+use crate::engine::alert::{Alert, Trigger};
+use crate::engine::event::{self, RejectReason, Ts};
+use crate::engine::{Applied, Engine};
+use crate::kafka::offsets::{PendingOffsets, TopicPartition};
+use crate::kafka::progress::Progress;
+use crate::kafka::sink::{Outgoing, Rejected, Sink};
+use crate::kafka::source::InputConsumer;
+use crate::metrics::Metrics;
+use crate::webhook::Outboxes;
+
+/// Engine partition of roster events (never assigned, never evicted).
+const ROSTER_PARTITION: u16 = u16::MAX;
+
+/// Which consumer a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An input partition owned through the group.
+    Input,
+    /// The roster topic, read in full by every instance.
+    Roster,
+}
+
+/// Where alerts and dead letters go.
+pub struct Outputs {
+    /// Alert and dead-letter producer.
+    pub sink: Sink,
+    /// Shared with the HTTP API and the acker.
+    pub metrics: Metrics,
+    /// Taken (closed) at shutdown so the webhook workers finish their queues.
+    pub outboxes: Option<Outboxes>,
+}
+
+/// How `run` moves engine time.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// `engine.clock`.
+    pub clock: RunClock,
+    /// `engine.idle_timeout` (event clock).
+    pub idle: Duration,
+}
+
+/// The engine and what one step produces before it goes to the acker.
+pub struct Step {
+    /// The pure core.
+    pub engine: Engine,
+    timing: Timing,
+    out: Outputs,
+    alerts: Vec<Alert>,
+    records: Vec<Outgoing>,
+    offsets: PendingOffsets,
+    /// Per-partition event-time progress (event clock).
+    pub progress: Progress,
+    /// Totals of the run.
+    pub report: Report,
+}
+
+impl Step {
+    /// A step around `engine`.
+    pub fn new(engine: Engine, timing: Timing, out: Outputs) -> Self {
+        Self {
+            engine,
+            timing,
+            out,
+            alerts: Vec::new(),
+            records: Vec::new(),
+            offsets: PendingOffsets::default(),
+            progress: Progress::default(),
+            report: Report::default(),
+        }
+    }
+
+    /// The metrics every part reports to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.out.metrics
+    }
+
+    /// Closes the webhook outboxes (their workers finish their queues).
+    pub fn close_outboxes(&mut self) {
+        drop(self.out.outboxes.take());
+    }
+
+    /// Applies one consumed message; `arrived` is when it reached the
+    /// process (the start of its alerts' latency).
+    pub async fn input(&mut self, m: &BorrowedMessage<'_>, origin: Origin, arrived: Instant) {
+        let tp: TopicPartition = (m.topic().to_string(), m.partition());
+        let decoded = match m.payload() {
+            None => Err(RejectReason::NullPayload),
+            Some(payload) => event::decode(payload, self.engine.decode_limits()),
+        };
+        // Roster events belong to no input partition: a rebalance must never
+        // drop them (the roster is read once, from the beginning).
+        let partition = match origin {
+            Origin::Roster => ROSTER_PARTITION,
+            Origin::Input => u16::try_from(m.partition()).unwrap_or(ROSTER_PARTITION),
+        };
+        let mut ts = None;
+        let mut kind = None;
+        let outcome = decoded.and_then(|ev| {
+            ts = Some(ev.ts);
+            kind = Some(ev.event_type());
+            self.engine.apply(ev, partition, &mut self.alerts)
+        });
+        let held_until = match (outcome, kind) {
+            (Ok(applied), Some(kind)) => {
+                self.report.applied += 1;
+                self.out
+                    .metrics
+                    .event_applied(kind, arrived.elapsed().as_secs_f64());
+                ts.filter(|_| applied == Applied::Held)
+            }
+            (Ok(_), None) => None,
+            (Err(reason), kind) => {
+                ts = None;
+                self.out.metrics.event_rejected(kind, &reason);
+                self.report.rejected += 1;
+                tracing::debug!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    reason = reason.code(),
+                    "rejected"
+                );
+                let rejected = Rejected {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key(),
+                    payload: m.payload().unwrap_or_default(),
+                };
+                let out = self.out.sink.dead_letter(&rejected, &reason).await;
+                self.records.push(out);
+                None
+            }
+        };
+        self.progress.observe(&tp, m.offset(), ts, Instant::now());
+        if origin == Origin::Input {
+            self.offsets.push(tp, m.offset(), held_until);
+        }
+        self.flush_alerts(arrived).await;
+    }
+
+    /// Moves engine time: the wall clock, or under the event clock the
+    /// minimum over partitions (idle, caught-up partitions skipped).
+    pub async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {
+        let now_wall = Ts(chrono::Utc::now().timestamp_millis());
+        match self.timing.clock {
+            RunClock::Wall => self.engine.advance_to(now_wall, &mut self.alerts),
+            RunClock::Event => {
+                self.engine.set_horizon(now_wall);
+                let now = Instant::now();
+                for tp in self.progress.idle(now, self.timing.idle) {
+                    let ctx = [consumer.context(), roster.context()];
+                    if let Some(high) = ctx.iter().find_map(|c| c.high_watermark(&tp)) {
+                        self.progress.high_watermark(&tp, high);
+                    }
+                    if ctx.iter().find_map(|c| c.lag(&tp)) == Some(0) {
+                        self.progress.caught_up(&tp);
+                    }
+                }
+                if let Some(w) = self.progress.watermark(now, self.timing.idle) {
+                    self.engine.advance_to(w, &mut self.alerts);
+                }
+            }
+        }
+        let e = &self.engine;
+        self.out.metrics.engine_state(
+            e.tier_counts(),
+            e.thresholds(),
+            e.watermark(),
+            e.stats().late_events,
+            e.held_events(),
+        );
+        for ((topic, partition), lag) in consumer.context().lags() {
+            self.out.metrics.consumer_lag(&topic, partition, lag);
+        }
+        self.flush_alerts(Instant::now()).await;
+    }
+
+    /// Hands this step's alerts to the alert topic and the webhook
+    /// outboxes (which accept or dead-letter at once, never block).
+    /// `noticed` is when the engine could first have known: the triggering
+    /// message's arrival, or the tick; under the wall clock a deadline's
+    /// latency counts from the deadline itself.
+    async fn flush_alerts(&mut self, noticed: Instant) {
+        let wall = chrono::Utc::now().timestamp_millis();
+        for alert in std::mem::take(&mut self.alerts) {
+            self.report.alerts += 1;
+            self.out.metrics.alert_emitted(&alert);
+            let body = match serde_json::to_vec(&alert) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    // Never publish an empty body: count, log, and go on.
+                    self.out.metrics.encode_failed("alert");
+                    tracing::error!(alert_id = %alert.alert_id, error = %e, "alert not encodable; not published");
+                    continue;
+                }
+            };
+            if let Some(outboxes) = &self.out.outboxes {
+                outboxes.submit(&alert, &body);
+            }
+            let overdue = match (self.timing.clock, alert.trigger) {
+                (RunClock::Wall, Trigger::Deadline) => {
+                    Duration::from_millis(u64::try_from(wall - alert.at.0).unwrap_or(0))
+                }
+                _ => Duration::ZERO,
+            };
+            let since = noticed.checked_sub(overdue).unwrap_or(noticed);
+            let out = self.out.sink.alert(&alert, &body, since).await;
+            self.records.push(out);
+        }
+    }
+
+    /// What this step produced and the input offsets the watermark
+    /// released (highest per partition). `store` false: the offsets are
+    /// only returned (snapshots store them once a round covers them).
+    pub fn take_ack(&mut self, store: bool) -> (Ack, Vec<(TopicPartition, i64)>) {
+        let released = self.offsets.release(self.engine.watermark());
+        let ack = Ack::Step {
+            records: std::mem::take(&mut self.records),
+            offsets: if store { released.clone() } else { Vec::new() },
+        };
+        (ack, released)
+    }
+
+    /// Forgets a revoked partition's pending offsets and progress.
+    pub fn revoke(&mut self, tp: &TopicPartition) {
+        self.offsets.revoke(tp);
+        self.progress.revoke(tp);
+    }
+}
