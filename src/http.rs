@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::alert::AlertId;
+use crate::engine::alert::{AlertId, Signals};
 use crate::engine::customer::{Customer, Windows};
 use crate::engine::event::Ts;
 use crate::engine::rule::Check;
@@ -138,7 +138,10 @@ impl ActiveAlert {
     }
 }
 
-/// The customer's live state as of the engine's watermark.
+/// The customer's live state as of the engine's watermark. The numbers
+/// are [`Customer::signals`], the same the alerts carry (`frequency_90d`
+/// and `rep_handoffs_180d` count the configured windows, whatever their
+/// length).
 #[derive(Debug, Serialize)]
 struct CustomerView {
     customer_id: String,
@@ -146,16 +149,10 @@ struct CustomerView {
     as_of: Option<Ts>,
     first_seen: Ts,
     last_purchase: Option<Ts>,
-    recency_days: Option<f64>,
-    frequency_90d: u32,
-    monetary: f64,
     last_contact: Option<Ts>,
-    days_since_contact: Option<f64>,
-    account_rep: Option<String>,
+    #[serde(flatten)]
+    signals: Signals,
     account_rep_departed: bool,
-    rep_handoffs_180d: u32,
-    open_tickets: u32,
-    open_complaints: u32,
     active_alerts: Vec<ActiveAlert>,
     next_deadline: Option<Ts>,
 }
@@ -170,7 +167,6 @@ async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response
     };
     let now = s.store.watermark();
     let at = now.unwrap_or(c.first_seen);
-    let w = s.windows;
     let rep = c.account_rep.get();
     let active_alerts = Check::ALL
         .into_iter()
@@ -183,16 +179,9 @@ async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response
         as_of: now,
         first_seen: c.first_seen,
         last_purchase: c.last_purchase.get(),
-        recency_days: c.last_purchase.get().map(|p| at.days_since(p)),
-        frequency_90d: c.frequency.sum_at(w.frequency.index(at.0)) as u32,
-        monetary: c.monetary.sum_at(w.monetary.index(at.0)),
         last_contact: c.last_contact.get(),
-        days_since_contact: c.last_contact.get().map(|l| at.days_since(l)),
-        account_rep: rep.and_then(|r| s.store.rep_name(r)).map(|r| r.to_string()),
+        signals: c.signals(at, &s.windows, rep.and_then(|r| s.store.rep_id(r))),
         account_rep_departed: rep.is_some_and(|r| s.store.rep_departed(r)),
-        rep_handoffs_180d: c.handoffs.sum_at(w.handoffs.index(at.0)) as u32,
-        open_tickets: c.open_tickets as u32,
-        open_complaints: c.open_complaints as u32,
         active_alerts,
         next_deadline: c.pending.get(),
     };

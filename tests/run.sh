@@ -21,6 +21,24 @@ if ! command -v tansu >/dev/null 2>&1; then
   cargo install tansu --locked --features dynostore
 fi
 
+# Gates: formatting, lints, and the engine's purity (outside its test
+# modules, src/engine/ uses nothing from the crate outside engine/ and no
+# clock, async runtime, Kafka client or filesystem).
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+engine_leaks=$(
+  for f in src/engine/*.rs; do
+    [ "$(basename "$f")" = tests.rs ] && continue
+    awk '/^#\[cfg\(test\)\]/ { exit } { print FILENAME ":" FNR ": " $0 }' "$f"
+  done | grep -E 'crate::|Utc::now|Local::now|SystemTime|Instant|tokio|rdkafka|std::fs|std::net|File::' \
+       | grep -vE 'crate::engine(::|;)' || true
+)
+if [ -n "$engine_leaks" ]; then
+  echo "tests/run.sh: src/engine/ must stay pure; found:" >&2
+  echo "$engine_leaks" >&2
+  exit 1
+fi
+
 cargo test --all-targets --locked
 # Performance regression guard by ratio (engine vs parse-only), not by time.
 cargo bench --locked --bench replay -- --quick

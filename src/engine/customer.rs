@@ -5,7 +5,8 @@
 //! customer costs the same whatever its history and copies straight into a
 //! snapshot.
 
-use super::event::{CustomerKey, Ts};
+use super::alert::Signals;
+use super::event::{CustomerKey, DAY_MS, RepKey, Ts};
 use super::rep::RepIdx;
 use super::settings::Settings;
 use super::tier::Tier;
@@ -145,6 +146,23 @@ impl Customer {
         self.account_rep = MaybeRep::some(rep);
     }
 
+    /// The customer's numbers as of `at`: the one place they are computed,
+    /// for alerts and the HTTP API alike. `account_rep` is the rep's id.
+    pub fn signals(&self, at: Ts, w: &Windows, account_rep: Option<RepKey>) -> Signals {
+        Signals {
+            recency_days: self.last_purchase.get().map(|p| at.days_since(p)),
+            frequency_90d: self.frequency.sum_at(w.frequency.index(at.0)) as u32,
+            monetary: self.monetary.sum_at(w.monetary.index(at.0)),
+            days_since_contact: self.last_contact.get().map(|l| at.days_since(l)),
+            account_rep,
+            rep_handoffs_180d: self.handoffs.sum_at(w.handoffs.index(at.0)) as u32,
+            open_tickets: self.open_tickets as u32,
+            open_complaints: self.open_complaints as u32,
+            days_since_first_seen: (at.0 - self.first_seen.0) as f64 / DAY_MS as f64,
+        }
+    }
+
+    /// Whether the check with this bit is firing.
     pub fn is_firing(&self, bit: u8) -> bool {
         self.firing & bit != 0
     }

@@ -24,6 +24,7 @@ pub mod alert;
 pub mod customer;
 pub mod event;
 pub(crate) mod ids;
+mod reconcile;
 pub mod rep;
 pub mod rule;
 pub mod settings;
@@ -34,11 +35,12 @@ pub mod window;
 
 use rustc_hash::FxHashMap;
 
-use alert::{Alert, AlertId, Limit, Signals, Status, Trigger};
+use alert::Alert;
 use customer::{Customer, MaybeTs, Windows};
-use event::{DAY_MS, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts};
-use rep::Roster;
-use rule::{Check, Limits};
+use event::{DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts};
+use reconcile::Scope;
+use rep::RepCustomers;
+use rule::{Check, Limits, Point};
 pub use settings::Settings;
 use store::Store;
 use tier::{Thresholds, TierIndex};
@@ -93,29 +95,6 @@ pub struct Stats {
     pub monetary_rollovers: u64,
 }
 
-/// The point in time at which a customer's checks are reconciled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Point {
-    /// Catching up a customer's own deadlines before applying an event.
-    Before,
-    /// A timer popped: the watermark is strictly past `t`.
-    Timer,
-    /// After applying an event about the customer.
-    Event,
-    /// After a roster event about the customer's rep.
-    Roster,
-    /// After a tier recompute changed the customer's tier.
-    Recompute,
-}
-
-impl Point {
-    /// Whether the watermark is strictly past the point's time, so a
-    /// deadline equal to it has passed.
-    fn inclusive(self) -> bool {
-        matches!(self, Point::Timer | Point::Recompute)
-    }
-}
-
 /// [`Settings`] compiled once for the hot path.
 #[derive(Debug, Clone, Copy)]
 struct Tuned {
@@ -145,6 +124,8 @@ struct Core {
     dirty: bool,
     /// Open tickets by (customer, ticket hash) → is a complaint.
     tickets: FxHashMap<(u32, u64), bool>,
+    /// Each rep's customers, so a departure costs that rep's customers only.
+    rep_customers: RepCustomers,
     /// Wall time the caller last reported, bounding future skew under the
     /// event clock.
     horizon: Option<Ts>,
@@ -154,13 +135,27 @@ struct Core {
     prefetched: Vec<u32>,
 }
 
+/// The churn engine. Call contract:
+/// - [`Engine::apply`] each event in input order (per partition), passing
+///   the partition and a buffer the caller owns and drains; alerts it
+///   causes are pushed there.
+/// - [`Engine::advance_to`] moves engine time (never backwards: an earlier
+///   time is ignored); due deadlines, tier recomputes and held events are
+///   handled in time order. [`Engine::next_deadline`] says when advancing
+///   would next do something, so a simulated clock can jump there.
+/// - Under the event clock, [`Engine::set_horizon`] reports wall time
+///   (future-skew bound); [`Engine::prefetch`] is an optional cache hint.
+/// - [`Engine::partition_states`] / [`Engine::restore_partition`] /
+///   [`Engine::evict_partition`] move a partition's state out and in.
+///
+/// Promises: the same inputs and times give the same alerts and ids
+/// (nothing reads a clock or does I/O); an alert is emitted once per
+/// transition; readers of [`Engine::store`] see consistent customers.
 pub struct Engine {
+    /// Customer records, open episodes and the rep roster; shared with
+    /// readers (HTTP), written only here.
     store: Store,
     core: Core,
-    /// The engine's own roster, read without a lock on the hot path; the
-    /// store holds a mirror for readers, updated when a rep is added or
-    /// changes status.
-    roster: Roster,
 }
 
 impl Engine {
@@ -197,11 +192,11 @@ impl Engine {
                 monetary_epoch: None,
                 dirty: false,
                 tickets: FxHashMap::default(),
+                rep_customers: RepCustomers::default(),
                 horizon: None,
                 stats: Stats::default(),
                 prefetched: Vec::new(),
             },
-            roster: Roster::default(),
         }
     }
 
@@ -265,9 +260,10 @@ impl Engine {
     /// together, where applying one by one would wait for each in turn. A
     /// hint: it changes no state, so the results are the same without it.
     pub fn prefetch<'a>(&mut self, events: impl Iterator<Item = &'a Event> + Clone) {
+        let roster = self.store.inner().roster.read();
         for e in events.clone() {
             if let EventKind::Call { rep, .. } = &e.kind {
-                self.roster.prefetch(rep);
+                roster.prefetch(rep);
             }
         }
         let core = &mut self.core;
@@ -387,7 +383,10 @@ impl Engine {
             partition,
             customers: Vec::new(),
             reps: self
+                .store
+                .inner()
                 .roster
+                .read()
                 .entries()
                 .map(|(id, departed)| (id.clone(), departed))
                 .collect(),
@@ -411,14 +410,12 @@ impl Engine {
             .reps
             .iter()
             .map(|(name, departed)| {
-                let mut mirror = inner.roster.write();
-                let idx = self.roster.intern(name)?;
-                mirror.intern(name);
+                let mut roster = inner.roster.write();
+                let idx = roster.intern(name)?;
                 // A departure already known must hold before the roster topic
                 // is read again, or restored alerts would resolve.
                 if departed.is_some() {
-                    self.roster.set_departed(idx, *departed);
-                    mirror.set_departed(idx, *departed);
+                    roster.set_departed(idx, *departed);
                 }
                 Some(idx)
             })
@@ -436,14 +433,16 @@ impl Engine {
                 .get()
                 .and_then(|r| reps.get(r.0 as usize).copied().flatten())
                 .map_or(customer::MaybeRep::NONE, customer::MaybeRep::some);
-            let (tier, monetary, pending) = (
+            let (tier, monetary, pending, rep) = (
                 customer.tier,
                 customer.monetary_total(),
                 customer.pending.get(),
+                customer.account_rep.get(),
             );
             let Some(idx) = inner.customers.insert(customer) else {
                 continue;
             };
+            self.core.rep_customers.moved(idx, None, rep);
             self.core.tiers.insert(idx);
             self.core.tiers.place(idx, monetary);
             self.core.tiers.moved(tier::Tier::C, tier);
@@ -481,6 +480,9 @@ impl Engine {
         let inner = self.store.inner();
         let gone = inner.customers.remove_where(|c| c.partition == partition);
         for (idx, c) in &gone {
+            self.core
+                .rep_customers
+                .moved(*idx, c.account_rep.get(), None);
             self.core.tiers.remove(*idx, c.tier);
             self.core.timers.reschedule(*idx, c.pending.get(), None);
             for check in Check::ALL {
@@ -506,30 +508,31 @@ impl Engine {
             let held = self.core.held.first_ts().filter(|&t| t <= now);
             let timer = self.core.timers.first().filter(|&(t, _)| t < now);
             let recompute = self.core.next_recompute.filter(|&t| t < now);
-            // Order: time first; at equal times events, then timers, then
-            // recomputes, matching "a deadline fires strictly after its time".
+            // Time first; at equal times the order of `Due` (events, then
+            // timers, then recomputes) matches "a deadline fires strictly
+            // after its time".
             let next = [
-                held.map(|t| (t, 0u8)),
-                timer.map(|(t, _)| (t, 1)),
-                recompute.map(|t| (t, 2)),
+                held.map(|t| (t, Due::Held)),
+                timer.map(|(t, _)| (t, Due::Timer)),
+                recompute.map(|t| (t, Due::Recompute)),
             ]
             .into_iter()
             .flatten()
             .min();
-            let Some((t, kind)) = next else { break };
+            let Some((t, due)) = next else { break };
             self.core.watermark.set(t);
-            match kind {
-                0 => {
+            match due {
+                Due::Held => {
                     if let Some(h) = self.core.held.pop() {
                         self.apply_now(h.event, h.partition, out);
                     }
                 }
-                1 => {
+                Due::Timer => {
                     if let Some((t, idx)) = self.core.timers.pop_first() {
                         self.fire_timer(t, idx, out);
                     }
                 }
-                _ => self.recompute(t, out),
+                Due::Recompute => self.recompute(t, out),
             }
         }
         self.core.watermark.set(now);
@@ -556,13 +559,9 @@ impl Engine {
             }
             EventKind::Purchase { customer, amount } => (customer, Body::Purchase(amount)),
             EventKind::Call { customer, rep, .. } => {
-                let rep = match self.roster.lookup(&rep) {
-                    Some(r) => Some(r),
-                    None => {
-                        self.store.inner().roster.write().intern(&rep);
-                        self.roster.intern(&rep)
-                    }
-                };
+                let roster = &self.store.inner().roster;
+                let found = roster.read().lookup(&rep);
+                let rep = found.or_else(|| roster.write().intern(&rep));
                 (customer, Body::Call(rep))
             }
             EventKind::Ticket {
@@ -582,8 +581,9 @@ impl Engine {
         if created {
             self.core.tiers.insert(idx);
         }
+        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &self.roster,
+            roster: &roster,
             inner,
             out,
         };
@@ -609,7 +609,14 @@ impl Engine {
                     c.tier = tier;
                 }
             }
-            Body::Call(rep) => c.call(ts, rep, &w),
+            Body::Call(rep) => {
+                let before = c.account_rep.get();
+                c.call(ts, rep, &w);
+                let after = c.account_rep.get();
+                if before != after {
+                    core.rep_customers.moved(idx, before, after);
+                }
+            }
             Body::Ticket(ticket, status, complaint) => {
                 core.ticket(&mut c, idx, ticket, status, complaint)
             }
@@ -623,8 +630,9 @@ impl Engine {
             return;
         };
         c.pending = MaybeTs::NONE;
+        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &self.roster,
+            roster: &roster,
             inner,
             out,
         };
@@ -641,26 +649,29 @@ impl Engine {
         let inner = self.store.inner();
         let departed = (status == RepStatus::Departed).then_some(t);
         let changed = {
-            let mut mirror = inner.roster.write();
-            mirror.intern(rep);
+            let mut roster = inner.roster.write();
             // A rep the full roster cannot hold is nobody's account rep.
-            self.roster.intern(rep).filter(|&idx| {
-                mirror.set_departed(idx, departed);
-                self.roster.set_departed(idx, departed)
-            })
+            roster
+                .intern(rep)
+                .filter(|&idx| roster.set_departed(idx, departed))
         };
         let Some(rep_idx) = changed else { return };
+        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &self.roster,
+            roster: &roster,
             inner,
             out,
         };
-        inner.customers.for_each_mut(|idx, c| {
-            if c.account_rep.get() == Some(rep_idx) {
-                self.core.reconcile(c, idx, t, Point::Before, scope);
-                self.core.reconcile(c, idx, t, Point::Roster, scope);
+        // Only this rep's customers, in the order a full scan would visit
+        // them (so alerts come out as they always did).
+        let mut served = self.core.rep_customers.of(rep_idx).to_vec();
+        served.sort_unstable_by_key(|&idx| store::scan_order(idx));
+        for idx in served {
+            if let Some(mut c) = inner.customers.get_mut(idx) {
+                self.core.reconcile(&mut c, idx, t, Point::Before, scope);
+                self.core.reconcile(&mut c, idx, t, Point::Roster, scope);
             }
-        });
+        }
     }
 
     /// Recomputes tier thresholds at `t` and re-tiers the customers they move.
@@ -695,8 +706,9 @@ impl Engine {
                     .unwrap_or(0.0)
             });
         core.thresholds = new;
+        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &self.roster,
+            roster: &roster,
             inner,
             out,
         };
@@ -724,21 +736,15 @@ impl Engine {
     }
 }
 
-/// What reconciling a customer needs besides the engine's own state.
-struct Scope<'a> {
-    roster: &'a Roster,
-    inner: &'a store::Inner,
-    out: &'a mut Vec<Alert>,
-}
-
-/// One change of a check's state, before it becomes an [`Alert`].
-#[derive(Clone, Copy)]
-struct Transition {
-    check: Check,
-    status: Status,
-    at: Ts,
-    fired_at: Ts,
-    trigger: Trigger,
+/// What is due when the watermark advances, in the order handled at equal times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// A held event (allowed lateness) is released.
+    Held,
+    /// A customer's timer pops.
+    Timer,
+    /// Tier thresholds are recomputed.
+    Recompute,
 }
 
 /// The customer-specific part of an event, once its customer is resolved.
@@ -775,186 +781,6 @@ impl Core {
                     }
                 }
             }
-        }
-    }
-
-    /// Puts a customer in the tier the thresholds in force give it and
-    /// reconciles its checks if that moved it.
-    fn retier(&mut self, c: &mut Customer, idx: u32, t: Ts, scope: &mut Scope<'_>) {
-        let tier = self.thresholds.classify(c.monetary_total());
-        if tier != c.tier {
-            self.tiers.moved(c.tier, tier);
-            c.tier = tier;
-            self.reconcile(c, idx, t, Point::Recompute, scope);
-        }
-    }
-
-    /// Brings a customer's firing checks in line with its state at `t`,
-    /// emitting the transitions, then reschedules its timer.
-    fn reconcile(
-        &mut self,
-        c: &mut Customer,
-        idx: u32,
-        t: Ts,
-        point: Point,
-        scope: &mut Scope<'_>,
-    ) {
-        let roster = scope.roster;
-        let s = self.settings;
-        for check in Check::ALL {
-            let firing = c.is_firing(check.bit());
-            let (holds, at, trigger) = match check {
-                Check::PurchaseRecency | Check::ContactGap => {
-                    let due = s.limits.due(check, c);
-                    let holds = due.is_some_and(|d| d < t || (point.inclusive() && d == t));
-                    match (point, due) {
-                        (Point::Before | Point::Timer, Some(d)) if holds => {
-                            (true, d, Trigger::Deadline)
-                        }
-                        (Point::Event | Point::Roster, _) if !holds => (false, t, Trigger::Event),
-                        _ => (holds, t, Trigger::TierChange),
-                    }
-                }
-                Check::Departed => {
-                    let holds = s.limits.applies(check, c.tier)
-                        && c.account_rep.get().is_some_and(|r| roster.is_departed(r));
-                    let trigger = match point {
-                        Point::Roster => Trigger::Roster,
-                        Point::Recompute => Trigger::TierChange,
-                        _ => Trigger::Event,
-                    };
-                    (holds, t, trigger)
-                }
-                Check::Handoffs => {
-                    let count = c.handoffs.sum_at(s.windows.handoffs.index(t.0));
-                    let holds = s.limits.applies(check, c.tier)
-                        && count >= s.limits.handoff_threshold as f64;
-                    let trigger = match point {
-                        Point::Recompute => Trigger::TierChange,
-                        Point::Before | Point::Timer => Trigger::WindowSlide,
-                        _ => Trigger::Event,
-                    };
-                    (holds, t, trigger)
-                }
-            };
-            // Handoffs only start on events or tier changes, never on the catch-up pass.
-            let may_fire =
-                !(check == Check::Handoffs && matches!(point, Point::Before | Point::Timer));
-            if holds && !firing && may_fire {
-                c.firing |= check.bit();
-                scope.inner.episodes.insert((idx, check), at);
-                let fired = Transition {
-                    check,
-                    status: Status::Firing,
-                    at,
-                    fired_at: at,
-                    trigger,
-                };
-                scope.out.push(self.alert(c, fired, roster));
-            } else if !holds && firing {
-                c.firing &= !check.bit();
-                let fired_at = scope
-                    .inner
-                    .episodes
-                    .remove(&(idx, check))
-                    .map_or(at, |(_, v)| v);
-                let trigger = if point == Point::Recompute {
-                    Trigger::TierChange
-                } else {
-                    trigger
-                };
-                let resolved = Transition {
-                    check,
-                    status: Status::Resolved,
-                    at,
-                    fired_at,
-                    trigger,
-                };
-                scope.out.push(self.alert(c, resolved, roster));
-            }
-        }
-        // Lazy timers: an entry earlier than the true deadline is allowed
-        // (it pops, re-checks and reschedules), so the queue is touched only
-        // when a deadline moves earlier: most events move it later.
-        let next = self.next_due(c, t);
-        let old = c.pending.get();
-        let earlier = match (old, next) {
-            (None, Some(_)) => true,
-            (Some(o), Some(n)) => n < o,
-            (_, None) => false,
-        };
-        if earlier {
-            self.timers.reschedule(idx, old, next);
-            c.pending = next.map_or(MaybeTs::NONE, MaybeTs::some);
-        }
-    }
-
-    /// The earliest time at which one of the customer's checks can change
-    /// without an event: absence deadlines of checks not firing, and the
-    /// time a firing handoff count falls below the threshold.
-    fn next_due(&self, c: &Customer, t: Ts) -> Option<Ts> {
-        let s = &self.settings;
-        let mut next: Option<Ts> = None;
-        let mut consider = |d: Ts| next = Some(next.map_or(d, |n: Ts| n.min(d)));
-        for check in [Check::PurchaseRecency, Check::ContactGap] {
-            if !c.is_firing(check.bit())
-                && let Some(d) = s.limits.due(check, c)
-            {
-                consider(d.max(t));
-            }
-        }
-        if c.is_firing(Check::Handoffs.bit()) {
-            let b = s.windows.handoffs;
-            if let Some(e) = c
-                .handoffs
-                .falls_below(b.index(t.0), s.limits.handoff_threshold as f64)
-            {
-                consider(Ts(b.start(e)));
-            }
-        }
-        next
-    }
-
-    fn alert(&self, c: &Customer, tr: Transition, roster: &Roster) -> Alert {
-        let Transition {
-            check,
-            status,
-            at,
-            fired_at,
-            trigger,
-        } = tr;
-        let s = &self.settings;
-        let w = &s.windows;
-        let limit = match check {
-            Check::PurchaseRecency | Check::ContactGap => {
-                Limit::Days(s.limits.limit_days(check, c.tier))
-            }
-            Check::Handoffs => Limit::Handoffs {
-                threshold: s.limits.handoff_threshold,
-                window_days: s.handoff_window_days,
-            },
-            Check::Departed => Limit::None,
-        };
-        Alert {
-            alert_id: AlertId::new(&c.id, check, fired_at),
-            status,
-            check,
-            customer_id: c.id.clone(),
-            tier: c.tier,
-            at,
-            trigger,
-            limit,
-            signals: Signals {
-                recency_days: c.last_purchase.get().map(|p| at.days_since(p)),
-                frequency_90d: c.frequency.sum_at(w.frequency.index(at.0)) as u32,
-                monetary: c.monetary.sum_at(w.monetary.index(at.0)),
-                days_since_contact: c.last_contact.get().map(|l| at.days_since(l)),
-                account_rep: c.account_rep.get().and_then(|r| roster.name(r)).cloned(),
-                rep_handoffs_180d: c.handoffs.sum_at(w.handoffs.index(at.0)) as u32,
-                open_tickets: c.open_tickets as u32,
-                open_complaints: c.open_complaints as u32,
-                days_since_first_seen: (at.0 - c.first_seen.0) as f64 / DAY_MS as f64,
-            },
         }
     }
 }

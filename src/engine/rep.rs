@@ -106,9 +106,62 @@ impl Roster {
     }
 }
 
+/// Which customers each rep is the account rep of (customers by compact
+/// index), kept as account reps change, so a departure reconciles that
+/// rep's customers only instead of scanning everyone. A rep's list is
+/// unordered; removal scans it, which costs one rep's book per handoff.
+#[derive(Debug, Default)]
+pub struct RepCustomers {
+    by_rep: Vec<Vec<u32>>,
+}
+
+impl RepCustomers {
+    /// Customer `customer`'s account rep changed from `from` to `to`.
+    pub fn moved(&mut self, customer: u32, from: Option<RepIdx>, to: Option<RepIdx>) {
+        if let Some(list) = from.and_then(|r| self.by_rep.get_mut(r.0 as usize))
+            && let Some(pos) = list.iter().position(|&c| c == customer)
+        {
+            list.swap_remove(pos);
+        }
+        if let Some(r) = to {
+            let i = r.0 as usize;
+            if self.by_rep.len() <= i {
+                self.by_rep.resize_with(i + 1, Vec::new);
+            }
+            self.by_rep[i].push(customer);
+        }
+    }
+
+    /// The customers `rep` serves, in no particular order.
+    pub fn of(&self, rep: RepIdx) -> &[u32] {
+        self.by_rep.get(rep.0 as usize).map_or(&[], Vec::as_slice)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rep_customers_follow_handoffs_and_evictions() {
+        let mut index = RepCustomers::default();
+        let (r1, r2) = (RepIdx(1), RepIdx(7));
+        for c in 0..5 {
+            index.moved(c, None, Some(r1));
+        }
+        index.moved(2, Some(r1), Some(r2));
+        index.moved(4, Some(r1), None);
+        let mut of_r1 = index.of(r1).to_vec();
+        of_r1.sort_unstable();
+        assert_eq!(of_r1, vec![0, 1, 3]);
+        assert_eq!(index.of(r2), &[2]);
+        assert_eq!(
+            index.of(RepIdx(3)),
+            &[] as &[u32],
+            "a rep with no customers"
+        );
+        assert_eq!(index.of(RepIdx(99)), &[] as &[u32], "a rep never seen");
+    }
 
     #[test]
     fn departures_are_answered_as_recorded() {

@@ -3,7 +3,8 @@
 //! A rule's condition is a pure function of one customer's state and a
 //! time; the engine turns condition changes into firing/resolved alerts.
 
-use super::customer::Customer;
+use super::alert::Trigger;
+use super::customer::{Customer, Windows};
 use super::event::{DAY_MS, Ts};
 use super::settings::RuleSettings;
 use super::tier::Tier;
@@ -159,5 +160,96 @@ impl Limits {
     pub fn limit_days(&self, check: Check, tier: Tier) -> Option<f64> {
         self.limit_ms(check, tier)
             .map(|ms| ms as f64 / DAY_MS as f64)
+    }
+}
+
+/// The point in time at which a customer's checks are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// Catching up a customer's own deadlines before applying an event.
+    Before,
+    /// A timer popped: the watermark is strictly past `t`.
+    Timer,
+    /// After applying an event about the customer.
+    Event,
+    /// After a roster event about the customer's rep.
+    Roster,
+    /// After a tier recompute changed the customer's tier.
+    Recompute,
+}
+
+impl Point {
+    /// Whether the watermark is strictly past the point's time, so a
+    /// deadline equal to it has passed.
+    fn inclusive(self) -> bool {
+        matches!(self, Point::Timer | Point::Recompute)
+    }
+
+    /// Whether a condition found true here may start an episode. Handoffs
+    /// start only on events or tier changes, never on a catch-up pass.
+    fn may_start(self, check: Check) -> bool {
+        !(check == Check::Handoffs && matches!(self, Point::Before | Point::Timer))
+    }
+}
+
+/// What a check's condition says about a customer at a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The condition holds.
+    pub holds: bool,
+    /// When it became true or false (a deadline, else the point's time).
+    pub at: Ts,
+    /// What made it so.
+    pub trigger: Trigger,
+    /// A new episode may start here (see [`Point::may_start`]).
+    pub may_start: bool,
+}
+
+/// What one check's condition says about customer `c` at time `t`. Pure:
+/// `rep_departed` is whether its account rep has departed.
+pub fn evaluate(
+    check: Check,
+    c: &Customer,
+    t: Ts,
+    point: Point,
+    limits: &Limits,
+    windows: &Windows,
+    rep_departed: bool,
+) -> Evaluation {
+    let (holds, at, trigger) = match check {
+        Check::PurchaseRecency | Check::ContactGap => {
+            let due = limits.due(check, c);
+            let holds = due.is_some_and(|d| d < t || (point.inclusive() && d == t));
+            match (point, due) {
+                (Point::Before | Point::Timer, Some(d)) if holds => (true, d, Trigger::Deadline),
+                (Point::Event | Point::Roster, _) if !holds => (false, t, Trigger::Event),
+                _ => (holds, t, Trigger::TierChange),
+            }
+        }
+        Check::Departed => {
+            let holds = limits.applies(check, c.tier) && rep_departed;
+            let trigger = match point {
+                Point::Roster => Trigger::Roster,
+                Point::Recompute => Trigger::TierChange,
+                _ => Trigger::Event,
+            };
+            (holds, t, trigger)
+        }
+        Check::Handoffs => {
+            let count = c.handoffs.sum_at(windows.handoffs.index(t.0));
+            let holds = limits.applies(check, c.tier) && count >= limits.handoff_threshold as f64;
+            let trigger = match point {
+                Point::Recompute => Trigger::TierChange,
+                Point::Before | Point::Timer => Trigger::WindowSlide,
+                _ => Trigger::Event,
+            };
+            (holds, t, trigger)
+        }
+    };
+    Evaluation {
+        holds,
+        at,
+        trigger,
+        may_start: point.may_start(check),
     }
 }

@@ -25,7 +25,7 @@ use parking_lot::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
 use rustc_hash::FxBuildHasher;
 
 use super::customer::Customer;
-use super::event::{CustomerKey, Ts};
+use super::event::{RepKey, Ts};
 use super::ids::{IdIndex, MAX_SLOT, hash, prefetch};
 use super::rep::{RepIdx, Roster};
 use super::rule::Check;
@@ -100,6 +100,12 @@ fn shard_of_hash(h: u64) -> usize {
 
 fn split(idx: u32) -> (usize, u32) {
     (idx as usize & (SHARDS - 1), idx >> SHARD_BITS)
+}
+
+/// The position of `idx` in a full scan ([`Customers::for_each`] visits
+/// shard by shard, slot by slot), for visiting a subset in the same order.
+pub(crate) fn scan_order(idx: u32) -> (usize, u32) {
+    split(idx)
 }
 
 /// The compact index of `slot` in shard `shard` (the inverse of [`split`]).
@@ -384,7 +390,7 @@ impl Store {
     }
 
     /// The wire id of a rep.
-    pub fn rep_name(&self, rep: RepIdx) -> Option<CustomerKey> {
+    pub fn rep_id(&self, rep: RepIdx) -> Option<RepKey> {
         self.inner.roster.read().name(rep).cloned()
     }
 

@@ -19,7 +19,6 @@ pub mod restore;
 pub mod step;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -201,7 +200,9 @@ pub async fn run(
     for tp in roster_parts {
         step.progress.assign(tp, Instant::now(), false);
     }
+    let stopping = CancellationToken::new();
     let mut parts = Partitions::new(
+        stopping.clone(),
         (!config.state.dir.as_os_str().is_empty()).then(|| config.state.dir.clone()),
         config.kafka.input_topics.clone(),
         (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
@@ -218,33 +219,44 @@ pub async fn run(
     };
     let mut ack_tx = Some(ack_tx);
     tracing::info!(brokers, group = %config.kafka.group_id, clock = ?config.engine.clock, "consuming");
-    tokio::pin!(shutdown);
-    let mut phase = Phase::Consuming;
-    loop {
-        match phase {
-            Phase::Consuming => {
-                if let Some(tx) = &ack_tx {
-                    let mut loop_ = Consuming {
-                        c: &clients,
-                        ack_tx: tx,
-                        step: &mut step,
-                        parts: &mut parts,
-                        ready: &ready,
-                    };
-                    loop_.run(config, shutdown.as_mut()).await;
+    let phases = async {
+        let mut phase = Phase::Consuming;
+        loop {
+            match phase {
+                Phase::Consuming => {
+                    if let Some(tx) = &ack_tx {
+                        let mut consuming = Consuming {
+                            c: &clients,
+                            ack_tx: tx,
+                            step: &mut step,
+                            parts: &mut parts,
+                            ready: &ready,
+                        };
+                        consuming.run(config, &stopping).await;
+                    }
+                    phase = Phase::Draining;
                 }
-                phase = Phase::Draining;
+                Phase::Draining => {
+                    ready.report(false);
+                    // Dropping the sender lets the acker finish what it holds.
+                    drop(ack_tx.take());
+                    drain(&clients, &mut step, &mut parts, &tracker, &token).await;
+                    phase = Phase::Done;
+                }
+                Phase::Done => break step.report,
             }
-            Phase::Draining => {
-                ready.report(false);
-                // Dropping the sender lets the acker finish what it holds.
-                drop(ack_tx.take());
-                drain(&clients, &mut step, &mut parts, &tracker, &token).await;
-                phase = Phase::Done;
-            }
-            Phase::Done => break,
         }
-    }
+    };
+    // The shutdown future becomes the one graceful signal every part
+    // observes (a snapshot barrier waiting on an unreachable broker too).
+    tokio::pin!(phases, shutdown);
+    let report = tokio::select! {
+        report = &mut phases => report,
+        () = &mut shutdown => {
+            stopping.cancel();
+            phases.await
+        }
+    };
     let consumer = clients.consumer.clone();
     let committed =
         tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
@@ -255,8 +267,8 @@ pub async fn run(
     if let Ok(Err(e)) = http_task.await {
         tracing::warn!(error = %e, "HTTP API stopped with an error");
     }
-    tracing::info!(report = ?step.report, "stopped");
-    Ok(step.report)
+    tracing::info!(?report, "stopped");
+    Ok(report)
 }
 
 /// The consuming phase's borrowed state.
@@ -269,8 +281,8 @@ struct Consuming<'a> {
 }
 
 impl Consuming<'_> {
-    /// Returns when `shutdown` completes or the acker is gone.
-    async fn run(&mut self, config: &Config, mut shutdown: Pin<&mut impl Future<Output = ()>>) {
+    /// Returns when `stopping` is cancelled or the acker is gone.
+    async fn run(&mut self, config: &Config, stopping: &CancellationToken) {
         let mut ticker = tokio::time::interval(config.engine.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let every = config.state.snapshot_interval;
@@ -280,7 +292,7 @@ impl Consuming<'_> {
         let c = self.c;
         loop {
             tokio::select! {
-                _ = shutdown.as_mut() => return,
+                _ = stopping.cancelled() => return,
                 m = c.consumer.recv() => {
                     let arrived = Instant::now();
                     // Rebalances surface inside `recv`: apply them before its message.

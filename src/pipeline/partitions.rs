@@ -67,16 +67,20 @@ pub struct Partitions {
     dir: Option<PathBuf>,
     input_topics: Vec<String>,
     changelog: Option<Changelog>,
+    /// The service's graceful stop: a barrier gives up waiting on it.
+    stopping: CancellationToken,
 }
 
 impl Partitions {
     /// Nothing assigned yet.
     pub fn new(
+        stopping: CancellationToken,
         dir: Option<PathBuf>,
         input_topics: Vec<String>,
         changelog: Option<Changelog>,
     ) -> Self {
         Self {
+            stopping,
             numbers: BTreeSet::new(),
             released: BTreeMap::new(),
             restored_from: BTreeMap::new(),
@@ -191,7 +195,9 @@ impl Partitions {
     }
 
     /// Hands the pending step to the acker and waits until it and
-    /// everything before it are acknowledged; false if the acker is gone.
+    /// everything before it are acknowledged; false if the acker is gone
+    /// or the service is stopping (an unreachable broker must not hold
+    /// shutdown).
     async fn barrier(&mut self, step: &mut Step, ack_tx: &mpsc::Sender<Ack>) -> bool {
         if !self.snapshots_on() {
             return false;
@@ -199,9 +205,11 @@ impl Partitions {
         let (ack, released) = step.take_ack(false);
         self.released(released);
         let (tx, rx) = oneshot::channel();
-        ack_tx.send(ack).await.is_ok()
-            && ack_tx.send(Ack::Barrier(tx)).await.is_ok()
-            && rx.await.is_ok()
+        let sent = ack_tx.send(ack).await.is_ok() && ack_tx.send(Ack::Barrier(tx)).await.is_ok();
+        sent && tokio::select! {
+            r = rx => r.is_ok(),
+            _ = self.stopping.cancelled() => false,
+        }
     }
 
     /// Writes the snapshots of `partitions` and then stores the offsets they
@@ -292,9 +300,20 @@ impl Partitions {
             .collect()
     }
 
+    /// What a wait on the broker gives up on: the graceful stop while
+    /// consuming (an outage must not hold shutdown), the hard stop in the
+    /// final round, which runs after the graceful one.
+    fn give_up<'a>(&'a self, hard: &'a CancellationToken) -> &'a CancellationToken {
+        if self.stopping.is_cancelled() {
+            hard
+        } else {
+            &self.stopping
+        }
+    }
+
     /// Appends one changelog round for partition `p` and waits until the
     /// broker has it all; false if it could not (offsets then stay put).
-    async fn send_round(&self, p: i32, round: Vec<(Vec<u8>, Vec<u8>)>, sink: &Sink) -> bool {
+    async fn send_round(&self, p: i32, round: Vec<changelog::Record>, sink: &Sink) -> bool {
         let Some(c) = &self.changelog else {
             return true;
         };
@@ -303,7 +322,7 @@ impl Partitions {
             queued.push(sink.to_partition(&c.topic, p, key, value).await);
         }
         for out in queued {
-            if let Err(e) = sink.confirm(out, &c.stop).await {
+            if let Err(e) = sink.confirm(out, self.give_up(&c.stop)).await {
                 tracing::warn!(partition = p, error = %e, "changelog round not acknowledged; offsets stay where they were");
                 return false;
             }
@@ -414,7 +433,7 @@ impl Partitions {
         let fence = sink
             .to_partition(&c.topic, p, changelog::FENCE_KEY.to_vec(), fence)
             .await;
-        if let Err(e) = sink.confirm(fence, &c.stop).await {
+        if let Err(e) = sink.confirm(fence, self.give_up(&c.stop)).await {
             tracing::warn!(partition = p, error = %e, "changelog fence not written");
             return None;
         }

@@ -62,6 +62,9 @@ impl Entry {
     }
 }
 
+/// One changelog record: key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// What each partition last sent, to send only what changed.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -76,7 +79,7 @@ impl Changes {
         &mut self,
         state: &PartitionState,
         offsets: &[(String, i64)],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, postcard::Error> {
+    ) -> Result<Vec<Record>, postcard::Error> {
         let sent = self.sent.entry(state.partition).or_default();
         let mut out = Vec::new();
         for c in &state.customers {

@@ -1,0 +1,226 @@
+//! Applying an evaluation: turns what each rule says about a customer
+//! (see [`super::rule::evaluate`]) into firing / resolved alerts, keeps the
+//! open episodes, and reschedules the customer's timer.
+
+use super::Core;
+use super::alert::{Alert, AlertId, Limit, Status, Trigger};
+use super::customer::{Customer, MaybeTs};
+use super::event::Ts;
+use super::rep::Roster;
+use super::rule::{Check, Evaluation, Point, evaluate};
+use super::store;
+
+/// What reconciling a customer needs besides the engine's own state.
+pub(super) struct Scope<'a> {
+    pub(super) roster: &'a Roster,
+    pub(super) inner: &'a store::Inner,
+    pub(super) out: &'a mut Vec<Alert>,
+}
+
+/// One change of a check's state, before it becomes an [`Alert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Transition {
+    check: Check,
+    status: Status,
+    at: Ts,
+    fired_at: Ts,
+    trigger: Trigger,
+}
+
+/// The change an evaluation asks of a check that is (or is not) `firing`;
+/// a resolution's `fired_at` is filled in from the open episode.
+fn transition(check: Check, firing: bool, e: Evaluation, point: Point) -> Option<Transition> {
+    if e.holds && !firing && e.may_start {
+        Some(Transition {
+            check,
+            status: Status::Firing,
+            at: e.at,
+            fired_at: e.at,
+            trigger: e.trigger,
+        })
+    } else if !e.holds && firing {
+        Some(Transition {
+            check,
+            status: Status::Resolved,
+            at: e.at,
+            fired_at: e.at,
+            // A tier change ends an episode whatever else moved.
+            trigger: if point == Point::Recompute {
+                Trigger::TierChange
+            } else {
+                e.trigger
+            },
+        })
+    } else {
+        None
+    }
+}
+
+impl Core {
+    /// Puts a customer in the tier the thresholds in force give it and
+    /// reconciles its checks if that moved it.
+    pub(super) fn retier(&mut self, c: &mut Customer, idx: u32, t: Ts, scope: &mut Scope<'_>) {
+        let tier = self.thresholds.classify(c.monetary_total());
+        if tier != c.tier {
+            self.tiers.moved(c.tier, tier);
+            c.tier = tier;
+            self.reconcile(c, idx, t, Point::Recompute, scope);
+        }
+    }
+
+    /// Brings a customer's firing checks in line with its state at `t`,
+    /// emitting the transitions, then reschedules its timer.
+    pub(super) fn reconcile(
+        &mut self,
+        c: &mut Customer,
+        idx: u32,
+        t: Ts,
+        point: Point,
+        scope: &mut Scope<'_>,
+    ) {
+        let roster = scope.roster;
+        let s = self.settings;
+        let departed = c.account_rep.get().is_some_and(|r| roster.is_departed(r));
+        for check in Check::ALL {
+            let e = evaluate(check, c, t, point, &s.limits, &s.windows, departed);
+            let Some(mut tr) = transition(check, c.is_firing(check.bit()), e, point) else {
+                continue;
+            };
+            match tr.status {
+                Status::Firing => {
+                    c.firing |= check.bit();
+                    scope.inner.episodes.insert((idx, check), tr.at);
+                }
+                Status::Resolved => {
+                    c.firing &= !check.bit();
+                    if let Some((_, fired_at)) = scope.inner.episodes.remove(&(idx, check)) {
+                        tr.fired_at = fired_at;
+                    }
+                }
+            }
+            scope.out.push(self.alert(c, tr, roster));
+        }
+        // Lazy timers: an entry earlier than the true deadline is allowed
+        // (it pops, re-checks and reschedules), so the queue is touched only
+        // when a deadline moves earlier: most events move it later.
+        let next = self.next_due(c, t);
+        let old = c.pending.get();
+        let earlier = match (old, next) {
+            (None, Some(_)) => true,
+            (Some(o), Some(n)) => n < o,
+            (_, None) => false,
+        };
+        if earlier {
+            self.timers.reschedule(idx, old, next);
+            c.pending = next.map_or(MaybeTs::NONE, MaybeTs::some);
+        }
+    }
+
+    /// The earliest time at which one of the customer's checks can change
+    /// without an event: absence deadlines of checks not firing, and the
+    /// time a firing handoff count falls below the threshold.
+    fn next_due(&self, c: &Customer, t: Ts) -> Option<Ts> {
+        let s = &self.settings;
+        let mut next: Option<Ts> = None;
+        let mut consider = |d: Ts| next = Some(next.map_or(d, |n: Ts| n.min(d)));
+        for check in [Check::PurchaseRecency, Check::ContactGap] {
+            if !c.is_firing(check.bit())
+                && let Some(d) = s.limits.due(check, c)
+            {
+                consider(d.max(t));
+            }
+        }
+        if c.is_firing(Check::Handoffs.bit()) {
+            let b = s.windows.handoffs;
+            if let Some(e) = c
+                .handoffs
+                .falls_below(b.index(t.0), s.limits.handoff_threshold as f64)
+            {
+                consider(Ts(b.start(e)));
+            }
+        }
+        next
+    }
+
+    fn alert(&self, c: &Customer, tr: Transition, roster: &Roster) -> Alert {
+        let Transition {
+            check,
+            status,
+            at,
+            fired_at,
+            trigger,
+        } = tr;
+        let s = &self.settings;
+        let w = &s.windows;
+        let limit = match check {
+            Check::PurchaseRecency | Check::ContactGap => {
+                Limit::Days(s.limits.limit_days(check, c.tier))
+            }
+            Check::Handoffs => Limit::Handoffs {
+                threshold: s.limits.handoff_threshold,
+                window_days: s.handoff_window_days,
+            },
+            Check::Departed => Limit::None,
+        };
+        Alert {
+            alert_id: AlertId::new(&c.id, check, fired_at),
+            status,
+            check,
+            customer_id: c.id.clone(),
+            tier: c.tier,
+            at,
+            trigger,
+            limit,
+            signals: c.signals(
+                at,
+                w,
+                c.account_rep.get().and_then(|r| roster.name(r)).cloned(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(holds: bool, may_start: bool) -> Evaluation {
+        Evaluation {
+            holds,
+            at: Ts(5),
+            trigger: Trigger::Event,
+            may_start,
+        }
+    }
+
+    #[test]
+    fn transitions_fire_resolve_or_leave_alone() {
+        let c = Check::ContactGap;
+        let fired = transition(c, false, eval(true, true), Point::Event).unwrap();
+        assert_eq!(
+            (fired.status, fired.at, fired.trigger),
+            (Status::Firing, Ts(5), Trigger::Event)
+        );
+        assert_eq!(
+            transition(c, true, eval(true, true), Point::Event),
+            None,
+            "already firing"
+        );
+        assert_eq!(
+            transition(c, false, eval(false, true), Point::Event),
+            None,
+            "nothing to resolve"
+        );
+        assert_eq!(
+            transition(c, false, eval(true, false), Point::Timer),
+            None,
+            "may not start here"
+        );
+        let resolved = transition(c, true, eval(false, true), Point::Recompute).unwrap();
+        assert_eq!(
+            (resolved.status, resolved.trigger),
+            (Status::Resolved, Trigger::TierChange),
+            "a recompute resolves as a tier change"
+        );
+    }
+}
