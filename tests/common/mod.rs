@@ -283,13 +283,14 @@ pub fn verify(r: &Received) -> bool {
     h("webhook-signature").split(' ').any(|s| s == expected)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum Behaviour {
     Ok,
     FailFirst(usize),
-    /// 500 until this moment, then 200.
-    FailUntil(std::time::Instant),
-    Slow(Duration),
+    /// 500 while the flag is set, then 200.
+    FailWhile(Arc<std::sync::atomic::AtomicBool>),
+    /// Holds every request until the semaphore is closed, then 200.
+    HoldUntilClosed(Arc<tokio::sync::Semaphore>),
     Refuse,
 }
 
@@ -316,7 +317,7 @@ pub fn receiver_on(
     let app = Router::new().route(
         "/hook",
         post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let log = log.clone();
+            let (log, behaviour) = (log.clone(), behaviour.clone());
             async move {
                 let at = std::time::Instant::now();
                 let n = {
@@ -332,10 +333,13 @@ pub fn receiver_on(
                     Behaviour::Ok => StatusCode::NO_CONTENT,
                     Behaviour::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
                     Behaviour::FailFirst(_) => StatusCode::OK,
-                    Behaviour::FailUntil(t) if at < t => StatusCode::INTERNAL_SERVER_ERROR,
-                    Behaviour::FailUntil(_) => StatusCode::OK,
-                    Behaviour::Slow(d) => {
-                        tokio::time::sleep(d).await;
+                    Behaviour::FailWhile(f) if f.load(std::sync::atomic::Ordering::SeqCst) => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    Behaviour::FailWhile(_) => StatusCode::OK,
+                    Behaviour::HoldUntilClosed(gate) => {
+                        // Closed: every waiting and later acquire returns at once.
+                        let _ = gate.acquire().await;
                         StatusCode::OK
                     }
                     Behaviour::Refuse => StatusCode::BAD_REQUEST,
