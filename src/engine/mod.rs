@@ -581,9 +581,8 @@ impl Engine {
         if created {
             self.core.tiers.insert(idx);
         }
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &inner.roster,
             inner,
             out,
         };
@@ -630,9 +629,8 @@ impl Engine {
             return;
         };
         c.pending = MaybeTs::NONE;
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &inner.roster,
             inner,
             out,
         };
@@ -656,9 +654,8 @@ impl Engine {
                 .filter(|&idx| roster.set_departed(idx, departed))
         };
         let Some(rep_idx) = changed else { return };
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &inner.roster,
             inner,
             out,
         };
@@ -706,9 +703,8 @@ impl Engine {
                     .unwrap_or(0.0)
             });
         core.thresholds = new;
-        let roster = inner.roster.read();
         let scope = &mut Scope {
-            roster: &roster,
+            roster: &inner.roster,
             inner,
             out,
         };

@@ -9,10 +9,13 @@ use super::event::Ts;
 use super::rep::Roster;
 use super::rule::{Check, Evaluation, Point, evaluate};
 use super::store;
+use parking_lot::RwLock;
 
-/// What reconciling a customer needs besides the engine's own state.
+/// What reconciling a customer needs besides the engine's own state. The
+/// roster is locked only when a customer's rule needs it (a departure
+/// check of a tier the rule covers, an alert's rep name), not per event.
 pub(super) struct Scope<'a> {
-    pub(super) roster: &'a Roster,
+    pub(super) roster: &'a RwLock<Roster>,
     pub(super) inner: &'a store::Inner,
     pub(super) out: &'a mut Vec<Alert>,
 }
@@ -80,7 +83,10 @@ impl Core {
     ) {
         let roster = scope.roster;
         let s = self.settings;
-        let departed = c.account_rep.get().is_some_and(|r| roster.is_departed(r));
+        let departed = s.limits.applies(Check::Departed, c.tier)
+            && c.account_rep
+                .get()
+                .is_some_and(|r| roster.read().is_departed(r));
         for check in Check::ALL {
             let e = evaluate(check, c, t, point, &s.limits, &s.windows, departed);
             let Some(mut tr) = transition(check, c.is_firing(check.bit()), e, point) else {
@@ -142,7 +148,7 @@ impl Core {
         next
     }
 
-    fn alert(&self, c: &Customer, tr: Transition, roster: &Roster) -> Alert {
+    fn alert(&self, c: &Customer, tr: Transition, roster: &RwLock<Roster>) -> Alert {
         let Transition {
             check,
             status,
@@ -174,7 +180,9 @@ impl Core {
             signals: c.signals(
                 at,
                 w,
-                c.account_rep.get().and_then(|r| roster.name(r)).cloned(),
+                c.account_rep
+                    .get()
+                    .and_then(|r| roster.read().name(r).cloned()),
             ),
         }
     }
