@@ -1,27 +1,37 @@
 //! churnwatch: a streaming churn-alert engine.
 //!
 //! # Layout
+//! Data flows one way: source → engine → sinks. [`engine`] imports nothing
+//! from the rest of the crate; [`config`] builds its plain settings.
 //! - [`engine`]: the pure core (events and time in, alerts out; no I/O, no clock).
+//!   - `settings`: the plain data the engine runs on.
 //!   - `event`: event types, JSON decoding at the edge, reject reasons.
-//!   - `customer`: per-customer RFM state in fixed memory.
+//!   - `customer`: per-customer RFM state in fixed memory, and its signals.
 //!   - `window`: bucketed rolling counters.
-//!   - `store`: the sharded customer store handle.
+//!   - `ids`: the compact id index of customers and reps.
+//!   - `store`: the sharded customer store handle (records, episodes, roster).
 //!   - `tier`: dynamic ABC thresholds.
-//!   - `rep`: the rep roster.
-//!   - `rule`: rules, per-tier limits, conditions.
+//!   - `rep`: the rep roster and each rep's customers.
+//!   - `rule`: rules, per-tier limits, the pure evaluation of a rule.
+//!   - `reconcile`: applies evaluations (firing/resolved, episodes, timers).
 //!   - `alert`: alerts, ids, JSON.
 //!   - `watermark`: engine time, due timers, reorder buffer.
-//! - [`config`]: the config tree, defaults and validation.
+//! - [`config`]: the config tree, defaults, validation, engine settings.
+//! - [`pipeline`]: `run`, the engine inside the Kafka adapters: wiring and
+//!   phases; `step` (the engine step), `partitions` (restore, snapshot
+//!   rounds, revocation), `restore` (the pure restore choice), `acker`
+//!   (ordered confirmations, offsets, alert latency).
+//! - [`kafka`]: `client` (the one client builder), `source` (group consumer,
+//!   roster reader, start-up checks), `sink` (producers), `changelog`
+//!   (reading the state changelog), `offsets` and `progress` (pure bookkeeping).
+//! - [`state`]: partition state at rest: `snapshot` files and the
+//!   `changelog` record format.
 //! - [`replay`]: runs the engine over JSON-lines files in event time.
-//! - [`service`]: `run`, the engine inside the Kafka adapters.
 //! - [`generate`]: the deterministic synthetic population.
 //! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.
 //! - [`metrics`]: Prometheus metrics on an injected registry.
 //! - [`http`]: the read-only HTTP API.
 //! - [`webhook`]: signed callbacks with per-endpoint queues and retries.
-//! - [`snapshot`]: partition snapshot files (atomic, checksummed, versioned).
-//! - [`kafka`]: source (group consumer, roster reader), sinks, offset and
-//!   partition-progress bookkeeping.
 
 pub mod config;
 pub mod demo;
