@@ -469,7 +469,9 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The path given.
         path: String,
+        /// What the OS said.
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema (unknown key,
@@ -490,10 +492,20 @@ pub enum ConfigError {
     },
     /// A value is out of its allowed range.
     #[error("invalid config value `{key}`: {why}")]
-    Invalid { key: &'static str, why: String },
+    Invalid {
+        /// The key at fault.
+        key: &'static str,
+        /// What is wrong with its value.
+        why: String,
+    },
     /// A `[[webhooks]]` entry is unusable (the index counts from 0).
     #[error("invalid config value `webhooks[{index}]`: {why}")]
-    Webhook { index: usize, why: String },
+    Webhook {
+        /// The entry's position.
+        index: usize,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl Config {

@@ -23,8 +23,11 @@ use crate::kafka::client::{Role, client_config};
 use crate::pipeline;
 
 #[derive(Debug, Clone)]
+/// What the demo runs.
 pub struct DemoOptions {
+    /// Seed of the synthetic population.
     pub seed: u64,
+    /// Number of customers.
     pub customers: usize,
     /// Simulated days per wall-clock second.
     pub speed: f64,
@@ -33,6 +36,7 @@ pub struct DemoOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why the demo could not run.
 pub enum DemoError {
     /// The mock cluster or a client could not be created.
     #[error("kafka: {0}")]
@@ -45,12 +49,17 @@ pub enum DemoError {
 /// Totals printed at the end.
 #[derive(Debug, Default, Clone)]
 pub struct DemoSummary {
+    /// Events produced.
     pub events: u64,
+    /// Simulated days fed.
     pub simulated_days: u32,
+    /// Alerts seen on the alert topic, by `rule/status`.
     pub alerts: BTreeMap<String, u64>,
+    /// The pipeline's totals.
     pub report: pipeline::Report,
 }
 
+/// Runs the demo until `stop` completes, printing progress and alerts with `print`.
 pub async fn run(
     options: DemoOptions,
     mut print: impl FnMut(&str),

@@ -21,7 +21,9 @@ use crate::kafka::client::{Role, client_config};
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
 pub struct PopulationOptions {
+    /// Number of customers.
     pub customers: usize,
+    /// Seed: the same seed gives the same events.
     pub seed: u64,
     /// Time of day 0, 00:00.
     pub start: Ts,
@@ -47,12 +49,17 @@ struct Profile {
 /// One generated event: its time, type, routing key and JSON line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
+    /// Event time.
     pub ts: Ts,
+    /// Event type.
     pub kind: EventType,
+    /// Routing key (customer id, or rep id for roster events).
     pub key: String,
+    /// The JSON line.
     pub line: String,
 }
 
+/// The deterministic synthetic population, advanced one day at a time.
 pub struct Population {
     rng: ChaCha8Rng,
     start: Ts,
@@ -64,6 +71,7 @@ pub struct Population {
 }
 
 impl Population {
+    /// A population drawn from `options`.
     pub fn new(options: PopulationOptions) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
         let reps = (options.customers / 40).max(3);
@@ -94,6 +102,7 @@ impl Population {
         }
     }
 
+    /// The next day to generate.
     pub fn day(&self) -> u32 {
         self.day
     }
@@ -289,6 +298,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A publisher over `producer`.
     pub fn new(producer: FutureProducer) -> Self {
         Self {
             producer,
@@ -296,6 +306,7 @@ impl Publisher {
         }
     }
 
+    /// Queues one record, waiting for the oldest delivery when many are in flight.
     pub async fn send(
         &mut self,
         topic: &str,

@@ -24,9 +24,13 @@ use crate::metrics;
 /// What the handlers read. `ready` is reported by the service.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The customers (read only).
     pub store: Store,
+    /// Metrics to render.
     pub registry: prometheus::Registry,
+    /// Readiness as the service reports it.
     pub ready: Arc<Readiness>,
+    /// Window geometry, for the signals.
     pub windows: Windows,
 }
 
@@ -43,6 +47,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// Not ready until the first report; a report older than `stale_after` counts as not ready.
     pub fn new(stale_after: Duration) -> Self {
         Self {
             ready: AtomicBool::new(false),
@@ -52,12 +57,14 @@ impl Readiness {
         }
     }
 
+    /// Reports readiness now.
     pub fn report(&self, ready: bool) {
         let now = self.origin.elapsed().as_millis() as u64;
         self.reported.store(now, Ordering::Relaxed);
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Whether the last report said ready and is fresh.
     pub fn is_ready(&self) -> bool {
         self.is_ready_at(Instant::now())
     }
@@ -70,6 +77,7 @@ impl Readiness {
     }
 }
 
+/// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! churnwatch: a streaming churn-alert engine.
 //!
 //! # Layout

@@ -26,6 +26,7 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
+    /// Every outcome.
     pub const ALL: [DeliveryOutcome; 4] = [
         Self::Delivered,
         Self::Retried,
@@ -33,6 +34,7 @@ impl DeliveryOutcome {
         Self::QueueFull,
     ];
 
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -44,6 +46,8 @@ impl DeliveryOutcome {
 }
 
 #[derive(Clone)]
+/// Every metric churnwatch exports, registered on one registry (a clone
+/// shares the series).
 pub struct Metrics {
     events: IntCounterVec,
     dead_letters: IntCounterVec,
@@ -171,6 +175,7 @@ impl Metrics {
         Ok(m)
     }
 
+    /// An event applied in `seconds` (decode and apply).
     pub fn event_applied(&self, t: EventType, seconds: f64) {
         self.events
             .with_label_values(&[t.as_str(), "applied"])
@@ -185,6 +190,7 @@ impl Metrics {
         self.dead_letters.with_label_values(&[reason.code()]).inc();
     }
 
+    /// An alert emitted.
     pub fn alert_emitted(&self, alert: &Alert) {
         self.alerts
             .with_label_values(&[
@@ -232,18 +238,21 @@ impl Metrics {
         self.held_events.set(held as i64);
     }
 
+    /// A partition's lag.
     pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.consumer_lag
             .with_label_values(&[topic, &partition.to_string()])
             .set(lag);
     }
 
+    /// A webhook attempt's outcome.
     pub fn webhook_delivery(&self, endpoint: &str, outcome: DeliveryOutcome) {
         self.webhook_deliveries
             .with_label_values(&[endpoint, outcome.as_str()])
             .inc();
     }
 
+    /// An endpoint's queue depth.
     pub fn webhook_queue_depth(&self, endpoint: &str, depth: usize) {
         self.webhook_queue
             .with_label_values(&[endpoint])

@@ -32,11 +32,17 @@ pub struct ReplayOptions {
 /// Totals printed as the last line on stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Summary {
+    /// Events applied.
     pub applied: u64,
+    /// Lines rejected.
     pub rejected: u64,
+    /// Events older than the watermark.
     pub late: u64,
+    /// Alerts written.
     pub alerts: u64,
+    /// Customers at the end.
     pub customers: usize,
+    /// Wall time the replay took.
     pub elapsed: Duration,
 }
 
@@ -61,13 +67,23 @@ impl std::fmt::Display for Summary {
 pub enum ReplayError {
     /// An input file could not be opened or read.
     #[error("cannot read {path}: {source}")]
-    Input { path: String, source: io::Error },
+    Input {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// Alerts could not be written (e.g. stdout closed).
     #[error("cannot write alerts: {0}")]
     Output(io::Error),
     /// The dead-letter file could not be created or written.
     #[error("cannot write dead letters to {path}: {source}")]
-    DeadLetter { path: String, source: io::Error },
+    DeadLetter {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: io::Error,
+    },
 }
 
 /// Replays `options.inputs`; alerts go to `alerts` as JSON lines, one

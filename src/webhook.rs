@@ -27,9 +27,11 @@ use crate::metrics::{DeliveryOutcome, Metrics};
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// The receiver took it (2xx).
     Delivered,
     /// Try again, no sooner than `after` if the receiver said so.
     Retry {
+        /// The `Retry-After` delay, if given.
         after: Option<Duration>,
     },
     /// A permanent refusal (4xx other than 429).
@@ -43,7 +45,9 @@ pub enum Verdict {
 pub enum Attempt<'a> {
     /// An HTTP status and the `Retry-After` header, if any.
     Answered {
+        /// The HTTP status.
         status: u16,
+        /// The `Retry-After` header.
         retry_after: Option<&'a str>,
     },
     /// Connection refused, reset, timed out.

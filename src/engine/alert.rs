@@ -19,6 +19,7 @@ use super::tier::Tier;
 pub struct AlertId(pub u128);
 
 impl AlertId {
+    /// The id of the episode of `check` for `customer` that fired at `fired_at`.
     pub fn new(customer: &str, check: Check, fired_at: Ts) -> Self {
         let mut buf = Vec::with_capacity(customer.len() + 48);
         buf.extend_from_slice(customer.as_bytes());
@@ -43,11 +44,14 @@ impl fmt::Display for AlertId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// The condition started to hold.
     Firing,
+    /// The condition stopped holding.
     Resolved,
 }
 
 impl Status {
+    /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Firing => "firing",
@@ -74,12 +78,16 @@ pub enum Trigger {
 /// How urgent a human should treat the alert: by the customer's tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
+    /// Tier C.
     Low,
+    /// Tier B.
     Medium,
+    /// Tier A.
     High,
 }
 
 impl Severity {
+    /// The severity of an alert about a customer of `tier`.
     pub fn of(tier: Tier) -> Self {
         match tier {
             Tier::A => Severity::High,
@@ -88,6 +96,7 @@ impl Severity {
         }
     }
 
+    /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",
@@ -100,14 +109,23 @@ impl Severity {
 /// The customer's numbers at the alert's `at`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Signals {
+    /// Days since the last purchase (none if never).
     pub recency_days: Option<f64>,
+    /// Purchases in `windows.frequency` (90 days by default; the name stays whatever the window).
     pub frequency_90d: u32,
+    /// Spend in `tiers.window`.
     pub monetary: f64,
+    /// Days since the last rep contact (none if never).
     pub days_since_contact: Option<f64>,
+    /// The account rep's id.
     pub account_rep: Option<RepKey>,
+    /// Rep changes in `windows.handoffs` (180 days by default; the name stays whatever the window).
     pub rep_handoffs_180d: u32,
+    /// Open tickets.
     pub open_tickets: u32,
+    /// Open complaints.
     pub open_complaints: u32,
+    /// Days since the customer was first seen.
     pub days_since_first_seen: f64,
 }
 
@@ -117,29 +135,46 @@ pub enum Limit {
     /// Absence limit of the tier, in days; `None` if the tier has the rule off.
     Days(Option<f64>),
     /// Handoff threshold and window length in days.
-    Handoffs { threshold: u32, window_days: f64 },
+    Handoffs {
+        /// Handoffs that fire.
+        threshold: u32,
+        /// The handoff window in days.
+        window_days: f64,
+    },
     /// No numeric limit (departures).
     None,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// One firing or resolved transition of a check, as published.
 pub struct Alert {
+    /// Stable id of the episode.
     pub alert_id: AlertId,
+    /// Firing or resolved.
     pub status: Status,
+    /// Which condition (rule and cause).
     pub check: Check,
+    /// The customer.
     pub customer_id: CustomerKey,
+    /// The customer's tier at `at`.
     pub tier: Tier,
+    /// When the transition happened (engine time).
     pub at: Ts,
+    /// What made the condition change.
     pub trigger: Trigger,
+    /// The limit measured against.
     pub limit: Limit,
+    /// The customer's numbers at `at`.
     pub signals: Signals,
 }
 
 impl Alert {
+    /// The rule of the alert's check.
     pub fn rule(&self) -> Rule {
         self.check.rule()
     }
 
+    /// How urgent: by tier.
     pub fn severity(&self) -> Severity {
         Severity::of(self.tier)
     }

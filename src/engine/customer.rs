@@ -20,23 +20,34 @@ pub const FREQUENCY_BUCKETS: usize = 9;
 pub const HANDOFF_BUCKETS: usize = 6;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// One customer's state (fixed size).
 pub struct Customer {
+    /// The customer id.
     pub id: CustomerKey,
+    /// The earliest event time seen.
     pub first_seen: Ts,
+    /// The latest purchase (refunds excluded).
     pub last_purchase: MaybeTs,
+    /// The latest rep contact.
     pub last_contact: MaybeTs,
     /// The deadline this customer has in the timer queue, if any; owned by
     /// the engine's timer bookkeeping.
     pub pending: MaybeTs,
+    /// Spend per bucket of `tiers.window`.
     pub monetary: Rolling<f32, MONETARY_BUCKETS>,
+    /// Purchases per bucket of `windows.frequency`.
     pub frequency: Rolling<u16, FREQUENCY_BUCKETS>,
+    /// Rep changes per bucket of `windows.handoffs`.
     pub handoffs: Rolling<u8, HANDOFF_BUCKETS>,
     /// Rep of the most recent call.
     pub account_rep: MaybeRep,
+    /// Tickets opened and not resolved.
     pub open_tickets: u16,
+    /// Open tickets that are complaints.
     pub open_complaints: u16,
     /// Input partition the customer's events come from (0 in replay).
     pub partition: u16,
+    /// The tier the thresholds in force give it.
     pub tier: Tier,
     /// One bit per [`super::rule::Check`] that is firing.
     pub firing: u8,
@@ -47,12 +58,15 @@ pub struct Customer {
 pub struct MaybeTs(i64);
 
 impl MaybeTs {
+    /// No time.
     pub const NONE: MaybeTs = MaybeTs(i64::MIN);
 
+    /// A time (`i64::MIN` is kept one above the none marker).
     pub fn some(t: Ts) -> Self {
         MaybeTs(t.0.max(i64::MIN + 1))
     }
 
+    /// The time, if any.
     pub fn get(self) -> Option<Ts> {
         (self != Self::NONE).then_some(Ts(self.0))
     }
@@ -63,12 +77,15 @@ impl MaybeTs {
 pub struct MaybeRep(u32);
 
 impl MaybeRep {
+    /// No rep.
     pub const NONE: MaybeRep = MaybeRep(u32::MAX);
 
+    /// A rep.
     pub fn some(r: RepIdx) -> Self {
         MaybeRep(r.0)
     }
 
+    /// The rep, if any.
     pub fn get(self) -> Option<RepIdx> {
         (self != Self::NONE).then_some(RepIdx(self.0))
     }
@@ -77,8 +94,11 @@ impl MaybeRep {
 /// Bucket geometry of the three rolling windows.
 #[derive(Debug, Clone, Copy)]
 pub struct Windows {
+    /// Monetary buckets.
     pub monetary: Buckets,
+    /// Frequency buckets.
     pub frequency: Buckets,
+    /// Handoff buckets.
     pub handoffs: Buckets,
 }
 
@@ -95,6 +115,7 @@ impl Windows {
 }
 
 impl Customer {
+    /// A customer first seen at `first_seen` on input `partition`.
     pub fn new(id: CustomerKey, first_seen: Ts, partition: u16) -> Self {
         Self {
             id,

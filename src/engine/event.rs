@@ -16,7 +16,9 @@ use serde::Deserialize;
 pub struct Ts(pub i64);
 
 impl Ts {
+    /// The earliest time.
     pub const MIN: Ts = Ts(i64::MIN);
+    /// The latest time.
     pub const MAX: Ts = Ts(i64::MAX);
 
     /// Parses an RFC 3339 timestamp with offset.
@@ -26,6 +28,7 @@ impl Ts {
             .map(|d| Ts(d.timestamp_millis()))
     }
 
+    /// `ms` later, saturating.
     pub fn saturating_add(self, ms: i64) -> Ts {
         Ts(self.0.saturating_add(ms))
     }
@@ -36,6 +39,7 @@ impl Ts {
     }
 }
 
+/// Milliseconds per day.
 pub const DAY_MS: i64 = 86_400_000;
 
 impl fmt::Display for Ts {
@@ -73,38 +77,56 @@ pub const MAX_ID_CHARS: usize = 128;
 /// One decoded, validated input event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// Event time (`ts`).
     pub ts: Ts,
+    /// What happened.
     pub kind: EventKind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// What an event says happened.
 pub enum EventKind {
     /// Negative `amount` is a refund: it lowers monetary but is not a purchase
     /// for recency or frequency.
     Purchase {
+        /// The customer.
         customer: CustomerKey,
+        /// Amount in the customer's currency; negative is a refund.
         amount: f64,
     },
+    /// A rep contacted the customer (visit, phone, email, chat).
     Call {
+        /// The customer.
         customer: CustomerKey,
+        /// The rep who made the contact.
         rep: RepKey,
+        /// How (default phone).
         channel: Channel,
+        /// Who started it (default outbound).
         direction: Direction,
     },
     /// `ticket` is a hash of the ticket id: the engine only needs identity.
     Ticket {
+        /// The customer.
         customer: CustomerKey,
+        /// Hash of the ticket id.
         ticket: u64,
+        /// Opened or resolved.
         status: TicketStatus,
+        /// Whether it is a complaint.
         complaint: bool,
     },
+    /// A rep joined or departed (roster topic).
     Roster {
+        /// The rep.
         rep: RepKey,
+        /// Active or departed.
         status: RepStatus,
     },
 }
 
 impl Event {
+    /// The event's `type`.
     pub fn event_type(&self) -> EventType {
         match self.kind {
             EventKind::Purchase { .. } => EventType::Purchase,
@@ -128,15 +150,21 @@ impl Event {
 /// The `type` field, as a closed set (metric labels come from it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
+    /// `purchase`.
     Purchase,
+    /// `call`.
     Call,
+    /// `ticket`.
     Ticket,
+    /// `rep` (roster).
     Rep,
 }
 
 impl EventType {
+    /// Every type, for pre-registering metric labels.
     pub const ALL: [EventType; 4] = [Self::Purchase, Self::Call, Self::Ticket, Self::Rep];
 
+    /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Purchase => "purchase",
@@ -148,28 +176,42 @@ impl EventType {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a rep contacted the customer.
 pub enum Channel {
+    /// A visit.
     Visit,
+    /// A phone call.
     Phone,
+    /// An email.
     Email,
+    /// A chat.
     Chat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who started a contact.
 pub enum Direction {
+    /// The rep.
     Outbound,
+    /// The customer.
     Inbound,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A ticket's transition.
 pub enum TicketStatus {
+    /// Opened.
     Opened,
+    /// Resolved.
     Resolved,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A rep's roster status.
 pub enum RepStatus {
+    /// Employed.
     Active,
+    /// Left the company.
     Departed,
 }
 
@@ -179,13 +221,21 @@ pub enum RepStatus {
 pub enum RejectReason {
     /// The message exceeds `engine.max_event_bytes`.
     #[error("message is {size} bytes, over the limit of {limit}")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// `engine.max_event_bytes`.
+        limit: usize,
+    },
     /// A Kafka record without a value (a tombstone), which carries no event.
     #[error("the record has no value (null payload)")]
     NullPayload,
     /// The bytes are not UTF-8, so cannot be JSON.
     #[error("message is not valid UTF-8 (at byte {at})")]
-    InvalidUtf8 { at: usize },
+    InvalidUtf8 {
+        /// Offset of the first invalid byte.
+        at: usize,
+    },
     /// Not a JSON object (syntax error, truncation, nesting too deep, ...).
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
@@ -194,7 +244,12 @@ pub enum RejectReason {
     MissingField(&'static str),
     /// A field has the wrong JSON type or an unparseable value.
     #[error("wrong type for field `{field}`: {detail}")]
-    WrongType { field: String, detail: String },
+    WrongType {
+        /// The field.
+        field: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// The same key appears twice in the object.
     #[error("duplicate field `{0}`")]
     DuplicateField(String),
@@ -206,16 +261,38 @@ pub enum RejectReason {
     BadTimestamp(String),
     /// `ts` is too far ahead of the engine's newest known time.
     #[error("timestamp {ts} is more than {max_skew_secs}s ahead of engine time {now}")]
-    FutureTimestamp { ts: Ts, now: Ts, max_skew_secs: u64 },
+    FutureTimestamp {
+        /// The event's time.
+        ts: Ts,
+        /// The engine's reference time.
+        now: Ts,
+        /// `engine.max_future_skew` in seconds.
+        max_skew_secs: u64,
+    },
     /// `amount` is not finite or its absolute value exceeds `engine.max_amount`.
     #[error("bad amount {amount}: must be finite with absolute value <= {limit}")]
-    BadAmount { amount: f64, limit: f64 },
+    BadAmount {
+        /// The amount given.
+        amount: f64,
+        /// `engine.max_amount`.
+        limit: f64,
+    },
     /// An id is empty or longer than [`MAX_ID_CHARS`].
     #[error("field `{field}` must be 1 to 128 characters, got {chars}")]
-    BadId { field: &'static str, chars: usize },
+    BadId {
+        /// The id field.
+        field: &'static str,
+        /// Its length in characters.
+        chars: usize,
+    },
     /// An enumerated field has a value outside its set.
     #[error("field `{field}` has unknown value `{value}`")]
-    BadValue { field: &'static str, value: String },
+    BadValue {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
 }
 
 /// The code table: each variant's stable code, written once; `CODES`
@@ -255,7 +332,9 @@ reject_codes! {
 /// Limits the decoder enforces; taken from `[engine]`.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
+    /// `engine.max_amount`.
     pub max_amount: f64,
+    /// `engine.max_event_bytes`.
     pub max_event_bytes: usize,
 }
 

@@ -49,19 +49,25 @@ use watermark::{Clock, Reorder, Timers, Watermark};
 /// One input partition's customers as plain data (snapshots, hand-over).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionState {
+    /// The input partition.
     pub partition: u16,
+    /// Its customers.
     pub customers: Vec<CustomerState>,
     /// Rep ids (and departure times) in the order of the indexes customers
     /// refer to: indexes are local to an engine, names are not.
     pub reps: Vec<(event::RepKey, Option<Ts>)>,
+    /// Engine-wide time state when it was taken.
     pub clock: ClockState,
 }
 
 /// A customer with its open episodes and open tickets.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CustomerState {
+    /// The record.
     pub customer: Customer,
+    /// Firing checks and when each fired.
     pub episodes: Vec<(Check, Ts)>,
+    /// Open tickets: hash and whether a complaint.
     pub tickets: Vec<(u64, bool)>,
 }
 
@@ -69,10 +75,15 @@ pub struct CustomerState {
 /// the one that wrote the snapshot did.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClockState {
+    /// The watermark.
     pub watermark: Option<Ts>,
+    /// The next tier recompute.
     pub next_recompute: Option<Ts>,
+    /// The monetary bucket epoch of the last recompute.
     pub monetary_epoch: Option<u32>,
+    /// Tier A threshold.
     pub threshold_a: f64,
+    /// Tier B threshold.
     pub threshold_b: f64,
 }
 
@@ -90,8 +101,11 @@ pub enum Applied {
 /// Counters the adapters export; plain numbers, read at will.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stats {
+    /// Events older than the watermark, applied anyway.
     pub late_events: u64,
+    /// Tier threshold recomputes run.
     pub recomputes: u64,
+    /// Recomputes that rotated the monetary window.
     pub monetary_rollovers: u64,
 }
 
@@ -200,18 +214,22 @@ impl Engine {
         }
     }
 
+    /// The store readers share.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The decoder's limits from the settings.
     pub fn decode_limits(&self) -> DecodeLimits {
         self.core.settings.decode
     }
 
+    /// Engine time, once anything happened.
     pub fn watermark(&self) -> Option<Ts> {
         self.core.watermark.current()
     }
 
+    /// The tier thresholds in force.
     pub fn thresholds(&self) -> Thresholds {
         self.core.thresholds
     }
@@ -221,6 +239,7 @@ impl Engine {
         self.core.tiers.counts()
     }
 
+    /// Counters for metrics.
     pub fn stats(&self) -> Stats {
         self.core.stats
     }

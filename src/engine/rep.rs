@@ -20,6 +20,7 @@ struct RepEntry {
 }
 
 #[derive(Debug, Default)]
+/// The interned reps and who has departed.
 pub struct Roster {
     /// Slots of `reps`, found by the id's hash.
     index: IdIndex,
@@ -49,6 +50,7 @@ impl Roster {
         Some(RepIdx(slot))
     }
 
+    /// The index of a known rep.
     pub fn lookup(&self, id: &str) -> Option<RepIdx> {
         self.find(hash(id), id)
     }
@@ -71,10 +73,12 @@ impl Roster {
         }
     }
 
+    /// A rep's id.
     pub fn name(&self, idx: RepIdx) -> Option<&RepKey> {
         self.reps.get(idx.0 as usize).map(|r| &r.id)
     }
 
+    /// Whether the rep has departed.
     pub fn is_departed(&self, idx: RepIdx) -> bool {
         self.reps
             .get(idx.0 as usize)
@@ -97,10 +101,12 @@ impl Roster {
         self.reps.iter().map(|r| (&r.id, r.departed_at))
     }
 
+    /// Reps known.
     pub fn len(&self) -> usize {
         self.reps.len()
     }
 
+    /// Whether no rep is known.
     pub fn is_empty(&self) -> bool {
         self.reps.is_empty()
     }

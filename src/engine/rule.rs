@@ -14,14 +14,19 @@ use super::tier::Tier;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
+    /// No purchase for too long.
     PurchaseRecency,
+    /// No rep contact for too long.
     ContactGap,
+    /// The account rep departed, or reps keep changing.
     RepTurnover,
 }
 
 impl Rule {
+    /// Every rule.
     pub const ALL: [Rule; 3] = [Rule::PurchaseRecency, Rule::ContactGap, Rule::RepTurnover];
 
+    /// The config and JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::PurchaseRecency => "purchase_recency",
@@ -34,11 +39,14 @@ impl Rule {
 /// Why `rep_turnover` holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cause {
+    /// The account rep departed.
     Departed,
+    /// Too many rep changes in the handoff window.
     Handoffs,
 }
 
 impl Cause {
+    /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Cause::Departed => "departed",
@@ -53,13 +61,18 @@ impl Cause {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub enum Check {
+    /// `purchase_recency`.
     PurchaseRecency,
+    /// `contact_gap`.
     ContactGap,
+    /// `rep_turnover`, cause `departed`.
     Departed,
+    /// `rep_turnover`, cause `handoffs`.
     Handoffs,
 }
 
 impl Check {
+    /// Every check.
     pub const ALL: [Check; 4] = [
         Check::PurchaseRecency,
         Check::ContactGap,
@@ -67,10 +80,12 @@ impl Check {
         Check::Handoffs,
     ];
 
+    /// Its bit in [`Customer::firing`].
     pub fn bit(self) -> u8 {
         1 << (self as u8)
     }
 
+    /// The rule it belongs to.
     pub fn rule(self) -> Rule {
         match self {
             Check::PurchaseRecency => Rule::PurchaseRecency,
@@ -79,6 +94,7 @@ impl Check {
         }
     }
 
+    /// The cause, for rules with several.
     pub fn cause(self) -> Option<Cause> {
         match self {
             Check::Departed => Some(Cause::Departed),
@@ -101,6 +117,7 @@ pub struct Limits {
     contact: [Option<i64>; 3],
     departed_tiers: u8,
     handoff_tiers: u8,
+    /// Handoffs that fire `rep_turnover` (cause `handoffs`).
     pub handoff_threshold: u32,
 }
 
@@ -136,6 +153,7 @@ impl Limits {
         }
     }
 
+    /// Whether `check` applies to customers of `tier`.
     pub fn applies(&self, check: Check, tier: Tier) -> bool {
         match check {
             Check::Departed => self.departed_tiers & (1 << tier.index()) != 0,
@@ -157,6 +175,7 @@ impl Limits {
         Some(base.saturating_add(limit))
     }
 
+    /// The absence limit of `check` for `tier`, in days.
     pub fn limit_days(&self, check: Check, tier: Tier) -> Option<f64> {
         self.limit_ms(check, tier)
             .map(|ms| ms as f64 / DAY_MS as f64)

@@ -31,6 +31,9 @@ use super::rep::{RepIdx, Roster};
 use super::rule::Check;
 
 #[derive(Debug, Clone, Default)]
+/// A cheap-to-clone handle over the sharded customer records, open episodes
+/// and the rep roster: the engine writes, readers (HTTP) read, and nobody
+/// holds a shard guard outside a method.
 pub struct Store {
     inner: Arc<Inner>,
 }
@@ -358,8 +361,11 @@ const PREFETCH: usize = 32;
 /// One open alert episode, as listed by [`Store::active_alerts`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveEpisode {
+    /// The customer as it is now.
     pub customer: Customer,
+    /// The firing check.
     pub check: Check,
+    /// When the episode fired.
     pub fired_at: Ts,
 }
 
@@ -385,6 +391,7 @@ impl Store {
         self.inner.customers.len()
     }
 
+    /// Whether no customer is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -394,6 +401,7 @@ impl Store {
         self.inner.roster.read().name(rep).cloned()
     }
 
+    /// Whether the rep has departed.
     pub fn rep_departed(&self, rep: RepIdx) -> bool {
         self.inner.roster.read().is_departed(rep)
     }

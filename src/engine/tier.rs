@@ -12,16 +12,22 @@ use serde::{Deserialize, Serialize};
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
+/// A value tier (ABC).
 pub enum Tier {
+    /// Key customers: the top `tiers.a_percent` by spend.
     A,
+    /// Major customers: the next `tiers.b_percent`.
     B,
     #[default]
+    /// Everyone else.
     C,
 }
 
 impl Tier {
+    /// Every tier, A first.
     pub const ALL: [Tier; 3] = [Tier::A, Tier::B, Tier::C];
 
+    /// The JSON and label spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::A => "A",
@@ -30,6 +36,7 @@ impl Tier {
         }
     }
 
+    /// Position in per-tier arrays.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -38,11 +45,14 @@ impl Tier {
 /// Monetary needed for A and B; `INFINITY` while nobody qualifies.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
+    /// Monetary needed for tier A.
     pub a: f64,
+    /// Monetary needed for tier B.
     pub b: f64,
 }
 
 impl Thresholds {
+    /// Nobody qualifies for A or B yet.
     pub const NONE: Thresholds = Thresholds {
         a: f64::INFINITY,
         b: f64::INFINITY,
@@ -127,6 +137,7 @@ impl Default for TierIndex {
 }
 
 impl TierIndex {
+    /// An empty rank index.
     pub fn new() -> Self {
         Self {
             bins: vec![Vec::new(); BIN_COUNT],
@@ -214,6 +225,7 @@ impl TierIndex {
         self.counts[to.index()] += 1;
     }
 
+    /// Customers per tier, indexed by [`Tier::index`].
     pub fn counts(&self) -> [u64; 3] {
         self.counts
     }

@@ -27,6 +27,7 @@ pub enum Clock {
 /// The engine's notion of now.
 #[derive(Debug, Clone)]
 pub struct Watermark {
+    /// Where time comes from.
     pub clock: Clock,
     lateness_ms: i64,
     /// Largest event `ts` seen (event clock only).
@@ -35,6 +36,7 @@ pub struct Watermark {
 }
 
 impl Watermark {
+    /// A watermark for `clock`, trailing the largest `ts` by `lateness_ms` (event clock).
     pub fn new(clock: Clock, lateness_ms: i64) -> Self {
         Self {
             clock,
@@ -44,6 +46,7 @@ impl Watermark {
         }
     }
 
+    /// Engine time, once set.
     pub fn current(&self) -> Option<Ts> {
         self.current
     }
@@ -77,6 +80,7 @@ impl Watermark {
         self.current = Some(self.current.map_or(t, |c| c.max(t)));
     }
 
+    /// Whether `ts` is older than the watermark.
     pub fn is_late(&self, ts: Ts) -> bool {
         self.current.is_some_and(|w| ts < w)
     }
@@ -103,18 +107,22 @@ impl Timers {
         }
     }
 
+    /// The earliest pending timer.
     pub fn first(&self) -> Option<(Ts, u32)> {
         self.queue.first().copied()
     }
 
+    /// Pops the earliest pending timer.
     pub fn pop_first(&mut self) -> Option<(Ts, u32)> {
         self.queue.pop_first()
     }
 
+    /// Pending timers.
     pub fn len(&self) -> usize {
         self.queue.len()
     }
 
+    /// Whether no timer is pending.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -123,9 +131,13 @@ impl Timers {
 /// An event held back until the watermark reaches its `ts`.
 #[derive(Debug)]
 pub struct Held {
+    /// The event's time.
     pub ts: Ts,
+    /// Arrival order, breaking ties.
     pub seq: u64,
+    /// The input partition.
     pub partition: u16,
+    /// The event.
     pub event: Event,
 }
 
@@ -154,6 +166,7 @@ pub struct Reorder {
 }
 
 impl Reorder {
+    /// Holds an event from `partition`.
     pub fn push(&mut self, event: Event, partition: u16) {
         self.seq += 1;
         self.heap.push(Reverse(Held {
@@ -164,22 +177,27 @@ impl Reorder {
         }));
     }
 
+    /// The earliest held event's time.
     pub fn first_ts(&self) -> Option<Ts> {
         self.heap.peek().map(|h| h.0.ts)
     }
 
+    /// Releases the earliest held event.
     pub fn pop(&mut self) -> Option<Held> {
         self.heap.pop().map(|h| h.0)
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
 
+    /// Events held.
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
+    /// Keeps only the held events `keep` accepts.
     pub fn retain(&mut self, keep: impl Fn(&Held) -> bool) {
         self.heap.retain(|h| keep(&h.0));
     }

@@ -7,7 +7,9 @@
 
 /// A counter that can live in a bucket.
 pub trait Count: Copy + Default + PartialEq {
+    /// Adds `v` (saturating for integers).
     fn plus(self, v: f64) -> Self;
+    /// The count as a float.
     fn value(self) -> f64;
 }
 
@@ -81,12 +83,14 @@ pub struct Buckets {
 }
 
 impl Buckets {
+    /// `n` buckets spanning `window_ms`.
     pub fn new(window_ms: i64, n: usize) -> Self {
         Self {
             width_ms: (window_ms / n as i64).max(1),
         }
     }
 
+    /// The bucket number of time `t_ms`.
     pub fn index(self, t_ms: i64) -> u32 {
         (t_ms.max(0) / self.width_ms).min(u32::MAX as i64) as u32
     }

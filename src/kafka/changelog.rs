@@ -14,15 +14,21 @@ pub enum ChangelogError {
     /// librdkafka refused a call or reported an error.
     #[error("changelog {topic}[{partition}]: {source}")]
     Kafka {
+        /// The changelog topic.
         topic: String,
+        /// The partition read.
         partition: i32,
+        /// What librdkafka said.
         source: rdkafka::error::KafkaError,
     },
     /// The fence was not read back in time.
     #[error("changelog {topic}[{partition}]: its end (our fence) not reached in {secs} s")]
     Timeout {
+        /// The changelog topic.
         topic: String,
+        /// The partition read.
         partition: i32,
+        /// How long the read was allowed.
         secs: u64,
     },
 }

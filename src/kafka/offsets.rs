@@ -13,6 +13,7 @@ use crate::engine::event::Ts;
 pub type TopicPartition = (String, i32);
 
 #[derive(Debug, Default)]
+/// Consumed offsets per partition, waiting for their step to be safe.
 pub struct PendingOffsets {
     parts: BTreeMap<TopicPartition, VecDeque<(i64, Option<Ts>)>>,
 }
@@ -56,6 +57,7 @@ impl PendingOffsets {
         self.parts.remove(tp);
     }
 
+    /// Offsets still waiting.
     pub fn waiting(&self) -> usize {
         self.parts.values().map(VecDeque::len).sum()
     }

@@ -20,6 +20,7 @@ struct Part {
 }
 
 #[derive(Debug, Default)]
+/// Per-partition event-time progress.
 pub struct Progress {
     parts: BTreeMap<TopicPartition, Part>,
 }
@@ -36,6 +37,7 @@ impl Progress {
         });
     }
 
+    /// Stops tracking a partition.
     pub fn revoke(&mut self, tp: &TopicPartition) {
         self.parts.remove(tp);
     }

@@ -29,10 +29,15 @@ pub struct Outgoing {
 
 /// A rejected input message and where it came from.
 pub struct Rejected<'a> {
+    /// The input topic.
     pub topic: &'a str,
+    /// Its partition.
     pub partition: i32,
+    /// The message's offset.
     pub offset: i64,
+    /// The message's key.
     pub key: Option<&'a [u8]>,
+    /// The original bytes.
     pub payload: &'a [u8],
 }
 
@@ -48,10 +53,15 @@ impl Outgoing {
 pub enum SinkError {
     /// The service stopped before the broker acknowledged the record.
     #[error("stopped before {topic} acknowledged a record")]
-    Cancelled { topic: String },
+    Cancelled {
+        /// The record's topic.
+        topic: String,
+    },
 }
 
 #[derive(Clone)]
+/// The producer of alerts, dead letters and changelog records (a clone
+/// shares the client).
 pub struct Sink {
     producer: FutureProducer,
     alert_topic: String,
@@ -59,16 +69,13 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// A sink writing alerts to `alert_topic` and dead letters to `dead_letter_topic`.
     pub fn new(producer: FutureProducer, alert_topic: String, dead_letter_topic: String) -> Self {
         Self {
             producer,
             alert_topic,
             dead_letter_topic,
         }
-    }
-
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
     }
 
     /// Queues an alert, already serialised as the replay JSON, keyed by

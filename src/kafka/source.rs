@@ -23,7 +23,9 @@ use crate::config::KafkaConfig;
 /// callback runs inside `recv`, where the engine cannot be reached).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rebalanced {
+    /// Partitions given to this member.
     Assigned(Vec<TopicPartition>),
+    /// Partitions taken away.
     Revoked(Vec<TopicPartition>),
 }
 
@@ -151,9 +153,11 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
+/// The group consumer of the input topics (and the roster reader).
 pub type InputConsumer = StreamConsumer<SourceContext>;
 
 #[derive(Debug, thiserror::Error)]
+/// Why the Kafka clients could not start.
 pub enum SourceError {
     /// librdkafka refused the configuration or a call.
     #[error("kafka: {0}")]

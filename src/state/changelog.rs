@@ -36,13 +36,18 @@ pub enum Entry {
     /// A customer as of a round; `rep` names its account rep (indexes are
     /// local to an engine).
     Customer {
+        /// The customer and its open episodes and tickets.
         state: CustomerState,
+        /// Its account rep's id.
         rep: Option<RepKey>,
     },
     /// Closes a round: what it covers.
     Meta {
+        /// Next input offset per topic the round covers.
         offsets: Vec<(String, i64)>,
+        /// The roster with departure times.
         reps: Vec<(RepKey, Option<Ts>)>,
+        /// Engine-wide time state.
         clock: ClockState,
     },
     /// Written by a reader; marks how far it must read.

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::PartitionState;
 
 const MAGIC: &[u8; 8] = b"CWSNAP01";
+/// The format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
@@ -31,23 +32,43 @@ pub struct Snapshot {
     pub round: u64,
     /// Per input topic of this partition: the next offset to consume.
     pub offsets: Vec<(String, i64)>,
+    /// The partition's state.
     pub state: PartitionState,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a snapshot file was refused.
 pub enum SnapshotError {
     /// The file could not be read or written.
     #[error("snapshot {path}: {source}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// Not a churnwatch snapshot (wrong magic bytes).
     #[error("snapshot {path}: not a churnwatch snapshot")]
-    Foreign { path: String },
+    Foreign {
+        /// The file.
+        path: String,
+    },
     /// Written by a different format version.
     #[error("snapshot {path}: format version {found}, this build reads {FORMAT_VERSION}")]
-    Version { path: String, found: u32 },
+    Version {
+        /// The file.
+        path: String,
+        /// The version it has.
+        found: u32,
+    },
     /// Truncated, or the checksum or decoding failed.
     #[error("snapshot {path}: corrupt ({why})")]
-    Corrupt { path: String, why: String },
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// Where partition `p`'s snapshot lives in `dir`.
