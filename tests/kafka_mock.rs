@@ -639,3 +639,50 @@ async fn webhook_endpoint_unreachable_through_an_outage_gets_every_alert() {
 async fn webhook_endpoint_failing_through_an_outage_gets_every_alert() {
     webhook_outage_delivers_everything_after_recovery(Outage::Failing).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_without_a_value_is_dead_lettered_as_null_payload() {
+    let (_cluster, brokers) = cluster_with_topics(1);
+    let mut config = event_clock_config(&brokers);
+    config.state.dir = std::path::PathBuf::new();
+    config.kafka.changelog_topic = String::new();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    // A tombstone: a key and no value.
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<str, [u8]>::to("purchases").key("c1"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("tombstone produced");
+    let good = vec![
+        r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c2","amount":5}"#
+            .to_string(),
+    ];
+    produce_lines(&config, &good).await;
+    let stop = CancellationToken::new();
+    let store = Store::default();
+    let svc = spawn_run(&config, store.clone(), &stop).await.handle;
+    let dead = eventually(Duration::from_secs(60), || {
+        !read_topic(&brokers, "churn-dead-letters").is_empty() && store.customer("c2").is_some()
+    })
+    .await;
+    stop.cancel();
+    let report = svc.await.expect("join").expect("service");
+    assert!(
+        dead,
+        "the tombstone was dead-lettered and the next record applied"
+    );
+    let records = read_topic(&brokers, "churn-dead-letters");
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r.header("churnwatch.reason").unwrap_or_default())
+        .collect();
+    assert_eq!(reasons, vec!["null_payload"]);
+    assert_eq!(records[0].key.as_deref(), Some("c1"), "the key is kept");
+    assert_eq!((report.applied, report.rejected), (1, 1));
+}
