@@ -321,12 +321,7 @@ async fn alert_latency_and_consumer_lag_come_from_the_running_pipeline() {
     let mut scraped = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
-        let text = reqwest::get(format!("{api}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(&api).await;
         let count = metric_value(&text, "churnwatch_alert_latency_seconds_count", &[]);
         let lag = metric_value(
             &text,
@@ -363,6 +358,16 @@ async fn alert_latency_and_consumer_lag_come_from_the_running_pipeline() {
             );
         }
     }
+}
+
+/// The service's `/metrics` text.
+async fn scrape(api: &str) -> String {
+    reqwest::get(format!("{api}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 /// The value of a sample in Prometheus text, by name and labels.
@@ -557,12 +562,7 @@ async fn webhook_outage_delivers_everything_after_recovery(outage: Outage) {
     let mut retried = 0.0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while retried < wanted_retries && tokio::time::Instant::now() < deadline {
-        let text = reqwest::get(format!("{}/metrics", running.api))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(&running.api).await;
         retried = metric_value(
             &text,
             "churnwatch_webhook_deliveries_total",
