@@ -58,7 +58,6 @@ async fn api() -> Api {
     );
     metrics.consumer_lag("purchases", 0, 3);
     metrics.webhook_delivery("team", DeliveryOutcome::Delivered);
-    metrics.alert_acknowledged(0.004);
     let firing_key1 = out
         .iter()
         .find(|a| a.customer_id == "key1" && a.status == Status::Firing)
