@@ -459,6 +459,18 @@ fn default_dead_letter_file() -> PathBuf {
     PathBuf::from("churnwatch-webhook-dead-letters.jsonl")
 }
 
+/// librdkafka properties the pass-through tables may not set: one owner per
+/// customer (range assignment over co-partitioned topics), offsets stored
+/// only once the output is safe, no duplicates from producer retries, and
+/// only committed input read.
+const GUARANTEED: [&str; 5] = [
+    "partition.assignment.strategy",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "enable.idempotence",
+    "isolation.level",
+];
+
 pub(crate) const fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86_400)
 }
@@ -497,6 +509,14 @@ pub enum ConfigError {
         key: &'static str,
         /// What is wrong with its value.
         why: String,
+    },
+    /// A librdkafka pass-through property that churnwatch's guarantees rest on.
+    #[error(
+        "invalid config value `{key}`: churnwatch sets this property itself (its at-least-once and ownership guarantees rest on it); remove it"
+    )]
+    Guaranteed {
+        /// The table and property.
+        key: String,
     },
     /// A `[[webhooks]]` entry is unusable (the index counts from 0).
     #[error("invalid config value `webhooks[{index}]`: {why}")]
@@ -614,6 +634,13 @@ impl Config {
             return invalid("engine.tick_interval", "must be at least 10ms");
         }
         let k = &self.kafka;
+        for (table, props) in [("consumer", &k.consumer), ("producer", &k.producer)] {
+            if let Some(key) = props.keys().find(|p| GUARANTEED.contains(&p.as_str())) {
+                return Err(ConfigError::Guaranteed {
+                    key: format!("kafka.{table}.\"{key}\""),
+                });
+            }
+        }
         if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.is_empty()) {
             return invalid(
                 "kafka.input_topics",
@@ -725,6 +752,22 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn pass_through_may_not_override_what_the_guarantees_rest_on() {
+        for (table, key) in [
+            ("consumer", "partition.assignment.strategy"),
+            ("consumer", "enable.auto.offset.store"),
+            ("consumer", "isolation.level"),
+            ("producer", "enable.idempotence"),
+        ] {
+            let text = format!("[kafka.{table}]\n\"{key}\" = \"x\"\n");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("kafka.{table}.\"{key}\"")), "{err}");
+        }
+        let ok = "[kafka.consumer]\n\"security.protocol\" = \"SASL_SSL\"\n";
+        assert!(Config::parse(ok).is_ok(), "other properties pass through");
     }
 
     #[test]

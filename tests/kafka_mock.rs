@@ -641,7 +641,7 @@ async fn webhook_endpoint_failing_through_an_outage_gets_every_alert() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_without_a_value_is_dead_lettered_as_null_payload() {
+async fn records_without_an_event_or_on_the_wrong_topic_are_dead_lettered() {
     let (_cluster, brokers) = cluster_with_topics(1);
     let mut config = event_clock_config(&brokers);
     config.state.dir = std::path::PathBuf::new();
@@ -650,15 +650,35 @@ async fn a_record_without_a_value_is_dead_lettered_as_null_payload() {
         .set("bootstrap.servers", &brokers)
         .create()
         .expect("producer");
+    let send = |topic: &'static str, key: &'static str, payload: Option<&'static str>| {
+        let producer = producer.clone();
+        async move {
+            let mut record = rdkafka::producer::FutureRecord::<str, str>::to(topic).key(key);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produced");
+        }
+    };
     // A tombstone: a key and no value.
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::<str, [u8]>::to("purchases").key("c1"),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("tombstone produced");
+    send("purchases", "c1", None).await;
+    // A roster event on an input topic, a customer event on the roster topic.
+    send(
+        "purchases",
+        "r9",
+        Some(r#"{"type":"rep","ts":"2026-03-01T09:00:00Z","rep_id":"r9","status":"departed"}"#),
+    )
+    .await;
+    send(
+        "reps",
+        "c3",
+        Some(r#"{"type":"purchase","ts":"2026-03-01T09:00:00Z","customer_id":"c3","amount":5}"#),
+    )
+    .await;
     let good = vec![
         r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"c2","amount":5}"#
             .to_string(),
@@ -668,21 +688,34 @@ async fn a_record_without_a_value_is_dead_lettered_as_null_payload() {
     let store = Store::default();
     let svc = spawn_run(&config, store.clone(), &stop).await.handle;
     let dead = eventually(Duration::from_secs(60), || {
-        !read_topic(&brokers, "churn-dead-letters").is_empty() && store.customer("c2").is_some()
+        read_topic(&brokers, "churn-dead-letters").len() >= 3 && store.customer("c2").is_some()
     })
     .await;
     stop.cancel();
     let report = svc.await.expect("join").expect("service");
-    assert!(
-        dead,
-        "the tombstone was dead-lettered and the next record applied"
-    );
+    assert!(dead, "three dead letters and the good record applied");
     let records = read_topic(&brokers, "churn-dead-letters");
-    let reasons: Vec<&str> = records
+    let mut reasons: Vec<(&str, Option<&str>)> = records
         .iter()
-        .map(|r| r.header("churnwatch.reason").unwrap_or_default())
+        .map(|r| {
+            (
+                r.header("churnwatch.reason").unwrap_or_default(),
+                r.key.as_deref(),
+            )
+        })
         .collect();
-    assert_eq!(reasons, vec!["null_payload"]);
-    assert_eq!(records[0].key.as_deref(), Some("c1"), "the key is kept");
-    assert_eq!((report.applied, report.rejected), (1, 1));
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            ("null_payload", Some("c1")),
+            ("wrong_topic", Some("c3")),
+            ("wrong_topic", Some("r9"))
+        ]
+    );
+    assert!(
+        store.customer("c3").is_none(),
+        "the roster topic made no customer"
+    );
+    assert_eq!((report.applied, report.rejected), (1, 3));
 }

@@ -293,6 +293,14 @@ pub enum RejectReason {
         /// The value given.
         value: String,
     },
+    /// An event on a topic that does not carry its kind: a customer event
+    /// on the roster topic (it would alert on every instance) or a roster
+    /// event on an input topic (it would change one instance's roster).
+    #[error("a `{kind}` event does not belong on this topic")]
+    WrongTopic {
+        /// The event's `type`.
+        kind: &'static str,
+    },
 }
 
 /// The code table: each variant's stable code, written once; `CODES`
@@ -327,6 +335,7 @@ reject_codes! {
     BadAmount => "bad_amount",
     BadId => "bad_id",
     BadValue => "bad_value",
+    WrongTopic => "wrong_topic",
 }
 
 /// Limits the decoder enforces; taken from `[engine]`.

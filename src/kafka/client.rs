@@ -10,8 +10,8 @@ use rdkafka::config::ClientConfig;
 
 use crate::config::KafkaConfig;
 
-/// Consumer settings at-least-once rests on; a different user value is
-/// overridden with a warning (values are never logged).
+/// Consumer settings at-least-once rests on (the config refuses them in the
+/// pass-through, so nothing overrides them).
 const CONSUMER_ENFORCED: [(&str, &str); 2] = [
     ("enable.auto.offset.store", "false"),
     ("enable.auto.commit", "true"),
@@ -75,12 +75,6 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> Clie
     match role {
         Role::Input => {
             for (k, v) in CONSUMER_ENFORCED {
-                if extra.get(k).is_some_and(|user| user != v) {
-                    tracing::warn!(
-                        key = k,
-                        "overriding a consumer property churnwatch needs for at-least-once"
-                    );
-                }
                 c.set(k, v);
             }
         }

@@ -13,7 +13,7 @@ use super::Report;
 use super::acker::Ack;
 use crate::config::RunClock;
 use crate::engine::alert::{Alert, Trigger};
-use crate::engine::event::{self, RejectReason, Ts};
+use crate::engine::event::{self, EventType, RejectReason, Ts};
 use crate::engine::{Applied, Engine};
 use crate::kafka::offsets::{PendingOffsets, TopicPartition};
 use crate::kafka::progress::Progress;
@@ -32,6 +32,17 @@ pub enum Origin {
     Input,
     /// The roster topic, read in full by every instance.
     Roster,
+}
+
+impl Origin {
+    /// Refuses an event its topic does not carry: the roster topic carries
+    /// `rep` events only, input topics customer events only.
+    fn carries(self, t: EventType) -> Result<(), RejectReason> {
+        match (self, t == EventType::Rep) {
+            (Origin::Roster, true) | (Origin::Input, false) => Ok(()),
+            _ => Err(RejectReason::WrongTopic { kind: t.as_str() }),
+        }
+    }
 }
 
 /// Where alerts and dead letters go.
@@ -112,6 +123,7 @@ impl Step {
         let outcome = decoded.and_then(|ev| {
             ts = Some(ev.ts);
             kind = Some(ev.event_type());
+            origin.carries(ev.event_type())?;
             self.engine.apply(ev, partition, &mut self.alerts)
         });
         let held_until = match (outcome, kind) {
