@@ -22,8 +22,8 @@ use crate::generate::{Population, PopulationOptions, Publisher, topic_for};
 use crate::kafka::client::{Role, client_config};
 use crate::pipeline;
 
-#[derive(Debug, Clone)]
 /// What the demo runs.
+#[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// Seed of the synthetic population.
     pub seed: u64,
@@ -35,8 +35,8 @@ pub struct DemoOptions {
     pub start: Ts,
 }
 
-#[derive(Debug, thiserror::Error)]
 /// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The mock cluster or a client could not be created.
     #[error("kafka: {0}")]

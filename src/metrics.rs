@@ -45,9 +45,9 @@ impl DeliveryOutcome {
     }
 }
 
-#[derive(Clone)]
 /// Every metric churnwatch exports, registered on one registry (a clone
 /// shares the series).
+#[derive(Clone)]
 pub struct Metrics {
     events: IntCounterVec,
     dead_letters: IntCounterVec,

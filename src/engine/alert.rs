@@ -145,8 +145,8 @@ pub enum Limit {
     None,
 }
 
-#[derive(Debug, Clone, PartialEq)]
 /// One firing or resolved transition of a check, as published.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     /// Stable id of the episode.
     pub alert_id: AlertId,

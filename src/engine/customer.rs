@@ -19,8 +19,8 @@ pub const FREQUENCY_BUCKETS: usize = 9;
 /// Handoffs: 6 buckets (30 days each with the default 180-day window).
 pub const HANDOFF_BUCKETS: usize = 6;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 /// One customer's state (fixed size).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Customer {
     /// The customer id.
     pub id: CustomerKey,

@@ -83,8 +83,8 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
 /// What an event says happened.
+#[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     /// Negative `amount` is a refund: it lowers monetary but is not a purchase
     /// for recency or frequency.
@@ -175,8 +175,8 @@ impl EventType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// How a rep contacted the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     /// A visit.
     Visit,
@@ -188,8 +188,8 @@ pub enum Channel {
     Chat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// Who started a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// The rep.
     Outbound,
@@ -197,8 +197,8 @@ pub enum Direction {
     Inbound,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// A ticket's transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketStatus {
     /// Opened.
     Opened,
@@ -206,8 +206,8 @@ pub enum TicketStatus {
     Resolved,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// A rep's roster status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepStatus {
     /// Employed.
     Active,

@@ -19,8 +19,8 @@ struct RepEntry {
     departed_at: Option<Ts>,
 }
 
-#[derive(Debug, Default)]
 /// The interned reps and who has departed.
+#[derive(Debug, Default)]
 pub struct Roster {
     /// Slots of `reps`, found by the id's hash.
     index: IdIndex,

@@ -30,10 +30,10 @@ use super::ids::{IdIndex, MAX_SLOT, hash, prefetch};
 use super::rep::{RepIdx, Roster};
 use super::rule::Check;
 
-#[derive(Debug, Clone, Default)]
 /// A cheap-to-clone handle over the sharded customer records, open episodes
 /// and the rep roster: the engine writes, readers (HTTP) read, and nobody
 /// holds a shard guard outside a method.
+#[derive(Debug, Clone, Default)]
 pub struct Store {
     inner: Arc<Inner>,
 }

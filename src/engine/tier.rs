@@ -9,17 +9,17 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A value tier (ABC).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
-/// A value tier (ABC).
 pub enum Tier {
     /// Key customers: the top `tiers.a_percent` by spend.
     A,
     /// Major customers: the next `tiers.b_percent`.
     B,
-    #[default]
     /// Everyone else.
+    #[default]
     C,
 }
 

@@ -12,8 +12,8 @@ use crate::engine::event::Ts;
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
-#[derive(Debug, Default)]
 /// Consumed offsets per partition, waiting for their step to be safe.
+#[derive(Debug, Default)]
 pub struct PendingOffsets {
     parts: BTreeMap<TopicPartition, VecDeque<(i64, Option<Ts>)>>,
 }

@@ -19,8 +19,8 @@ struct Part {
     input: bool,
 }
 
-#[derive(Debug, Default)]
 /// Per-partition event-time progress.
+#[derive(Debug, Default)]
 pub struct Progress {
     parts: BTreeMap<TopicPartition, Part>,
 }

@@ -59,9 +59,9 @@ pub enum SinkError {
     },
 }
 
-#[derive(Clone)]
 /// The producer of alerts, dead letters and changelog records (a clone
 /// shares the client).
+#[derive(Clone)]
 pub struct Sink {
     producer: FutureProducer,
     alert_topic: String,

@@ -156,8 +156,8 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 /// The group consumer of the input topics (and the roster reader).
 pub type InputConsumer = StreamConsumer<SourceContext>;
 
-#[derive(Debug, thiserror::Error)]
 /// Why the Kafka clients could not start.
+#[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// librdkafka refused the configuration or a call.
     #[error("kafka: {0}")]

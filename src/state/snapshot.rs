@@ -36,8 +36,8 @@ pub struct Snapshot {
     pub state: PartitionState,
 }
 
-#[derive(Debug, thiserror::Error)]
 /// Why a snapshot file was refused.
+#[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// The file could not be read or written.
     #[error("snapshot {path}: {source}")]
