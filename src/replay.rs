@@ -281,10 +281,15 @@ impl DeadLetters {
             None => None,
             Some(p) => {
                 let shown = p.display().to_string();
-                let f = File::create(p).map_err(|source| ReplayError::DeadLetter {
-                    path: shown.clone(),
-                    source,
-                })?;
+                let f = crate::state::owner_only()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(p)
+                    .map_err(|source| ReplayError::DeadLetter {
+                        path: shown.clone(),
+                        source,
+                    })?;
                 Some((shown, io::BufWriter::new(f)))
             }
         };

@@ -9,7 +9,6 @@
 //! dropped silently. The `webhook-id` (alert id plus status) is the same on
 //! every attempt, so receivers can de-duplicate.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -351,7 +350,7 @@ impl DeadLetters {
             "alert": alert,
         });
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let written = OpenOptions::new()
+        let written = crate::state::owner_only()
             .create(true)
             .append(true)
             .open(&self.path)

@@ -191,6 +191,18 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     // Local snapshots only: a restore through the changelog needs a
     // produced fence, which the outage below would refuse.
     config.kafka.changelog_topic = String::new();
+    // One limit for every tier and no contact rule: which alerts fire does
+    // not depend on tier thresholds, which under the wall clock come from
+    // whatever population a restart restored (issue #14, item 5), so both
+    // members must emit the same alerts with the same (deadline-derived) ids.
+    let month = Some(Duration::from_secs(30 * 86_400));
+    config.rules.purchase_recency = churnwatch::config::TierLimits {
+        a: month,
+        b: month,
+        c: month,
+    };
+    config.rules.contact_gap = churnwatch::config::TierLimits::default();
+    config.rules.rep_turnover.tiers.clear();
     // Valid purchases only: a dead letter produced mid-input would hold the
     // first member's next snapshot barrier (rightly) before it read it all.
     let lines: Vec<String> = scenario_lines()
@@ -207,20 +219,34 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
         rdkafka::types::RDKafkaApiKey::Produce,
         &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5000],
     );
+    // Webhooks are not held by the broker outage: they show exactly which
+    // alerts the first member emitted.
+    let (hook_url, hooks) = receiver(Behaviour::Ok).await;
+    let mut first = config.clone();
+    first.webhooks = Config::parse(&format!(
+        "[[webhooks]]\nname = \"team\"\nurl = \"{hook_url}\"\nsecret = \"{}\"\n",
+        secret()
+    ))
+    .unwrap()
+    .webhooks;
     let stop = CancellationToken::new();
     let store = Store::default();
-    let svc = spawn_run(&config, store.clone(), &stop).await.handle;
+    let svc = spawn_run(&first, store.clone(), &stop).await.handle;
+    // Every customer is overdue on arrival: alerts come with the first
+    // messages. (The member may then stop consuming: a snapshot round waits
+    // for the acknowledgements it cannot get, which is the back-pressure.)
     let applied = eventually(Duration::from_secs(60), || {
-        store.len() == 20 && store.watermark().is_some()
+        !store.is_empty() && !hooks.lock().unwrap().is_empty()
     })
     .await;
     // Rounds come every 300 ms; for two seconds none may cover the input
     // whose alerts the broker has not acknowledged. (An absence can only
     // be watched for a while; a round running ahead shows up at once.)
+    let owner = snapshot_owner(&config);
     let covered_input = || {
         (0..2u16)
             .filter_map(|p| {
-                churnwatch::state::snapshot::read(&config.state.dir, p)
+                churnwatch::state::snapshot::read(&config.state.dir, p, &owner)
                     .ok()
                     .flatten()
             })
@@ -231,17 +257,13 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     let ran_ahead = eventually(Duration::from_secs(2), || covered_input() > 0).await;
     stop.cancel();
     let report = svc.await.expect("join").expect("service");
-    assert!(applied, "the first member applied the input");
+    assert!(applied, "the first member applied input and emitted alerts");
     assert!(
         !ran_ahead,
         "a snapshot round covered {} input messages whose alerts were unacknowledged",
         covered_input()
     );
-    assert_eq!(
-        report.applied as usize + report.rejected as usize,
-        lines.len()
-    );
-    assert!(report.alerts > 0, "and emitted alerts it could not deliver");
+    assert!(report.alerts > 0, "alerts it could not deliver");
     cluster.clear_request_errors(rdkafka::types::RDKafkaApiKey::Produce);
     assert!(
         read_topic(&brokers, "churn-alerts").is_empty(),
@@ -261,26 +283,38 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     .await;
     stop.cancel();
     let again = svc.await.expect("join").expect("service");
-    let delivered = parse_alerts(&read_topic(&brokers, "churn-alerts"));
-    assert!(
-        fired,
-        "every alert of the first member arrives from the second: {} of {}, second report {again:?}",
-        delivered.len(),
-        report.alerts
-    );
-    // At least once: a retried delivery may repeat an alert, but every
-    // alert of the first member is there.
-    assert_eq!(
-        alert_set(&delivered).len() as u64,
-        report.alerts,
-        "{:#?}",
-        delivered
+    // Compared by what the alert says, not by id: under the wall clock an
+    // alert applied to historical input takes the processing time as `at`,
+    // and its id with it (issue #14, item 4).
+    let key = |a: &serde_json::Value| {
+        format!(
+            "{} {} {} {}",
+            a["customer_id"], a["rule"], a["cause"], a["status"]
+        )
+    };
+    let delivered: std::collections::BTreeSet<String> =
+        parse_alerts(&read_topic(&brokers, "churn-alerts"))
             .iter()
-            .map(|a| format!(
-                "{} {} {} {}",
-                a["alert_id"], a["status"], a["customer_id"], a["at"]
-            ))
-            .collect::<Vec<_>>()
+            .map(key)
+            .collect();
+    let emitted: std::collections::BTreeSet<String> = hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| key(&serde_json::from_slice(&r.body).unwrap()))
+        .collect();
+    assert!(fired, "alerts arrive from the second member: {again:?}");
+    // At least once: every alert the first member emitted but could not
+    // get acknowledged is on the topic now (repeats are allowed).
+    assert_eq!(
+        hooks.lock().unwrap().len() as u64,
+        report.alerts,
+        "the webhook saw them all"
+    );
+    let missing: Vec<&String> = emitted.difference(&delivered).collect();
+    assert!(
+        missing.is_empty(),
+        "lost: {missing:?}, delivered: {delivered:?}"
     );
 
     // A third member starts from the committed offsets: it sees nothing
@@ -357,6 +391,23 @@ async fn alert_latency_and_consumer_lag_come_from_the_running_pipeline() {
                 "lag of {topic}[{partition}] reported:\n{text}"
             );
         }
+    }
+}
+
+/// Whose snapshots the service writes against the config's cluster.
+fn snapshot_owner(config: &Config) -> churnwatch::state::snapshot::Owner {
+    use rdkafka::consumer::Consumer;
+    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .expect("client");
+    churnwatch::state::snapshot::Owner {
+        cluster_id: client
+            .client()
+            .fetch_cluster_id(Duration::from_secs(10))
+            .unwrap_or_default(),
+        group_id: config.kafka.group_id.clone(),
+        topics: config.kafka.input_topics.clone(),
     }
 }
 
@@ -718,4 +769,60 @@ async fn records_without_an_event_or_on_the_wrong_topic_are_dead_lettered() {
         "the roster topic made no customer"
     );
     assert_eq!((report.applied, report.rejected), (1, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_left_by_another_cluster_is_refused_and_the_partitions_rebuilt() {
+    let lines = scenario_lines();
+    // A first cluster: run to the end, leaving snapshots in the state dir.
+    let (_first, first_brokers) = cluster_with_topics(3);
+    let mut config = event_clock_config(&first_brokers);
+    produce_lines(&config, &lines).await;
+    let expected = replay_alerts(&config, &lines);
+    let stop = CancellationToken::new();
+    let svc = spawn_run(&config, Store::default(), &stop).await.handle;
+    let done = eventually(Duration::from_secs(60), || {
+        read_topic(&first_brokers, "churn-alerts").len() >= expected.len()
+    })
+    .await;
+    stop.cancel();
+    svc.await.expect("join").expect("service");
+    assert!(done, "the first cluster's alerts");
+    let first_owner = snapshot_owner(&config);
+    assert!(
+        (0..3u16).all(|p| {
+            churnwatch::state::snapshot::read(&config.state.dir, p, &first_owner)
+                .ok()
+                .flatten()
+                .is_some()
+        }),
+        "snapshots were left behind"
+    );
+
+    // A fresh cluster with the same input, the same state dir: the left
+    // snapshots cover these offsets too, but they are not this cluster's.
+    let (_second, second_brokers) = cluster_with_topics(3);
+    config.kafka.brokers = second_brokers.clone();
+    assert_ne!(
+        snapshot_owner(&config).cluster_id,
+        first_owner.cluster_id,
+        "two clusters"
+    );
+    produce_lines(&config, &lines).await;
+    let stop = CancellationToken::new();
+    let svc = spawn_run(&config, Store::default(), &stop).await.handle;
+    let done = eventually(Duration::from_secs(60), || {
+        read_topic(&second_brokers, "churn-alerts").len() >= expected.len()
+    })
+    .await;
+    stop.cancel();
+    let report = svc.await.expect("join").expect("service");
+    assert!(done, "the second cluster gets its alerts: {report:?}");
+    let alerts = parse_alerts(&read_topic(&second_brokers, "churn-alerts"));
+    assert_eq!(alert_set(&alerts), alert_set(&expected));
+    assert_eq!(
+        report.applied as usize + report.rejected as usize,
+        lines.len(),
+        "every message applied: nothing skipped as already restored"
+    );
 }

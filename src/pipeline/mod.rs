@@ -36,9 +36,10 @@ use crate::http::{ApiState, Readiness};
 use crate::kafka::sink::Sink;
 use crate::kafka::source::{self, InputConsumer, Rebalanced, SourceError};
 use crate::metrics::Metrics;
+use crate::state::snapshot::Owner;
 use crate::webhook::{Outboxes, WebhookError};
 use acker::Ack;
-use partitions::{Changelog, Partitions};
+use partitions::{Changelog, Local, Partitions};
 use step::{Origin, Outputs, Step, Timing};
 
 /// How long shutdown waits for in-flight records before giving up on them
@@ -200,10 +201,21 @@ pub async fn run(
     for tp in roster_parts {
         step.progress.assign(tp, Instant::now(), false);
     }
+    let local = match config.state.dir.as_os_str().is_empty() {
+        true => None,
+        false => Some(Local {
+            dir: config.state.dir.clone(),
+            owner: Owner {
+                cluster_id: cluster_id(&consumer).await,
+                group_id: config.kafka.group_id.clone(),
+                topics: config.kafka.input_topics.clone(),
+            },
+        }),
+    };
     let stopping = CancellationToken::new();
     let mut parts = Partitions::new(
         stopping.clone(),
-        (!config.state.dir.as_os_str().is_empty()).then(|| config.state.dir.clone()),
+        local,
         config.kafka.input_topics.clone(),
         (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
             topic: config.kafka.changelog_topic.clone(),
@@ -269,6 +281,25 @@ pub async fn run(
     }
     tracing::info!(?report, "stopped");
     Ok(report)
+}
+
+/// The cluster's id, asked of the broker off the async threads; "" when
+/// it reports none (snapshots then still carry group and topics).
+async fn cluster_id(consumer: &Arc<InputConsumer>) -> String {
+    let consumer = consumer.clone();
+    let id = tokio::task::spawn_blocking(move || {
+        consumer.client().fetch_cluster_id(Duration::from_secs(10))
+    })
+    .await;
+    match id {
+        Ok(Some(id)) => id,
+        _ => {
+            tracing::warn!(
+                "the cluster reports no id; snapshots are checked by group and topics only"
+            );
+            String::new()
+        }
+    }
 }
 
 /// The consuming phase's borrowed state.

@@ -21,7 +21,7 @@ use crate::kafka::offsets::TopicPartition;
 use crate::kafka::sink::Sink;
 use crate::kafka::source::InputConsumer;
 use crate::state::changelog::{self, Changes, Entry};
-use crate::state::snapshot::{self, Snapshot};
+use crate::state::snapshot::{self, Owner, Snapshot};
 
 /// How long a new owner reads a changelog partition before giving up on it.
 const CHANGELOG_READ_LIMIT: Duration = Duration::from_secs(120);
@@ -39,6 +39,16 @@ pub struct Changelog {
     pub changes: Changes,
     /// Cancelled at shutdown: stops waiting for round acknowledgements.
     pub stop: CancellationToken,
+}
+
+/// Where local snapshots live and whose they are.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// `state.dir`.
+    pub dir: PathBuf,
+    /// This instance's cluster, group and topics: a file of anyone else's
+    /// is refused.
+    pub owner: Owner,
 }
 
 /// Whether a snapshot round also goes to the changelog.
@@ -63,8 +73,8 @@ pub struct Partitions {
     restored_from: BTreeMap<TopicPartition, i64>,
     /// The last snapshot round written or restored; rounds only grow.
     last_round: u64,
-    /// Snapshot directory, if snapshots are on.
-    dir: Option<PathBuf>,
+    /// Local snapshots, if on.
+    local: Option<Local>,
     input_topics: Vec<String>,
     changelog: Option<Changelog>,
     /// The service's graceful stop: a barrier gives up waiting on it.
@@ -75,7 +85,7 @@ impl Partitions {
     /// Nothing assigned yet.
     pub fn new(
         stopping: CancellationToken,
-        dir: Option<PathBuf>,
+        local: Option<Local>,
         input_topics: Vec<String>,
         changelog: Option<Changelog>,
     ) -> Self {
@@ -85,7 +95,7 @@ impl Partitions {
             released: BTreeMap::new(),
             restored_from: BTreeMap::new(),
             last_round: 0,
-            dir,
+            local,
             input_topics,
             changelog,
         }
@@ -98,7 +108,7 @@ impl Partitions {
 
     /// Whether snapshots are on (then they store the offsets, not the acker).
     pub fn snapshots_on(&self) -> bool {
-        self.dir.is_some()
+        self.local.is_some()
     }
 
     /// Whether the restored state already contains this message.
@@ -223,7 +233,7 @@ impl Partitions {
         sink: &Sink,
         handover: Handover,
     ) {
-        let Some(dir) = self.dir.clone() else {
+        let Some(local) = self.local.clone() else {
             return;
         };
         let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
@@ -241,6 +251,7 @@ impl Partitions {
             let snap = Snapshot {
                 round,
                 offsets: self.covered(p),
+                owner: local.owner.clone(),
                 state,
             };
             tracing::debug!(partition = p, customers = snap.state.customers.len(), offsets = ?snap.offsets, watermark = ?snap.state.clock.watermark, "writing snapshot");
@@ -256,7 +267,7 @@ impl Partitions {
                 },
                 _ => None,
             };
-            let dir = dir.clone();
+            let dir = local.dir.clone();
             let written = tokio::task::spawn_blocking(move || {
                 snapshot::write(&dir, &snap).map(|_| snap.offsets)
             })
@@ -338,7 +349,7 @@ impl Partitions {
         consumer: &Arc<InputConsumer>,
         sink: &Sink,
     ) {
-        let Some(dir) = self.dir.clone() else {
+        let Some(local) = self.local.clone() else {
             return;
         };
         let mut candidates = BTreeMap::new();
@@ -347,12 +358,14 @@ impl Partitions {
                 continue;
             };
             let committed = self.committed(p, consumer).await;
-            let snapshots = local_snapshots(&dir, number);
+            let high = self.high_watermarks(p, consumer).await;
+            let snapshots = local_snapshots(&local, number);
             candidates.insert(
                 p,
                 Candidates {
                     snapshots,
                     committed,
+                    high,
                 },
             );
         }
@@ -364,6 +377,7 @@ impl Partitions {
                         Snapshot {
                             round: 0,
                             offsets,
+                            owner: local.owner.clone(),
                             state,
                         },
                         "changelog",
@@ -414,6 +428,27 @@ impl Partitions {
         }
     }
 
+    /// The high watermark of each input topic's partition `p`, looked up
+    /// off the engine task; a failed lookup leaves that topic out (then no
+    /// snapshot is refused for it).
+    async fn high_watermarks(&self, p: i32, consumer: &Arc<InputConsumer>) -> Vec<(String, i64)> {
+        let (topics, consumer) = (self.input_topics.clone(), consumer.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            topics
+                .into_iter()
+                .filter_map(|t| match consumer.fetch_watermarks(&t, p, COMMITTED_TIMEOUT) {
+                    Ok((_, high)) => Some((t, high)),
+                    Err(e) => {
+                        tracing::warn!(topic = t, partition = p, error = %e, "high watermark unknown");
+                        None
+                    }
+                })
+                .collect()
+        })
+        .await;
+        found.unwrap_or_default()
+    }
+
     /// Partition `p`'s state as of its last complete changelog round.
     async fn changelog_state(
         &self,
@@ -458,8 +493,12 @@ impl Partitions {
 
 /// Partition `p`'s valid local snapshots (current and previous); a refused
 /// file is logged and skipped, so the partition is rebuilt another way.
-fn local_snapshots(dir: &std::path::Path, p: u16) -> Vec<Snapshot> {
-    [snapshot::read(dir, p), snapshot::read_previous(dir, p)]
+fn local_snapshots(local: &Local, p: u16) -> Vec<Snapshot> {
+    let (dir, owner) = (&local.dir, &local.owner);
+    [
+        snapshot::read(dir, p, owner),
+        snapshot::read_previous(dir, p, owner),
+    ]
         .into_iter()
         .filter_map(|r| match r {
             Ok(s) => s,

@@ -33,6 +33,10 @@ pub struct Candidates {
     pub snapshots: Vec<Snapshot>,
     /// The group's committed offset per input topic (empty: none known).
     pub committed: Vec<(String, i64)>,
+    /// The partition's high watermark per input topic (a topic left out:
+    /// unknown). A snapshot claiming offsets past it was written against
+    /// other data (another cluster, a recreated topic) and is refused.
+    pub high: Vec<(String, i64)>,
 }
 
 /// Picks each partition's source.
@@ -43,6 +47,7 @@ pub fn choose(partitions: BTreeMap<i32, Candidates>) -> BTreeMap<i32, Choice> {
         let (yes, no): (Vec<_>, Vec<_>) = c
             .snapshots
             .into_iter()
+            .filter(|s| exists(&s.offsets, &c.high))
             .partition(|s| covers(&s.offsets, &c.committed));
         covering.insert(p, yes);
         others.insert(p, no);
@@ -77,6 +82,16 @@ fn common_round(snapshots: &BTreeMap<i32, Vec<Snapshot>>) -> Option<u64> {
         .find(|r| snapshots.values().all(|c| c.iter().any(|s| s.round == *r)))
 }
 
+/// Whether every offset a snapshot claims to cover exists on the partition
+/// (is at most its high watermark, where that is known).
+fn exists(offsets: &[(String, i64)], high: &[(String, i64)]) -> bool {
+    offsets.iter().all(|(topic, next)| {
+        high.iter()
+            .find(|(t, _)| t == topic)
+            .is_none_or(|(_, h)| next <= h)
+    })
+}
+
 /// Whether a snapshot's offsets reach the group's committed ones (none
 /// known: any snapshot does).
 fn covers(offsets: &[(String, i64)], committed: &[(String, i64)]) -> bool {
@@ -100,6 +115,11 @@ mod tests {
         Snapshot {
             round,
             offsets: vec![("purchases".into(), round as i64)],
+            owner: crate::state::snapshot::Owner {
+                cluster_id: "c".into(),
+                group_id: "g".into(),
+                topics: vec!["purchases".into()],
+            },
             state: engine.partition_state(partition),
         }
     }
@@ -135,6 +155,36 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_claiming_offsets_the_partition_does_not_have_is_refused() {
+        // Written against a longer log (another cluster, a recreated topic):
+        // round 7 claims offset 7, the partition ends at 3.
+        let parts = BTreeMap::from([(
+            0,
+            Candidates {
+                snapshots: vec![snap(0, 7), snap(0, 2)],
+                committed: Vec::new(),
+                high: vec![("purchases".into(), 3)],
+            },
+        )]);
+        match choose(parts).remove(&0) {
+            Some(Choice::Snapshot(s)) => assert_eq!(s.round, 2),
+            other => panic!("{other:?}"),
+        }
+        let none_left = BTreeMap::from([(
+            0,
+            Candidates {
+                snapshots: vec![snap(0, 7)],
+                committed: Vec::new(),
+                high: vec![("purchases".into(), 0)],
+            },
+        )]);
+        assert!(matches!(
+            choose(none_left).remove(&0),
+            Some(Choice::Changelog { fallback: None })
+        ));
+    }
+
+    #[test]
     fn choice_takes_the_common_covering_round_else_the_changelog_with_a_fallback() {
         let committed = vec![("purchases".to_string(), 6)];
         let parts = BTreeMap::from([
@@ -143,6 +193,7 @@ mod tests {
                 Candidates {
                     snapshots: vec![snap(0, 7), snap(0, 6)],
                     committed: committed.clone(),
+                    high: Vec::new(),
                 },
             ),
             (
@@ -150,6 +201,7 @@ mod tests {
                 Candidates {
                     snapshots: vec![snap(1, 6), snap(1, 5)],
                     committed: committed.clone(),
+                    high: Vec::new(),
                 },
             ),
             (
@@ -157,6 +209,7 @@ mod tests {
                 Candidates {
                     snapshots: vec![snap(2, 5)],
                     committed,
+                    high: Vec::new(),
                 },
             ),
         ]);

@@ -3,3 +3,15 @@
 
 pub mod changelog;
 pub mod snapshot;
+
+/// Open options for a file that holds customer data (snapshots, dead
+/// letters): created owner-only (0600), so other local users cannot read it.
+pub fn owner_only() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}

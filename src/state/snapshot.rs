@@ -21,7 +21,7 @@ use crate::engine::PartitionState;
 
 const MAGIC: &[u8; 8] = b"CWSNAP01";
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
 /// A partition's state and the input it covers.
@@ -32,8 +32,22 @@ pub struct Snapshot {
     pub round: u64,
     /// Per input topic of this partition: the next offset to consume.
     pub offsets: Vec<(String, i64)>,
+    /// Whose state this is; checked on load.
+    pub owner: Owner,
     /// The partition's state.
     pub state: PartitionState,
+}
+
+/// Whose partition state a snapshot holds: a copied, renamed or stale file
+/// (another cluster, group or topic set) is refused like a corrupt one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The Kafka cluster's id as the broker reports it ("" if it reports none).
+    pub cluster_id: String,
+    /// `kafka.group_id`.
+    pub group_id: String,
+    /// `kafka.input_topics`, in config order.
+    pub topics: Vec<String>,
 }
 
 /// Why a snapshot file was refused.
@@ -60,6 +74,14 @@ pub enum SnapshotError {
         path: String,
         /// The version it has.
         found: u32,
+    },
+    /// A valid snapshot of some other partition, cluster, group or topics.
+    #[error("snapshot {path}: not this partition's state ({why})")]
+    NotOurs {
+        /// The file.
+        path: String,
+        /// What differs.
+        why: String,
     },
     /// Truncated, or the checksum or decoding failed.
     #[error("snapshot {path}: corrupt ({why})")]
@@ -94,9 +116,9 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
         path: shown.clone(),
         why: e.to_string(),
     })?;
-    fs::create_dir_all(dir).map_err(io_err)?;
+    private_dir(dir).map_err(io_err)?;
     let tmp = target.with_extension("snap.tmp");
-    let mut f = File::create(&tmp).map_err(io_err)?;
+    let mut f = private_file(&tmp).map_err(io_err)?;
     f.write_all(MAGIC).map_err(io_err)?;
     f.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io_err)?;
     f.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes())
@@ -115,17 +137,81 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
     Ok((HEADER + body.len()) as u64)
 }
 
-/// Reads partition `p`'s snapshot; `Ok(None)` if there is none.
-pub fn read(dir: &Path, partition: u16) -> Result<Option<Snapshot>, SnapshotError> {
-    read_file(&path(dir, partition))
+/// Creates `dir` (and its parents) if missing and makes it owner-only
+/// (0700): snapshots hold customer data.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
-/// Reads partition `p`'s previous snapshot; `Ok(None)` if there is none.
-pub fn read_previous(dir: &Path, partition: u16) -> Result<Option<Snapshot>, SnapshotError> {
-    read_file(&previous_path(dir, partition))
+/// Creates (or truncates) a file only its owner may read (0600).
+fn private_file(path: &Path) -> io::Result<File> {
+    super::owner_only()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
 }
 
-fn read_file(target: &Path) -> Result<Option<Snapshot>, SnapshotError> {
+/// Reads partition `p`'s snapshot if it is `owner`'s; `Ok(None)` if there is none.
+pub fn read(dir: &Path, partition: u16, owner: &Owner) -> Result<Option<Snapshot>, SnapshotError> {
+    read_file(&path(dir, partition), partition, owner)
+}
+
+/// Reads partition `p`'s previous snapshot if it is `owner`'s; `Ok(None)`
+/// if there is none.
+pub fn read_previous(
+    dir: &Path,
+    partition: u16,
+    owner: &Owner,
+) -> Result<Option<Snapshot>, SnapshotError> {
+    read_file(&previous_path(dir, partition), partition, owner)
+}
+
+fn read_file(
+    target: &Path,
+    partition: u16,
+    owner: &Owner,
+) -> Result<Option<Snapshot>, SnapshotError> {
+    let Some(snap) = read_any(target)? else {
+        return Ok(None);
+    };
+    let path = target.display().to_string();
+    let why = if snap.state.partition != partition {
+        Some(format!(
+            "it holds partition {}, not {partition}",
+            snap.state.partition
+        ))
+    } else if snap.owner.cluster_id != owner.cluster_id {
+        Some(format!(
+            "written against cluster `{}`, this is `{}`",
+            snap.owner.cluster_id, owner.cluster_id
+        ))
+    } else if snap.owner.group_id != owner.group_id {
+        Some(format!(
+            "written by group `{}`, this is `{}`",
+            snap.owner.group_id, owner.group_id
+        ))
+    } else if snap.owner.topics != owner.topics {
+        Some(format!(
+            "written for topics {:?}, these are {:?}",
+            snap.owner.topics, owner.topics
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(SnapshotError::NotOurs { path, why }),
+        None => Ok(Some(snap)),
+    }
+}
+
+fn read_any(target: &Path) -> Result<Option<Snapshot>, SnapshotError> {
     let path = target.display().to_string();
     let bytes = match fs::read(target) {
         Ok(b) => b,
@@ -185,24 +271,81 @@ mod tests {
         Snapshot {
             round: 1,
             offsets: vec![("purchases".into(), 17), ("calls".into(), 4)],
+            owner: owner(),
             state: engine.partition_state(0),
         }
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            cluster_id: "cluster-1".into(),
+            group_id: "churnwatch".into(),
+            topics: vec!["purchases".into(), "calls".into()],
+        }
+    }
+
+    #[test]
+    fn files_are_private_and_another_owners_or_partitions_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        write(&state, &snapshot()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&state), 0o700);
+            assert_eq!(mode(&path(&state, 0)), 0o600);
+        }
+        assert!(read(&state, 0, &owner()).unwrap().is_some());
+        for (other, named) in [
+            (
+                Owner {
+                    cluster_id: "cluster-2".into(),
+                    ..owner()
+                },
+                "cluster",
+            ),
+            (
+                Owner {
+                    group_id: "other".into(),
+                    ..owner()
+                },
+                "group",
+            ),
+            (
+                Owner {
+                    topics: vec!["purchases".into()],
+                    ..owner()
+                },
+                "topics",
+            ),
+        ] {
+            let err = read(&state, 0, &other).unwrap_err();
+            assert!(
+                matches!(err, SnapshotError::NotOurs { .. }) && err.to_string().contains(named),
+                "{err}"
+            );
+        }
+        // A file renamed to another partition's name.
+        fs::rename(path(&state, 0), path(&state, 3)).unwrap();
+        let err = read(&state, 3, &owner()).unwrap_err();
+        assert!(err.to_string().contains("partition 0, not 3"), "{err}");
     }
 
     #[test]
     fn round_trips_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(read(dir.path(), 0).unwrap().is_none());
+        assert!(read(dir.path(), 0, &owner()).unwrap().is_none());
         let s = snapshot();
         write(dir.path(), &s).unwrap();
-        assert_eq!(read_previous(dir.path(), 0).unwrap(), None);
+        assert_eq!(read_previous(dir.path(), 0, &owner()).unwrap(), None);
         let next = Snapshot {
             round: 2,
             ..s.clone()
         };
         write(dir.path(), &next).unwrap();
-        assert_eq!(read(dir.path(), 0).unwrap(), Some(next));
-        assert_eq!(read_previous(dir.path(), 0).unwrap(), Some(s));
+        assert_eq!(read(dir.path(), 0, &owner()).unwrap(), Some(next));
+        assert_eq!(read_previous(dir.path(), 0, &owner()).unwrap(), Some(s));
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -222,26 +365,26 @@ mod tests {
         flipped[last] ^= 0xff;
         fs::write(&p, &flipped).unwrap();
         assert!(matches!(
-            read(dir.path(), 0),
+            read(dir.path(), 0, &owner()),
             Err(SnapshotError::Corrupt { .. })
         ));
 
         fs::write(&p, &good[..good.len() / 2]).unwrap();
         assert!(matches!(
-            read(dir.path(), 0),
+            read(dir.path(), 0, &owner()),
             Err(SnapshotError::Corrupt { .. })
         ));
 
         fs::write(&p, b"{\"not\":\"a snapshot\"}").unwrap();
         assert!(matches!(
-            read(dir.path(), 0),
+            read(dir.path(), 0, &owner()),
             Err(SnapshotError::Foreign { .. })
         ));
 
         let mut future = good.clone();
         future[8..12].copy_from_slice(&99u32.to_le_bytes());
         fs::write(&p, &future).unwrap();
-        let err = read(dir.path(), 0).unwrap_err();
+        let err = read(dir.path(), 0, &owner()).unwrap_err();
         assert!(err.to_string().contains("format version 99"), "{err}");
     }
 }
