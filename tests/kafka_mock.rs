@@ -46,12 +46,7 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
 
     let (hook_url, hooks) = receiver(Behaviour::Ok).await;
     let mut config = config;
-    config.webhooks = Config::parse(&format!(
-        "[[webhooks]]\nname = \"team\"\nurl = \"{hook_url}\"\nsecret = \"{}\"\n",
-        secret()
-    ))
-    .unwrap()
-    .webhooks;
+    config.webhooks = team_webhook(&hook_url);
     let stop = CancellationToken::new();
     let store = Store::default();
     let Running { handle: svc, api } = spawn_run(&config, store.clone(), &stop).await;
@@ -223,12 +218,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     // alerts the first member emitted.
     let (hook_url, hooks) = receiver(Behaviour::Ok).await;
     let mut first = config.clone();
-    first.webhooks = Config::parse(&format!(
-        "[[webhooks]]\nname = \"team\"\nurl = \"{hook_url}\"\nsecret = \"{}\"\n",
-        secret()
-    ))
-    .unwrap()
-    .webhooks;
+    first.webhooks = team_webhook(&hook_url);
     let stop = CancellationToken::new();
     let store = Store::default();
     let svc = spawn_run(&first, store.clone(), &stop).await.handle;
@@ -392,6 +382,16 @@ async fn alert_latency_and_consumer_lag_come_from_the_running_pipeline() {
             );
         }
     }
+}
+
+/// One endpoint, `team`, at `url`, with the test secret and defaults.
+fn team_webhook(url: &str) -> Vec<churnwatch::config::WebhookConfig> {
+    Config::parse(&format!(
+        "[[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{}\"\n",
+        secret()
+    ))
+    .expect("webhook config")
+    .webhooks
 }
 
 /// Whose snapshots the service writes against the config's cluster.
