@@ -270,16 +270,29 @@ async fn kill_9_at_random_points_loses_no_alert() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let mut child = start();
     let mut seen = 0;
-    for _ in 0..3 {
-        // Kill only once this instance owns its partitions and has made
-        // progress (new alerts on the topic), at a random point after that.
-        // A restart waits for the broker to expire the killed member
-        // (7-13 s here); under a loaded CI machine tansu once took over 60.
+    let readyz = format!("http://{http}/readyz");
+    for round in 0..4 {
+        // A restart waits for the broker to expire the killed member (7-13 s
+        // here). tansu 0.6 at times leaves a member that joined while the
+        // killed one's session was alive with an empty assignment and never
+        // rebalances it (about one CI run in five); an orchestrator restarts
+        // a member whose readiness stays 503, and so does the test, once.
+        let mut assigned = ready(&readyz, Duration::from_secs(60)).await;
+        if !assigned {
+            child.kill();
+            child = start();
+            assigned = ready(&readyz, Duration::from_secs(120)).await;
+        }
         assert!(
-            ready(&format!("http://{http}/readyz"), Duration::from_secs(120)).await,
+            assigned,
             "the instance was assigned its partitions; its log ends:\n{}",
             log_tail(&log)
         );
+        if round == 3 {
+            break;
+        }
+        // Kill only once this instance owns its partitions and has made
+        // progress (new alerts on the topic), at a random point after that.
         let mut done = false;
         let progressed = eventually(Duration::from_secs(60), || {
             let records = read_topic(&tansu.brokers, "churn-alerts");
@@ -296,11 +309,6 @@ async fn kill_9_at_random_points_loses_no_alert() {
         child.kill();
         child = start();
     }
-    assert!(
-        ready(&format!("http://{http}/readyz"), Duration::from_secs(120)).await,
-        "the last instance was assigned its partitions; its log ends:\n{}",
-        log_tail(&log)
-    );
     let complete = eventually(Duration::from_secs(120), || {
         distinct(&parse_alerts(&read_topic(&tansu.brokers, "churn-alerts"))) == expected
     })
