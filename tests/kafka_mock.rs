@@ -384,6 +384,19 @@ async fn alert_latency_and_consumer_lag_come_from_the_running_pipeline() {
     }
 }
 
+/// Runs the service until `n` alerts are on the alert topic (60 s at most),
+/// then stops it; whether they arrived, and its report.
+async fn run_until_alerts(config: &Config, n: usize) -> (bool, churnwatch::pipeline::Report) {
+    let stop = CancellationToken::new();
+    let svc = spawn_run(config, Store::default(), &stop).await.handle;
+    let done = eventually(Duration::from_secs(60), || {
+        read_topic(&config.kafka.brokers, "churn-alerts").len() >= n
+    })
+    .await;
+    stop.cancel();
+    (done, svc.await.expect("join").expect("service"))
+}
+
 /// One endpoint, `team`, at `url`, with the test secret and defaults.
 fn team_webhook(url: &str) -> Vec<churnwatch::config::WebhookConfig> {
     Config::parse(&format!(
@@ -779,14 +792,7 @@ async fn a_state_dir_left_by_another_cluster_is_refused_and_the_partitions_rebui
     let mut config = event_clock_config(&first_brokers);
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines);
-    let stop = CancellationToken::new();
-    let svc = spawn_run(&config, Store::default(), &stop).await.handle;
-    let done = eventually(Duration::from_secs(60), || {
-        read_topic(&first_brokers, "churn-alerts").len() >= expected.len()
-    })
-    .await;
-    stop.cancel();
-    svc.await.expect("join").expect("service");
+    let (done, _) = run_until_alerts(&config, expected.len()).await;
     assert!(done, "the first cluster's alerts");
     let first_owner = snapshot_owner(&config);
     assert!(
@@ -809,14 +815,7 @@ async fn a_state_dir_left_by_another_cluster_is_refused_and_the_partitions_rebui
         "two clusters"
     );
     produce_lines(&config, &lines).await;
-    let stop = CancellationToken::new();
-    let svc = spawn_run(&config, Store::default(), &stop).await.handle;
-    let done = eventually(Duration::from_secs(60), || {
-        read_topic(&second_brokers, "churn-alerts").len() >= expected.len()
-    })
-    .await;
-    stop.cancel();
-    let report = svc.await.expect("join").expect("service");
+    let (done, report) = run_until_alerts(&config, expected.len()).await;
     assert!(done, "the second cluster gets its alerts: {report:?}");
     let alerts = parse_alerts(&read_topic(&second_brokers, "churn-alerts"));
     assert_eq!(alert_set(&alerts), alert_set(&expected));

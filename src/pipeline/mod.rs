@@ -329,7 +329,7 @@ impl Consuming<'_> {
                     // Rebalances surface inside `recv`: apply them before its message.
                     self.rebalance().await;
                     match m {
-                        Ok(m) if self.parts.restored(&(m.topic().to_string(), m.partition()), m.offset()) => {}
+                        Ok(m) if self.parts.restored(m.topic(), m.partition(), m.offset()) => {}
                         Ok(m) => self.step.input(&m, Origin::Input, arrived).await,
                         Err(e) => tracing::warn!(error = %e, "input consumer error"),
                     }
@@ -403,6 +403,6 @@ async fn drain(
         tracker.wait().await;
     } else {
         // Everything produced is acknowledged: a final snapshot covers it all.
-        parts.snapshot_final(step, &c.consumer, &c.sink).await;
+        parts.snapshot_all(step, &c.consumer, &c.sink).await;
     }
 }

@@ -111,11 +111,13 @@ impl Partitions {
         self.local.is_some()
     }
 
-    /// Whether the restored state already contains this message.
-    pub fn restored(&self, tp: &TopicPartition, offset: i64) -> bool {
+    /// Whether the restored state already contains this message. Asked of
+    /// every consumed message: a scan of the few assigned topic-partitions
+    /// instead of building an owned key per message.
+    pub fn restored(&self, topic: &str, partition: i32, offset: i64) -> bool {
         self.restored_from
-            .get(tp)
-            .is_some_and(|&next| offset < next)
+            .iter()
+            .any(|((t, p), &next)| *p == partition && t == topic && offset < next)
     }
 
     /// Notes the offsets a step released.
@@ -132,9 +134,7 @@ impl Partitions {
         sink: &Sink,
     ) {
         tracing::info!(partitions = ?tps, "assigned");
-        let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
-        numbers.sort_unstable();
-        numbers.dedup();
+        let mut numbers = partition_numbers(&tps);
         for tp in tps {
             step.progress.assign(tp, Instant::now(), true);
         }
@@ -153,9 +153,7 @@ impl Partitions {
         sink: &Sink,
     ) {
         tracing::info!(partitions = ?tps, "revoked");
-        let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
-        numbers.sort_unstable();
-        numbers.dedup();
+        let numbers = partition_numbers(&tps);
         if self.barrier(step, ack_tx).await {
             self.write_round(step, &numbers, consumer, sink, Handover::LocalOnly)
                 .await;
@@ -191,14 +189,13 @@ impl Partitions {
         sink: &Sink,
     ) {
         if self.barrier(step, ack_tx).await {
-            let all: Vec<i32> = self.numbers.iter().copied().collect();
-            self.write_round(step, &all, consumer, sink, Handover::Changelog)
-                .await;
+            self.snapshot_all(step, consumer, sink).await;
         }
     }
 
-    /// The final round at shutdown, once the acker has confirmed everything.
-    pub async fn snapshot_final(&mut self, step: &mut Step, consumer: &InputConsumer, sink: &Sink) {
+    /// A round of every owned partition without waiting for the acker: at
+    /// shutdown once it has confirmed everything, or after a barrier.
+    pub async fn snapshot_all(&mut self, step: &mut Step, consumer: &InputConsumer, sink: &Sink) {
         let all: Vec<i32> = self.numbers.iter().copied().collect();
         self.write_round(step, &all, consumer, sink, Handover::Changelog)
             .await;
@@ -489,6 +486,15 @@ impl Partitions {
             }
         }
     }
+}
+
+/// The distinct partition numbers of `tps`, in order (every input topic
+/// has the same numbers).
+fn partition_numbers(tps: &[TopicPartition]) -> Vec<i32> {
+    let mut numbers: Vec<i32> = tps.iter().map(|tp| tp.1).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers
 }
 
 /// Partition `p`'s valid local snapshots (current and previous); a refused

@@ -139,7 +139,7 @@ pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
 
 /// Creates `dir` (and its parents) if missing and makes it owner-only
 /// (0700): snapshots hold customer data.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
+fn private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {
