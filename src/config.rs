@@ -67,12 +67,18 @@ impl Default for StateConfig {
 pub struct HttpConfig {
     /// Address of the HTTP API (metrics, health, customers, alerts).
     pub bind: String,
+    /// `/healthz` answers 503 once the engine loop has made no progress
+    /// for this long (it turns at least every `engine.tick_interval`), so
+    /// an orchestrator restarts a stalled instance.
+    #[serde(with = "humantime_serde")]
+    pub liveness_timeout: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:9898".into(),
+            liveness_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -107,6 +113,9 @@ pub struct EngineConfig {
     /// progress (event clock).
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
+    /// Open tickets kept per customer; beyond it the oldest is forgotten
+    /// (counted), so no customer's state grows without bound.
+    pub max_open_tickets: u16,
 }
 
 /// Where `run` takes time from.
@@ -141,6 +150,7 @@ impl Default for EngineConfig {
             clock: RunClock::Wall,
             idle_timeout: Duration::from_secs(5),
             tick_interval: Duration::from_millis(200),
+            max_open_tickets: 100,
         }
     }
 }
@@ -218,6 +228,11 @@ pub struct KafkaConfig {
     pub consumer: BTreeMap<String, String>,
     /// librdkafka producer properties, passed through as they are.
     pub producer: BTreeMap<String, String>,
+    /// A dead letter's key and payload together are cut to this many bytes
+    /// (headers then carry the original size and a SHA-256 of the whole
+    /// payload), so an input the broker accepted always fits as a dead
+    /// letter under the producer's `message.max.bytes`.
+    pub dead_letter_max_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -232,6 +247,7 @@ impl Default for KafkaConfig {
             changelog_topic: "churnwatch-state".into(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
+            dead_letter_max_bytes: 256 * 1024,
         }
     }
 }
@@ -573,6 +589,7 @@ impl Config {
             max_future_skew: e.max_future_skew,
             max_amount: e.max_amount,
             max_event_bytes: e.max_event_bytes,
+            max_open_tickets: e.max_open_tickets,
             tiers: TierSettings {
                 a_percent: t.a_percent,
                 b_percent: t.b_percent,
@@ -633,6 +650,9 @@ impl Config {
         if e.tick_interval < Duration::from_millis(10) {
             return invalid("engine.tick_interval", "must be at least 10ms");
         }
+        if e.max_open_tickets == 0 {
+            return invalid("engine.max_open_tickets", "must be at least 1");
+        }
         let k = &self.kafka;
         for (table, props) in [("consumer", &k.consumer), ("producer", &k.producer)] {
             if let Some(key) = props.keys().find(|p| GUARANTEED.contains(&p.as_str())) {
@@ -656,6 +676,15 @@ impl Config {
             if v.is_empty() {
                 return invalid(key, "must not be empty");
             }
+        }
+        if k.dead_letter_max_bytes < 1024 {
+            return invalid("kafka.dead_letter_max_bytes", "must be at least 1024");
+        }
+        if self.http.liveness_timeout <= self.engine.tick_interval * 2 {
+            return invalid(
+                "http.liveness_timeout",
+                "must be more than twice engine.tick_interval",
+            );
         }
         if self.state.snapshot_interval < Duration::from_millis(100) {
             return invalid("state.snapshot_interval", "must be at least 100ms");

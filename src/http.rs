@@ -34,9 +34,12 @@ pub struct ApiState {
     pub windows: Windows,
 }
 
-/// Readiness as the service last reported it. A report older than
-/// `stale_after` counts as not ready: a loop blocked (on a broker that
-/// stopped answering, say) cannot report its own outage.
+/// Readiness and liveness as the engine loop last reported them. A report
+/// older than `stale_after` counts as not ready: a loop blocked (on a
+/// broker that stopped answering, say) cannot report its own outage. One
+/// older than `live_within` means the loop is stalled: `/healthz` answers
+/// 503 so an orchestrator restarts the instance (the loop reports on every
+/// tick, so only a loop that cannot turn goes that long without).
 #[derive(Debug)]
 pub struct Readiness {
     ready: AtomicBool,
@@ -44,17 +47,34 @@ pub struct Readiness {
     reported: AtomicU64,
     origin: Instant,
     stale_after: Duration,
+    live_within: Duration,
 }
 
 impl Readiness {
-    /// Not ready until the first report; a report older than `stale_after` counts as not ready.
-    pub fn new(stale_after: Duration) -> Self {
+    /// Not ready until the first report; a report older than `stale_after`
+    /// counts as not ready, one older than `live_within` as stalled.
+    pub fn new(stale_after: Duration, live_within: Duration) -> Self {
         Self {
             ready: AtomicBool::new(false),
             reported: AtomicU64::new(0),
             origin: Instant::now(),
             stale_after,
+            live_within,
         }
+    }
+
+    /// Whether the loop reported within `live_within`.
+    pub fn is_alive(&self) -> bool {
+        self.is_alive_at(Instant::now())
+    }
+
+    fn is_alive_at(&self, now: Instant) -> bool {
+        self.age_at(now) <= self.live_within
+    }
+
+    fn age_at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
+            .saturating_sub(Duration::from_millis(self.reported.load(Ordering::Relaxed)))
     }
 
     /// Reports readiness now.
@@ -70,10 +90,7 @@ impl Readiness {
     }
 
     fn is_ready_at(&self, now: Instant) -> bool {
-        let age = now
-            .saturating_duration_since(self.origin)
-            .saturating_sub(Duration::from_millis(self.reported.load(Ordering::Relaxed)));
-        self.ready.load(Ordering::Relaxed) && age <= self.stale_after
+        self.ready.load(Ordering::Relaxed) && self.age_at(now) <= self.stale_after
     }
 }
 
@@ -81,7 +98,7 @@ impl Readiness {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/customers/{id}", get(customer))
         .route("/alerts", get(alerts))
@@ -108,6 +125,18 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
         metrics::render(&s.registry),
     )
         .into_response()
+}
+
+async fn healthz(State(s): State<ApiState>) -> Response {
+    if s.ready.is_alive() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stalled: the engine loop made no progress within http.liveness_timeout\n",
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
@@ -254,7 +283,7 @@ mod tests {
 
     #[test]
     fn readiness_goes_stale_without_reports() {
-        let r = Readiness::new(Duration::from_secs(5));
+        let r = Readiness::new(Duration::from_secs(5), Duration::from_secs(60));
         let now = Instant::now();
         assert!(!r.is_ready_at(now), "not ready before the first report");
         r.report(true);
@@ -262,5 +291,17 @@ mod tests {
         assert!(!r.is_ready_at(Instant::now() + Duration::from_secs(6)));
         r.report(false);
         assert!(!r.is_ready_at(Instant::now()));
+    }
+
+    #[test]
+    fn a_loop_that_stops_reporting_is_not_alive_after_the_liveness_timeout() {
+        let r = Readiness::new(Duration::from_secs(5), Duration::from_secs(60));
+        r.report(false);
+        let now = Instant::now();
+        assert!(r.is_alive_at(now), "a not-ready loop that reports is alive");
+        assert!(r.is_alive_at(now + Duration::from_secs(59)));
+        assert!(!r.is_alive_at(now + Duration::from_secs(61)));
+        r.report(true);
+        assert!(r.is_alive_at(Instant::now() + Duration::from_secs(59)));
     }
 }

@@ -7,6 +7,7 @@ use prometheus::{
     Opts, Registry,
 };
 
+use crate::engine::Stats;
 use crate::engine::alert::Alert;
 use crate::engine::event::{EventType, RejectReason, Ts};
 use crate::engine::rule::Rule;
@@ -63,6 +64,8 @@ pub struct Metrics {
     late_events: IntCounter,
     held_events: IntGauge,
     encode_failures: IntCounterVec,
+    produce_failures: IntCounterVec,
+    tickets_forgotten: IntCounter,
 }
 
 impl Metrics {
@@ -121,6 +124,17 @@ impl Metrics {
                 Opts::new("churnwatch_encode_failures_total", "Records that could not be encoded and were not produced, by record kind."),
                 &["record"],
             )?,
+            produce_failures: IntCounterVec::new(
+                Opts::new(
+                    "churnwatch_produce_failures_total",
+                    "Records the producer refused for good (too_large, unknown_topic, unauthorized, invalid_record) and gave up on, by topic.",
+                ),
+                &["topic", "reason"],
+            )?,
+            tickets_forgotten: IntCounter::new(
+                "churnwatch_tickets_forgotten_total",
+                "Open tickets forgotten because their customer already had engine.max_open_tickets.",
+            )?,
         };
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
@@ -136,6 +150,8 @@ impl Metrics {
         registry.register(Box::new(m.late_events.clone()))?;
         registry.register(Box::new(m.held_events.clone()))?;
         registry.register(Box::new(m.encode_failures.clone()))?;
+        registry.register(Box::new(m.produce_failures.clone()))?;
+        registry.register(Box::new(m.tickets_forgotten.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -218,7 +234,7 @@ impl Metrics {
         counts: [u64; 3],
         thresholds: Thresholds,
         watermark: Option<Ts>,
-        late: u64,
+        stats: Stats,
         held: usize,
     ) {
         for t in Tier::ALL {
@@ -231,11 +247,16 @@ impl Metrics {
         if let Some(w) = watermark {
             self.watermark.set(w.0 as f64 / 1000.0);
         }
-        let seen = self.late_events.get();
-        if late > seen {
-            self.late_events.inc_by(late - seen);
-        }
+        catch_up(&self.late_events, stats.late_events);
+        catch_up(&self.tickets_forgotten, stats.tickets_forgotten);
         self.held_events.set(held as i64);
+    }
+
+    /// A record the producer refused for good.
+    pub fn produce_failed(&self, topic: &str, reason: &str) {
+        self.produce_failures
+            .with_label_values(&[topic, reason])
+            .inc();
     }
 
     /// A partition's lag.
@@ -257,6 +278,14 @@ impl Metrics {
         self.webhook_queue
             .with_label_values(&[endpoint])
             .set(depth as i64);
+    }
+}
+
+/// Moves a counter up to the engine's running total.
+fn catch_up(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
     }
 }
 

@@ -53,7 +53,7 @@ async fn api() -> Api {
         engine.tier_counts(),
         engine.thresholds(),
         engine.watermark(),
-        0,
+        engine.stats(),
         0,
     );
     metrics.consumer_lag("purchases", 0, 3);
@@ -63,7 +63,10 @@ async fn api() -> Api {
         .find(|a| a.customer_id == "key1" && a.status == Status::Firing)
         .map(|a| a.alert_id.to_string())
         .expect("key1 fired");
-    let ready = Arc::new(Readiness::new(Duration::from_secs(3600)));
+    let ready = Arc::new(Readiness::new(
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    ));
     let state = ApiState {
         store,
         registry: registry.clone(),

@@ -107,6 +107,8 @@ pub struct Stats {
     pub recomputes: u64,
     /// Recomputes that rotated the monetary window.
     pub monetary_rollovers: u64,
+    /// Open tickets forgotten because a customer had `max_open_tickets`.
+    pub tickets_forgotten: u64,
 }
 
 /// [`Settings`] compiled once for the hot path.
@@ -120,6 +122,7 @@ struct Tuned {
     b_percent: f64,
     recompute_ms: i64,
     handoff_window_days: f64,
+    max_open_tickets: u16,
 }
 
 /// Everything but the store, so a customer's shard guard (borrowed from the
@@ -136,8 +139,9 @@ struct Core {
     monetary_epoch: Option<u32>,
     /// Monetary changed since the last recompute.
     dirty: bool,
-    /// Open tickets by (customer, ticket hash) → is a complaint.
-    tickets: FxHashMap<(u32, u64), bool>,
+    /// Open tickets per customer, oldest first: (ticket hash, is a
+    /// complaint); at most `max_open_tickets` each.
+    tickets: FxHashMap<u32, Vec<(u64, bool)>>,
     /// Each rep's customers, so a departure costs that rep's customers only.
     rep_customers: RepCustomers,
     /// Wall time the caller last reported, bounding future skew under the
@@ -192,6 +196,7 @@ impl Engine {
             b_percent: s.tiers.b_percent,
             recompute_ms: s.tiers.recompute_interval.as_millis() as i64,
             handoff_window_days: s.windows.handoffs.as_secs_f64() / 86_400.0,
+            max_open_tickets: s.max_open_tickets,
         };
         Self {
             store,
@@ -373,10 +378,6 @@ impl Engine {
             .enumerate()
             .map(|(i, &p)| (p, i))
             .collect();
-        let mut tickets: FxHashMap<u32, Vec<(u64, bool)>> = FxHashMap::default();
-        for (&(idx, ticket), &complaint) in &self.core.tickets {
-            tickets.entry(idx).or_default().push((ticket, complaint));
-        }
         inner.customers.for_each(|idx, c| {
             let Some(&i) = slot.get(&c.partition) else {
                 return;
@@ -389,7 +390,7 @@ impl Engine {
             states[i].customers.push(CustomerState {
                 customer: c.clone(),
                 episodes,
-                tickets: tickets.remove(&idx).unwrap_or_default(),
+                tickets: self.core.tickets.get(&idx).cloned().unwrap_or_default(),
             });
         });
         states
@@ -469,8 +470,14 @@ impl Engine {
             for (check, at) in episodes {
                 inner.episodes.insert((idx, check), at);
             }
-            for (ticket, complaint) in tickets {
-                self.core.tickets.insert((idx, ticket), complaint);
+            if !tickets.is_empty() {
+                let mut tickets = tickets;
+                // A lowered `max_open_tickets` applies to restored state too.
+                let over = tickets
+                    .len()
+                    .saturating_sub(usize::from(self.core.settings.max_open_tickets));
+                tickets.drain(..over);
+                self.core.tickets.insert(idx, tickets);
             }
             restored += 1;
         }
@@ -508,10 +515,9 @@ impl Engine {
                 inner.episodes.remove(&(*idx, check));
             }
         }
-        let dropped: rustc_hash::FxHashSet<u32> = gone.iter().map(|g| g.0).collect();
-        self.core
-            .tickets
-            .retain(|(idx, _), _| !dropped.contains(idx));
+        for (idx, _) in &gone {
+            self.core.tickets.remove(idx);
+        }
         self.core.held.retain(|h| h.partition != partition);
         self.core.dirty = true;
         gone.len()
@@ -779,21 +785,40 @@ impl Core {
         status: TicketStatus,
         complaint: bool,
     ) {
+        let close = |c: &mut Customer, complaint: bool| {
+            c.open_tickets = c.open_tickets.saturating_sub(1);
+            if complaint {
+                c.open_complaints = c.open_complaints.saturating_sub(1);
+            }
+        };
         match status {
             TicketStatus::Opened => {
-                if self.tickets.insert((idx, ticket), complaint).is_none() {
-                    c.open_tickets = c.open_tickets.saturating_add(1);
-                    if complaint {
-                        c.open_complaints = c.open_complaints.saturating_add(1);
-                    }
+                let open = self.tickets.entry(idx).or_default();
+                if open.iter().any(|&(t, _)| t == ticket) {
+                    return;
+                }
+                if open.len() >= usize::from(self.settings.max_open_tickets) {
+                    // The oldest is forgotten, so one customer's state stays bounded.
+                    let (_, was_complaint) = open.remove(0);
+                    close(c, was_complaint);
+                    self.stats.tickets_forgotten += 1;
+                }
+                open.push((ticket, complaint));
+                c.open_tickets = c.open_tickets.saturating_add(1);
+                if complaint {
+                    c.open_complaints = c.open_complaints.saturating_add(1);
                 }
             }
             TicketStatus::Resolved => {
-                if let Some(was_complaint) = self.tickets.remove(&(idx, ticket)) {
-                    c.open_tickets = c.open_tickets.saturating_sub(1);
-                    if was_complaint {
-                        c.open_complaints = c.open_complaints.saturating_sub(1);
-                    }
+                let Some(open) = self.tickets.get_mut(&idx) else {
+                    return;
+                };
+                if let Some(i) = open.iter().position(|&(t, _)| t == ticket) {
+                    let (_, was_complaint) = open.remove(i);
+                    close(c, was_complaint);
+                }
+                if open.is_empty() {
+                    self.tickets.remove(&idx);
                 }
             }
         }

@@ -19,6 +19,8 @@ pub struct Settings {
     pub max_amount: f64,
     /// Largest accepted message in bytes.
     pub max_event_bytes: usize,
+    /// Open tickets kept per customer (the oldest beyond it is forgotten).
+    pub max_open_tickets: u16,
     /// Dynamic ABC tiering.
     pub tiers: TierSettings,
     /// Trailing windows of the rolling counters.

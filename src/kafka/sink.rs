@@ -2,6 +2,14 @@
 //! the acknowledgements the offset store waits for; a failed delivery is
 //! sent again (same key, payload and headers) until it succeeds or the
 //! service stops, so an alert is never dropped by a broker outage.
+//!
+//! An error no retry can cure (record too large, unknown topic, not
+//! authorised: [`permanent`]) ends the record instead: the acker counts it
+//! in `churnwatch_produce_failures_total{topic,reason}` and goes on, so one
+//! record can never stall the instance. Dead letters are cut to
+//! `kafka.dead_letter_max_bytes` first (the original size and a SHA-256 of
+//! the whole payload go in headers), so a message the broker accepted as
+//! input always fits as a dead letter.
 
 use std::time::Duration;
 
@@ -10,8 +18,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+use sha2::{Digest, Sha256};
+
+use crate::config::KafkaConfig;
 use crate::engine::alert::Alert;
 use crate::engine::event::RejectReason;
+use crate::metrics::Metrics;
 
 /// One record on its way to the broker, kept so it can be sent again.
 pub struct Outgoing {
@@ -25,6 +37,8 @@ pub struct Outgoing {
     payload: Vec<u8>,
     headers: Option<OwnedHeaders>,
     delivery: Option<DeliveryFuture>,
+    /// Set when the producer refused the record for good.
+    refused: Option<&'static str>,
 }
 
 /// A rejected input message and where it came from.
@@ -57,6 +71,31 @@ pub enum SinkError {
         /// The record's topic.
         topic: String,
     },
+    /// The record can never be produced; it is given up on.
+    #[error("{topic} refused a record for good: {reason}")]
+    Refused {
+        /// The record's topic.
+        topic: String,
+        /// [`permanent`]'s reason.
+        reason: &'static str,
+    },
+}
+
+/// The reason label of an error no retry can cure, `None` for one that
+/// may pass (broker down, leader moving, queue full).
+pub fn permanent(e: &KafkaError) -> Option<&'static str> {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code()? {
+        C::MessageSizeTooLarge | C::InvalidMessageSize => Some("too_large"),
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::UnknownTopicId => {
+            Some("unknown_topic")
+        }
+        C::TopicAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::TransactionalIdAuthorizationFailed => Some("unauthorized"),
+        C::InvalidRecord | C::InvalidRequiredAcks => Some("invalid_record"),
+        _ => None,
+    }
 }
 
 /// The producer of alerts, dead letters and changelog records (a clone
@@ -66,15 +105,19 @@ pub struct Sink {
     producer: FutureProducer,
     alert_topic: String,
     dead_letter_topic: String,
+    dead_letter_max_bytes: usize,
+    metrics: Metrics,
 }
 
 impl Sink {
-    /// A sink writing alerts to `alert_topic` and dead letters to `dead_letter_topic`.
-    pub fn new(producer: FutureProducer, alert_topic: String, dead_letter_topic: String) -> Self {
+    /// A sink writing alerts and dead letters to the topics `kafka` names.
+    pub fn new(producer: FutureProducer, kafka: &KafkaConfig, metrics: Metrics) -> Self {
         Self {
             producer,
-            alert_topic,
-            dead_letter_topic,
+            metrics,
+            alert_topic: kafka.alert_topic.clone(),
+            dead_letter_topic: kafka.dead_letter_topic.clone(),
+            dead_letter_max_bytes: kafka.dead_letter_max_bytes,
         }
     }
 
@@ -94,29 +137,43 @@ impl Sink {
             payload: payload.to_vec(),
             headers: None,
             delivery: None,
+            refused: None,
         };
         self.enqueue(out).await
     }
 
-    /// Queues a rejected message: original bytes, reason and source in headers.
+    /// Queues a rejected message: original bytes (the first
+    /// `dead_letter_max_bytes` of them), reason and source in headers.
     pub async fn dead_letter(&self, source: &Rejected<'_>, reason: &RejectReason) -> Outgoing {
         let detail = reason.to_string();
         let partition = source.partition.to_string();
         let offset = source.offset.to_string();
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(header("churnwatch.reason", reason.code()))
             .insert(header("churnwatch.detail", &detail))
             .insert(header("churnwatch.source.topic", source.topic))
             .insert(header("churnwatch.source.partition", &partition))
             .insert(header("churnwatch.source.offset", &offset));
+        let mut payload = source.payload;
+        let mut key = source.key.unwrap_or_default();
+        if payload.len() + key.len() > self.dead_letter_max_bytes {
+            let size = source.payload.len().to_string();
+            let digest = hex::encode(Sha256::digest(source.payload));
+            headers = headers
+                .insert(header(TRUNCATED_SIZE_HEADER, &size))
+                .insert(header(TRUNCATED_SHA256_HEADER, &digest));
+            key = &key[..key.len().min(self.dead_letter_max_bytes / 2)];
+            payload = &payload[..payload.len().min(self.dead_letter_max_bytes - key.len())];
+        }
         let out = Outgoing {
             since: None,
             topic: self.dead_letter_topic.clone(),
             partition: None,
-            key: source.key.unwrap_or_default().to_vec(),
-            payload: source.payload.to_vec(),
+            key: key.to_vec(),
+            payload: payload.to_vec(),
             headers: Some(headers),
             delivery: None,
+            refused: None,
         };
         self.enqueue(out).await
     }
@@ -137,6 +194,7 @@ impl Sink {
             payload,
             headers: None,
             delivery: None,
+            refused: None,
         };
         self.enqueue(out).await
     }
@@ -161,6 +219,10 @@ impl Sink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                Err((e, _)) if permanent(&e).is_some() => {
+                    out.refused = permanent(&e);
+                    return out;
+                }
                 Err((e, _)) => {
                     tracing::warn!(topic = %out.topic, error = %e, "produce failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -170,7 +232,7 @@ impl Sink {
     }
 
     /// Waits until the broker acknowledged the record, sending it again
-    /// after a failed delivery.
+    /// after a failed delivery; a permanent refusal ends the wait.
     pub async fn confirm(
         &self,
         mut out: Outgoing,
@@ -178,6 +240,14 @@ impl Sink {
     ) -> Result<(), SinkError> {
         let mut backoff = Duration::from_millis(100);
         loop {
+            if let Some(reason) = out.refused {
+                self.metrics.produce_failed(&out.topic, reason);
+                tracing::error!(topic = %out.topic, reason, "record refused for good; not produced");
+                return Err(SinkError::Refused {
+                    topic: out.topic,
+                    reason,
+                });
+            }
             let Some(delivery) = out.delivery.take() else {
                 out = self.enqueue(out).await;
                 continue;
@@ -188,6 +258,10 @@ impl Sink {
             };
             match result {
                 Ok(Ok(_)) => return Ok(()),
+                Ok(Err((e, _))) if permanent(&e).is_some() => {
+                    out.refused = permanent(&e);
+                    continue;
+                }
                 Ok(Err((e, _))) => {
                     tracing::warn!(topic = %out.topic, error = %e, "delivery failed; sending again")
                 }
@@ -201,6 +275,11 @@ impl Sink {
         }
     }
 }
+
+/// Header of a cut dead letter: the payload's original size in bytes.
+pub const TRUNCATED_SIZE_HEADER: &str = "churnwatch.payload.size";
+/// Header of a cut dead letter: hex SHA-256 of the whole original payload.
+pub const TRUNCATED_SHA256_HEADER: &str = "churnwatch.payload.sha256";
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::offsets::TopicPartition;
-use crate::kafka::sink::{Outgoing, Sink};
+use crate::kafka::sink::{Outgoing, Sink, SinkError};
 use crate::kafka::source::InputConsumer;
 use crate::metrics::Metrics;
 
@@ -59,12 +59,19 @@ pub async fn run(
         );
         for record in records {
             let since = record.since();
-            if let Err(e) = sink.confirm(record, &stop).await {
-                tracing::warn!(error = %e, "stopping before all records were acknowledged");
-                return;
-            }
-            if let Some(since) = since {
-                metrics.alert_acknowledged(since.elapsed().as_secs_f64());
+            match sink.confirm(record, &stop).await {
+                Ok(()) => {
+                    if let Some(since) = since {
+                        metrics.alert_acknowledged(since.elapsed().as_secs_f64());
+                    }
+                }
+                // Given up on (counted and logged by the sink) so it cannot
+                // stall the instance.
+                Err(SinkError::Refused { .. }) => {}
+                Err(e @ SinkError::Cancelled { .. }) => {
+                    tracing::warn!(error = %e, "stopping before all records were acknowledged");
+                    return;
+                }
             }
         }
         for ((topic, partition), offset) in offsets {

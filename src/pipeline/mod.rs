@@ -145,6 +145,7 @@ pub async fn run(
     // A loop that has not reported for this long is stalled.
     let ready = Arc::new(Readiness::new(
         (config.engine.tick_interval * 20).max(READINESS_STALE),
+        config.http.liveness_timeout,
     ));
     let api = ApiState {
         store: store.clone(),
@@ -175,8 +176,8 @@ pub async fn run(
     let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
     let sink = Sink::new(
         source::producer(&config.kafka, brokers)?,
-        config.kafka.alert_topic.clone(),
-        config.kafka.dead_letter_topic.clone(),
+        &config.kafka,
+        metrics.clone(),
     );
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(1024);
     tracker.spawn(acker::run(

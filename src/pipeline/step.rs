@@ -193,7 +193,7 @@ impl Step {
             e.tier_counts(),
             e.thresholds(),
             e.watermark(),
-            e.stats().late_events,
+            e.stats(),
             e.held_events(),
         );
         for ((topic, partition), lag) in consumer.context().lags() {

@@ -3,9 +3,12 @@
 //!
 //! At every snapshot round, each owned partition `p` appends to partition
 //! `p` of the compacted changelog topic (`kafka.changelog_topic`) the
-//! customers that changed since the last round (keyed by customer id), then
-//! one `Meta` entry with the input offsets the round covers, the roster and
-//! the engine clock. Input offsets are stored only after the broker
+//! customers that changed since the last round (keyed by customer id), the
+//! reps whose departure changed (keyed by [`REP_KEY_PREFIX`] + rep id), then
+//! one `Meta` entry with the input offsets the round covers and the engine
+//! clock. Every record is bounded by construction (a customer's open
+//! tickets are capped by `engine.max_open_tickets`, the roster is one
+//! record per rep), so no round can hold a record the producer refuses. Input offsets are stored only after the broker
 //! acknowledged the whole round. A new owner reads the partition from its
 //! start to a fence it writes itself (so the end is found without trusting
 //! high watermarks), keeps the state as of the last `Meta`, and drops what
@@ -29,6 +32,8 @@ use crate::engine::{ClockState, CustomerState, PartitionState};
 pub const META_KEY: &[u8] = b"__churnwatch.meta";
 /// Key of the fence a reader writes to find the partition's end.
 pub const FENCE_KEY: &[u8] = b"__churnwatch.fence";
+/// Prefix of a rep's key (then the rep id).
+pub const REP_KEY_PREFIX: &[u8] = b"__churnwatch.rep/";
 
 /// One changelog record's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,13 +50,18 @@ pub enum Entry {
     Meta {
         /// Next input offset per topic the round covers.
         offsets: Vec<(String, i64)>,
-        /// The roster with departure times.
-        reps: Vec<(RepKey, Option<Ts>)>,
         /// Engine-wide time state.
         clock: ClockState,
     },
     /// Written by a reader; marks how far it must read.
     Fence(u128),
+    /// A rep of the roster and when it departed.
+    Rep {
+        /// The rep's id.
+        id: RepKey,
+        /// Its departure, if any.
+        departed: Option<Ts>,
+    },
 }
 
 impl Entry {
@@ -73,13 +83,13 @@ pub type Record = (Vec<u8>, Vec<u8>);
 /// What each partition last sent, to send only what changed.
 #[derive(Debug, Default)]
 pub struct Changes {
-    /// Per partition: hash of customer id → hash of its last sent entry.
+    /// Per partition: hash of a record's key → hash of its last sent value.
     sent: FxHashMap<u16, FxHashMap<u64, u64>>,
 }
 
 impl Changes {
     /// One round for `state.partition`: `(key, value)` records of the
-    /// customers that changed, then the closing `Meta`.
+    /// customers and reps that changed, then the closing `Meta`.
     pub fn round(
         &mut self,
         state: &PartitionState,
@@ -99,15 +109,19 @@ impl Changes {
                 rep,
             }
             .encode()?;
-            let id = c.customer.id.as_bytes();
-            let hash = xxh3_64(&value);
-            if sent.insert(xxh3_64(id), hash) != Some(hash) {
-                out.push((id.to_vec(), value));
+            changed(sent, c.customer.id.as_bytes().to_vec(), value, &mut out);
+        }
+        for (id, departed) in &state.reps {
+            let value = Entry::Rep {
+                id: id.clone(),
+                departed: *departed,
             }
+            .encode()?;
+            let key = [REP_KEY_PREFIX, id.as_bytes()].concat();
+            changed(sent, key, value, &mut out);
         }
         let meta = Entry::Meta {
             offsets: offsets.to_vec(),
-            reps: state.reps.clone(),
             clock: state.clock,
         };
         out.push((META_KEY.to_vec(), meta.encode()?));
@@ -121,6 +135,14 @@ impl Changes {
     }
 }
 
+/// Adds the record to `out` unless `sent` says it went out unchanged.
+fn changed(sent: &mut FxHashMap<u64, u64>, key: Vec<u8>, value: Vec<u8>, out: &mut Vec<Record>) {
+    let hash = xxh3_64(&value);
+    if sent.insert(xxh3_64(&key), hash) != Some(hash) {
+        out.push((key, value));
+    }
+}
+
 /// The state as of the last complete round among `entries` (in log order),
 /// with the input offsets it covers; `None` if no round completed.
 pub fn fold(
@@ -128,25 +150,28 @@ pub fn fold(
     entries: impl IntoIterator<Item = Entry>,
 ) -> Option<(PartitionState, Vec<(String, i64)>)> {
     let mut done: FxHashMap<String, (CustomerState, Option<RepKey>)> = FxHashMap::default();
+    let mut roster: FxHashMap<RepKey, Option<Ts>> = FxHashMap::default();
     let mut pending = Vec::new();
+    let mut pending_reps = Vec::new();
     let mut last = None;
     for e in entries {
         match e {
             Entry::Customer { state, rep } => pending.push((state, rep)),
-            Entry::Meta {
-                offsets,
-                reps,
-                clock,
-            } => {
+            Entry::Rep { id, departed } => pending_reps.push((id, departed)),
+            Entry::Meta { offsets, clock } => {
                 for (state, rep) in pending.drain(..) {
                     done.insert(state.customer.id.to_string(), (state, rep));
                 }
-                last = Some((offsets, reps, clock));
+                roster.extend(pending_reps.drain(..));
+                last = Some((offsets, clock));
             }
             Entry::Fence(_) => {}
         }
     }
-    let (offsets, mut reps, clock) = last?;
+    let (offsets, clock) = last?;
+    let mut reps: Vec<(RepKey, Option<Ts>)> = roster.into_iter().collect();
+    // Sorted, so a restore interns the reps in the same order every time.
+    reps.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut index: FxHashMap<RepKey, u32> = reps
         .iter()
         .enumerate()
@@ -236,7 +261,7 @@ mod tests {
         let r1 = changes
             .round(&first.partition_state(0), &[("calls".into(), 1)])
             .unwrap();
-        assert_eq!(r1.len(), 3, "two customers and the meta");
+        assert_eq!(r1.len(), 4, "two customers, rep r1 and the meta");
         let again = changes
             .round(&first.partition_state(0), &[("calls".into(), 1)])
             .unwrap();
@@ -245,8 +270,9 @@ mod tests {
         let r2 = changes
             .round(&second.partition_state(0), &[("calls".into(), 2)])
             .unwrap();
-        assert_eq!(r2.len(), 2, "customer a and the meta");
+        assert_eq!(r2.len(), 3, "customer a, the new rep r2 and the meta");
         assert_eq!(r2[0].0, b"a");
+        assert_eq!(r2[1].0, b"__churnwatch.rep/r2");
 
         let log: Vec<Entry> = [r1, again, r2].iter().flat_map(|r| decoded(r)).collect();
         assert_folds_to(log, 2, &second);
@@ -267,5 +293,38 @@ mod tests {
         let log: Vec<Entry> = [r1, r2].iter().flat_map(|r| decoded(r)).collect();
         assert_folds_to(log, 1, &first);
         assert!(fold(0, Vec::new()).is_none());
+    }
+
+    #[test]
+    fn no_record_grows_with_the_roster_or_a_customers_tickets() {
+        let mut lines: Vec<String> = (0..5_000)
+            .map(|i| {
+                format!(
+                    r#"{{"type":"call","ts":"2026-01-01T00:00:00Z","customer_id":"c{i}","rep_id":"rep-with-a-longish-id-{i}"}}"#
+                )
+            })
+            .collect();
+        lines.extend((0..1_000).map(|i| {
+            format!(
+                r#"{{"type":"ticket","ts":"2026-01-02T00:00:00Z","customer_id":"c0","ticket_id":"t{i}","status":"opened","kind":"complaint"}}"#
+            )
+        }));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let e = engine_after(&refs);
+        let round = Changes::default()
+            .round(&e.partition_state(0), &[("calls".into(), 6_000)])
+            .unwrap();
+        assert_eq!(round.len(), 5_000 + 5_000 + 1, "customers, reps, meta");
+        let largest = round.iter().map(|(k, v)| k.len() + v.len()).max().unwrap();
+        assert!(largest < 4_096, "largest record {largest} bytes");
+        let (state, _) = fold(0, decoded(&round)).unwrap();
+        let c0 = state
+            .customers
+            .iter()
+            .find(|c| c.customer.id == "c0")
+            .unwrap();
+        assert_eq!(c0.tickets.len(), 100, "engine.max_open_tickets");
+        assert_eq!(c0.customer.open_tickets, 100);
+        assert_eq!(e.stats().tickets_forgotten, 900);
     }
 }
