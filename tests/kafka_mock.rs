@@ -825,3 +825,45 @@ async fn a_state_dir_left_by_another_cluster_is_refused_and_the_partitions_rebui
         "every message applied: nothing skipped as already restored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_producer_refuses_for_good_is_counted_and_stalls_nothing() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = event_clock_config(&brokers);
+    // Smaller than the 100 kB input (which the broker accepted): its dead
+    // letter can never be produced, like a 1.5 MB one under the default.
+    config
+        .kafka
+        .producer
+        .insert("message.max.bytes".into(), "60000".into());
+    let lines = with_big_messages(&[100_000]);
+    produce_lines(&config, &lines).await;
+    let expected = replay_alerts(&config, &lines);
+    let stop = CancellationToken::new();
+    let svc = spawn_run(&config, Store::default(), &stop).await;
+    let counted = |text: &str| {
+        metric_value(
+            text,
+            "churnwatch_produce_failures_total",
+            &[("topic", "churn-dead-letters"), ("reason", "too_large")],
+        )
+    };
+    let mut text = String::new();
+    let mut done = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done && tokio::time::Instant::now() < deadline {
+        text = scrape(&svc.api).await;
+        done = counted(&text) == Some(1.0)
+            && read_topic(&brokers, "churn-alerts").len() >= expected.len();
+        if !done {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    stop.cancel();
+    svc.handle.await.expect("join").expect("service");
+    assert!(done, "refusal counted and every alert produced:\n{text}");
+    assert_eq!(
+        alert_set(&parse_alerts(&read_topic(&brokers, "churn-alerts"))),
+        alert_set(&expected)
+    );
+}

@@ -431,3 +431,65 @@ fn assert_same_alerts(brokers: &str, expected: &BTreeSet<(String, String)>, comp
         "distinct alerts equal an uninterrupted run's; missing {missing:?}, extra {extra:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_1_5_and_3_mb_are_dead_lettered_and_stall_nothing() {
+    use sha2::Digest;
+    let tansu = Tansu::start().await;
+    let config = event_clock_config(&tansu.brokers);
+    tansu.create_topics(&config, 3).await;
+    let sizes = [1_500_000, 3_000_000];
+    let lines = with_big_messages(&sizes);
+    produce_lines_with(&config, &lines, &[("message.max.bytes", "10000000")]).await;
+    let expected = replay_alerts(&config, &lines);
+    let stop = CancellationToken::new();
+    let run = spawn_run(&config, Store::default(), &stop).await.handle;
+    let too_large = |brokers: &str| {
+        read_topic(brokers, "churn-dead-letters")
+            .into_iter()
+            .filter(|r| r.header("churnwatch.reason") == Some("too_large"))
+            .collect::<Vec<_>>()
+    };
+    let arrived = eventually(Duration::from_secs(90), || {
+        read_topic(&tansu.brokers, "churn-alerts").len() >= expected.len()
+            && too_large(&tansu.brokers).len() >= 2
+    })
+    .await;
+    stop.cancel();
+    run.await.expect("join").expect("run");
+    assert!(arrived, "every alert and both dead letters arrived");
+    assert_eq!(
+        alert_set(&parse_alerts(&read_topic(&tansu.brokers, "churn-alerts"))),
+        alert_set(&expected)
+    );
+    let mut dead: Vec<(usize, String, Vec<u8>)> = too_large(&tansu.brokers)
+        .into_iter()
+        .map(|r| {
+            (
+                r.header("churnwatch.payload.size")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_default(),
+                r.header("churnwatch.payload.sha256")
+                    .unwrap_or_default()
+                    .to_string(),
+                r.payload,
+            )
+        })
+        .collect();
+    dead.sort();
+    let originals: Vec<&String> = lines.iter().filter(|l| l.len() > 1_000_000).collect();
+    assert_eq!(dead.len(), originals.len());
+    for ((size, digest, kept), original) in dead.iter().zip(originals) {
+        assert_eq!(*size, original.len(), "original size header");
+        assert_eq!(
+            *digest,
+            hex::encode(sha2::Sha256::digest(original.as_bytes())),
+            "SHA-256 of the whole payload"
+        );
+        assert!(kept.len() <= 256 * 1024, "cut to dead_letter_max_bytes");
+        assert!(
+            original.as_bytes().starts_with(kept),
+            "the first bytes kept"
+        );
+    }
+}

@@ -166,6 +166,9 @@ pub struct Alert {
     pub limit: Limit,
     /// The customer's numbers at `at`.
     pub signals: Signals,
+    /// The customer's engine partition (not published): `run` holds back
+    /// the alerts of a partition it is rebuilding.
+    pub partition: u16,
 }
 
 impl Alert {

@@ -579,7 +579,7 @@ impl Engine {
         let t = self.core.watermark.current().map_or(ts, |w| w.max(ts));
         let (customer, body) = match event.kind {
             EventKind::Roster { rep, status } => {
-                self.roster_event(&rep, status, t, out);
+                self.roster_event(&rep, status, t, ts, out);
                 return;
             }
             EventKind::Purchase { customer, amount } => (customer, Body::Purchase(amount)),
@@ -610,6 +610,7 @@ impl Engine {
             roster: &inner.roster,
             inner,
             out,
+            since: self.core.since(ts),
         };
         let core = &mut self.core;
         // Only a customer whose earliest timer is before `t` can have
@@ -658,6 +659,7 @@ impl Engine {
             roster: &inner.roster,
             inner,
             out,
+            since: None,
         };
         self.core.reconcile(&mut c, idx, t, Point::Timer, scope);
     }
@@ -667,6 +669,7 @@ impl Engine {
         rep: &event::RepKey,
         status: RepStatus,
         t: Ts,
+        ts: Ts,
         out: &mut Vec<Alert>,
     ) {
         let inner = self.store.inner();
@@ -683,6 +686,7 @@ impl Engine {
             roster: &inner.roster,
             inner,
             out,
+            since: self.core.since(ts),
         };
         // Only this rep's customers, in the order a full scan would visit
         // them (so alerts come out as they always did).
@@ -732,6 +736,7 @@ impl Engine {
             roster: &inner.roster,
             inner,
             out,
+            since: None,
         };
         if rollover {
             inner
@@ -777,6 +782,13 @@ enum Body {
 }
 
 impl Core {
+    /// An applied event's time as its episodes' identity, under the wall
+    /// clock only (the event clocks already run on event time, and replay's
+    /// ids stay as they were).
+    fn since(&self, ts: Ts) -> Option<Ts> {
+        (self.watermark.clock() == Clock::Wall).then_some(ts)
+    }
+
     fn ticket(
         &mut self,
         c: &mut Customer,

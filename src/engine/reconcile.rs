@@ -18,6 +18,11 @@ pub(super) struct Scope<'a> {
     pub(super) roster: &'a RwLock<Roster>,
     pub(super) inner: &'a store::Inner,
     pub(super) out: &'a mut Vec<Alert>,
+    /// Under the wall clock, the `ts` of the event being applied: an
+    /// episode it starts is identified by when the events made the
+    /// condition true, not by when this process noticed (a restart that
+    /// re-applies the event gives the same id). `None` elsewhere.
+    pub(super) since: Option<Ts>,
 }
 
 /// One change of a check's state, before it becomes an [`Alert`].
@@ -94,8 +99,13 @@ impl Core {
             };
             match tr.status {
                 Status::Firing => {
+                    if tr.trigger != Trigger::Deadline
+                        && let Some(since) = scope.since
+                    {
+                        tr.fired_at = since.min(tr.at);
+                    }
                     c.firing |= check.bit();
-                    scope.inner.episodes.insert((idx, check), tr.at);
+                    scope.inner.episodes.insert((idx, check), tr.fired_at);
                 }
                 Status::Resolved => {
                     c.firing &= !check.bit();
@@ -184,6 +194,7 @@ impl Core {
                     .get()
                     .and_then(|r| roster.read().name(r).cloned()),
             ),
+            partition: c.partition,
         }
     }
 }

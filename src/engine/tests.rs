@@ -759,3 +759,41 @@ proptest! {
         prop_assert_eq!(plain.engine.partition_state(0), warmed.engine.partition_state(0));
     }
 }
+
+/// Under the wall clock an event-triggered episode is identified by the
+/// event's `ts`, not by when it was applied: a restart that re-applies the
+/// roster event later gives the same id (only `at` differs).
+#[test]
+fn wall_clock_event_alert_ids_come_from_the_data_not_the_processing_time() {
+    let departure_ids = |applied_at: Ts| {
+        let mut h = Harness::new(&Config::default());
+        h.engine = Engine::new(&Config::default().engine_settings(), Clock::Wall);
+        for i in 0..20 {
+            let c = format!("c{i:02}");
+            h.purchase(&c, day(0.0), 1000.0 - i as f64);
+            h.call(&c, "r1", day(0.0));
+        }
+        h.until(applied_at);
+        h.out.clear();
+        h.roster("r1", "departed", day(1.0));
+        let mut ids: Vec<(String, String, Ts)> = h
+            .out
+            .drain(..)
+            .filter(|a| a.check == Check::Departed)
+            .map(|a| (a.customer_id.to_string(), a.alert_id.to_string(), a.at))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let first = departure_ids(day(1.5));
+    let later = departure_ids(day(1.9));
+    assert!(!first.is_empty(), "the departure fired");
+    let strip = |v: &[(String, String, Ts)]| -> Vec<(String, String)> {
+        v.iter().map(|(c, id, _)| (c.clone(), id.clone())).collect()
+    };
+    assert_eq!(strip(&first), strip(&later), "same ids");
+    assert!(
+        first.iter().zip(&later).all(|(a, b)| a.2 < b.2),
+        "`at` stays the processing time"
+    );
+}

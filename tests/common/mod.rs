@@ -93,6 +93,20 @@ pub fn scenario_lines() -> Vec<String> {
         .collect()
 }
 
+/// The scenario with one purchase per size, padded to that many bytes,
+/// put between its good lines (every fifth).
+pub fn with_big_messages(sizes: &[usize]) -> Vec<String> {
+    let mut lines = scenario_lines();
+    for (i, size) in sizes.iter().enumerate() {
+        let head = format!(
+            r#"{{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"big{i}","amount":5,"pad":""#
+        );
+        let pad = "x".repeat(size.saturating_sub(head.len() + 2));
+        lines.insert((i + 1) * 5, format!("{head}{pad}\"}}"));
+    }
+    lines
+}
+
 /// Alerts replay gives for the same lines and config (no --until).
 pub fn replay_alerts(config: &Config, lines: &[String]) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().expect("tempdir");
