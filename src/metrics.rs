@@ -66,6 +66,7 @@ pub struct Metrics {
     encode_failures: IntCounterVec,
     produce_failures: IntCounterVec,
     tickets_forgotten: IntCounter,
+    restores: IntCounterVec,
 }
 
 impl Metrics {
@@ -131,6 +132,13 @@ impl Metrics {
                 ),
                 &["topic", "reason"],
             )?,
+            restores: IntCounterVec::new(
+                Opts::new(
+                    "churnwatch_restores_total",
+                    "Partitions restored at assignment, by source (snapshot, changelog, or rebuild from the input).",
+                ),
+                &["source"],
+            )?,
             tickets_forgotten: IntCounter::new(
                 "churnwatch_tickets_forgotten_total",
                 "Open tickets forgotten because their customer already had engine.max_open_tickets.",
@@ -152,6 +160,10 @@ impl Metrics {
         registry.register(Box::new(m.encode_failures.clone()))?;
         registry.register(Box::new(m.produce_failures.clone()))?;
         registry.register(Box::new(m.tickets_forgotten.clone()))?;
+        registry.register(Box::new(m.restores.clone()))?;
+        for source in ["snapshot", "changelog", "rebuild"] {
+            m.restores.with_label_values(&[source]);
+        }
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -250,6 +262,11 @@ impl Metrics {
         catch_up(&self.late_events, stats.late_events);
         catch_up(&self.tickets_forgotten, stats.tickets_forgotten);
         self.held_events.set(held as i64);
+    }
+
+    /// A partition restored at assignment from `source`.
+    pub fn restored(&self, source: &str) {
+        self.restores.with_label_values(&[source]).inc();
     }
 
     /// A record the producer refused for good.

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -865,5 +866,68 @@ async fn a_dead_letter_the_producer_refuses_for_good_is_counted_and_stalls_nothi
     assert_eq!(
         alert_set(&parse_alerts(&read_topic(&brokers, "churn-alerts"))),
         alert_set(&expected)
+    );
+}
+
+/// No snapshot, no changelog, but committed offsets: the partitions are
+/// rebuilt from the input's start without emitting, so the silent
+/// customers of the first half still alert and nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_with_no_state_is_rebuilt_from_the_input_without_emitting_again() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = event_clock_config(&brokers);
+    config.kafka.changelog_topic = String::new();
+    let lines = common::broker::population_lines(400, 3, 120);
+    let expected = replay_alerts(&config, &lines);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    produce_lines(&config, first).await;
+    let customers: BTreeSet<String> = first
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["customer_id"].as_str().map(str::to_string))
+        .collect();
+    let stop = CancellationToken::new();
+    let store = Store::default();
+    let a = spawn_run(&config, store.clone(), &stop).await;
+    let consumed = eventually(Duration::from_secs(60), || {
+        store.len() == customers.len() && !read_topic(&brokers, "churn-alerts").is_empty()
+    })
+    .await;
+    stop.cancel();
+    a.handle.await.expect("join").expect("first run");
+    assert!(consumed, "the first half was consumed");
+    let sent_before = read_topic(&brokers, "churn-alerts").len();
+    // The machine's disk is gone.
+    std::fs::remove_dir_all(&config.state.dir).expect("state dir removed");
+
+    produce_lines(&config, second).await;
+    let stop = CancellationToken::new();
+    let store = Store::default();
+    let b = spawn_run(&config, store.clone(), &stop).await;
+    let complete = eventually(Duration::from_secs(90), || {
+        distinct(&parse_alerts(&read_topic(&brokers, "churn-alerts"))) == distinct(&expected)
+    })
+    .await;
+    let text = scrape(&b.api).await;
+    stop.cancel();
+    b.handle.await.expect("join").expect("second run");
+    let got = parse_alerts(&read_topic(&brokers, "churn-alerts"));
+    let (want, have) = (distinct(&expected), distinct(&got));
+    assert!(
+        complete,
+        "distinct alerts equal replay's over the whole stream; missing {:?}, extra {:?}",
+        want.difference(&have).take(5).collect::<Vec<_>>(),
+        have.difference(&want).take(5).collect::<Vec<_>>()
+    );
+    assert!(sent_before > 0 && sent_before < expected.len());
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "no alert of the first half sent again"
+    );
+    assert_eq!(
+        metric_value(&text, "churnwatch_restores_total", &[("source", "rebuild")]),
+        Some(3.0),
+        "each partition rebuilt once"
     );
 }

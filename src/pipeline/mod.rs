@@ -15,6 +15,7 @@
 
 pub mod acker;
 pub mod partitions;
+pub mod recovery;
 pub mod restore;
 pub mod step;
 
@@ -330,7 +331,7 @@ impl Consuming<'_> {
                     // Rebalances surface inside `recv`: apply them before its message.
                     self.rebalance().await;
                     match m {
-                        Ok(m) if self.parts.restored(m.topic(), m.partition(), m.offset()) => {}
+                        Ok(m) if !self.parts.admit(m.topic(), m.partition(), m.offset()) => {}
                         Ok(m) => self.step.input(&m, Origin::Input, arrived).await,
                         Err(e) => tracing::warn!(error = %e, "input consumer error"),
                     }
@@ -341,13 +342,19 @@ impl Consuming<'_> {
                 },
                 _ = ticker.tick() => {
                     self.step.tick(&c.consumer, &c.roster).await;
-                    // Ready: partitions assigned and a broker reachable to consume from.
-                    self.ready.report(!self.parts.is_empty() && c.consumer.context().brokers_up());
+                    // Ready: partitions assigned and restored, and a broker
+                    // reachable to consume from.
+                    self.ready.report(
+                        !self.parts.is_empty()
+                            && !self.step.recovery.rebuilding_any()
+                            && c.consumer.context().brokers_up(),
+                    );
                 }
                 _ = snapshot_ticker.tick() => {
                     self.parts.snapshot_owned(self.step, self.ack_tx, &c.consumer, &c.sink).await;
                 }
             }
+            self.parts.seeks_settled();
             self.rebalance().await;
             let (ack, released) = self.step.take_ack(!self.parts.snapshots_on());
             self.parts.released(released);
@@ -358,7 +365,8 @@ impl Consuming<'_> {
         }
     }
 
-    /// Applies the rebalances the consumer has seen since the last call.
+    /// Applies the rebalances the consumer has seen since the last call,
+    /// then the seeks rebuilds wait for.
     async fn rebalance(&mut self) {
         let c = self.c;
         for r in c.consumer.context().take_rebalances() {
@@ -367,7 +375,8 @@ impl Consuming<'_> {
                     self.parts
                         .assigned(self.step, tps, &c.consumer, &c.sink)
                         .await;
-                    self.ready.report(!self.parts.is_empty());
+                    self.ready
+                        .report(!self.parts.is_empty() && !self.step.recovery.rebuilding_any());
                 }
                 Rebalanced::Revoked(tps) => {
                     self.ready.report(false);
@@ -377,6 +386,7 @@ impl Consuming<'_> {
                 }
             }
         }
+        self.parts.seek(&c.consumer);
     }
 }
 

@@ -71,6 +71,10 @@ pub struct Partitions {
     /// Next offset covered by a restored snapshot: older messages are in
     /// the restored state already and are skipped.
     restored_from: BTreeMap<TopicPartition, i64>,
+    /// Rebuild starts not sought yet.
+    seeks: BTreeMap<TopicPartition, rdkafka::Offset>,
+    /// Sought since the last message was handled.
+    fresh_seeks: BTreeSet<TopicPartition>,
     /// The last snapshot round written or restored; rounds only grow.
     last_round: u64,
     /// Local snapshots, if on.
@@ -94,6 +98,8 @@ impl Partitions {
             numbers: BTreeSet::new(),
             released: BTreeMap::new(),
             restored_from: BTreeMap::new(),
+            seeks: BTreeMap::new(),
+            fresh_seeks: BTreeSet::new(),
             last_round: 0,
             local,
             input_topics,
@@ -111,13 +117,19 @@ impl Partitions {
         self.local.is_some()
     }
 
-    /// Whether the restored state already contains this message. Asked of
-    /// every consumed message: a scan of the few assigned topic-partitions
-    /// instead of building an owned key per message.
-    pub fn restored(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        self.restored_from
+    /// Whether a consumed message is to be applied: not when the restored
+    /// state already contains it, nor when it was fetched before a seek
+    /// its partition still waits for or just made. Asked of every message:
+    /// a scan of the few assigned topic-partitions instead of building an
+    /// owned key per message.
+    pub fn admit(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        let is = |(t, p): &TopicPartition| *p == partition && t == topic;
+        !(self
+            .restored_from
             .iter()
-            .any(|((t, p), &next)| *p == partition && t == topic && offset < next)
+            .any(|(tp, &next)| is(tp) && offset < next)
+            || self.seeks.keys().any(is)
+            || self.fresh_seeks.iter().any(is))
     }
 
     /// Notes the offsets a step released.
@@ -162,6 +174,7 @@ impl Partitions {
             step.revoke(tp);
             self.released.remove(tp);
             self.restored_from.remove(tp);
+            self.seeks.remove(tp);
         }
         for p in numbers {
             self.numbers.remove(&p);
@@ -243,6 +256,11 @@ impl Partitions {
         // Offsets are stored only once the whole round is on disk, so the
         // committed offsets never run ahead of a round every partition has.
         let mut safe = Vec::new();
+        // A partition still being rebuilt has partial state: no round for it.
+        let numbers: Vec<u16> = numbers
+            .into_iter()
+            .filter(|&n| !step.recovery.rebuilding(n))
+            .collect();
         for state in step.engine.partition_states(&numbers) {
             let p = i32::from(state.partition);
             let snap = Snapshot {
@@ -338,7 +356,10 @@ impl Partitions {
         true
     }
 
-    /// Restores the partitions assigned together (see [`restore`]).
+    /// Restores the partitions assigned together (see [`restore`]); a
+    /// partition with nothing covering its committed offsets is rebuilt
+    /// from its input (see [`super::recovery`]), and every restored
+    /// partition's tail is noted.
     async fn restore(
         &mut self,
         step: &mut Step,
@@ -346,97 +367,189 @@ impl Partitions {
         consumer: &Arc<InputConsumer>,
         sink: &Sink,
     ) {
-        let Some(local) = self.local.clone() else {
-            return;
-        };
         let mut candidates = BTreeMap::new();
+        let mut marks = BTreeMap::new();
         for &p in partitions {
             let Ok(number) = u16::try_from(p) else {
                 continue;
             };
-            let committed = self.committed(p, consumer).await;
-            let high = self.high_watermarks(p, consumer).await;
-            let snapshots = local_snapshots(&local, number);
+            let Some(committed) = self.committed(p, consumer).await else {
+                return;
+            };
+            let watermarks = self.watermarks(p, consumer).await;
+            let snapshots = self
+                .local
+                .as_ref()
+                .map(|l| local_snapshots(l, number))
+                .unwrap_or_default();
+            let high = watermarks.iter().map(|(t, _, h)| (t.clone(), *h)).collect();
             candidates.insert(
                 p,
                 Candidates {
                     snapshots,
-                    committed,
+                    committed: committed.clone(),
                     high,
                 },
             );
+            marks.insert(p, (committed, watermarks));
         }
         for (p, choice) in restore::choose(candidates) {
             let restored = match choice {
-                Choice::Snapshot(snap) => Some((snap, "snapshot")),
+                Choice::Snapshot(snap) => Some((snap.round, snap.state, snap.offsets, "snapshot")),
                 Choice::Changelog { fallback } => match self.changelog_state(p, sink).await {
-                    Some((state, offsets)) => Some((
-                        Snapshot {
-                            round: 0,
-                            offsets,
-                            owner: local.owner.clone(),
-                            state,
-                        },
-                        "changelog",
-                    )),
-                    None => fallback.map(|snap| (snap, "snapshot")),
+                    Some((state, offsets)) => Some((0, state, offsets, "changelog")),
+                    None => fallback.map(|s| (s.round, s.state, s.offsets, "snapshot")),
                 },
             };
-            if let Some((snap, from)) = restored {
-                self.last_round = self.last_round.max(snap.round);
-                let n = step.engine.restore_partition(snap.state);
-                for (topic, next) in snap.offsets {
+            let (committed, watermarks) = marks.remove(&p).unwrap_or_default();
+            let from_scratch = restored.is_none();
+            let mut from = BTreeMap::new();
+            if let Some((round, state, offsets, source)) = restored {
+                self.last_round = self.last_round.max(round);
+                let n = step.engine.restore_partition(state);
+                for (topic, next) in offsets {
+                    from.insert(topic.clone(), next);
                     self.restored_from.insert((topic, p), next);
                 }
-                tracing::info!(partition = p, customers = n, from, "restored");
+                step.metrics().restored(source);
+                tracing::info!(partition = p, customers = n, from = source, "restored");
+            }
+            self.rebuild(step, p, &committed, &from, &watermarks, from_scratch);
+            for (topic, _, high) in watermarks {
+                step.recovery.tail((topic, p), high);
             }
         }
+    }
+
+    /// Re-reads what lies between the restored state (`from`, else the log
+    /// start) and the committed offsets of partition `p`, without emitting.
+    fn rebuild(
+        &mut self,
+        step: &mut Step,
+        p: i32,
+        committed: &[(String, i64)],
+        from: &BTreeMap<String, i64>,
+        watermarks: &[(String, i64, i64)],
+        from_scratch: bool,
+    ) {
+        let Ok(number) = u16::try_from(p) else {
+            return;
+        };
+        let mut pending = Vec::new();
+        for (topic, c) in committed {
+            let low = watermarks
+                .iter()
+                .find(|(t, _, _)| t == topic)
+                .map_or(0, |(_, low, _)| *low);
+            let start = from.get(topic).copied().unwrap_or(low).max(low);
+            if start >= *c {
+                if !from.contains_key(topic) && *c > 0 {
+                    tracing::warn!(
+                        topic,
+                        partition = p,
+                        committed = c,
+                        "input before the committed offset is no longer retained; its customers start empty"
+                    );
+                }
+                continue;
+            }
+            let offset = match from.get(topic) {
+                Some(&next) if next > low => rdkafka::Offset::Offset(next),
+                _ => rdkafka::Offset::Beginning,
+            };
+            self.seeks.insert((topic.clone(), p), offset);
+            pending.push((topic.clone(), *c));
+        }
+        if pending.is_empty() {
+            return;
+        }
+        tracing::info!(partition = p, up_to = ?pending, from_scratch, "rebuilding from the input without emitting");
+        if from_scratch {
+            step.metrics().restored("rebuild");
+        }
+        step.recovery.rebuild(number, pending);
+    }
+
+    /// Seeks the partitions a rebuild starts on; one that cannot be sought
+    /// yet (librdkafka refuses before its fetcher started) is tried again
+    /// on the next call, and its messages are dropped meanwhile.
+    pub fn seek(&mut self, consumer: &InputConsumer) {
+        let seeks = std::mem::take(&mut self.seeks);
+        for ((topic, p), offset) in seeks {
+            match consumer.seek(&topic, p, offset, Duration::from_millis(500)) {
+                Ok(()) => {
+                    self.fresh_seeks.insert((topic, p));
+                }
+                Err(e) => {
+                    tracing::debug!(topic, partition = p, error = %e, "seek not possible yet; trying again");
+                    self.seeks.insert((topic, p), offset);
+                }
+            }
+        }
+    }
+
+    /// Ends the loop iteration: messages received from now on were fetched
+    /// after every seek made so far.
+    pub fn seeks_settled(&mut self) {
+        self.fresh_seeks.clear();
     }
 
     /// The group's committed input offsets of partition `p`, looked up off
-    /// the engine task (a blocking broker call); none known: empty, and any
-    /// local snapshot is taken.
-    async fn committed(&self, p: i32, consumer: &Arc<InputConsumer>) -> Vec<(String, i64)> {
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for t in &self.input_topics {
-            tpl.add_partition(t, p);
-        }
-        let consumer = consumer.clone();
-        let found =
-            tokio::task::spawn_blocking(move || consumer.committed_offsets(tpl, COMMITTED_TIMEOUT))
-                .await;
-        match found {
-            Ok(Ok(c)) => c
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => Some((e.topic().to_string(), o)),
-                    _ => None,
-                })
-                .collect(),
-            Ok(Err(e)) => {
-                tracing::warn!(partition = p, error = %e, "committed offsets unknown");
-                Vec::new()
+    /// the engine task (a blocking broker call). A failed lookup is retried
+    /// (it must never read as "nothing committed", which would skip the
+    /// rebuild); `None` once the service is stopping.
+    async fn committed(&self, p: i32, consumer: &Arc<InputConsumer>) -> Option<Vec<(String, i64)>> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for t in &self.input_topics {
+                tpl.add_partition(t, p);
             }
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "committed offsets lookup failed");
-                Vec::new()
+            let consumer = consumer.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                consumer.committed_offsets(tpl, COMMITTED_TIMEOUT)
+            })
+            .await;
+            match found {
+                Ok(Ok(c)) => {
+                    return Some(
+                        c.elements()
+                            .iter()
+                            .filter_map(|e| match e.offset() {
+                                rdkafka::Offset::Offset(o) => Some((e.topic().to_string(), o)),
+                                _ => None,
+                            })
+                            .collect(),
+                    );
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = p, error = %e, "committed offsets unknown; asking again")
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "committed offsets lookup failed; asking again")
+                }
             }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stopping.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
-    /// The high watermark of each input topic's partition `p`, looked up
-    /// off the engine task; a failed lookup leaves that topic out (then no
-    /// snapshot is refused for it).
-    async fn high_watermarks(&self, p: i32, consumer: &Arc<InputConsumer>) -> Vec<(String, i64)> {
+    /// The low and high watermarks of each input topic's partition `p`,
+    /// looked up off the engine task; a failed lookup leaves that topic out
+    /// (then no snapshot is refused for it, and a rebuild starts at the log
+    /// start).
+    async fn watermarks(&self, p: i32, consumer: &Arc<InputConsumer>) -> Vec<(String, i64, i64)> {
         let (topics, consumer) = (self.input_topics.clone(), consumer.clone());
         let found = tokio::task::spawn_blocking(move || {
             topics
                 .into_iter()
                 .filter_map(|t| match consumer.fetch_watermarks(&t, p, COMMITTED_TIMEOUT) {
-                    Ok((_, high)) => Some((t, high)),
+                    Ok((low, high)) => Some((t, low, high)),
                     Err(e) => {
-                        tracing::warn!(topic = t, partition = p, error = %e, "high watermark unknown");
+                        tracing::warn!(topic = t, partition = p, error = %e, "watermarks unknown");
                         None
                     }
                 })

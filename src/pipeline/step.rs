@@ -11,6 +11,7 @@ use rdkafka::message::BorrowedMessage;
 
 use super::Report;
 use super::acker::Ack;
+use super::recovery::{Apply, Recovery};
 use crate::config::RunClock;
 use crate::engine::alert::{Alert, Trigger};
 use crate::engine::event::{self, EventType, RejectReason, Ts};
@@ -75,6 +76,8 @@ pub struct Step {
     offsets: PendingOffsets,
     /// Per-partition event-time progress (event clock).
     pub progress: Progress,
+    /// Tails and rebuilds still to re-read.
+    pub recovery: Recovery,
     /// Totals of the run.
     pub report: Report,
 }
@@ -90,6 +93,7 @@ impl Step {
             records: Vec::new(),
             offsets: PendingOffsets::default(),
             progress: Progress::default(),
+            recovery: Recovery::default(),
             report: Report::default(),
         }
     }
@@ -118,6 +122,12 @@ impl Step {
             Origin::Roster => ROSTER_PARTITION,
             Origin::Input => u16::try_from(m.partition()).unwrap_or(ROSTER_PARTITION),
         };
+        let apply = match origin {
+            Origin::Input if !self.recovery.is_idle() => {
+                self.recovery.message(&tp, partition, m.offset())
+            }
+            _ => Apply::Live,
+        };
         let mut ts = None;
         let mut kind = None;
         let outcome = decoded.and_then(|ev| {
@@ -135,6 +145,8 @@ impl Step {
                 ts.filter(|_| applied == Applied::Held)
             }
             (Ok(_), None) => None,
+            // Dead-lettered before the rebuilt commit already.
+            (Err(_), _) if apply == Apply::Quiet => None,
             (Err(reason), kind) => {
                 ts = None;
                 self.out.metrics.event_rejected(kind, &reason);
@@ -159,8 +171,10 @@ impl Step {
             }
         };
         self.progress.observe(&tp, m.offset(), ts, Instant::now());
-        if origin == Origin::Input {
-            self.offsets.push(tp, m.offset(), held_until);
+        match (origin, apply, ts) {
+            (Origin::Input, Apply::Live, _) => self.offsets.push(tp, m.offset(), held_until),
+            (_, Apply::Quiet, Some(ts)) => self.recovery.quiet_event(partition, ts),
+            _ => {}
         }
         self.flush_alerts(arrived).await;
     }
@@ -169,7 +183,19 @@ impl Step {
     /// minimum over partitions (idle, caught-up partitions skipped).
     pub async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {
         let now_wall = Ts(chrono::Utc::now().timestamp_millis());
+        let caught_up: Vec<TopicPartition> = self
+            .recovery
+            .tails()
+            .filter(|tp| consumer.context().lag(tp) == Some(0))
+            .cloned()
+            .collect();
+        for tp in caught_up {
+            self.recovery.caught_up(&tp);
+        }
         match self.timing.clock {
+            // Deadlines wait until every restored partition's tail is
+            // re-applied (see `recovery`).
+            RunClock::Wall if self.recovery.catching_up() => {}
             RunClock::Wall => self.engine.advance_to(now_wall, &mut self.alerts),
             RunClock::Event => {
                 self.engine.set_horizon(now_wall);
@@ -210,6 +236,9 @@ impl Step {
     async fn flush_alerts(&mut self, noticed: Instant) {
         let wall = chrono::Utc::now().timestamp_millis();
         for alert in std::mem::take(&mut self.alerts) {
+            if !self.recovery.is_idle() && self.recovery.hold_back(&alert) {
+                continue;
+            }
             self.report.alerts += 1;
             self.out.metrics.alert_emitted(&alert);
             let body = match serde_json::to_vec(&alert) {
@@ -248,9 +277,11 @@ impl Step {
         (ack, released)
     }
 
-    /// Forgets a revoked partition's pending offsets and progress.
+    /// Forgets a revoked partition's pending offsets, progress and recovery.
     pub fn revoke(&mut self, tp: &TopicPartition) {
         self.offsets.revoke(tp);
         self.progress.revoke(tp);
+        self.recovery
+            .revoke(tp, u16::try_from(tp.1).unwrap_or(ROSTER_PARTITION));
     }
 }

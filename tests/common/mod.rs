@@ -220,6 +220,26 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
 
 const END: &str = "__end_of_test_read__";
 
+/// (alert_id, status): an alert's identity.
+pub fn identities(alerts: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["alert_id"].as_str().unwrap_or_default().to_string(),
+                a["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Distinct (alert_id, status) pairs.
+pub fn distinct(alerts: &[serde_json::Value]) -> BTreeSet<(String, String)> {
+    identities(alerts).into_iter().collect()
+}
+
 /// Alerts as comparable strings (the whole JSON), as a set.
 pub fn alert_set(alerts: &[serde_json::Value]) -> BTreeSet<String> {
     alerts.iter().map(|a| a.to_string()).collect()
