@@ -478,3 +478,71 @@ async fn messages_of_1_5_and_3_mb_are_dead_lettered_and_stall_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_changelog_is_created_compacted_and_a_deleting_one_refused() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let tansu = Tansu::start().await;
+    let config = event_clock_config(&tansu.brokers);
+    let mut without = config.clone();
+    without.kafka.changelog_topic = String::new();
+    tansu.create_topics(&without, 2).await;
+    produce_lines(&config, &scenario_lines()).await;
+    let stop = CancellationToken::new();
+    let store = Store::default();
+    let svc = spawn_run(&config, store.clone(), &stop).await;
+    let started = eventually(Duration::from_secs(60), || store.len() > 0).await;
+    stop.cancel();
+    svc.handle.await.expect("join").expect("service starts");
+    assert!(started, "the service consumed");
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.brokers)
+        .create()
+        .expect("client");
+    let md = client
+        .fetch_metadata(Some("churnwatch-state"), Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(md.topics()[0].partitions().len(), 2, "co-partitioned");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.brokers)
+        .create()
+        .expect("admin");
+    let described = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic("churnwatch-state")],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("describe");
+    let policy = described[0]
+        .as_ref()
+        .ok()
+        .and_then(|r| r.get("cleanup.policy"))
+        .and_then(|e| e.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"));
+
+    // A changelog someone created with the default (delete) policy.
+    let mut deleting = config.clone();
+    deleting.kafka.changelog_topic = "state-deleting".into();
+    let topic = rdkafka::admin::NewTopic::new(
+        "state-deleting",
+        2,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    )
+    .set("cleanup.policy", "delete");
+    admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create");
+    let refused = churnwatch::pipeline::run(
+        &deleting,
+        &deleting.kafka.brokers,
+        wiring(Store::default()).await,
+        std::future::pending(),
+    )
+    .await
+    .expect_err("a deleting changelog is refused")
+    .to_string();
+    assert!(refused.contains("cleanup.policy=compact"), "{refused}");
+}

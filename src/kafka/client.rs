@@ -29,6 +29,9 @@ pub enum Role<'a> {
     Producer,
     /// A bulk producer (`generate`, the demo's feed).
     Loader,
+    /// The admin client that creates and checks churnwatch's own topics
+    /// (the consumer pass-through: same cluster, same credentials).
+    Admin,
 }
 
 /// The librdkafka settings of a client in `role`.
@@ -70,6 +73,7 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> Clie
             &[("enable.idempotence", "true"), ("linger.ms", "20")],
             &kafka.producer,
         ),
+        Role::Admin => (&[], &kafka.consumer),
     };
     let mut c = layered(brokers, extra, defaults);
     match role {
@@ -81,7 +85,7 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> Clie
         Role::Reader(_) => {
             c.set("enable.auto.commit", "false");
         }
-        Role::Producer | Role::Loader => {}
+        Role::Producer | Role::Loader | Role::Admin => {}
     }
     c
 }

@@ -171,17 +171,50 @@ pub enum SourceError {
         "input and changelog topics are not co-partitioned (partition counts: {0}); give them the same partition count"
     )]
     NotCoPartitioned(String),
+    /// The state changelog is missing and could not be created, or is not
+    /// compacted.
+    #[error(transparent)]
+    Topic(#[from] super::topics::TopicError),
 }
 
-/// The group consumer over the input topics, checked for co-partitioning.
-pub fn input_consumer(config: &KafkaConfig, brokers: &str) -> Result<InputConsumer, SourceError> {
+/// The group consumer over the input topics, checked for co-partitioning;
+/// the state changelog (if on) is created when missing, and refused when
+/// not compacted or not co-partitioned with the inputs.
+pub async fn input_consumer(
+    config: &KafkaConfig,
+    brokers: &str,
+) -> Result<InputConsumer, SourceError> {
     let consumer: InputConsumer =
         client_config(config, brokers, Role::Input).create_with_context(SourceContext::default())?;
-    let mut checked = config.input_topics.clone();
-    if !config.changelog_topic.is_empty() {
-        checked.push(config.changelog_topic.clone());
+    let partitions = check_co_partitioned(&consumer, &config.input_topics)?;
+    let topic = &config.changelog_topic;
+    if !topic.is_empty() {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let found = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|&n| n > 0);
+        if let Some(n) = found.filter(|&n| n != partitions) {
+            let mut shown: Vec<String> = config
+                .input_topics
+                .iter()
+                .map(|t| format!("{t}={partitions}"))
+                .collect();
+            shown.push(format!("{topic}={n}"));
+            return Err(SourceError::NotCoPartitioned(shown.join(", ")));
+        }
+        let admin = client_config(config, brokers, Role::Admin);
+        super::topics::ensure_changelog(
+            &admin,
+            topic,
+            partitions,
+            md.brokers().len(),
+            found.is_some(),
+        )
+        .await?;
     }
-    check_co_partitioned(&consumer, &checked)?;
     let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)

@@ -166,7 +166,7 @@ pub async fn run(
         token.child_token(),
         &tracker,
     )?;
-    let consumer = Arc::new(source::input_consumer(&config.kafka, brokers)?);
+    let consumer = Arc::new(source::input_consumer(&config.kafka, brokers).await?);
     let instance = format!(
         "{}-{}",
         std::process::id(),

@@ -92,7 +92,9 @@ impl Tansu {
         topics.push((config.kafka.alert_topic.clone(), 3));
         topics.push((config.kafka.dead_letter_topic.clone(), 1));
         let changelog = &config.kafka.changelog_topic;
-        topics.push((changelog.clone(), input_partitions));
+        if !changelog.is_empty() {
+            topics.push((changelog.clone(), input_partitions));
+        }
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|(t, p)| {
