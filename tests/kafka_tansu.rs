@@ -492,7 +492,7 @@ async fn a_missing_changelog_is_created_compacted_and_a_deleting_one_refused() {
     let stop = CancellationToken::new();
     let store = Store::default();
     let svc = spawn_run(&config, store.clone(), &stop).await;
-    let started = eventually(Duration::from_secs(60), || store.len() > 0).await;
+    let started = eventually(Duration::from_secs(60), || !store.is_empty()).await;
     stop.cancel();
     svc.handle.await.expect("join").expect("service starts");
     assert!(started, "the service consumed");
