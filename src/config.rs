@@ -169,6 +169,15 @@ pub struct TierConfig {
     /// Engine time between two threshold recomputes.
     #[serde(with = "humantime_serde")]
     pub recompute_interval: Duration,
+    /// Under the wall clock, thresholds are also recomputed as soon as the
+    /// population has moved by more than this share since the last
+    /// recompute, in percent: purchases applied since then, or the count of
+    /// customers with spend. Engine time hardly moves while a backlog
+    /// streams in, so the interval alone would rank on a stale population.
+    /// Event clocks (replay, `run` with `clock = "event"`) rank on the
+    /// interval only: their time moves with the data, and their alerts
+    /// stay exactly those of earlier versions. 0 turns it off.
+    pub recompute_change: f64,
 }
 
 impl Default for TierConfig {
@@ -178,6 +187,7 @@ impl Default for TierConfig {
             b_percent: 15.0,
             window: days(365),
             recompute_interval: Duration::from_secs(3600),
+            recompute_change: 1.0,
         }
     }
 }
@@ -595,6 +605,7 @@ impl Config {
                 b_percent: t.b_percent,
                 window: t.window,
                 recompute_interval: t.recompute_interval,
+                recompute_change: t.recompute_change / 100.0,
             },
             windows: WindowSettings {
                 frequency: self.windows.frequency,
@@ -639,6 +650,9 @@ impl Config {
         }
         if t.recompute_interval < Duration::from_secs(1) {
             return invalid("tiers.recompute_interval", "must be at least 1 second");
+        }
+        if !pct_ok(t.recompute_change) {
+            return invalid("tiers.recompute_change", "must be between 0 and 100");
         }
         let e = &self.engine;
         if !(e.max_amount.is_finite() && e.max_amount > 0.0) {

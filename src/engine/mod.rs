@@ -121,6 +121,8 @@ struct Tuned {
     a_percent: f64,
     b_percent: f64,
     recompute_ms: i64,
+    /// `tiers.recompute_change` where it applies (the wall clock).
+    recompute_change: Option<f64>,
     handoff_window_days: f64,
     max_open_tickets: u16,
 }
@@ -139,6 +141,13 @@ struct Core {
     monetary_epoch: Option<u32>,
     /// Monetary changed since the last recompute.
     dirty: bool,
+    /// Purchases applied in all, and as of the last recompute.
+    purchases: (u64, u64),
+    /// Ranked customers as of the last recompute.
+    ranked_at_recompute: usize,
+    /// A restore brought thresholds that may be older than its customers:
+    /// recompute at the next chance (wall clock).
+    recompute_soon: bool,
     /// Open tickets per customer, oldest first: (ticket hash, is a
     /// complaint); at most `max_open_tickets` each.
     tickets: FxHashMap<u32, Vec<(u64, bool)>>,
@@ -195,6 +204,8 @@ impl Engine {
             a_percent: s.tiers.a_percent,
             b_percent: s.tiers.b_percent,
             recompute_ms: s.tiers.recompute_interval.as_millis() as i64,
+            recompute_change: (clock == Clock::Wall && s.tiers.recompute_change > 0.0)
+                .then_some(s.tiers.recompute_change),
             handoff_window_days: s.windows.handoffs.as_secs_f64() / 86_400.0,
             max_open_tickets: s.max_open_tickets,
         };
@@ -210,6 +221,9 @@ impl Engine {
                 next_recompute: None,
                 monetary_epoch: None,
                 dirty: false,
+                purchases: (0, 0),
+                ranked_at_recompute: 0,
+                recompute_soon: false,
                 tickets: FxHashMap::default(),
                 rep_customers: RepCustomers::default(),
                 horizon: None,
@@ -496,6 +510,7 @@ impl Engine {
             };
         }
         c.dirty = true;
+        c.recompute_soon = true;
         restored
     }
 
@@ -529,6 +544,10 @@ impl Engine {
         if self.core.watermark.current().is_some_and(|w| now < w) {
             return;
         }
+        if self.core.recompute_soon && self.core.settings.recompute_change.is_some() {
+            // Restored thresholds first catch up with the restored customers.
+            self.recompute(now, out, false);
+        }
         loop {
             let held = self.core.held.first_ts().filter(|&t| t <= now);
             let timer = self.core.timers.first().filter(|&(t, _)| t < now);
@@ -557,7 +576,7 @@ impl Engine {
                         self.fire_timer(t, idx, out);
                     }
                 }
-                Due::Recompute => self.recompute(t, out),
+                Due::Recompute => self.recompute(t, out, true),
             }
         }
         self.core.watermark.set(now);
@@ -596,6 +615,7 @@ impl Engine {
                 complaint,
             } => (customer, Body::Ticket(ticket, status, complaint)),
         };
+        let purchase = matches!(body, Body::Purchase(_));
         let inner = self.store.inner();
         let Some((idx, created, mut c)) = inner
             .customers
@@ -647,6 +667,11 @@ impl Engine {
             }
         }
         core.reconcile(&mut c, idx, t, Point::Event, scope);
+        drop(c);
+        if purchase {
+            self.core.purchases.0 += 1;
+            self.recompute_if_moved(t, out);
+        }
     }
 
     fn fire_timer(&mut self, t: Ts, idx: u32, out: &mut Vec<Alert>) {
@@ -700,11 +725,35 @@ impl Engine {
         }
     }
 
-    /// Recomputes tier thresholds at `t` and re-tiers the customers they move.
-    fn recompute(&mut self, t: Ts, out: &mut Vec<Alert>) {
+    /// Under the wall clock, recomputes early once the population moved by
+    /// more than `tiers.recompute_change` (or a restore asked for it); the
+    /// hourly schedule stays as it was.
+    fn recompute_if_moved(&mut self, t: Ts, out: &mut Vec<Alert>) {
+        let c = &self.core;
+        let Some(change) = c.settings.recompute_change else {
+            return;
+        };
+        let moved = |now: f64, then: f64| (now - then).abs() > change * then.max(1.0);
+        let (purchases, then) = c.purchases;
+        if c.recompute_soon
+            || moved(purchases as f64, then as f64)
+            || moved(c.tiers.ranked() as f64, c.ranked_at_recompute as f64)
+        {
+            self.recompute(t, out, false);
+        }
+    }
+
+    /// Recomputes tier thresholds at `t` and re-tiers the customers they
+    /// move; `scheduled`: the hourly one, which schedules the next.
+    fn recompute(&mut self, t: Ts, out: &mut Vec<Alert>, scheduled: bool) {
         let core = &mut self.core;
-        core.next_recompute = Some(Ts(t.0 + core.settings.recompute_ms));
+        if scheduled {
+            core.next_recompute = Some(Ts(t.0 + core.settings.recompute_ms));
+        }
         core.stats.recomputes += 1;
+        core.purchases.1 = core.purchases.0;
+        core.ranked_at_recompute = core.tiers.ranked();
+        core.recompute_soon = false;
         let inner = self.store.inner();
         let epoch = core.settings.windows.monetary.index(t.0);
         let rollover = core.monetary_epoch.is_some_and(|e| e != epoch);

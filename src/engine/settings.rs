@@ -40,6 +40,9 @@ pub struct TierSettings {
     pub window: Duration,
     /// Engine time between two threshold recomputes.
     pub recompute_interval: Duration,
+    /// Under the wall clock, the share (0..1) by which purchases or ranked
+    /// customers may move before an early recompute; 0: never early.
+    pub recompute_change: f64,
 }
 
 /// Windows of the frequency and handoff counters.

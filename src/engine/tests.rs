@@ -797,3 +797,45 @@ fn wall_clock_event_alert_ids_come_from_the_data_not_the_processing_time() {
         "`at` stays the processing time"
     );
 }
+
+/// Under the wall clock a backlog streams in while engine time stands
+/// still; the tiers still follow the population (`tiers.recompute_change`),
+/// where the hourly schedule alone would leave everyone in C.
+#[test]
+fn wall_clock_tiers_follow_a_population_that_streams_in_without_time_moving() {
+    let mut h = Harness::new(&Config::default());
+    h.engine = Engine::new(&Config::default().engine_settings(), Clock::Wall);
+    let n = 2_000;
+    for i in 0..n {
+        // Spread amounts, in an order unrelated to the amount.
+        let amount = ((i * 7_919) % n + 1) as f64;
+        h.purchase(&format!("c{i}"), day(i as f64 / 100.0), amount);
+    }
+    let [a, b, _] = h.engine.tier_counts();
+    let within = |got: u64, want: f64| (got as f64 - want).abs() <= want * 0.1;
+    assert!(within(a, n as f64 * 0.05), "tier A: {a}");
+    assert!(within(a + b, n as f64 * 0.20), "tiers A+B: {}", a + b);
+    let recomputes = h.engine.stats().recomputes;
+    assert!(
+        recomputes < 1_000,
+        "bounded: a recompute per 1% of growth, not per purchase ({recomputes})"
+    );
+
+    let mut off = Config::default();
+    off.tiers.recompute_change = 0.0;
+    let mut e = Engine::new(&off.engine_settings(), Clock::Wall);
+    let mut out = Vec::new();
+    for i in 0..100 {
+        let ev = decode(
+            format!(
+                r#"{{"type":"purchase","ts":"{}","customer_id":"c{i}","amount":{i}}}"#,
+                day(0.0)
+            )
+            .as_bytes(),
+            e.decode_limits(),
+        )
+        .unwrap();
+        e.apply(ev, 0, &mut out).unwrap();
+    }
+    assert_eq!(e.tier_counts()[0], 0, "off: only the hourly schedule ranks");
+}

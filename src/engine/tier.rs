@@ -230,6 +230,11 @@ impl TierIndex {
         self.counts
     }
 
+    /// Customers with positive monetary (the ranked population).
+    pub fn ranked(&self) -> usize {
+        self.positive
+    }
+
     /// Exact thresholds for the configured shares; `monetary` reads a
     /// customer's current value (called only for boundary-bin members).
     pub fn thresholds(
