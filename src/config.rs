@@ -371,10 +371,10 @@ pub struct WebhookConfig {
     /// `retry_for` bounds the retries.
     #[serde(default)]
     pub max_attempts: u32,
-    /// How long after it was queued an alert is still retried. Counted from
-    /// queueing, not from the first attempt, so a long outage drains the
-    /// queue (to the dead letters) instead of retrying each alert in turn
-    /// for the whole budget.
+    /// How long after it was produced to the alert topic an alert is still
+    /// retried. Counted from production, not from the first attempt, so a
+    /// long outage drains the backlog (to the dead letters) instead of
+    /// retrying each alert in turn for the whole budget.
     #[serde(default = "default_retry_for", with = "humantime_serde")]
     pub retry_for: Duration,
     /// First retry delay; doubles per attempt up to `backoff_max`.
@@ -383,9 +383,6 @@ pub struct WebhookConfig {
     /// Longest retry delay.
     #[serde(default = "default_backoff_max", with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// Alerts waiting for this endpoint before new ones are dead-lettered.
-    #[serde(default = "default_capacity")]
-    pub queue_capacity: usize,
     /// JSON-lines file of undeliverable alerts.
     #[serde(default = "default_dead_letter_file")]
     pub dead_letter_file: PathBuf,
@@ -422,9 +419,6 @@ impl WebhookConfig {
         }
         if self.retry_for.is_zero() {
             return Err("retry_for must be positive".into());
-        }
-        if self.queue_capacity == 0 {
-            return Err("queue_capacity must be at least 1".into());
         }
         if self.backoff_initial > self.backoff_max {
             return Err("backoff_initial must not exceed backoff_max".into());
@@ -477,9 +471,6 @@ fn default_backoff_initial() -> Duration {
 }
 fn default_backoff_max() -> Duration {
     Duration::from_secs(60)
-}
-fn default_capacity() -> usize {
-    10_000
 }
 fn default_dead_letter_file() -> PathBuf {
     PathBuf::from("churnwatch-webhook-dead-letters.jsonl")

@@ -22,18 +22,11 @@ pub enum DeliveryOutcome {
     Retried,
     /// Attempts are exhausted or the error is permanent: dead-lettered.
     Failed,
-    /// The endpoint's queue was full: dead-lettered without an attempt.
-    QueueFull,
 }
 
 impl DeliveryOutcome {
     /// Every outcome.
-    pub const ALL: [DeliveryOutcome; 4] = [
-        Self::Delivered,
-        Self::Retried,
-        Self::Failed,
-        Self::QueueFull,
-    ];
+    pub const ALL: [DeliveryOutcome; 3] = [Self::Delivered, Self::Retried, Self::Failed];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -41,7 +34,6 @@ impl DeliveryOutcome {
             Self::Delivered => "delivered",
             Self::Retried => "retried",
             Self::Failed => "failed",
-            Self::QueueFull => "queue_full",
         }
     }
 }
@@ -116,7 +108,7 @@ impl Metrics {
                 &["endpoint", "outcome"],
             )?,
             webhook_queue: IntGaugeVec::new(
-                Opts::new("churnwatch_webhook_queue_depth", "Alerts waiting in the endpoint's queue."),
+                Opts::new("churnwatch_webhook_queue_depth", "Alerts on the alert topic not yet settled by the endpoint (its consumer group's lag)."),
                 &["endpoint"],
             )?,
             late_events: IntCounter::new("churnwatch_late_events_total", "Events older than the watermark, applied anyway.")?,

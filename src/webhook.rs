@@ -1,26 +1,43 @@
 //! Signed HTTP callbacks for retention teams (Standard Webhooks).
 //!
-//! One bounded queue and one worker per endpoint, so a slow or dead
-//! endpoint never blocks ingestion or the other endpoints. Retries follow a
-//! pure classifier (5xx, 429 and transport errors retry; other 4xx do not)
-//! under capped, jittered exponential backoff that honours `Retry-After`.
-//! An alert that cannot be delivered (attempts exhausted, permanent error,
-//! queue full, shutdown) goes to the endpoint's dead-letter file: never
-//! dropped silently. The `webhook-id` (alert id plus status) is the same on
-//! every attempt, so receivers can de-duplicate.
+//! Each endpoint is a sink that consumes the alert topic, the way an HTTP
+//! sink connector does: its own consumer group (`<kafka.group_id>.webhook.
+//! <name>`), one record at a time, and the record's offset is stored only
+//! once the alert was delivered or written to the endpoint's dead-letter
+//! file. A crash therefore loses nothing the alert topic holds: the next
+//! start (here or on another instance of the group) delivers again from the
+//! last stored offset, with the same `webhook-id`. This was chosen over an
+//! outbox in the snapshot because the alert topic already is the durable,
+//! ordered, replicated log of what to deliver; a second copy would need
+//! its own compaction and hand-over. Per-customer order holds (the topic is
+//! keyed by customer, an endpoint delivers in partition order), and a slow
+//! or dead endpoint holds back only its own consumer: never ingestion,
+//! never another endpoint. Its backlog is the group's lag
+//! (`churnwatch_webhook_queue_depth`).
+//!
+//! Retries follow a pure classifier (5xx, 429 and transport errors retry;
+//! other 4xx do not) under capped, jittered exponential backoff that
+//! honours `Retry-After`, until `retry_for` after the alert was produced;
+//! then the dead-letter file. A new endpoint group starts at the alert
+//! topic's earliest retained record (to start later, set the group's
+//! offsets with `kafka-consumer-groups --reset-offsets --to-latest` first).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::WebhookConfig;
-use crate::engine::alert::Alert;
+use crate::config::{KafkaConfig, WebhookConfig};
+use crate::engine::alert::Status;
+use crate::engine::rule::Rule;
+use crate::engine::tier::Tier;
+use crate::kafka::client::{Role, client_config};
+use crate::kafka::source::{InputConsumer, SourceContext};
 use crate::metrics::{DeliveryOutcome, Metrics};
 
 /// What to do after one attempt.
@@ -88,13 +105,23 @@ pub fn backoff(n: u32, initial: Duration, max: Duration, jitter: f64) -> Duratio
 }
 
 /// One alert on its way to one endpoint.
-struct Job {
+pub struct Job {
     webhook_id: String,
-    body: Arc<Vec<u8>>,
-    queued: tokio::time::Instant,
+    body: Vec<u8>,
+    /// When the alert was produced (Unix ms): `retry_for` counts from here.
+    produced_ms: i64,
 }
 
-/// Why the outboxes could not start.
+/// The fields of an alert record an endpoint's filter reads.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    alert_id: &'a str,
+    status: Status,
+    rule: Rule,
+    tier: Tier,
+}
+
+/// Why the endpoints could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     /// The signer refused the key (the crate's `from_bytes` never does today).
@@ -103,144 +130,150 @@ pub enum WebhookError {
     /// The HTTP client could not be built (TLS backend unavailable).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The endpoint's consumer of the alert topic could not be set up.
+    #[error("webhook `{endpoint}`: cannot consume the alert topic: {source}")]
+    Consumer {
+        /// The endpoint's name.
+        endpoint: String,
+        /// What librdkafka said.
+        source: rdkafka::error::KafkaError,
+    },
 }
 
-struct Endpoint {
-    config: Arc<WebhookConfig>,
-    tx: mpsc::Sender<Job>,
-    depth: Arc<AtomicUsize>,
-    dead: Arc<DeadLetters>,
-}
-
-/// The per-endpoint outboxes. `submit` never waits.
-pub struct Outboxes {
-    endpoints: Vec<Endpoint>,
-    metrics: Metrics,
-}
-
-impl Outboxes {
-    /// Starts one worker per endpoint on `tracker`; workers stop on `stop`,
-    /// dead-lettering what is still queued.
-    pub fn start(
-        configs: &[WebhookConfig],
-        metrics: Metrics,
-        stop: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Result<Self, WebhookError> {
-        let mut endpoints = Vec::new();
-        for c in configs {
-            // Infallible: the key was decoded when the config was parsed.
-            let signer = standardwebhooks::Webhook::from_bytes(c.secret.key().to_vec())?;
-            let client = reqwest::Client::builder().timeout(c.timeout).build()?;
-            let (tx, rx) = mpsc::channel(c.queue_capacity);
-            let config = Arc::new(c.clone());
-            let depth = Arc::new(AtomicUsize::new(0));
-            let dead = Arc::new(DeadLetters {
-                path: c.dead_letter_file.clone(),
-                lock: std::sync::Mutex::new(()),
-            });
-            let worker = Worker {
-                config: config.clone(),
-                client,
-                signer,
-                metrics: metrics.clone(),
-                depth: depth.clone(),
-                dead: dead.clone(),
-            };
-            tracker.spawn(worker.run(rx, stop.clone()));
-            endpoints.push(Endpoint {
-                config,
-                tx,
-                depth,
-                dead,
-            });
-        }
-        Ok(Self { endpoints, metrics })
+/// Starts every endpoint's delivery loop on `tracker`; each stops on
+/// `stop` (an alert being retried then is delivered again after the
+/// restart: its offset was not stored).
+pub fn start(
+    configs: &[WebhookConfig],
+    kafka: &KafkaConfig,
+    brokers: &str,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), WebhookError> {
+    for c in configs {
+        let endpoint = Endpoint::new(c, metrics.clone())?;
+        let group = format!("{}.webhook.{}", kafka.group_id, c.name);
+        let consumer_error = |source| WebhookError::Consumer {
+            endpoint: c.name.clone(),
+            source,
+        };
+        let consumer: InputConsumer = client_config(kafka, brokers, Role::Subscriber(&group))
+            .create_with_context(SourceContext::default())
+            .map_err(consumer_error)?;
+        consumer
+            .subscribe(&[&kafka.alert_topic])
+            .map_err(consumer_error)?;
+        tracker.spawn(endpoint.consume(consumer, stop.clone()));
     }
-
-    /// Queues `alert` for every endpoint that wants it; a full queue sends
-    /// it to that endpoint's dead letters at once.
-    pub fn submit(&self, alert: &Alert, body: &Arc<Vec<u8>>) {
-        for e in &self.endpoints {
-            if !e.config.wants(alert.tier, alert.rule(), alert.status) {
-                continue;
-            }
-            let job = Job {
-                webhook_id: format!("{}-{}", alert.alert_id, alert.status.as_str()),
-                body: body.clone(),
-                queued: tokio::time::Instant::now(),
-            };
-            // Counted before the send, so the worker's decrement never runs first.
-            let depth = e.depth.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-            match e.tx.try_send(job) {
-                Ok(()) => self.metrics.webhook_queue_depth(&e.config.name, depth),
-                Err(
-                    mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job),
-                ) => {
-                    e.depth.fetch_sub(1, Ordering::Relaxed);
-                    self.metrics
-                        .webhook_delivery(&e.config.name, DeliveryOutcome::QueueFull);
-                    e.dead.write(
-                        &e.config.name,
-                        &job,
-                        "queue_full",
-                        "the endpoint's queue is full",
-                    );
-                }
-            }
-        }
-    }
+    Ok(())
 }
 
-struct Worker {
-    config: Arc<WebhookConfig>,
+/// One endpoint: signs, sends, retries, dead-letters.
+pub struct Endpoint {
+    config: WebhookConfig,
     client: reqwest::Client,
     signer: standardwebhooks::Webhook,
     metrics: Metrics,
-    depth: Arc<AtomicUsize>,
-    dead: Arc<DeadLetters>,
+    dead: DeadLetters,
 }
 
-impl Worker {
-    async fn run(self, mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
+impl Endpoint {
+    /// The endpoint `config` describes, reporting to `metrics`.
+    pub fn new(config: &WebhookConfig, metrics: Metrics) -> Result<Self, WebhookError> {
+        // Infallible: the key was decoded when the config was parsed.
+        let signer = standardwebhooks::Webhook::from_bytes(config.secret.key().to_vec())?;
+        let client = reqwest::Client::builder().timeout(config.timeout).build()?;
+        Ok(Self {
+            dead: DeadLetters {
+                path: config.dead_letter_file.clone(),
+            },
+            config: config.clone(),
+            client,
+            signer,
+            metrics,
+        })
+    }
+
+    /// The job for an alert record, if this endpoint subscribed to its
+    /// kind; `None` also for a record that is not an alert (logged).
+    pub fn job(&self, payload: &[u8], produced_ms: i64) -> Option<Job> {
+        let head: Head<'_> = match serde_json::from_slice(payload) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(endpoint = %self.config.name, error = %e, "record on the alert topic is not an alert; skipped");
+                return None;
+            }
+        };
+        self.config
+            .wants(head.tier, head.rule, head.status)
+            .then(|| Job {
+                webhook_id: format!("{}-{}", head.alert_id, head.status.as_str()),
+                body: payload.to_vec(),
+                produced_ms,
+            })
+    }
+
+    /// Delivers the alert topic's records in order, storing each offset
+    /// once its alert is settled, until `stop`.
+    async fn consume(self, consumer: InputConsumer, stop: CancellationToken) {
+        let consumer = Arc::new(consumer);
+        let mut depth = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let job = tokio::select! {
-                j = rx.recv() => j,
-                _ = stop.cancelled() => None,
+            let m = tokio::select! {
+                m = consumer.recv() => m,
+                _ = depth.tick() => {
+                    let lag: i64 = consumer.context().lags().values().sum();
+                    self.metrics
+                        .webhook_queue_depth(&self.config.name, usize::try_from(lag).unwrap_or(0));
+                    continue;
+                }
+                _ = stop.cancelled() => break,
             };
-            let Some(job) = job else { break };
-            self.dequeued();
-            if !self.deliver(&job, &stop).await && stop.is_cancelled() {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.config.name, error = %e, "alert topic consumer error");
+                    continue;
+                }
+            };
+            let produced_ms = m
+                .timestamp()
+                .to_millis()
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            let settled = match self.job(m.payload().unwrap_or_default(), produced_ms) {
+                Some(job) => self.deliver(&job, &stop).await,
+                None => true,
+            };
+            if !settled {
                 break;
             }
+            if let Err(e) = consumer.store_offset_from_message(&m) {
+                tracing::debug!(endpoint = %self.config.name, error = %e, "offset not stored (partition revoked)");
+            }
         }
-        // Whatever is still queued at shutdown is written down, not lost.
-        rx.close();
-        while let Some(job) = rx.recv().await {
-            self.dequeued();
-            self.dead.write(
-                &self.config.name,
-                &job,
-                "shutdown",
-                "churnwatch stopped before delivery",
-            );
+        let committed = tokio::task::spawn_blocking(move || {
+            consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        })
+        .await;
+        if let Ok(Err(e)) = committed {
+            tracing::debug!(endpoint = %self.config.name, error = %e, "final webhook commit");
         }
     }
 
-    fn dequeued(&self) {
-        let d = self.depth.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-        self.metrics.webhook_queue_depth(&self.config.name, d);
-    }
-
-    /// Attempts until delivered, given up or stopped; true if settled.
-    async fn deliver(&self, job: &Job, stop: &CancellationToken) -> bool {
+    /// Attempts until delivered or dead-lettered (true), or stopped while
+    /// retrying (false: not settled, delivered again after a restart).
+    pub async fn deliver(&self, job: &Job, stop: &CancellationToken) -> bool {
         let name = &self.config.name;
         let limit = match self.config.max_attempts {
             0 => u32::MAX,
             n => n,
         };
         for n in 1..=limit {
-            let verdict = self.attempt(job).await;
+            let verdict = tokio::select! {
+                v = self.attempt(job) => v,
+                _ = stop.cancelled() => return false,
+            };
             let after = match verdict {
                 Verdict::Delivered => {
                     self.metrics
@@ -273,17 +306,16 @@ impl Worker {
                     rand::random::<f64>(),
                 )
             });
-            if n == limit || job.queued.elapsed() + wait > self.config.retry_for {
+            let age = chrono::Utc::now().timestamp_millis() - job.produced_ms;
+            let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
+            if n == limit || age + wait > self.config.retry_for {
                 break;
             }
             self.metrics
                 .webhook_delivery(name, DeliveryOutcome::Retried);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => {
-                    self.dead.write(name, job, "shutdown", "churnwatch stopped while retrying");
-                    return false;
-                }
+                _ = stop.cancelled() => return false,
             }
         }
         self.metrics.webhook_delivery(name, DeliveryOutcome::Failed);
@@ -305,7 +337,7 @@ impl Worker {
             .header(standardwebhooks::HEADER_WEBHOOK_ID, &job.webhook_id)
             .header(standardwebhooks::HEADER_WEBHOOK_TIMESTAMP, ts.to_string())
             .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature)
-            .body(job.body.as_ref().clone())
+            .body(job.body.clone())
             .send()
             .await;
         match sent {
@@ -335,7 +367,6 @@ impl Worker {
 /// The endpoint's dead-letter file (JSON lines, appended).
 struct DeadLetters {
     path: PathBuf,
-    lock: std::sync::Mutex<()>,
 }
 
 impl DeadLetters {
@@ -349,7 +380,6 @@ impl DeadLetters {
             "detail": detail,
             "alert": alert,
         });
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let written = crate::state::owner_only()
             .create(true)
             .append(true)

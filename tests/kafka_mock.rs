@@ -1041,3 +1041,144 @@ async fn wall_clock_tiers_track_a_backlog_uninterrupted_and_after_an_early_crash
         );
     }
 }
+
+/// The `webhook-id`s the alerts get (alert id plus status).
+fn webhook_ids(alerts: &[serde_json::Value]) -> BTreeSet<String> {
+    alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{}-{}",
+                a["alert_id"].as_str().unwrap_or_default(),
+                a["status"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// The `webhook-id`s a receiver answered with success, given its log and
+/// whether it was failing then.
+fn ids_of(log: &[Received]) -> BTreeSet<String> {
+    log.iter()
+        .filter_map(|r| {
+            r.headers
+                .get("webhook-id")?
+                .to_str()
+                .ok()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_holds_back_neither_ingestion_nor_other_endpoints() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = event_clock_config(&brokers);
+    let lines = scenario_lines();
+    produce_lines(&config, &lines).await;
+    let expected = replay_alerts(&config, &lines);
+    // The slow endpoint holds every request until the test lets go.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (slow_url, slow_seen) = receiver(Behaviour::HoldUntilClosed(gate.clone())).await;
+    let (ok_url, ok_seen) = receiver(Behaviour::Ok).await;
+    config.webhooks = team_webhook(&slow_url);
+    config.webhooks[0].name = "slow".into();
+    config.webhooks.extend(team_webhook(&ok_url));
+    let stop = CancellationToken::new();
+    let svc = spawn_run(&config, Store::default(), &stop).await;
+    let ok_done = eventually(Duration::from_secs(60), || {
+        ids_of(&ok_seen.lock().unwrap()) == webhook_ids(&expected)
+            && read_topic(&brokers, "churn-alerts").len() >= expected.len()
+    })
+    .await;
+    let slow_while = slow_seen.lock().unwrap().len();
+    gate.close();
+    let slow_done = eventually(Duration::from_secs(30), || {
+        ids_of(&slow_seen.lock().unwrap()) == webhook_ids(&expected)
+    })
+    .await;
+    stop.cancel();
+    svc.handle.await.expect("join").expect("service");
+    assert!(
+        ok_done,
+        "the other endpoint and the alert topic got everything while one endpoint hung"
+    );
+    assert_eq!(
+        slow_while, 1,
+        "the slow endpoint was still on its first alert"
+    );
+    assert!(slow_done, "the slow endpoint catches up once it answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_survive_a_kill_during_an_endpoint_outage() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let config = event_clock_config(&brokers);
+    let lines = scenario_lines();
+    produce_lines(&config, &lines).await;
+    let expected = replay_alerts(&config, &lines);
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (url, seen) = receiver(Behaviour::FailWhile(down.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead_file = dir.path().join("dead.jsonl");
+    let cfg = dir.path().join("churnwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nclock = \"event\"\nidle_timeout = \"1s\"\ntick_interval = \"50ms\"\nmax_future_skew = \"36500d\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\
+             [http]\nbind = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n\
+             [[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{}\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\ndead_letter_file = \"{}\"\n",
+            config.state.dir.display(),
+            secret(),
+            dead_file.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        common::broker::Process(
+            std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("churnwatch runs"),
+        )
+    };
+    let mut first = start();
+    // Every alert produced, and the endpoint has been tried and failed.
+    let produced = eventually(Duration::from_secs(60), || {
+        read_topic(&brokers, "churn-alerts").len() >= expected.len()
+            && seen.lock().unwrap().len() >= 3
+    })
+    .await;
+    first.kill();
+    assert!(produced, "alerts produced while the endpoint was down");
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let recovered = seen.lock().unwrap().len();
+    let _second = start();
+    let delivered = eventually(Duration::from_secs(90), || {
+        ids_of(&seen.lock().unwrap()[recovered..]) == webhook_ids(&expected)
+    })
+    .await;
+    let log = seen.lock().unwrap().clone();
+    assert!(
+        delivered,
+        "every alert delivered after the restart: {:?} of {:?}",
+        ids_of(&log[recovered..]),
+        webhook_ids(&expected)
+    );
+    assert!(log.iter().all(verify), "signatures valid");
+    assert!(
+        ids_of(&log[..recovered]).is_subset(&webhook_ids(&expected)),
+        "the same webhook-ids before and after the kill"
+    );
+    assert!(
+        std::fs::read_to_string(&dead_file)
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+}

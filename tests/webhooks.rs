@@ -1,14 +1,12 @@
 //! Webhook delivery to real local receivers: one healthy, one that fails
-//! first, one slow, one that refuses, one down. Signatures are checked with
-//! an independent HMAC implementation, not the crate that signs them.
+//! first, one that refuses, one down. Signatures are checked with an
+//! independent HMAC implementation, not the crate that signs them. (How
+//! endpoints consume the alert topic, survive crashes and never block one
+//! another is tested in `kafka_mock.rs`.)
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use churnwatch::config::Config;
 use churnwatch::config::WebhookConfig;
@@ -18,7 +16,7 @@ use churnwatch::engine::event::{Ts, decode};
 use churnwatch::engine::tier::Tier;
 use churnwatch::engine::watermark::Clock;
 use churnwatch::metrics::Metrics;
-use churnwatch::webhook::Outboxes;
+use churnwatch::webhook::Endpoint;
 use common::*;
 
 /// A URL where nothing listens.
@@ -63,9 +61,31 @@ fn dead_letters(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn submit_all(outboxes: &Outboxes, alerts: &[Alert]) {
-    for a in alerts {
-        outboxes.submit(a, &Arc::new(serde_json::to_vec(a).unwrap()));
+/// Every endpoint delivers every alert it wants, in order, concurrently
+/// with the others, as its consumer of the alert topic would.
+async fn deliver_all(configs: &[WebhookConfig], metrics: &Metrics, alerts: &[Alert]) {
+    let stop = CancellationToken::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let bodies: Vec<Vec<u8>> = alerts
+        .iter()
+        .map(|a| serde_json::to_vec(a).unwrap())
+        .collect();
+    let tasks: Vec<_> = configs
+        .iter()
+        .map(|c| {
+            let endpoint = Endpoint::new(c, metrics.clone()).unwrap();
+            let (bodies, stop) = (bodies.clone(), stop.clone());
+            tokio::spawn(async move {
+                for body in bodies {
+                    if let Some(job) = endpoint.job(&body, now) {
+                        assert!(endpoint.deliver(&job, &stop).await, "settled");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
     }
 }
 
@@ -88,21 +108,11 @@ async fn delivers_signed_retries_server_errors_and_dead_letters_the_rest() {
     let registry = prometheus::Registry::new();
     let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
     let metrics = Metrics::new(&registry, &names).unwrap();
-    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
-    let outboxes = Outboxes::start(&configs, metrics, stop.clone(), &tracker).unwrap();
     let alerts = scenario_alerts();
-    submit_all(&outboxes, &alerts);
-
-    let settled = eventually(Duration::from_secs(30), || {
-        dead_letters(&dead("down")).len() == 7
-            && dead_letters(&dead("refuse")).len() == 7
-            && flaky_seen.lock().unwrap().len() == 9
-    })
-    .await;
-    assert!(settled, "every endpoint settled every alert");
-    drop(outboxes);
-    tracker.close();
-    tracker.wait().await;
+    deliver_all(&configs, &metrics, &alerts).await;
+    assert_eq!(dead_letters(&dead("down")).len(), 7);
+    assert_eq!(dead_letters(&dead("refuse")).len(), 7);
+    assert_eq!(flaky_seen.lock().unwrap().len(), 9);
 
     let ok = ok_seen.lock().unwrap().clone();
     // 7 alerts to "ok", plus the 2 tier-A ones to "only-a" on the same receiver.
@@ -177,7 +187,6 @@ async fn delivers_signed_retries_server_errors_and_dead_letters_the_rest() {
             "churnwatch_webhook_deliveries_total{endpoint=\"refuse\",outcome=\"failed\"}",
             7,
         ),
-        ("churnwatch_webhook_queue_depth{endpoint=\"ok\"}", 0),
     ] {
         assert!(
             text.contains(&format!("{line} {want}")),
@@ -185,52 +194,4 @@ async fn delivers_signed_retries_server_errors_and_dead_letters_the_rest() {
         );
     }
     assert!(!text.contains("whsec_"), "secrets never reach metrics");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_endpoint_blocks_neither_others_nor_the_caller_and_a_full_queue_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    // The slow endpoint holds every request until the test lets go.
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let (slow_url, slow_seen) = receiver(Behaviour::HoldUntilClosed(gate.clone())).await;
-    let (ok_url, ok_seen) = receiver(Behaviour::Ok).await;
-    let mut slow = endpoint("slow", &slow_url, &dir.path().join("slow.jsonl"));
-    slow.queue_capacity = 2;
-    let configs = vec![slow, endpoint("ok", &ok_url, &dir.path().join("ok.jsonl"))];
-    let registry = prometheus::Registry::new();
-    let metrics = Metrics::new(&registry, &["slow".to_string(), "ok".to_string()]).unwrap();
-    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
-    let outboxes = Outboxes::start(&configs, metrics, stop.clone(), &tracker).unwrap();
-    let alerts = scenario_alerts();
-    // `submit` is synchronous: returning here while the slow endpoint
-    // holds its request is the proof that it never waits for a receiver.
-    submit_all(&outboxes, &alerts);
-    let ok_done = eventually(Duration::from_secs(20), || {
-        ok_seen.lock().unwrap().len() == 7
-    })
-    .await;
-    assert!(ok_done);
-    assert!(
-        slow_seen.lock().unwrap().len() <= 1,
-        "the fast endpoint finished while the slow one is on its first alert"
-    );
-    // Capacity 2: one taken by the worker, two queued, the other four dead-lettered at once.
-    let full = dead_letters(&dir.path().join("slow.jsonl"));
-    assert!(
-        full.len() >= 4 && full.iter().all(|d| d["reason"] == "queue_full"),
-        "{full:?}"
-    );
-    // Shutdown writes down what is still queued instead of losing it.
-    stop.cancel();
-    gate.close();
-    drop(outboxes);
-    tracker.close();
-    tracker.wait().await;
-    let all = dead_letters(&dir.path().join("slow.jsonl"));
-    let delivered = slow_seen.lock().unwrap().len();
-    assert_eq!(
-        all.len() + delivered,
-        7,
-        "every alert is delivered or dead-lettered: {all:?}"
-    );
 }

@@ -22,6 +22,9 @@ const CONSUMER_ENFORCED: [(&str, &str); 2] = [
 pub enum Role<'a> {
     /// The group consumer over the input topics.
     Input,
+    /// A webhook endpoint's consumer of the alert topic, in its own group
+    /// (at-least-once like the input: offsets stored once delivered).
+    Subscriber(&'a str),
     /// A group-less reader (roster, changelog) under the given group name,
     /// which commits nothing.
     Reader(&'a str),
@@ -53,6 +56,16 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> Clie
             ],
             &kafka.consumer,
         ),
+        Role::Subscriber(group) => (
+            &[
+                ("group.id", group),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+                ("auto.commit.interval.ms", "1000"),
+                ("statistics.interval.ms", "1000"),
+            ],
+            &kafka.consumer,
+        ),
         Role::Reader(group) => (
             &[
                 ("group.id", group),
@@ -77,7 +90,7 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> Clie
     };
     let mut c = layered(brokers, extra, defaults);
     match role {
-        Role::Input => {
+        Role::Input | Role::Subscriber(_) => {
             for (k, v) in CONSUMER_ENFORCED {
                 c.set(k, v);
             }

@@ -38,7 +38,7 @@ use crate::kafka::sink::Sink;
 use crate::kafka::source::{self, InputConsumer, Rebalanced, SourceError};
 use crate::metrics::Metrics;
 use crate::state::snapshot::Owner;
-use crate::webhook::{Outboxes, WebhookError};
+use crate::webhook::WebhookError;
 use acker::Ack;
 use partitions::{Changelog, Local, Partitions};
 use step::{Origin, Outputs, Step, Timing};
@@ -103,7 +103,7 @@ pub struct Report {
 pub enum Phase {
     /// Consuming input, ticking time, writing snapshot rounds.
     Consuming,
-    /// No more input: outboxes close, in-flight records are confirmed
+    /// No more input: webhook endpoints stop, in-flight records are confirmed
     /// (bounded by [`DRAIN_TIMEOUT`]), a final round is written.
     Draining,
     /// Offsets committed, HTTP stopped.
@@ -160,12 +160,7 @@ pub async fn run(
         api,
         http_stop.clone().cancelled_owned(),
     ));
-    let outboxes = Outboxes::start(
-        &config.webhooks,
-        metrics.clone(),
-        token.child_token(),
-        &tracker,
-    )?;
+
     let consumer = Arc::new(source::input_consumer(&config.kafka, brokers).await?);
     let instance = format!(
         "{}-{}",
@@ -197,7 +192,6 @@ pub async fn run(
         Outputs {
             sink: sink.clone(),
             metrics,
-            outboxes: Some(outboxes),
         },
     );
     for tp in roster_parts {
@@ -215,6 +209,14 @@ pub async fn run(
         }),
     };
     let stopping = CancellationToken::new();
+    crate::webhook::start(
+        &config.webhooks,
+        &config.kafka,
+        brokers,
+        &step.metrics().clone(),
+        &stopping,
+        &tracker,
+    )?;
     let mut parts = Partitions::new(
         stopping.clone(),
         local,
@@ -390,7 +392,7 @@ impl Consuming<'_> {
     }
 }
 
-/// The draining phase: close the outboxes, wait (bounded) for every task,
+/// The draining phase: wait (bounded) for every task,
 /// then a final round if all was confirmed.
 async fn drain(
     c: &Clients,
@@ -400,8 +402,6 @@ async fn drain(
     token: &CancellationToken,
 ) {
     tracing::info!("draining");
-    // Closing the outboxes lets each webhook worker finish its queue.
-    step.close_outboxes();
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
         .await

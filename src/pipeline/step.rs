@@ -2,7 +2,6 @@
 //! input offsets the step makes safe. One task owns it (so the engine needs
 //! no lock); the acker confirms what it produced.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -21,7 +20,6 @@ use crate::kafka::progress::Progress;
 use crate::kafka::sink::{Outgoing, Rejected, Sink};
 use crate::kafka::source::InputConsumer;
 use crate::metrics::Metrics;
-use crate::webhook::Outboxes;
 
 /// Engine partition of roster events (never assigned, never evicted).
 const ROSTER_PARTITION: u16 = u16::MAX;
@@ -52,8 +50,6 @@ pub struct Outputs {
     pub sink: Sink,
     /// Shared with the HTTP API and the acker.
     pub metrics: Metrics,
-    /// Taken (closed) at shutdown so the webhook workers finish their queues.
-    pub outboxes: Option<Outboxes>,
 }
 
 /// How `run` moves engine time.
@@ -101,11 +97,6 @@ impl Step {
     /// The metrics every part reports to.
     pub fn metrics(&self) -> &Metrics {
         &self.out.metrics
-    }
-
-    /// Closes the webhook outboxes (their workers finish their queues).
-    pub fn close_outboxes(&mut self) {
-        drop(self.out.outboxes.take());
     }
 
     /// Applies one consumed message; `arrived` is when it reached the
@@ -228,9 +219,8 @@ impl Step {
         self.flush_alerts(Instant::now()).await;
     }
 
-    /// Hands this step's alerts to the alert topic and the webhook
-    /// outboxes (which accept or dead-letter at once, never block).
-    /// `noticed` is when the engine could first have known: the triggering
+    /// Hands this step's alerts to the alert topic (webhook endpoints
+    /// consume it from there). `noticed` is when the engine could first have known: the triggering
     /// message's arrival, or the tick; under the wall clock a deadline's
     /// latency counts from the deadline itself.
     async fn flush_alerts(&mut self, noticed: Instant) {
@@ -242,7 +232,7 @@ impl Step {
             self.report.alerts += 1;
             self.out.metrics.alert_emitted(&alert);
             let body = match serde_json::to_vec(&alert) {
-                Ok(b) => Arc::new(b),
+                Ok(b) => b,
                 Err(e) => {
                     // Never publish an empty body: count, log, and go on.
                     self.out.metrics.encode_failed("alert");
@@ -250,9 +240,6 @@ impl Step {
                     continue;
                 }
             };
-            if let Some(outboxes) = &self.out.outboxes {
-                outboxes.submit(&alert, &body);
-            }
             let overdue = match (self.timing.clock, alert.trigger) {
                 (RunClock::Wall, Trigger::Deadline) => {
                     Duration::from_millis(u64::try_from(wall - alert.at.0).unwrap_or(0))
