@@ -14,7 +14,6 @@ use crate::engine::alert::Status;
 use crate::engine::rule::Rule;
 use crate::engine::settings::{RuleSettings, Settings, TierSettings, WindowSettings};
 use crate::engine::tier::Tier;
-use crate::engine::watermark::Clock;
 
 /// Everything churnwatch reads from its config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -122,22 +121,13 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RunClock {
-    /// Deadlines fire from the wall clock.
+    /// Deadlines fire from the wall clock (once caught up: until then
+    /// `run` moves on event time, see `pipeline::step`).
     #[default]
     Wall,
     /// Event time across partitions: the watermark is the minimum over the
     /// assigned partitions ([`Clock::PartitionMinimum`]).
     Event,
-}
-
-impl RunClock {
-    /// The engine clock `run` drives under this setting.
-    pub fn engine_clock(self) -> Clock {
-        match self {
-            RunClock::Wall => Clock::Wall,
-            RunClock::Event => Clock::PartitionMinimum,
-        }
-    }
 }
 
 impl Default for EngineConfig {

@@ -1182,3 +1182,164 @@ async fn webhooks_survive_a_kill_during_an_endpoint_outage() {
         "nothing dead-lettered"
     );
 }
+
+/// Polls the async `probe` until it says yes or `limit` passes.
+async fn eventually_async<F: std::future::Future<Output = Option<bool>>>(
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if probe().await == Some(true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+/// A (customer, rule, cause) that fired under an `alert_id` never seen
+/// before while its previous firing was unresolved, in each partition's
+/// order. Repeats of earlier alerts (a restart re-emitting its tail, same
+/// ids) are allowed and rewind the key's state.
+fn refired_under_new_ids(records: &[Record]) -> Vec<String> {
+    let mut open: std::collections::BTreeMap<(String, String, String), (String, String)> =
+        Default::default();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut bad = Vec::new();
+    for a in parse_alerts(records) {
+        let key = (
+            a["customer_id"].as_str().unwrap_or_default().to_string(),
+            a["rule"].as_str().unwrap_or_default().to_string(),
+            a["cause"].as_str().unwrap_or_default().to_string(),
+        );
+        let id = a["alert_id"].as_str().unwrap_or_default().to_string();
+        let what = format!(
+            "{} at {} ({}, tier {})",
+            id, a["at"], a["reason"], a["tier"]
+        );
+        match a["status"].as_str() {
+            Some("firing") => {
+                let new = seen.insert(id.clone());
+                if let Some((previous, was)) = open.insert(key.clone(), (id.clone(), what.clone()))
+                    && previous != id
+                    && new
+                {
+                    bad.push(format!("{key:?}: {was} then {what}"));
+                }
+            }
+            _ => {
+                open.remove(&key);
+            }
+        }
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() {
+    use rand::{Rng, SeedableRng};
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let config = event_clock_config(&brokers);
+    let lines = backlog_ending_now(4_000, 90);
+    produce_lines(&config, &lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("churnwatch.toml");
+    // The instances' logs; `KEEP_LOG=path` keeps them after the test.
+    let log = std::env::var_os("KEEP_LOG").map_or_else(|| dir.path().join("run.log"), Into::into);
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\nclock = \"wall\"\ntick_interval = \"50ms\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\
+             [http]\nbind = \"{http}\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"300ms\"\n",
+            config.state.dir.display(),
+        ),
+    )
+    .unwrap();
+    let start = || {
+        common::broker::Process(
+            std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .env("RUST_LOG", "info,librdkafka=warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .map(std::process::Stdio::from)
+                        .unwrap_or_else(|_| std::process::Stdio::null()),
+                )
+                .spawn()
+                .expect("churnwatch runs"),
+        )
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let api = format!("http://{http}");
+    // Caught up once the watermark (wall time, moved only after the
+    // backlog and tails) passes the instance's start.
+    let caught_up = |since: f64| {
+        let api = api.clone();
+        async move {
+            let text = reqwest::get(format!("{api}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metric_value(&text, "churnwatch_watermark_timestamp_seconds", &[]).map(|w| w > since)
+        }
+    };
+    let mut child = start();
+    let mut kills = 0;
+    while kills < 2 {
+        let started = chrono::Utc::now().timestamp() as f64;
+        let assigned =
+            common::broker::ready(&format!("{api}/readyz"), Duration::from_secs(60)).await;
+        assert!(assigned, "the instance was assigned its partitions");
+        // A random point inside the backlog (seconds of work).
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_200))).await;
+        if caught_up(started).await == Some(true) {
+            break;
+        }
+        child.kill();
+        child = start();
+        kills += 1;
+    }
+    let restarted = chrono::Utc::now().timestamp() as f64;
+    let finished = eventually_async(Duration::from_secs(90), || caught_up(restarted)).await;
+    let records = read_topic(&brokers, "churn-alerts");
+    child.kill();
+    assert_eq!(kills, 2, "killed twice mid-stream");
+    assert!(finished, "the last instance caught up");
+    let bad = refired_under_new_ids(&records);
+    let history = |customer: &str| -> Vec<String> {
+        parse_alerts(&records)
+            .iter()
+            .filter(|a| a["customer_id"] == customer)
+            .map(|a| {
+                format!(
+                    "{} {} {} {} {}",
+                    a["alert_id"], a["status"], a["rule"], a["at"], a["reason"]
+                )
+            })
+            .collect()
+    };
+    let first = bad
+        .first()
+        .and_then(|b| b.split('"').nth(1))
+        .unwrap_or_default();
+    assert!(
+        bad.is_empty(),
+        "{} re-fired under new ids: {:?}; history of {first}: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(5)],
+        history(first)
+    );
+}

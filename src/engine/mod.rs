@@ -121,7 +121,7 @@ struct Tuned {
     a_percent: f64,
     b_percent: f64,
     recompute_ms: i64,
-    /// `tiers.recompute_change` where it applies (the wall clock).
+    /// `tiers.recompute_change`, if on (it applies under the wall clock).
     recompute_change: Option<f64>,
     handoff_window_days: f64,
     max_open_tickets: u16,
@@ -204,8 +204,7 @@ impl Engine {
             a_percent: s.tiers.a_percent,
             b_percent: s.tiers.b_percent,
             recompute_ms: s.tiers.recompute_interval.as_millis() as i64,
-            recompute_change: (clock == Clock::Wall && s.tiers.recompute_change > 0.0)
-                .then_some(s.tiers.recompute_change),
+            recompute_change: (s.tiers.recompute_change > 0.0).then_some(s.tiers.recompute_change),
             handoff_window_days: s.windows.handoffs.as_secs_f64() / 86_400.0,
             max_open_tickets: s.max_open_tickets,
         };
@@ -231,6 +230,18 @@ impl Engine {
                 prefetched: Vec::new(),
             },
         }
+    }
+
+    /// Switches the clock (`run` under `engine.clock = "wall"` starts on
+    /// event time while it catches up, then moves to the wall clock). Held
+    /// events are released by the next advance.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.core.watermark.clock = clock;
+    }
+
+    /// The clock engine time follows now.
+    pub fn clock(&self) -> Clock {
+        self.core.watermark.clock
     }
 
     /// The store readers share.
@@ -544,7 +555,8 @@ impl Engine {
         if self.core.watermark.current().is_some_and(|w| now < w) {
             return;
         }
-        if self.core.recompute_soon && self.core.settings.recompute_change.is_some() {
+        let c = &self.core;
+        if c.recompute_soon && c.settings.recompute_change.is_some() && c.on_wall_clock() {
             // Restored thresholds first catch up with the restored customers.
             self.recompute(now, out, false);
         }
@@ -730,7 +742,7 @@ impl Engine {
     /// hourly schedule stays as it was.
     fn recompute_if_moved(&mut self, t: Ts, out: &mut Vec<Alert>) {
         let c = &self.core;
-        let Some(change) = c.settings.recompute_change else {
+        let Some(change) = c.settings.recompute_change.filter(|_| c.on_wall_clock()) else {
             return;
         };
         let moved = |now: f64, then: f64| (now - then).abs() > change * then.max(1.0);
@@ -835,7 +847,11 @@ impl Core {
     /// clock only (the event clocks already run on event time, and replay's
     /// ids stay as they were).
     fn since(&self, ts: Ts) -> Option<Ts> {
-        (self.watermark.clock() == Clock::Wall).then_some(ts)
+        self.on_wall_clock().then_some(ts)
+    }
+
+    fn on_wall_clock(&self) -> bool {
+        self.watermark.clock == Clock::Wall
     }
 
     fn ticket(

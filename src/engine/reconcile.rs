@@ -104,6 +104,16 @@ impl Core {
                     {
                         tr.fired_at = since.min(tr.at);
                     }
+                    // Under the wall clock a recompute runs when the process
+                    // gets to it; an absence check it starts is identified
+                    // by the deadline the data set (a customer that leaves
+                    // and re-enters the tier without buying keeps that id).
+                    if self.on_wall_clock()
+                        && tr.trigger == Trigger::TierChange
+                        && let Some(due) = s.limits.due(check, c)
+                    {
+                        tr.fired_at = due.min(tr.at);
+                    }
                     c.firing |= check.bit();
                     scope.inner.episodes.insert((idx, check), tr.fired_at);
                 }

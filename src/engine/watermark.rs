@@ -51,11 +51,6 @@ impl Watermark {
         self.current
     }
 
-    /// Which clock moves it.
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
-
     /// The time future skew is measured from: the watermark under the wall
     /// clock; under the event clock the caller's wall time (`horizon`),
     /// because history may legitimately jump ahead of its own watermark by

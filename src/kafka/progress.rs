@@ -79,10 +79,15 @@ impl Progress {
         }
     }
 
+    /// Whether any input partition is assigned.
+    pub fn has_input(&self) -> bool {
+        self.parts.values().any(|p| p.input)
+    }
+
     /// The watermark the partitions allow, if any. None before any input
     /// partition is assigned: the roster alone must not move time.
     pub fn watermark(&self, now: Instant, idle: Duration) -> Option<Ts> {
-        if !self.parts.values().any(|p| p.input) {
+        if !self.has_input() {
             return None;
         }
         let holding = |p: &Part| !(p.caught_up && now.duration_since(p.last_message) >= idle);

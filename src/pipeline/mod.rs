@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::customer::Windows;
 use crate::engine::store::Store;
+use crate::engine::watermark::Clock;
 use crate::http::{ApiState, Readiness};
 use crate::kafka::sink::Sink;
 use crate::kafka::source::{self, InputConsumer, Rebalanced, SourceError};
@@ -184,7 +185,9 @@ pub async fn run(
         token.child_token(),
     ));
     let mut step = Step::new(
-        Engine::with_store(&settings, config.engine.clock.engine_clock(), store),
+        // Both clocks start on event time; the wall clock takes over once
+        // caught up (see `Step::tick`).
+        Engine::with_store(&settings, Clock::PartitionMinimum, store),
         Timing {
             clock: config.engine.clock,
             idle: config.engine.idle_timeout,

@@ -14,6 +14,7 @@ use super::recovery::{Apply, Recovery};
 use crate::config::RunClock;
 use crate::engine::alert::{Alert, Trigger};
 use crate::engine::event::{self, EventType, RejectReason, Ts};
+use crate::engine::watermark::Clock;
 use crate::engine::{Applied, Engine};
 use crate::kafka::offsets::{PendingOffsets, TopicPartition};
 use crate::kafka::progress::Progress;
@@ -170,8 +171,8 @@ impl Step {
         self.flush_alerts(arrived).await;
     }
 
-    /// Moves engine time: the wall clock, or under the event clock the
-    /// minimum over partitions (idle, caught-up partitions skipped).
+    /// Moves engine time: the wall clock once caught up, else (and always
+    /// under the event clock) the minimum over partitions.
     pub async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {
         let now_wall = Ts(chrono::Utc::now().timestamp_millis());
         let caught_up: Vec<TopicPartition> = self
@@ -183,27 +184,23 @@ impl Step {
         for tp in caught_up {
             self.recovery.caught_up(&tp);
         }
+        let caught_up = !self.recovery.catching_up() && self.progress.has_input();
         match self.timing.clock {
-            // Deadlines wait until every restored partition's tail is
-            // re-applied (see `recovery`).
-            RunClock::Wall if self.recovery.catching_up() => {}
-            RunClock::Wall => self.engine.advance_to(now_wall, &mut self.alerts),
-            RunClock::Event => {
-                self.engine.set_horizon(now_wall);
-                let now = Instant::now();
-                for tp in self.progress.idle(now, self.timing.idle) {
-                    let ctx = [consumer.context(), roster.context()];
-                    if let Some(high) = ctx.iter().find_map(|c| c.high_watermark(&tp)) {
-                        self.progress.high_watermark(&tp, high);
-                    }
-                    if ctx.iter().find_map(|c| c.lag(&tp)) == Some(0) {
-                        self.progress.caught_up(&tp);
-                    }
-                }
-                if let Some(w) = self.progress.watermark(now, self.timing.idle) {
-                    self.engine.advance_to(w, &mut self.alerts);
+            // Under the wall clock, `run` starts on event time (as under the
+            // event clock) until its partitions are assigned and every tail
+            // or backlog is applied, so old input is judged against its own
+            // time, identically on every restart; then wall time.
+            RunClock::Wall if caught_up => {
+                // The first advance to now still runs on event time (held
+                // events, overdue deadlines), so what it emits is what any
+                // restart emits; only then does wall time take over.
+                self.engine.advance_to(now_wall, &mut self.alerts);
+                if self.engine.clock() != Clock::Wall {
+                    tracing::info!("caught up: engine time follows the wall clock from now");
+                    self.engine.set_clock(Clock::Wall);
                 }
             }
+            RunClock::Wall | RunClock::Event => self.event_time(consumer, roster, now_wall),
         }
         let e = &self.engine;
         self.out.metrics.engine_state(
@@ -217,6 +214,25 @@ impl Step {
             self.out.metrics.consumer_lag(&topic, partition, lag);
         }
         self.flush_alerts(Instant::now()).await;
+    }
+
+    /// Moves engine time to the minimum over partitions of their event
+    /// time (idle, caught-up partitions skipped).
+    fn event_time(&mut self, consumer: &InputConsumer, roster: &InputConsumer, now_wall: Ts) {
+        self.engine.set_horizon(now_wall);
+        let now = Instant::now();
+        for tp in self.progress.idle(now, self.timing.idle) {
+            let ctx = [consumer.context(), roster.context()];
+            if let Some(high) = ctx.iter().find_map(|c| c.high_watermark(&tp)) {
+                self.progress.high_watermark(&tp, high);
+            }
+            if ctx.iter().find_map(|c| c.lag(&tp)) == Some(0) {
+                self.progress.caught_up(&tp);
+            }
+        }
+        if let Some(w) = self.progress.watermark(now, self.timing.idle) {
+            self.engine.advance_to(w, &mut self.alerts);
+        }
     }
 
     /// Hands this step's alerts to the alert topic (webhook endpoints
