@@ -525,6 +525,18 @@ impl Engine {
         restored
     }
 
+    /// Forgets engine time (watermark, recompute schedule, thresholds) once
+    /// no input partition's customers are left, so the state restored next
+    /// brings its own: restored customers are then judged against their own
+    /// time, not against a watermark that had run ahead of them.
+    pub fn reset_clock(&mut self) {
+        let c = &mut self.core;
+        c.watermark = Watermark::new(c.watermark.clock, c.watermark.lateness_ms());
+        c.next_recompute = None;
+        c.monetary_epoch = None;
+        c.thresholds = Thresholds::NONE;
+    }
+
     /// Forgets every customer of input `partition` and its held events, for
     /// a partition revoked in a rebalance (its new owner rebuilds them).
     /// Returns how many customers were dropped. A scan: rebalances are rare.

@@ -46,6 +46,11 @@ impl Watermark {
         }
     }
 
+    /// The allowed lateness it was made with.
+    pub fn lateness_ms(&self) -> i64 {
+        self.lateness_ms
+    }
+
     /// Engine time, once set.
     pub fn current(&self) -> Option<Ts> {
         self.current

@@ -177,13 +177,14 @@ pub enum SourceError {
     Topic(#[from] super::topics::TopicError),
 }
 
-/// The group consumer over the input topics, checked for co-partitioning;
+/// The group consumer over the input topics, checked for co-partitioning,
+/// and their partition count;
 /// the state changelog (if on) is created when missing, and refused when
 /// not compacted or not co-partitioned with the inputs.
 pub async fn input_consumer(
     config: &KafkaConfig,
     brokers: &str,
-) -> Result<InputConsumer, SourceError> {
+) -> Result<(InputConsumer, usize), SourceError> {
     let consumer: InputConsumer =
         client_config(config, brokers, Role::Input).create_with_context(SourceContext::default())?;
     let partitions = check_co_partitioned(&consumer, &config.input_topics)?;
@@ -217,7 +218,7 @@ pub async fn input_consumer(
     }
     let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    Ok(consumer)
+    Ok((consumer, partitions))
 }
 
 /// Refuses input topics with different partition counts.

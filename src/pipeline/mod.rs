@@ -48,6 +48,10 @@ use step::{Origin, Outputs, Step, Timing};
 /// (their input offsets then stay uncommitted and are consumed again).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the input topics' partition counts are checked against the
+/// count at start.
+const TOPOLOGY_CHECK: Duration = Duration::from_secs(30);
+
 /// Readiness turns false when the engine loop has not reported for this
 /// long (at least; 20 ticks if longer).
 const READINESS_STALE: Duration = Duration::from_secs(5);
@@ -65,6 +69,18 @@ pub enum PipelineError {
     /// Metrics could not be registered (a name already taken in the registry).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// An input topic's partition count changed while running: a
+    /// customer's new events would land on another partition than its
+    /// state. Refused (see README "Scaling out").
+    #[error(
+        "input partition count changed from {was} to {counts} while running; churnwatch stopped so no customer is split between partitions (see README, Scaling out)"
+    )]
+    Repartitioned {
+        /// The count at start.
+        was: usize,
+        /// The counts now.
+        counts: String,
+    },
     /// The HTTP API could not bind its address.
     #[error("cannot bind the HTTP API to {addr}: {source}")]
     Bind {
@@ -114,6 +130,8 @@ pub enum Phase {
 /// The Kafka clients, owned by the engine task.
 struct Clients {
     consumer: Arc<InputConsumer>,
+    /// The input topics' partition count at start.
+    partitions: usize,
     roster: InputConsumer,
     sink: Sink,
 }
@@ -162,7 +180,8 @@ pub async fn run(
         http_stop.clone().cancelled_owned(),
     ));
 
-    let consumer = Arc::new(source::input_consumer(&config.kafka, brokers).await?);
+    let (consumer, partitions) = source::input_consumer(&config.kafka, brokers).await?;
+    let consumer = Arc::new(consumer);
     let instance = format!(
         "{}-{}",
         std::process::id(),
@@ -233,6 +252,7 @@ pub async fn run(
     );
     let clients = Clients {
         consumer,
+        partitions,
         roster,
         sink,
     };
@@ -240,6 +260,7 @@ pub async fn run(
     tracing::info!(brokers, group = %config.kafka.group_id, clock = ?config.engine.clock, "consuming");
     let phases = async {
         let mut phase = Phase::Consuming;
+        let mut repartitioned = None;
         loop {
             match phase {
                 Phase::Consuming => {
@@ -251,7 +272,7 @@ pub async fn run(
                             parts: &mut parts,
                             ready: &ready,
                         };
-                        consuming.run(config, &stopping).await;
+                        repartitioned = consuming.run(config, &stopping).await;
                     }
                     phase = Phase::Draining;
                 }
@@ -262,14 +283,14 @@ pub async fn run(
                     drain(&clients, &mut step, &mut parts, &tracker, &token).await;
                     phase = Phase::Done;
                 }
-                Phase::Done => break step.report,
+                Phase::Done => break (step.report, repartitioned),
             }
         }
     };
     // The shutdown future becomes the one graceful signal every part
     // observes (a snapshot barrier waiting on an unreachable broker too).
     tokio::pin!(phases, shutdown);
-    let report = tokio::select! {
+    let (report, repartitioned) = tokio::select! {
         report = &mut phases => report,
         () = &mut shutdown => {
             stopping.cancel();
@@ -287,7 +308,50 @@ pub async fn run(
         tracing::warn!(error = %e, "HTTP API stopped with an error");
     }
     tracing::info!(?report, "stopped");
-    Ok(report)
+    match repartitioned {
+        Some(counts) => Err(PipelineError::Repartitioned {
+            was: clients.partitions,
+            counts,
+        }),
+        None => Ok(report),
+    }
+}
+
+/// The input topics' partition counts (`topic=n, ...`) if any differs from
+/// `expected`; asked off the async threads, a failed lookup says nothing.
+async fn repartitioned(
+    consumer: &Arc<InputConsumer>,
+    topics: &[String],
+    expected: usize,
+) -> Option<String> {
+    let (consumer, topics) = (consumer.clone(), topics.to_vec());
+    let counts = tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|t| {
+                let md = consumer
+                    .fetch_metadata(Some(t), Duration::from_secs(10))
+                    .ok()?;
+                let n = md
+                    .topics()
+                    .iter()
+                    .find(|m| m.name() == t)?
+                    .partitions()
+                    .len();
+                Some((t.clone(), n))
+            })
+            .collect::<Option<Vec<_>>>()
+    })
+    .await
+    .ok()
+    .flatten()?;
+    counts.iter().any(|(_, n)| *n != expected).then(|| {
+        counts
+            .iter()
+            .map(|(t, n)| format!("{t}={n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
 }
 
 /// The cluster's id, asked of the broker off the async threads; "" when
@@ -319,8 +383,9 @@ struct Consuming<'a> {
 }
 
 impl Consuming<'_> {
-    /// Returns when `stopping` is cancelled or the acker is gone.
-    async fn run(&mut self, config: &Config, stopping: &CancellationToken) {
+    /// Returns when `stopping` is cancelled or the acker is gone, or with
+    /// the new partition counts when an input topic's count changed.
+    async fn run(&mut self, config: &Config, stopping: &CancellationToken) -> Option<String> {
         let mut ticker = tokio::time::interval(config.engine.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let every = config.state.snapshot_interval;
@@ -328,9 +393,11 @@ impl Consuming<'_> {
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         snapshot_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let c = self.c;
+        let mut topology =
+            tokio::time::interval_at(tokio::time::Instant::now() + TOPOLOGY_CHECK, TOPOLOGY_CHECK);
         loop {
             tokio::select! {
-                _ = stopping.cancelled() => return,
+                _ = stopping.cancelled() => return None,
                 m = c.consumer.recv() => {
                     let arrived = Instant::now();
                     // Rebalances surface inside `recv`: apply them before its message.
@@ -358,6 +425,12 @@ impl Consuming<'_> {
                 _ = snapshot_ticker.tick() => {
                     self.parts.snapshot_owned(self.step, self.ack_tx, &c.consumer, &c.sink).await;
                 }
+                _ = topology.tick() => {
+                    if let Some(counts) = repartitioned(&c.consumer, &config.kafka.input_topics, c.partitions).await {
+                        tracing::error!(was = c.partitions, now = %counts, "an input topic's partition count changed: customers would be split between partitions; stopping");
+                        return Some(counts);
+                    }
+                }
             }
             self.parts.seeks_settled();
             self.rebalance().await;
@@ -365,7 +438,7 @@ impl Consuming<'_> {
             self.parts.released(released);
             if !ack.is_empty() && self.ack_tx.send(ack).await.is_err() {
                 tracing::error!("acker stopped; ending");
-                return;
+                return None;
             }
         }
     }

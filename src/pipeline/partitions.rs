@@ -189,6 +189,11 @@ impl Partitions {
                 "state of revoked partition dropped"
             );
         }
+        if self.numbers.is_empty() {
+            // Nothing owned: the next assignment starts from its restored
+            // clock, as a restart would, not from where this one had got.
+            step.engine.reset_clock();
+        }
     }
 
     /// A snapshot round of every owned partition, after everything
