@@ -553,35 +553,3 @@ async fn a_missing_changelog_is_created_compacted_and_a_deleting_one_refused() {
     .to_string();
     assert!(refused.contains("cleanup.policy=compact"), "{refused}");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adding_partitions_to_an_input_topic_while_running_is_refused() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
-    use rdkafka::client::DefaultClientContext;
-    let tansu = Tansu::start().await;
-    let config = event_clock_config(&tansu.brokers);
-    tansu.create_topics(&config, 2).await;
-    produce_lines(&config, &scenario_lines()).await;
-    let stop = CancellationToken::new();
-    let store = Store::default();
-    let svc = spawn_run(&config, store.clone(), &stop).await;
-    let consumed = eventually(Duration::from_secs(60), || !store.is_empty()).await;
-    assert!(consumed, "the service consumed");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &tansu.brokers)
-        .create()
-        .expect("admin");
-    let grown = admin
-        .create_partitions([&NewPartitions::new("purchases", 3)], &AdminOptions::new())
-        .await
-        .expect("create partitions");
-    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
-    let stopped = tokio::time::timeout(Duration::from_secs(90), svc.handle).await;
-    stop.cancel();
-    let refused = stopped
-        .expect("stopped by itself")
-        .expect("join")
-        .expect_err("a repartitioned input is refused")
-        .to_string();
-    assert!(refused.contains("purchases=3"), "{refused}");
-}
