@@ -345,6 +345,11 @@ async fn repartitioned(
     .await
     .ok()
     .flatten()?;
+    changed(&counts, expected)
+}
+
+/// `topic=n, ...` if any count differs from `expected`.
+fn changed(counts: &[(String, usize)], expected: usize) -> Option<String> {
     counts.iter().any(|(_, n)| *n != expected).then(|| {
         counts
             .iter()
@@ -491,5 +496,20 @@ async fn drain(
     } else {
         // Everything produced is acknowledged: a final snapshot covers it all.
         parts.snapshot_all(step, &c.consumer, &c.sink).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed;
+
+    #[test]
+    fn a_changed_partition_count_is_named_with_every_count() {
+        let counts = |n: usize| vec![("purchases".to_string(), n), ("calls".to_string(), 3)];
+        assert_eq!(changed(&counts(3), 3), None);
+        assert_eq!(
+            changed(&counts(4), 3).as_deref(),
+            Some("purchases=4, calls=3")
+        );
     }
 }
