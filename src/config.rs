@@ -115,6 +115,10 @@ pub struct EngineConfig {
     /// Open tickets kept per customer; beyond it the oldest is forgotten
     /// (counted), so no customer's state grows without bound.
     pub max_open_tickets: u16,
+    /// Events held for ordering (event time) before `run` pauses the input
+    /// partitions that run ahead of engine time, until half have drained:
+    /// back-pressure instead of unbounded memory when one partition lags.
+    pub max_held_events: usize,
 }
 
 /// Where `run` takes time from.
@@ -141,6 +145,7 @@ impl Default for EngineConfig {
             idle_timeout: Duration::from_secs(5),
             tick_interval: Duration::from_millis(200),
             max_open_tickets: 100,
+            max_held_events: 1_000_000,
         }
     }
 }
@@ -647,6 +652,9 @@ impl Config {
         }
         if e.max_open_tickets == 0 {
             return invalid("engine.max_open_tickets", "must be at least 1");
+        }
+        if e.max_held_events < 2 {
+            return invalid("engine.max_held_events", "must be at least 2");
         }
         let k = &self.kafka;
         for (table, props) in [("consumer", &k.consumer), ("producer", &k.producer)] {

@@ -59,6 +59,8 @@ pub struct Metrics {
     produce_failures: IntCounterVec,
     tickets_forgotten: IntCounter,
     restores: IntCounterVec,
+    paused: IntGauge,
+    pauses: IntCounter,
 }
 
 impl Metrics {
@@ -124,6 +126,14 @@ impl Metrics {
                 ),
                 &["topic", "reason"],
             )?,
+            paused: IntGauge::new(
+                "churnwatch_paused_partitions",
+                "Input partitions paused because engine.max_held_events are held (back-pressure).",
+            )?,
+            pauses: IntCounter::new(
+                "churnwatch_backpressure_pauses_total",
+                "Times the input was paused because engine.max_held_events were held.",
+            )?,
             restores: IntCounterVec::new(
                 Opts::new(
                     "churnwatch_restores_total",
@@ -153,6 +163,8 @@ impl Metrics {
         registry.register(Box::new(m.produce_failures.clone()))?;
         registry.register(Box::new(m.tickets_forgotten.clone()))?;
         registry.register(Box::new(m.restores.clone()))?;
+        registry.register(Box::new(m.paused.clone()))?;
+        registry.register(Box::new(m.pauses.clone()))?;
         for source in ["snapshot", "changelog", "rebuild"] {
             m.restores.with_label_values(&[source]);
         }
@@ -254,6 +266,14 @@ impl Metrics {
         catch_up(&self.late_events, stats.late_events);
         catch_up(&self.tickets_forgotten, stats.tickets_forgotten);
         self.held_events.set(held as i64);
+    }
+
+    /// Input partitions paused for back-pressure now (0: none).
+    pub fn paused(&self, partitions: usize) {
+        if partitions > 0 {
+            self.pauses.inc();
+        }
+        self.paused.set(partitions as i64);
     }
 
     /// A partition restored at assignment from `source`.

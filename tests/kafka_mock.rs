@@ -1338,3 +1338,35 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
         history(first)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_beyond_the_limit_pause_the_input_and_lose_nothing() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = event_clock_config(&brokers);
+    config.engine.max_held_events = 20;
+    let lines = common::broker::population_lines(300, 4, 60);
+    produce_lines(&config, &lines).await;
+    let expected = replay_alerts(&config, &lines);
+    let stop = CancellationToken::new();
+    let svc = spawn_run(&config, Store::default(), &stop).await;
+    let complete = eventually(Duration::from_secs(90), || {
+        distinct(&parse_alerts(&read_topic(&brokers, "churn-alerts"))) == distinct(&expected)
+    })
+    .await;
+    let text = scrape(&svc.api).await;
+    stop.cancel();
+    svc.handle.await.expect("join").expect("service");
+    let got = distinct(&parse_alerts(&read_topic(&brokers, "churn-alerts")));
+    let want = distinct(&expected);
+    assert!(
+        complete,
+        "every alert, as replay gives them; missing {:?}, extra {:?}",
+        want.difference(&got).take(3).collect::<Vec<_>>(),
+        got.difference(&want).take(3).collect::<Vec<_>>()
+    );
+    let pauses = metric_value(&text, "churnwatch_backpressure_pauses_total", &[]).unwrap_or(0.0);
+    assert!(
+        pauses > 0.0,
+        "the input was paused for back-pressure:\n{text}"
+    );
+}

@@ -63,6 +63,16 @@ impl Progress {
             .collect()
     }
 
+    /// The input partitions whose newest event is past `w` (or all with
+    /// events, before engine time starts): the ones adding held events.
+    pub fn ahead_of(&self, w: Option<Ts>) -> Vec<TopicPartition> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| p.input && p.max_ts.is_some_and(|m| w.is_none_or(|w| m > w)))
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
     /// Records the partition's high watermark (next offset to be written).
     pub fn high_watermark(&mut self, tp: &TopicPartition, high: i64) {
         if let Some(p) = self.parts.get_mut(tp) {

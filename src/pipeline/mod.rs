@@ -210,6 +210,7 @@ pub async fn run(
         Timing {
             clock: config.engine.clock,
             idle: config.engine.idle_timeout,
+            max_held: config.engine.max_held_events,
         },
         Outputs {
             sink: sink.clone(),
@@ -439,6 +440,7 @@ impl Consuming<'_> {
             }
             self.parts.seeks_settled();
             self.rebalance().await;
+            self.step.back_pressure(&c.consumer);
             let (ack, released) = self.step.take_ack(!self.parts.snapshots_on());
             self.parts.released(released);
             if !ack.is_empty() && self.ack_tx.send(ack).await.is_err() {

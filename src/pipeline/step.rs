@@ -60,6 +60,8 @@ pub struct Timing {
     pub clock: RunClock,
     /// `engine.idle_timeout` (event clock).
     pub idle: Duration,
+    /// `engine.max_held_events`.
+    pub max_held: usize,
 }
 
 /// The engine and what one step produces before it goes to the acker.
@@ -75,6 +77,8 @@ pub struct Step {
     pub progress: Progress,
     /// Tails and rebuilds still to re-read.
     pub recovery: Recovery,
+    /// Input partitions paused because too many events are held.
+    paused: Vec<TopicPartition>,
     /// Totals of the run.
     pub report: Report,
 }
@@ -91,6 +95,7 @@ impl Step {
             offsets: PendingOffsets::default(),
             progress: Progress::default(),
             recovery: Recovery::default(),
+            paused: Vec::new(),
             report: Report::default(),
         }
     }
@@ -222,6 +227,11 @@ impl Step {
         self.engine.set_horizon(now_wall);
         let now = Instant::now();
         for tp in self.progress.idle(now, self.timing.idle) {
+            // A paused partition is silent, not caught up: its statistics
+            // stop at its last fetch.
+            if self.paused.contains(&tp) {
+                continue;
+            }
             let ctx = [consumer.context(), roster.context()];
             if let Some(high) = ctx.iter().find_map(|c| c.high_watermark(&tp)) {
                 self.progress.high_watermark(&tp, high);
@@ -280,11 +290,58 @@ impl Step {
         (ack, released)
     }
 
+    /// Back-pressure on held events: past `engine.max_held_events`, pauses
+    /// the input partitions ahead of engine time, so the ones behind it
+    /// (which hold it back) get the consumer to themselves and the held
+    /// events drain. Resumes them once half have drained, or as soon as a
+    /// paused partition is the one holding engine time back. Never pauses
+    /// every partition with data: then nothing behind could catch up.
+    pub fn back_pressure(&mut self, consumer: &InputConsumer) {
+        let held = self.engine.held_events();
+        let max = self.timing.max_held;
+        let w = self.engine.watermark();
+        if self.paused.is_empty() {
+            if held <= max {
+                return;
+            }
+            let ahead = self.progress.ahead_of(w);
+            let with_data = self.progress.ahead_of(None).len();
+            if ahead.is_empty()
+                || ahead.len() == with_data
+                || consumer.pause(&list(&ahead)).is_err()
+            {
+                return;
+            }
+            tracing::info!(held, partitions = ?ahead, "too many held events: pausing the partitions ahead of engine time");
+            self.out.metrics.paused(ahead.len());
+            self.paused = ahead;
+            return;
+        }
+        let ahead = self.progress.ahead_of(w);
+        if held <= max / 2 || self.paused.iter().any(|tp| !ahead.contains(tp)) {
+            // A partition revoked meanwhile is refused here; nothing to undo.
+            let _ = consumer.resume(&list(&self.paused));
+            tracing::info!(held, "resuming the paused partitions");
+            self.paused.clear();
+            self.out.metrics.paused(0);
+        }
+    }
+
     /// Forgets a revoked partition's pending offsets, progress and recovery.
     pub fn revoke(&mut self, tp: &TopicPartition) {
+        self.paused.retain(|p| p != tp);
         self.offsets.revoke(tp);
         self.progress.revoke(tp);
         self.recovery
             .revoke(tp, u16::try_from(tp.1).unwrap_or(ROSTER_PARTITION));
     }
+}
+
+/// The topic-partitions as a librdkafka list.
+fn list(tps: &[TopicPartition]) -> rdkafka::TopicPartitionList {
+    let mut l = rdkafka::TopicPartitionList::new();
+    for (t, p) in tps {
+        l.add_partition(t, *p);
+    }
+    l
 }
