@@ -108,6 +108,7 @@ pub async fn run(
             &service_config.kafka.brokers,
             pipeline::Wiring {
                 http: Some(listener),
+                store: crate::engine::store::Store::seeded(rand::random()),
                 ..Default::default()
             },
             service_stop.cancelled_owned(),

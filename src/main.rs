@@ -180,7 +180,11 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(churnwatch::pipeline::run(
                     &config,
                     &brokers,
-                    Default::default(),
+                    churnwatch::pipeline::Wiring {
+                        // A per-process seed: crafted ids cannot collide.
+                        store: churnwatch::engine::store::Store::seeded(rand::random()),
+                        ..Default::default()
+                    },
                     shutdown_signal(),
                 ))
                 .context("run failed")?;

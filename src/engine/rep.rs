@@ -7,7 +7,7 @@
 //! contacts but change no account rep (see [`super::customer::Customer::call`]).
 
 use super::event::{RepKey, Ts};
-use super::ids::{IdIndex, hash, prefetch};
+use super::ids::{IdHasher, IdIndex, prefetch};
 
 /// Compact index of an interned rep id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,23 +24,31 @@ struct RepEntry {
 pub struct Roster {
     /// Slots of `reps`, found by the id's hash.
     index: IdIndex,
+    hasher: IdHasher,
     reps: Vec<RepEntry>,
 }
 
 impl Roster {
+    /// An empty roster hashing ids with `seed` (see [`IdHasher`]).
+    pub(crate) fn seeded(seed: u64) -> Self {
+        Self {
+            hasher: IdHasher::new(seed),
+            ..Self::default()
+        }
+    }
+
     /// The index of `id`, interning it on first sight; `None` when the
     /// roster is full.
     pub fn intern(&mut self, id: &RepKey) -> Option<RepIdx> {
-        let h = hash(id);
+        let h = self.hasher.hash(id);
         if let Some(idx) = self.find(h, id) {
             return Some(idx);
         }
         let slot = u32::try_from(self.reps.len()).ok()?;
-        let reps = &self.reps;
-        if !self
-            .index
-            .insert(h, slot, |s| reps.get(s as usize).map_or(0, |r| hash(&r.id)))
-        {
+        let (reps, hasher) = (&self.reps, self.hasher);
+        if !self.index.insert(h, slot, |s| {
+            reps.get(s as usize).map_or(0, |r| hasher.hash(&r.id))
+        }) {
             return None;
         }
         self.reps.push(RepEntry {
@@ -52,7 +60,7 @@ impl Roster {
 
     /// The index of a known rep.
     pub fn lookup(&self, id: &str) -> Option<RepIdx> {
-        self.find(hash(id), id)
+        self.find(self.hasher.hash(id), id)
     }
 
     fn find(&self, h: u64, id: &str) -> Option<RepIdx> {
@@ -66,7 +74,7 @@ impl Roster {
     pub fn prefetch(&self, id: &str) {
         if let Some(r) = self
             .index
-            .find(hash(id), |_| true)
+            .find(self.hasher.hash(id), |_| true)
             .and_then(|s| self.reps.get(s as usize))
         {
             prefetch(r, 1);

@@ -26,7 +26,7 @@ use rustc_hash::FxBuildHasher;
 
 use super::customer::Customer;
 use super::event::{RepKey, Ts};
-use super::ids::{IdIndex, MAX_SLOT, hash, prefetch};
+use super::ids::{IdHasher, IdIndex, MAX_SLOT, prefetch};
 use super::rep::{RepIdx, Roster};
 use super::rule::Check;
 
@@ -52,10 +52,16 @@ pub(crate) struct Inner {
 
 impl Default for Inner {
     fn default() -> Self {
+        Self::seeded(0)
+    }
+}
+
+impl Inner {
+    fn seeded(seed: u64) -> Self {
         Self {
-            customers: Customers::default(),
+            customers: Customers::seeded(seed),
             episodes: DashMap::default(),
-            roster: RwLock::default(),
+            roster: RwLock::new(Roster::seeded(seed)),
             watermark: AtomicI64::new(i64::MIN),
         }
     }
@@ -75,6 +81,7 @@ const CHUNK: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Customers {
     shards: Box<[RwLock<Shard>]>,
+    hasher: IdHasher,
 }
 
 #[derive(Debug, Default)]
@@ -83,14 +90,24 @@ struct Shard {
     chunks: Vec<Vec<Option<Customer>>>,
     /// Slots of the shard, found by the id's hash.
     index: IdIndex,
+    hasher: IdHasher,
     free: Vec<u32>,
     len: usize,
 }
 
-impl Default for Customers {
-    fn default() -> Self {
+impl Customers {
+    fn seeded(seed: u64) -> Self {
+        let hasher = IdHasher::new(seed);
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        hasher,
+                        ..Shard::default()
+                    })
+                })
+                .collect(),
+            hasher,
         }
     }
 }
@@ -148,8 +165,8 @@ impl Shard {
     }
 
     /// The hash of the record in `slot`, for the index to move its entry.
-    fn rehash(chunks: &[Vec<Option<Customer>>]) -> impl Fn(u32) -> u64 + '_ {
-        |s| record(chunks, s).map_or(0, |c| hash(&c.id))
+    fn rehash(hasher: IdHasher, chunks: &[Vec<Option<Customer>>]) -> impl Fn(u32) -> u64 + '_ {
+        move |s| record(chunks, s).map_or(0, |c| hasher.hash(&c.id))
     }
 
     /// Stores a record whose id is not present; returns its slot, or `None`
@@ -185,7 +202,8 @@ impl Shard {
             }
         };
         // Cannot be refused: the slot is at most MAX_SLOT (checked above).
-        self.index.insert(h, slot, Self::rehash(&self.chunks));
+        self.index
+            .insert(h, slot, Self::rehash(self.hasher, &self.chunks));
         self.len += 1;
         Some(slot)
     }
@@ -199,7 +217,7 @@ impl Customers {
 
     /// The index of the customer with this id.
     pub(crate) fn find(&self, id: &str) -> Option<u32> {
-        let h = hash(id);
+        let h = self.hasher.hash(id);
         let shard = shard_of_hash(h);
         let slot = self.shards[shard].read().find(h, id)?;
         Some(join(shard, slot))
@@ -230,7 +248,7 @@ impl Customers {
         id: &str,
         make: impl FnOnce() -> Customer,
     ) -> Option<(u32, bool, MappedRwLockWriteGuard<'_, Customer>)> {
-        let h = hash(id);
+        let h = self.hasher.hash(id);
         let shard = shard_of_hash(h);
         let mut guard = self.shards[shard].write();
         let (slot, created) = match guard.find(h, id) {
@@ -263,14 +281,14 @@ impl Customers {
             for (n, chunk) in s.chunks.iter().enumerate() {
                 for (i, cell) in chunk.iter().enumerate() {
                     if let Some(c) = cell.as_ref().filter(|c| doomed(c)) {
-                        slots.push((slot_of(n, i), hash(&c.id)));
+                        slots.push((slot_of(n, i), s.hasher.hash(&c.id)));
                     }
                 }
             }
             // Unindex every doomed slot before emptying any: the index
             // rehashes records that are still present as it closes gaps.
             for &(slot, h) in &slots {
-                s.index.remove(h, slot, Shard::rehash(&s.chunks));
+                s.index.remove(h, slot, Shard::rehash(s.hasher, &s.chunks));
             }
             for (slot, _) in slots {
                 if let Some(c) = cell(&mut s.chunks, slot).and_then(Option::take) {
@@ -332,7 +350,7 @@ impl Customers {
         while ids.peek().is_some() {
             let mut n = 0;
             for (pending, (id, mark)) in batch.iter_mut().zip(&mut ids) {
-                let h = hash(id);
+                let h = self.hasher.hash(id);
                 *pending = (h, mark);
                 if let Some(e) = guards[shard_of_hash(h)].index.probe_start(h) {
                     prefetch(e, 1);
@@ -370,6 +388,15 @@ pub struct ActiveEpisode {
 }
 
 impl Store {
+    /// A store whose id hashes use `seed`: `run` passes a random one, so
+    /// crafted ids cannot force long probe chains ([`Store::default`] uses
+    /// 0, which keeps replay's output order reproducible).
+    pub fn seeded(seed: u64) -> Self {
+        Self {
+            inner: Arc::new(Inner::seeded(seed)),
+        }
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -443,7 +470,7 @@ mod tests {
 
     #[test]
     fn records_are_found_by_id_and_index_and_slots_are_reused() {
-        let c = Customers::default();
+        let c = Customers::seeded(0x5eed_cafe_f00d);
         let ids: Vec<String> = (0..10_000).map(|i| format!("customer-{i}")).collect();
         let idx: Vec<u32> = ids
             .iter()
