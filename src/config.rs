@@ -119,6 +119,12 @@ pub struct EngineConfig {
     /// partitions that run ahead of engine time, until half have drained:
     /// back-pressure instead of unbounded memory when one partition lags.
     pub max_held_events: usize,
+    /// Customers with no spend in `tiers.window`, nothing firing, no open
+    /// ticket and no event for this long are forgotten (at the hourly
+    /// recompute), so one-off contacts do not accumulate; off by default
+    /// ("" or absent), since a forgotten customer is new when it returns.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Option<Duration>,
 }
 
 /// Where `run` takes time from.
@@ -146,6 +152,7 @@ impl Default for EngineConfig {
             tick_interval: Duration::from_millis(200),
             max_open_tickets: 100,
             max_held_events: 1_000_000,
+            forget_after: None,
         }
     }
 }
@@ -586,6 +593,7 @@ impl Config {
             max_amount: e.max_amount,
             max_event_bytes: e.max_event_bytes,
             max_open_tickets: e.max_open_tickets,
+            forget_after: e.forget_after,
             tiers: TierSettings {
                 a_percent: t.a_percent,
                 b_percent: t.b_percent,

@@ -58,6 +58,7 @@ pub struct Metrics {
     encode_failures: IntCounterVec,
     produce_failures: IntCounterVec,
     tickets_forgotten: IntCounter,
+    customers_forgotten: IntCounter,
     restores: IntCounterVec,
     paused: IntGauge,
     pauses: IntCounter,
@@ -126,6 +127,10 @@ impl Metrics {
                 ),
                 &["topic", "reason"],
             )?,
+            customers_forgotten: IntCounter::new(
+                "churnwatch_customers_forgotten_total",
+                "Idle customers without spend forgotten under engine.forget_after.",
+            )?,
             paused: IntGauge::new(
                 "churnwatch_paused_partitions",
                 "Input partitions paused because engine.max_held_events are held (back-pressure).",
@@ -163,6 +168,7 @@ impl Metrics {
         registry.register(Box::new(m.produce_failures.clone()))?;
         registry.register(Box::new(m.tickets_forgotten.clone()))?;
         registry.register(Box::new(m.restores.clone()))?;
+        registry.register(Box::new(m.customers_forgotten.clone()))?;
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.pauses.clone()))?;
         for source in ["snapshot", "changelog", "rebuild"] {
@@ -265,6 +271,7 @@ impl Metrics {
         }
         catch_up(&self.late_events, stats.late_events);
         catch_up(&self.tickets_forgotten, stats.tickets_forgotten);
+        catch_up(&self.customers_forgotten, stats.customers_forgotten);
         self.held_events.set(held as i64);
     }
 

@@ -109,6 +109,8 @@ pub struct Stats {
     pub monetary_rollovers: u64,
     /// Open tickets forgotten because a customer had `max_open_tickets`.
     pub tickets_forgotten: u64,
+    /// Customers forgotten under `engine.forget_after`.
+    pub customers_forgotten: u64,
 }
 
 /// [`Settings`] compiled once for the hot path.
@@ -125,6 +127,7 @@ struct Tuned {
     recompute_change: Option<f64>,
     handoff_window_days: f64,
     max_open_tickets: u16,
+    forget_after_ms: Option<i64>,
 }
 
 /// Everything but the store, so a customer's shard guard (borrowed from the
@@ -207,6 +210,7 @@ impl Engine {
             recompute_change: (s.tiers.recompute_change > 0.0).then_some(s.tiers.recompute_change),
             handoff_window_days: s.windows.handoffs.as_secs_f64() / 86_400.0,
             max_open_tickets: s.max_open_tickets,
+            forget_after_ms: s.forget_after.map(|d| d.as_millis() as i64),
         };
         Self {
             store,
@@ -541,24 +545,47 @@ impl Engine {
     /// a partition revoked in a rebalance (its new owner rebuilds them).
     /// Returns how many customers were dropped. A scan: rebalances are rare.
     pub fn evict_partition(&mut self, partition: u16) -> usize {
+        let gone = self.remove_where(|c| c.partition == partition);
+        self.core.held.retain(|h| h.partition != partition);
+        gone
+    }
+
+    /// Removes the customers `doomed` picks from the store and every
+    /// engine structure; how many.
+    fn remove_where(&mut self, doomed: impl FnMut(&Customer) -> bool) -> usize {
         let inner = self.store.inner();
-        let gone = inner.customers.remove_where(|c| c.partition == partition);
+        let gone = inner.customers.remove_where(doomed);
+        let core = &mut self.core;
         for (idx, c) in &gone {
-            self.core
-                .rep_customers
-                .moved(*idx, c.account_rep.get(), None);
-            self.core.tiers.remove(*idx, c.tier);
-            self.core.timers.reschedule(*idx, c.pending.get(), None);
+            core.rep_customers.moved(*idx, c.account_rep.get(), None);
+            core.tiers.remove(*idx, c.tier);
+            core.timers.reschedule(*idx, c.pending.get(), None);
             for check in Check::ALL {
                 inner.episodes.remove(&(*idx, check));
             }
+            core.tickets.remove(idx);
         }
-        for (idx, _) in &gone {
-            self.core.tickets.remove(idx);
-        }
-        self.core.held.retain(|h| h.partition != partition);
-        self.core.dirty = true;
+        core.dirty = true;
         gone.len()
+    }
+
+    /// `engine.forget_after`: forgets the customers with no spend in the
+    /// window, nothing firing, no open ticket and no event for that long
+    /// (on an input partition: roster-only records stay). A scan, run with
+    /// the scheduled recompute.
+    fn forget_idle(&mut self, t: Ts) {
+        let Some(after) = self.core.settings.forget_after_ms else {
+            return;
+        };
+        let before = Ts(t.0.saturating_sub(after));
+        let n = self.remove_where(|c| {
+            let last = [c.last_purchase.get(), c.last_contact.get()]
+                .into_iter()
+                .flatten()
+                .fold(c.first_seen, Ts::max);
+            last < before && c.monetary_total() == 0.0 && c.firing == 0 && c.open_tickets == 0
+        });
+        self.core.stats.customers_forgotten += n as u64;
     }
 
     /// Moves the watermark to `now`: fires every deadline < `now`, runs due
@@ -773,7 +800,9 @@ impl Engine {
         let core = &mut self.core;
         if scheduled {
             core.next_recompute = Some(Ts(t.0 + core.settings.recompute_ms));
+            self.forget_idle(t);
         }
+        let core = &mut self.core;
         core.stats.recomputes += 1;
         core.purchases.1 = core.purchases.0;
         core.ranked_at_recompute = core.tiers.ranked();

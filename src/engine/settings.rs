@@ -21,6 +21,8 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// Open tickets kept per customer (the oldest beyond it is forgotten).
     pub max_open_tickets: u16,
+    /// Idle customers without spend are forgotten after this long (off: None).
+    pub forget_after: Option<Duration>,
     /// Dynamic ABC tiering.
     pub tiers: TierSettings,
     /// Trailing windows of the rolling counters.

@@ -839,3 +839,39 @@ fn wall_clock_tiers_follow_a_population_that_streams_in_without_time_moving() {
     }
     assert_eq!(e.tier_counts()[0], 0, "off: only the hourly schedule ranks");
 }
+
+#[test]
+fn forget_after_forgets_idle_customers_without_spend_and_keeps_the_rest() {
+    let mut config = Config::default();
+    config.engine.forget_after = Some(std::time::Duration::from_secs(30 * 86_400));
+    let mut h = Harness::new(&config);
+    h.call("caller", "r1", day(0.0));
+    h.purchase("buyer", day(0.0), 10.0);
+    h.call("recent", "r1", day(35.0));
+    h.until(day(36.0));
+    let store = h.engine.store();
+    assert!(
+        store.customer("caller").is_none(),
+        "idle, no spend: forgotten"
+    );
+    assert!(
+        store.customer("buyer").is_some(),
+        "spend in the window: kept"
+    );
+    assert!(
+        store.customer("recent").is_some(),
+        "seen within forget_after: kept"
+    );
+    assert_eq!(h.engine.stats().customers_forgotten, 1);
+    // A forgotten customer that returns is simply new.
+    h.call("caller", "r1", day(37.0));
+    assert!(h.engine.store().customer("caller").is_some());
+
+    let mut off = Harness::defaults();
+    off.call("caller", "r1", day(0.0));
+    off.until(day(400.0));
+    assert!(
+        off.engine.store().customer("caller").is_some(),
+        "off by default"
+    );
+}
