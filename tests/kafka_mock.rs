@@ -14,6 +14,17 @@ use churnwatch::engine::store::Store;
 use churnwatch::pipeline;
 use common::*;
 
+/// [`event_clock_config`] for the mock cluster, which expires a stopped
+/// member only after its session timeout (it does not act on the leave):
+/// a short one keeps restarts quick.
+fn mock_config(brokers: &str) -> Config {
+    let mut c = event_clock_config(brokers);
+    c.kafka
+        .consumer
+        .insert("session.timeout.ms".into(), "6000".into());
+    c
+}
+
 fn cluster_with_topics(
     partitions: i32,
 ) -> (
@@ -39,7 +50,7 @@ fn cluster_with_topics(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let config = event_clock_config(&brokers);
+    let config = mock_config(&brokers);
     let lines = scenario_lines();
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines);
@@ -148,7 +159,7 @@ async fn refusal(topics: &[(&str, i32)]) -> String {
     for (t, n) in topics {
         cluster.create_topic(t, *n, 1).unwrap();
     }
-    let config = event_clock_config(&cluster.bootstrap_servers());
+    let config = mock_config(&cluster.bootstrap_servers());
     pipeline::run(
         &config,
         &config.kafka.brokers,
@@ -182,7 +193,7 @@ async fn refuses_inputs_or_changelog_that_are_not_co_partitioned() {
 async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     init_logs();
     let (cluster, brokers) = cluster_with_topics(2);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     config.engine.clock = churnwatch::config::RunClock::Wall;
     // Local snapshots only: a restore through the changelog needs a
     // produced fence, which the outage below would refuse.
@@ -329,7 +340,7 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_latency_and_consumer_lag_come_from_the_running_pipeline() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     // No snapshot round before the end: the group commits nothing while
     // the test looks, which used to hide the lag series.
     config.state.snapshot_interval = Duration::from_secs(3600);
@@ -449,7 +460,7 @@ fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let config = event_clock_config(&brokers);
+    let config = mock_config(&brokers);
     let raw = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/hostile.jsonl"
@@ -525,7 +536,7 @@ async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_reflects_a_broker_outage() {
     let (cluster, brokers) = cluster_with_topics(2);
-    let config = event_clock_config(&brokers);
+    let config = mock_config(&brokers);
     let stop = CancellationToken::new();
     let Running { handle: svc, api } = spawn_run(&config, Store::default(), &stop).await;
     let api = format!("{api}/readyz");
@@ -572,7 +583,7 @@ enum Outage {
 /// on what the service did (retries counted in its metrics), not on a clock.
 async fn webhook_outage_delivers_everything_after_recovery(outage: Outage) {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     let lines = scenario_lines();
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines);
@@ -703,7 +714,7 @@ async fn webhook_endpoint_failing_through_an_outage_gets_every_alert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_without_an_event_or_on_the_wrong_topic_are_dead_lettered() {
     let (_cluster, brokers) = cluster_with_topics(1);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     config.state.dir = std::path::PathBuf::new();
     config.kafka.changelog_topic = String::new();
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
@@ -785,7 +796,7 @@ async fn a_state_dir_left_by_another_cluster_is_refused_and_the_partitions_rebui
     let lines = scenario_lines();
     // A first cluster: run to the end, leaving snapshots in the state dir.
     let (_first, first_brokers) = cluster_with_topics(3);
-    let mut config = event_clock_config(&first_brokers);
+    let mut config = mock_config(&first_brokers);
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines);
     let (done, _) = run_until_alerts(&config, expected.len()).await;
@@ -825,7 +836,7 @@ async fn a_state_dir_left_by_another_cluster_is_refused_and_the_partitions_rebui
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_the_producer_refuses_for_good_is_counted_and_stalls_nothing() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     // Smaller than the 100 kB input (which the broker accepted): its dead
     // letter can never be produced, like a 1.5 MB one under the default.
     config
@@ -870,7 +881,7 @@ async fn a_dead_letter_the_producer_refuses_for_good_is_counted_and_stalls_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_with_no_state_is_rebuilt_from_the_input_without_emitting_again() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     config.kafka.changelog_topic = String::new();
     let lines = common::broker::population_lines(400, 3, 120);
     let expected = replay_alerts(&config, &lines);
@@ -1014,7 +1025,7 @@ async fn wall_clock_tiers_track_a_backlog_uninterrupted_and_after_an_early_crash
     };
     for crash_early in [false, true] {
         let (_cluster, brokers) = cluster_with_topics(3);
-        let mut config = event_clock_config(&brokers);
+        let mut config = mock_config(&brokers);
         config.engine.clock = churnwatch::config::RunClock::Wall;
         config.engine.max_future_skew = Duration::from_secs(86_400);
         produce_lines(&config, &lines).await;
@@ -1068,7 +1079,7 @@ fn ids_of(log: &[Received]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_endpoint_holds_back_neither_ingestion_nor_other_endpoints() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     let lines = scenario_lines();
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines);
@@ -1108,7 +1119,7 @@ async fn a_slow_endpoint_holds_back_neither_ingestion_nor_other_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_survive_a_kill_during_an_endpoint_outage() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let config = event_clock_config(&brokers);
+    let config = mock_config(&brokers);
     let lines = scenario_lines();
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines);
@@ -1235,7 +1246,7 @@ fn refired_under_new_ids(records: &[Record]) -> Vec<String> {
 async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() {
     use rand::{Rng, SeedableRng};
     let (_cluster, brokers) = cluster_with_topics(3);
-    let config = event_clock_config(&brokers);
+    let config = mock_config(&brokers);
     let lines = backlog_ending_now(4_000, 90);
     produce_lines(&config, &lines).await;
     let dir = tempfile::tempdir().unwrap();
@@ -1342,7 +1353,7 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_events_beyond_the_limit_pause_the_input_and_lose_nothing() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let mut config = event_clock_config(&brokers);
+    let mut config = mock_config(&brokers);
     config.engine.max_held_events = 20;
     let lines = common::broker::population_lines(300, 4, 60);
     produce_lines(&config, &lines).await;

@@ -49,11 +49,6 @@ pub fn event_clock_config(brokers: &str) -> Config {
         .expect("state dir")
         .keep();
     c.state.snapshot_interval = Duration::from_millis(300);
-    // rdkafka's mock cluster expires a stopped member only after its
-    // session timeout (it does not act on the leave): keep restarts quick.
-    c.kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
     c
 }
 
