@@ -433,12 +433,17 @@ fn snapshot_owner(config: &Config) -> churnwatch::state::snapshot::Owner {
 
 /// The service's `/metrics` text.
 async fn scrape(api: &str) -> String {
+    try_scrape(api).await.expect("metrics text")
+}
+
+/// The `/metrics` text of a service that may be down.
+async fn try_scrape(api: &str) -> Option<String> {
     reqwest::get(format!("{api}/metrics"))
         .await
-        .expect("scrape")
+        .ok()?
         .text()
         .await
-        .expect("metrics text")
+        .ok()
 }
 
 /// The value of a sample in Prometheus text, by name and labels.
@@ -659,18 +664,7 @@ async fn webhook_outage_delivers_everything_after_recovery(outage: Outage) {
             receiver_on(listener, Behaviour::Ok).1
         }
     };
-    let delivered = |log: &[Received]| -> std::collections::BTreeSet<String> {
-        log.iter()
-            .filter(|r| r.at >= recovers)
-            .filter_map(|r| {
-                r.headers
-                    .get("webhook-id")?
-                    .to_str()
-                    .ok()
-                    .map(str::to_string)
-            })
-            .collect()
-    };
+    let delivered = |log: &[Received]| ids_of(log.iter().filter(|r| r.at >= recovers));
     let all = eventually(Duration::from_secs(30), || {
         delivered(&hooks.lock().unwrap()) == keys
     })
@@ -1062,10 +1056,9 @@ fn webhook_ids(alerts: &[serde_json::Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The `webhook-id`s a receiver answered with success, given its log and
-/// whether it was failing then.
-fn ids_of(log: &[Received]) -> BTreeSet<String> {
-    log.iter()
+/// The `webhook-id`s of these requests.
+fn ids_of<'a>(log: impl IntoIterator<Item = &'a Received>) -> BTreeSet<String> {
+    log.into_iter()
         .filter_map(|r| {
             r.headers
                 .get("webhook-id")?
@@ -1093,14 +1086,14 @@ async fn a_slow_endpoint_holds_back_neither_ingestion_nor_other_endpoints() {
     let stop = CancellationToken::new();
     let svc = spawn_run(&config, Store::default(), &stop).await;
     let ok_done = eventually(Duration::from_secs(60), || {
-        ids_of(&ok_seen.lock().unwrap()) == webhook_ids(&expected)
+        ids_of(ok_seen.lock().unwrap().iter()) == webhook_ids(&expected)
             && read_topic(&brokers, "churn-alerts").len() >= expected.len()
     })
     .await;
     let slow_while = slow_seen.lock().unwrap().len();
     gate.close();
     let slow_done = eventually(Duration::from_secs(30), || {
-        ids_of(&slow_seen.lock().unwrap()) == webhook_ids(&expected)
+        ids_of(slow_seen.lock().unwrap().iter()) == webhook_ids(&expected)
     })
     .await;
     stop.cancel();
@@ -1128,6 +1121,7 @@ async fn webhooks_survive_a_kill_during_an_endpoint_outage() {
     let dir = tempfile::tempdir().unwrap();
     let dead_file = dir.path().join("dead.jsonl");
     let cfg = dir.path().join("churnwatch.toml");
+    let log = dir.path().join("run.log");
     std::fs::write(
         &cfg,
         format!(
@@ -1141,18 +1135,7 @@ async fn webhooks_survive_a_kill_during_an_endpoint_outage() {
         ),
     )
     .unwrap();
-    let start = || {
-        common::broker::Process(
-            std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("churnwatch runs"),
-        )
-    };
+    let start = || common::broker::run_instance(&cfg, &log);
     let mut first = start();
     // Every alert produced, and the endpoint has been tried and failed.
     let produced = eventually(Duration::from_secs(60), || {
@@ -1267,25 +1250,7 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
         ),
     )
     .unwrap();
-    let start = || {
-        common::broker::Process(
-            std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .env("RUST_LOG", "info,librdkafka=warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&log)
-                        .map(std::process::Stdio::from)
-                        .unwrap_or_else(|_| std::process::Stdio::null()),
-                )
-                .spawn()
-                .expect("churnwatch runs"),
-        )
-    };
+    let start = || common::broker::run_instance(&cfg, &log);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let api = format!("http://{http}");
     // Caught up once the watermark (wall time, moved only after the
@@ -1293,12 +1258,7 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
     let caught_up = |since: f64| {
         let api = api.clone();
         async move {
-            let text = reqwest::get(format!("{api}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = try_scrape(&api).await?;
             metric_value(&text, "churnwatch_watermark_timestamp_seconds", &[]).map(|w| w > since)
         }
     };

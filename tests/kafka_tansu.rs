@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use churnwatch::config::Config;
 use churnwatch::engine::store::Store;
-use common::broker::{Process, Tansu, population_lines, ready};
+use common::broker::{Tansu, population_lines, ready};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,27 +218,7 @@ async fn kill_9_at_random_points_loses_no_alert() {
         expected.len()
     );
 
-    let start = || {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env(
-                "RUST_LOG",
-                std::env::var("CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .map(std::process::Stdio::from)
-                    .unwrap_or_else(|_| std::process::Stdio::null()),
-            )
-            .spawn()
-            .expect("churnwatch runs");
-        Process(child)
-    };
+    let start = || common::broker::run_instance(&cfg, &log);
     // The whole stream is on the broker first (tansu 0.6 reports high
     // watermarks per batch, so "caught up" cannot be judged while producing);
     // the instance is then killed at random points while consuming it.

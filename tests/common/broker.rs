@@ -145,3 +145,27 @@ pub async fn ready(url: &str, limit: Duration) -> bool {
     }
     false
 }
+
+/// `churnwatch run --config cfg` as a child process, its log appended to
+/// `log` (`CHILD_LOG` sets its `RUST_LOG`).
+pub fn run_instance(cfg: &std::path::Path, log: &std::path::Path) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env(
+            "RUST_LOG",
+            std::env::var("CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        )
+        .spawn()
+        .expect("churnwatch runs");
+    Process(child)
+}
