@@ -1232,14 +1232,12 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
     let config = mock_config(&brokers);
     let lines = backlog_ending_now(4_000, 90);
     produce_lines(&config, &lines).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("churnwatch.toml");
-    // The instances' logs; `KEEP_LOG=path` keeps them after the test.
-    let log = std::env::var_os("KEEP_LOG").map_or_else(|| dir.path().join("run.log"), Into::into);
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let common::broker::InstanceFiles {
+        dir: _dir,
+        cfg,
+        log,
+        http,
+    } = common::broker::instance_files();
     std::fs::write(
         &cfg,
         format!(

@@ -192,14 +192,12 @@ async fn kill_9_at_random_points_loses_no_alert() {
     let mut config = event_clock_config(&tansu.brokers);
     config.state.snapshot_interval = Duration::from_millis(200);
     tansu.create_topics(&config, 3).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("churnwatch.toml");
-    // The instances' logs; `KEEP_LOG=path` keeps them after the test.
-    let log = std::env::var_os("KEEP_LOG").map_or_else(|| dir.path().join("run.log"), Into::into);
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let common::broker::InstanceFiles {
+        dir: _dir,
+        cfg,
+        log,
+        http,
+    } = common::broker::instance_files();
     std::fs::write(
         &cfg,
         format!(

@@ -169,3 +169,31 @@ pub fn run_instance(cfg: &std::path::Path, log: &std::path::Path) -> Process {
         .expect("churnwatch runs");
     Process(child)
 }
+
+/// Where a child instance's config and log go, and a free port for its API.
+pub struct InstanceFiles {
+    /// Holds the files until the test ends.
+    pub dir: tempfile::TempDir,
+    /// Its config file (the test writes it).
+    pub cfg: std::path::PathBuf,
+    /// Its log; `KEEP_LOG=path` keeps it after the test.
+    pub log: std::path::PathBuf,
+    /// A loopback address nothing listens on yet.
+    pub http: std::net::SocketAddr,
+}
+
+/// Fresh [`InstanceFiles`].
+pub fn instance_files() -> InstanceFiles {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("churnwatch.toml");
+    let log = std::env::var_os("KEEP_LOG").map_or_else(|| dir.path().join("run.log"), Into::into);
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    InstanceFiles {
+        dir,
+        cfg,
+        log,
+        http,
+    }
+}
