@@ -37,7 +37,9 @@ use rustc_hash::FxHashMap;
 
 use alert::Alert;
 use customer::{Customer, MaybeTs, Windows};
-use event::{DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts};
+use event::{
+    CustomerKey, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts,
+};
 use reconcile::Scope;
 use rep::RepCustomers;
 use rule::{Check, Limits, Point};
@@ -148,6 +150,10 @@ struct Core {
     purchases: (u64, u64),
     /// Ranked customers as of the last recompute.
     ranked_at_recompute: usize,
+    /// Customers forgotten (`engine.forget_after`) and not yet taken by the
+    /// changelog writer, with their partition.
+    forgotten: Vec<(u16, CustomerKey)>,
+    track_forgotten: bool,
     /// A restore brought thresholds that may be older than its customers:
     /// recompute at the next chance (wall clock).
     recompute_soon: bool,
@@ -227,6 +233,8 @@ impl Engine {
                 purchases: (0, 0),
                 ranked_at_recompute: 0,
                 recompute_soon: false,
+                forgotten: Vec::new(),
+                track_forgotten: false,
                 tickets: FxHashMap::default(),
                 rep_customers: RepCustomers::default(),
                 horizon: None,
@@ -547,6 +555,7 @@ impl Engine {
     pub fn evict_partition(&mut self, partition: u16) -> usize {
         let gone = self.remove_where(|c| c.partition == partition);
         self.core.held.retain(|h| h.partition != partition);
+        self.core.forgotten.retain(|(p, _)| *p != partition);
         gone
     }
 
@@ -578,14 +587,39 @@ impl Engine {
             return;
         };
         let before = Ts(t.0.saturating_sub(after));
+        let mut forgotten = Vec::new();
         let n = self.remove_where(|c| {
             let last = [c.last_purchase.get(), c.last_contact.get()]
                 .into_iter()
                 .flatten()
                 .fold(c.first_seen, Ts::max);
-            last < before && c.monetary_total() == 0.0 && c.firing == 0 && c.open_tickets == 0
+            let idle =
+                last < before && c.monetary_total() == 0.0 && c.firing == 0 && c.open_tickets == 0;
+            if idle {
+                forgotten.push((c.partition, c.id.clone()));
+            }
+            idle
         });
         self.core.stats.customers_forgotten += n as u64;
+        if self.core.track_forgotten {
+            self.core.forgotten.extend(forgotten);
+        }
+    }
+
+    /// Keeps the ids of forgotten customers for [`Engine::take_forgotten`]
+    /// (on only where a changelog writer takes them, so nothing piles up).
+    pub fn track_forgotten(&mut self) {
+        self.core.track_forgotten = true;
+    }
+
+    /// The customers of `partition` forgotten since the last call, so the
+    /// changelog can drop them too.
+    pub fn take_forgotten(&mut self, partition: u16) -> Vec<CustomerKey> {
+        let (mine, rest) = std::mem::take(&mut self.core.forgotten)
+            .into_iter()
+            .partition(|(p, _)| *p == partition);
+        self.core.forgotten = rest;
+        mine.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Moves the watermark to `now`: fires every deadline < `now`, runs due

@@ -220,6 +220,10 @@ pub async fn run(
     for tp in roster_parts {
         step.progress.assign(tp, Instant::now(), false);
     }
+    if !config.kafka.changelog_topic.is_empty() && !config.state.dir.as_os_str().is_empty() {
+        // Snapshot rounds write the forgotten customers' tombstones.
+        step.engine.track_forgotten();
+    }
     let local = match config.state.dir.as_os_str().is_empty() {
         true => None,
         false => Some(Local {

@@ -276,8 +276,11 @@ impl Partitions {
             };
             tracing::debug!(partition = p, customers = snap.state.customers.len(), offsets = ?snap.offsets, watermark = ?snap.state.clock.watermark, "writing snapshot");
             let records = match (&mut self.changelog, handover) {
-                (Some(c), Handover::Changelog) => match c.changes.round(&snap.state, &snap.offsets)
-                {
+                (Some(c), Handover::Changelog) => match c.changes.round(
+                    &snap.state,
+                    &step.engine.take_forgotten(snap.state.partition),
+                    &snap.offsets,
+                ) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         step.metrics().encode_failed("changelog");

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::engine::customer::MaybeRep;
-use crate::engine::event::{RepKey, Ts};
+use crate::engine::event::{CustomerKey, RepKey, Ts};
 use crate::engine::rep::RepIdx;
 use crate::engine::{ClockState, CustomerState, PartitionState};
 
@@ -62,6 +62,9 @@ pub enum Entry {
         /// Its departure, if any.
         departed: Option<Ts>,
     },
+    /// A customer forgotten (`engine.forget_after`): drops its earlier
+    /// entries, so a hand-over does not bring it back.
+    Forgotten(CustomerKey),
 }
 
 impl Entry {
@@ -93,10 +96,18 @@ impl Changes {
     pub fn round(
         &mut self,
         state: &PartitionState,
+        forgotten: &[CustomerKey],
         offsets: &[(String, i64)],
     ) -> Result<Vec<Record>, postcard::Error> {
         let sent = self.sent.entry(state.partition).or_default();
         let mut out = Vec::new();
+        for id in forgotten {
+            sent.remove(&xxh3_64(id.as_bytes()));
+            out.push((
+                id.as_bytes().to_vec(),
+                Entry::Forgotten(id.clone()).encode()?,
+            ));
+        }
         for c in &state.customers {
             let rep = c
                 .customer
@@ -153,12 +164,17 @@ pub fn fold(
     let mut roster: FxHashMap<RepKey, Option<Ts>> = FxHashMap::default();
     let mut pending = Vec::new();
     let mut pending_reps = Vec::new();
+    let mut pending_forgotten = Vec::new();
     let mut last = None;
     for e in entries {
         match e {
             Entry::Customer { state, rep } => pending.push((state, rep)),
             Entry::Rep { id, departed } => pending_reps.push((id, departed)),
+            Entry::Forgotten(id) => pending_forgotten.push(id),
             Entry::Meta { offsets, clock } => {
+                for id in pending_forgotten.drain(..) {
+                    done.remove(id.as_str());
+                }
                 for (state, rep) in pending.drain(..) {
                     done.insert(state.customer.id.to_string(), (state, rep));
                 }
@@ -259,16 +275,16 @@ mod tests {
         let mut changes = Changes::default();
         let first = engine_after(&[A, B]);
         let r1 = changes
-            .round(&first.partition_state(0), &[("calls".into(), 1)])
+            .round(&first.partition_state(0), &[], &[("calls".into(), 1)])
             .unwrap();
         assert_eq!(r1.len(), 4, "two customers, rep r1 and the meta");
         let again = changes
-            .round(&first.partition_state(0), &[("calls".into(), 1)])
+            .round(&first.partition_state(0), &[], &[("calls".into(), 1)])
             .unwrap();
         assert_eq!(again.len(), 1, "nothing changed: only the meta");
         let second = engine_after(&[A, B, A2]);
         let r2 = changes
-            .round(&second.partition_state(0), &[("calls".into(), 2)])
+            .round(&second.partition_state(0), &[], &[("calls".into(), 2)])
             .unwrap();
         assert_eq!(r2.len(), 3, "customer a, the new rep r2 and the meta");
         assert_eq!(r2[0].0, b"a");
@@ -283,11 +299,11 @@ mod tests {
         let mut changes = Changes::default();
         let first = engine_after(&[A, B]);
         let r1 = changes
-            .round(&first.partition_state(0), &[("calls".into(), 1)])
+            .round(&first.partition_state(0), &[], &[("calls".into(), 1)])
             .unwrap();
         let second = engine_after(&[A, B, A2]);
         let mut r2 = changes
-            .round(&second.partition_state(0), &[("calls".into(), 2)])
+            .round(&second.partition_state(0), &[], &[("calls".into(), 2)])
             .unwrap();
         r2.pop();
         let log: Vec<Entry> = [r1, r2].iter().flat_map(|r| decoded(r)).collect();
@@ -312,7 +328,7 @@ mod tests {
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let e = engine_after(&refs);
         let round = Changes::default()
-            .round(&e.partition_state(0), &[("calls".into(), 6_000)])
+            .round(&e.partition_state(0), &[], &[("calls".into(), 6_000)])
             .unwrap();
         assert_eq!(round.len(), 5_000 + 5_000 + 1, "customers, reps, meta");
         let largest = round.iter().map(|(k, v)| k.len() + v.len()).max().unwrap();
@@ -326,5 +342,30 @@ mod tests {
         assert_eq!(c0.tickets.len(), 100, "engine.max_open_tickets");
         assert_eq!(c0.customer.open_tickets, 100);
         assert_eq!(e.stats().tickets_forgotten, 900);
+    }
+
+    #[test]
+    fn a_forgotten_customer_is_dropped_from_the_folded_state() {
+        let mut changes = Changes::default();
+        let both = engine_after(&[A, B]);
+        let r1 = changes
+            .round(&both.partition_state(0), &[], &[("calls".into(), 1)])
+            .unwrap();
+        let only_b = engine_after(&[B]);
+        let r2 = changes
+            .round(
+                &only_b.partition_state(0),
+                &["a".into()],
+                &[("calls".into(), 2)],
+            )
+            .unwrap();
+        let log: Vec<Entry> = [r1, r2].iter().flat_map(|r| decoded(r)).collect();
+        let (state, _) = fold(0, log).unwrap();
+        let ids: Vec<&str> = state
+            .customers
+            .iter()
+            .map(|c| c.customer.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["b"]);
     }
 }
