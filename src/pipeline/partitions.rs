@@ -401,10 +401,17 @@ impl Partitions {
             );
             marks.insert(p, (committed, watermarks));
         }
-        for (p, choice) in restore::choose(candidates) {
+        let choices = restore::choose(candidates);
+        let from_changelog: Vec<i32> = choices
+            .iter()
+            .filter(|(_, c)| matches!(c, Choice::Changelog { .. }))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut changelog_states = self.changelog_states(&from_changelog, sink).await;
+        for (p, choice) in choices {
             let restored = match choice {
                 Choice::Snapshot(snap) => Some((snap.round, snap.state, snap.offsets, "snapshot")),
-                Choice::Changelog { fallback } => match self.changelog_state(p, sink).await {
+                Choice::Changelog { fallback } => match changelog_states.remove(&p) {
                     Some((state, offsets)) => Some((0, state, offsets, "changelog")),
                     None => fallback.map(|s| (s.round, s.state, s.offsets, "snapshot")),
                 },
@@ -567,14 +574,56 @@ impl Partitions {
         found.unwrap_or_default()
     }
 
-    /// Partition `p`'s state as of its last complete changelog round.
-    async fn changelog_state(
+    /// The given partitions' states as of their last complete changelog
+    /// round, read in parallel (one blocking reader each), so restoring
+    /// several partitions takes as long as the slowest one
+    /// (`CHANGELOG_READ_LIMIT` at most), well inside the group's
+    /// `max.poll.interval.ms`. A partition left out had nothing readable.
+    async fn changelog_states(
         &self,
-        p: i32,
+        partitions: &[i32],
         sink: &Sink,
-    ) -> Option<(PartitionState, Vec<(String, i64)>)> {
+    ) -> BTreeMap<i32, (PartitionState, Vec<(String, i64)>)> {
+        let mut found = BTreeMap::new();
+        let Some(c) = self.changelog.as_ref() else {
+            return found;
+        };
+        let mut reads = tokio::task::JoinSet::new();
+        for &p in partitions {
+            let Some(nonce) = self.fence(p, sink).await else {
+                continue;
+            };
+            let (reader, topic) = (c.reader.clone(), c.topic.clone());
+            reads.spawn_blocking(move || {
+                (
+                    p,
+                    read_to_fence(&reader, &topic, p, nonce, CHANGELOG_READ_LIMIT),
+                )
+            });
+        }
+        while let Some(read) = reads.join_next().await {
+            match read {
+                Ok((p, Ok(entries))) => {
+                    if let Some(state) = u16::try_from(p)
+                        .ok()
+                        .and_then(|n| changelog::fold(n, entries))
+                    {
+                        found.insert(p, state);
+                    }
+                }
+                Ok((p, Err(e))) => {
+                    tracing::warn!(partition = p, error = %e, "changelog unreadable; rebuilding from Kafka")
+                }
+                Err(e) => tracing::warn!(error = %e, "changelog reader failed"),
+            }
+        }
+        found
+    }
+
+    /// Writes a fresh fence to changelog partition `p`; its nonce once the
+    /// broker has it.
+    async fn fence(&self, p: i32, sink: &Sink) -> Option<u128> {
         let c = self.changelog.as_ref()?;
-        let number = u16::try_from(p).ok()?;
         let nonce: u128 = rand::random();
         let fence = match Entry::Fence(nonce).encode() {
             Ok(f) => f,
@@ -590,22 +639,7 @@ impl Partitions {
             tracing::warn!(partition = p, error = %e, "changelog fence not written");
             return None;
         }
-        let (reader, topic) = (c.reader.clone(), c.topic.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            read_to_fence(&reader, &topic, p, nonce, CHANGELOG_READ_LIMIT)
-        })
-        .await;
-        match read {
-            Ok(Ok(entries)) => changelog::fold(number, entries),
-            Ok(Err(e)) => {
-                tracing::warn!(partition = p, error = %e, "changelog unreadable; rebuilding from Kafka");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "changelog reader failed");
-                None
-            }
-        }
+        Some(nonce)
     }
 }
 
