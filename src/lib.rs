@@ -15,16 +15,20 @@
 //!   - `rep`: the rep roster and each rep's customers.
 //!   - `rule`: rules, per-tier limits, the pure evaluation of a rule.
 //!   - `reconcile`: applies evaluations (firing/resolved, episodes, timers).
+//!   - `partition`: a partition's state out and in (snapshots, restore,
+//!     eviction, forgotten customers).
 //!   - `alert`: alerts, ids, JSON.
 //!   - `watermark`: engine time, due timers, reorder buffer.
 //! - [`config`]: the config tree, defaults, validation, engine settings.
 //! - [`pipeline`]: `run`, the engine inside the Kafka adapters: wiring and
 //!   phases; `step` (the engine step), `partitions` (restore, snapshot
-//!   rounds, revocation), `restore` (the pure restore choice), `acker`
-//!   (ordered confirmations, offsets, alert latency).
+//!   rounds, revocation), `restore` (the pure restore choice), `recovery`
+//!   (tails and rebuilds still to re-read), `acker` (ordered confirmations,
+//!   offsets, alert latency).
 //! - [`kafka`]: `client` (the one client builder), `source` (group consumer,
 //!   roster reader, start-up checks), `sink` (producers), `changelog`
-//!   (reading the state changelog), `offsets` and `progress` (pure bookkeeping).
+//!   (reading the state changelog), `topics` (creating and checking
+//!   churnwatch's own topics), `offsets` and `progress` (pure bookkeeping).
 //! - [`state`]: partition state at rest: `snapshot` files and the
 //!   `changelog` record format.
 //! - [`replay`]: runs the engine over JSON-lines files in event time.
