@@ -136,7 +136,7 @@ pub enum RunClock {
     #[default]
     Wall,
     /// Event time across partitions: the watermark is the minimum over the
-    /// assigned partitions ([`Clock::PartitionMinimum`]).
+    /// assigned partitions ([`crate::engine::watermark::Clock::PartitionMinimum`]).
     Event,
 }
 
