@@ -1102,9 +1102,11 @@ async fn a_slow_endpoint_holds_back_neither_ingestion_nor_other_endpoints() {
         ok_done,
         "the other endpoint and the alert topic got everything while one endpoint hung"
     );
-    assert_eq!(
-        slow_while, 1,
-        "the slow endpoint was still on its first alert"
+    // At most its first alert in flight (its group may join after the
+    // other endpoint's has delivered everything): the endpoint holds it.
+    assert!(
+        slow_while <= 1,
+        "the slow endpoint got past its first alert: {slow_while}"
     );
     assert!(slow_done, "the slow endpoint catches up once it answers");
 }
