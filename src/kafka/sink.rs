@@ -4,9 +4,9 @@
 //! service stops, so an alert is never dropped by a broker outage.
 //!
 //! An error no retry can cure (record too large, unknown topic, not
-//! authorised: [`permanent`]) ends the record instead: the acker counts it
-//! in `churnwatch_produce_failures_total{topic,reason}` and goes on, so one
-//! record can never stall the instance. Dead letters are cut to
+//! authorised: [`permanent`]) ends the record instead: the sink counts it
+//! in `churnwatch_produce_failures_total{topic,reason}` and the acker goes
+//! on, so one record can never stall the instance. Dead letters are cut to
 //! `kafka.dead_letter_max_bytes` first (the original size and a SHA-256 of
 //! the whole payload go in headers), so a message the broker accepted as
 //! input always fits as a dead letter.
@@ -219,8 +219,8 @@ impl Sink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) if permanent(&e).is_some() => {
-                    out.refused = permanent(&e);
+                Err((e, _)) if let Some(reason) = permanent(&e) => {
+                    out.refused = Some(reason);
                     return out;
                 }
                 Err((e, _)) => {
@@ -258,8 +258,8 @@ impl Sink {
             };
             match result {
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err((e, _))) if permanent(&e).is_some() => {
-                    out.refused = permanent(&e);
+                Ok(Err((e, _))) if let Some(reason) = permanent(&e) => {
+                    out.refused = Some(reason);
                     continue;
                 }
                 Ok(Err((e, _))) => {

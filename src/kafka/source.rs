@@ -190,13 +190,7 @@ pub async fn input_consumer(
     let partitions = check_co_partitioned(&consumer, &config.input_topics)?;
     let topic = &config.changelog_topic;
     if !topic.is_empty() {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let found = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .filter(|&n| n > 0);
+        let (found, brokers_up) = partition_count(&consumer, topic)?;
         if let Some(n) = found.filter(|&n| n != partitions) {
             let mut shown: Vec<String> = config
                 .input_topics
@@ -207,18 +201,28 @@ pub async fn input_consumer(
             return Err(SourceError::NotCoPartitioned(shown.join(", ")));
         }
         let admin = client_config(config, brokers, Role::Admin);
-        super::topics::ensure_changelog(
-            &admin,
-            topic,
-            partitions,
-            md.brokers().len(),
-            found.is_some(),
-        )
-        .await?;
+        super::topics::ensure_changelog(&admin, topic, partitions, brokers_up, found.is_some())
+            .await?;
     }
     let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok((consumer, partitions))
+}
+
+/// A topic's partition count (`None`: it does not exist) and the number of
+/// brokers in the cluster, from one metadata request (blocking).
+pub fn partition_count<C: Consumer<SourceContext>>(
+    consumer: &C,
+    topic: &str,
+) -> Result<(Option<usize>, usize), KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let n = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|&n| n > 0);
+    Ok((n, md.brokers().len()))
 }
 
 /// Refuses input topics with different partition counts.
@@ -228,13 +232,8 @@ pub fn check_co_partitioned<C: Consumer<SourceContext>>(
 ) -> Result<usize, SourceError> {
     let mut counts = Vec::new();
     for topic in topics {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let n = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .filter(|&n| n > 0)
+        let n = partition_count(consumer, topic)?
+            .0
             .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
         counts.push((topic.clone(), n));
     }

@@ -240,7 +240,7 @@ pub async fn run(
         &config.webhooks,
         &config.kafka,
         brokers,
-        &step.metrics().clone(),
+        step.metrics(),
         &stopping,
         &tracker,
     )?;
@@ -333,17 +333,10 @@ async fn repartitioned(
     let counts = tokio::task::spawn_blocking(move || {
         topics
             .iter()
+            // A topic that is gone counts as no partitions: a change too.
             .map(|t| {
-                let md = consumer
-                    .fetch_metadata(Some(t), Duration::from_secs(10))
-                    .ok()?;
-                let n = md
-                    .topics()
-                    .iter()
-                    .find(|m| m.name() == t)?
-                    .partitions()
-                    .len();
-                Some((t.clone(), n))
+                let (n, _) = source::partition_count(&*consumer, t).ok()?;
+                Some((t.clone(), n.unwrap_or(0)))
             })
             .collect::<Option<Vec<_>>>()
     })

@@ -90,8 +90,7 @@ impl Recovery {
     }
 
     /// Notes a consumed message of an input topic-partition (engine
-    /// partition `partition`) and says how to apply it; `ts` is its event
-    /// time if it decoded.
+    /// partition `partition`) and says how to apply it.
     pub fn message(&mut self, tp: &TopicPartition, partition: u16, offset: i64) -> Apply {
         if let Some(&high) = self.tail.get(tp)
             && offset + 1 >= high

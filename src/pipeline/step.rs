@@ -180,13 +180,13 @@ impl Step {
     /// under the event clock) the minimum over partitions.
     pub async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {
         let now_wall = Ts(chrono::Utc::now().timestamp_millis());
-        let caught_up: Vec<TopicPartition> = self
+        let no_lag: Vec<TopicPartition> = self
             .recovery
             .tails()
             .filter(|tp| consumer.context().lag(tp) == Some(0))
             .cloned()
             .collect();
-        for tp in caught_up {
+        for tp in no_lag {
             self.recovery.caught_up(&tp);
         }
         let caught_up = !self.recovery.catching_up() && self.progress.has_input();
