@@ -252,13 +252,7 @@ impl Endpoint {
                 tracing::debug!(endpoint = %self.config.name, error = %e, "offset not stored (partition revoked)");
             }
         }
-        let committed = tokio::task::spawn_blocking(move || {
-            consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-        })
-        .await;
-        if let Ok(Err(e)) = committed {
-            tracing::debug!(endpoint = %self.config.name, error = %e, "final webhook commit");
-        }
+        crate::kafka::source::commit_stored(consumer).await;
     }
 
     /// Attempts until delivered or dead-lettered (true), or stopped while

@@ -6,7 +6,7 @@
 //! by the service once what a message caused is safe.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -207,6 +207,18 @@ pub async fn input_consumer(
     let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok((consumer, partitions))
+}
+
+/// Commits the offsets the consumer stored, off the async threads (at
+/// shutdown: what was stored since the last auto-commit is not lost).
+pub async fn commit_stored(consumer: Arc<InputConsumer>) {
+    let committed = tokio::task::spawn_blocking(move || {
+        consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+    })
+    .await;
+    if let Ok(Err(e)) = committed {
+        tracing::debug!(error = %e, "final commit");
+    }
 }
 
 /// A topic's partition count (`None`: it does not exist) and the number of

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -302,12 +302,7 @@ pub async fn run(
             phases.await
         }
     };
-    let consumer = clients.consumer.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
-    if let Ok(Err(e)) = committed {
-        tracing::debug!(error = %e, "final commit");
-    }
+    source::commit_stored(clients.consumer.clone()).await;
     http_stop.cancel();
     if let Ok(Err(e)) = http_task.await {
         tracing::warn!(error = %e, "HTTP API stopped with an error");
