@@ -1341,3 +1341,91 @@ async fn held_events_beyond_the_limit_pause_the_input_and_lose_nothing() {
         "the input was paused for back-pressure:\n{text}"
     );
 }
+
+/// Issue #14 item 7: a snapshot round that waits long on the broker (the
+/// alert topic's leader answers after 10 s) keeps polling the group, so the
+/// member never exceeds `max.poll.interval.ms` (6 s here) and its
+/// partitions are never lost and restored again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_waiting_on_a_slow_broker_keeps_the_partitions() {
+    init_logs();
+    let cluster = MockCluster::new(2).expect("mock cluster");
+    for t in ["purchases", "calls", "tickets", "churnwatch-state"] {
+        cluster.create_topic(t, 2, 1).expect("topic");
+    }
+    for t in ["reps", "churn-dead-letters", "churn-alerts"] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
+    for t in ["purchases", "calls", "tickets", "churnwatch-state"] {
+        for p in 0..2 {
+            cluster.partition_leader(t, p, Some(1)).expect("leader");
+        }
+    }
+    for t in ["reps", "churn-dead-letters"] {
+        cluster.partition_leader(t, 0, Some(1)).expect("leader");
+    }
+    cluster
+        .partition_leader("churn-alerts", 0, Some(2))
+        .expect("leader");
+    let brokers = cluster.bootstrap_servers();
+    let mut config = mock_config(&brokers);
+    cluster
+        .coordinator(
+            rdkafka::mocking::MockCoordinator::Group(config.kafka.group_id.clone()),
+            1,
+        )
+        .expect("coordinator");
+    config
+        .kafka
+        .consumer
+        .insert("max.poll.interval.ms".into(), "6000".into());
+    let stop = CancellationToken::new();
+    let svc = spawn_run(&config, Store::default(), &stop).await;
+    let restores = |text: &str| {
+        ["snapshot", "changelog", "rebuild"]
+            .iter()
+            .filter_map(|s| metric_value(text, "churnwatch_restores_total", &[("source", s)]))
+            .sum::<f64>()
+    };
+    let assigned =
+        common::broker::ready(&format!("{}/readyz", svc.api), Duration::from_secs(60)).await;
+    assert!(
+        assigned,
+        "both partitions assigned (fresh: nothing to restore)"
+    );
+
+    cluster
+        .broker_round_trip_time(2, Duration::from_secs(10))
+        .expect("rtt");
+    let lines = scenario_lines();
+    produce_lines(&config, &lines).await;
+    let expected = replay_alerts(&config, &lines);
+    let inputs = lines
+        .iter()
+        .filter(|l| !l.contains(r#""type":"rep""#))
+        .count() as i64;
+    // Everything applied, acknowledged after the slow broker's answers and
+    // covered by a round: by then a member that stopped polling has been
+    // dropped from the group and has restored its partitions again.
+    let covered = eventually(Duration::from_secs(120), || {
+        committed(&brokers, &config, 2) >= inputs
+    })
+    .await;
+    cluster
+        .broker_round_trip_time(2, Duration::ZERO)
+        .expect("rtt");
+    let text = scrape(&svc.api).await;
+    stop.cancel();
+    svc.handle.await.expect("join").expect("service");
+    assert!(covered, "offsets committed past the input");
+    assert_eq!(
+        distinct(&parse_alerts(&read_topic(&brokers, "churn-alerts"))),
+        distinct(&expected),
+        "every alert, as replay gives them"
+    );
+    assert_eq!(
+        restores(&text),
+        0.0,
+        "the partitions stayed with the member through the slow round: never lost and restored"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -25,8 +25,18 @@ use crate::config::KafkaConfig;
 pub enum Rebalanced {
     /// Partitions given to this member.
     Assigned(Vec<TopicPartition>),
-    /// Partitions taken away.
-    Revoked(Vec<TopicPartition>),
+    /// Partitions taken away. With `handover` the group waits (librdkafka
+    /// holds the rejoin until the unassign) for the service to write their
+    /// state and commit, then to call [`SourceContext::release`], so the
+    /// next owner starts exactly where this one stopped; without it they
+    /// were lost (session expired) or the consumer is closing, and are
+    /// already gone.
+    Revoked {
+        /// The partitions taken away.
+        partitions: Vec<TopicPartition>,
+        /// Whether the group waits for their handover.
+        handover: bool,
+    },
 }
 
 /// Consumer context: collects rebalances and, from librdkafka's periodic
@@ -34,6 +44,10 @@ pub enum Rebalanced {
 /// broker is reachable (no blocking broker call).
 pub struct SourceContext {
     rebalances: Mutex<Vec<Rebalanced>>,
+    /// Whether a service loop is there to hand revoked partitions over.
+    deferring: std::sync::atomic::AtomicBool,
+    /// A revoke whose unassign waits for [`SourceContext::release`].
+    unassign_pending: std::sync::atomic::AtomicBool,
     high_watermarks: Mutex<BTreeMap<TopicPartition, i64>>,
     lags: Mutex<BTreeMap<TopicPartition, i64>>,
     /// False once a statistics report shows no broker up (outage).
@@ -44,6 +58,8 @@ impl Default for SourceContext {
     fn default() -> Self {
         Self {
             rebalances: Mutex::default(),
+            deferring: std::sync::atomic::AtomicBool::new(false),
+            unassign_pending: std::sync::atomic::AtomicBool::new(false),
             high_watermarks: Mutex::default(),
             lags: Mutex::default(),
             brokers_up: std::sync::atomic::AtomicBool::new(true),
@@ -81,6 +97,51 @@ impl SourceContext {
     fn push(&self, r: Rebalanced) {
         lock(&self.rebalances).push(r);
     }
+
+    /// From now on revokes wait for [`SourceContext::release`]; the guard
+    /// ends that (and releases what is pending) when dropped, so a closing
+    /// consumer is never left waiting for a loop that is gone.
+    pub fn defer_revokes(consumer: &Arc<InputConsumer>) -> DeferGuard {
+        consumer
+            .context()
+            .deferring
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        DeferGuard(consumer.clone())
+    }
+
+    /// Completes a deferred revoke: the partitions leave this member and
+    /// the group rebalance goes on.
+    pub fn release<C: Consumer<SourceContext>>(&self, consumer: &C) {
+        if self
+            .unassign_pending
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = unassign(consumer)
+        {
+            tracing::warn!(error = %e, "unassign after handover failed");
+        }
+    }
+}
+
+/// See [`SourceContext::defer_revokes`].
+pub struct DeferGuard(Arc<InputConsumer>);
+
+impl Drop for DeferGuard {
+    fn drop(&mut self) {
+        let context = self.0.context();
+        context
+            .deferring
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        context.release(self.0.as_ref());
+    }
+}
+
+fn unassign<C: Consumer<SourceContext>>(consumer: &C) -> Result<(), KafkaError> {
+    match consumer.rebalance_protocol() {
+        rdkafka::consumer::RebalanceProtocol::Cooperative => {
+            consumer.incremental_unassign(&consumer.assignment()?)
+        }
+        _ => consumer.unassign(),
+    }
 }
 
 /// A poisoned lock still holds usable plain data here.
@@ -117,15 +178,51 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.push(Rebalanced::Revoked(partitions(tpl)));
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.push(Rebalanced::Assigned(partitions(tpl)));
+    /// Kafka Streams' handover on revoke: a revoke is not acknowledged to
+    /// librdkafka here but by [`SourceContext::release`], once the service
+    /// has written the partitions' state and committed their offsets
+    /// (librdkafka holds the rejoin until then, within the rebalance
+    /// timeout). Lost partitions and a closing consumer unassign at once.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr::*;
+        use std::sync::atomic::Ordering::SeqCst;
+        let done = match err {
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = match consumer.rebalance_protocol() {
+                    rdkafka::consumer::RebalanceProtocol::Cooperative => {
+                        consumer.incremental_assign(tpl)
+                    }
+                    _ => consumer.assign(tpl),
+                };
+                self.push(Rebalanced::Assigned(partitions(tpl)));
+                assigned
+            }
+            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let handover = self.deferring.load(SeqCst) && !consumer.assignment_lost();
+                self.push(Rebalanced::Revoked {
+                    partitions: partitions(tpl),
+                    handover,
+                });
+                match handover {
+                    true => {
+                        self.unassign_pending.store(true, SeqCst);
+                        Ok(())
+                    }
+                    false => unassign(consumer),
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; unassigning");
+                unassign(consumer)
+            }
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "rebalance assignment call failed");
         }
     }
 }

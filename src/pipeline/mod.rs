@@ -384,6 +384,7 @@ impl Consuming<'_> {
     /// Returns when `stopping` is cancelled or the acker is gone, or with
     /// the new partition counts when an input topic's count changed.
     async fn run(&mut self, config: &Config, stopping: &CancellationToken) -> Option<String> {
+        let _handing_over = source::SourceContext::defer_revokes(&self.c.consumer);
         let mut ticker = tokio::time::interval(config.engine.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let every = config.state.snapshot_interval;
@@ -421,7 +422,14 @@ impl Consuming<'_> {
                     );
                 }
                 _ = snapshot_ticker.tick() => {
-                    self.parts.snapshot_owned(self.step, self.ack_tx, &c.consumer, &c.sink).await;
+                    let held = self.step.paused().to_vec();
+                    let ((), back) = polling(
+                        &c.consumer,
+                        &held,
+                        self.parts.snapshot_owned(self.step, self.ack_tx, &c.consumer, &c.sink),
+                    )
+                    .await;
+                    self.parts.seek_back(back);
                 }
                 _ = topology.tick() => {
                     if let Some(counts) = repartitioned(&c.consumer, &config.kafka.input_topics, c.partitions).await {
@@ -449,22 +457,89 @@ impl Consuming<'_> {
         for r in c.consumer.context().take_rebalances() {
             match r {
                 Rebalanced::Assigned(tps) => {
-                    self.parts
-                        .assigned(self.step, tps, &c.consumer, &c.sink)
-                        .await;
+                    let held = self.step.paused().to_vec();
+                    let ((), back) = polling(
+                        &c.consumer,
+                        &held,
+                        self.parts.assigned(self.step, tps, &c.consumer, &c.sink),
+                    )
+                    .await;
+                    self.parts.seek_back(back);
                     self.ready
                         .report(!self.parts.is_empty() && !self.step.recovery.rebuilding_any());
                 }
-                Rebalanced::Revoked(tps) => {
+                Rebalanced::Revoked {
+                    partitions,
+                    handover,
+                } => {
                     self.ready.report(false);
-                    self.parts
-                        .revoked(self.step, tps, self.ack_tx, &c.consumer, &c.sink)
-                        .await;
+                    let held = self.step.paused().to_vec();
+                    let ((), back) = polling(
+                        &c.consumer,
+                        &held,
+                        self.parts.revoked(
+                            self.step,
+                            partitions,
+                            handover,
+                            self.ack_tx,
+                            &c.consumer,
+                            &c.sink,
+                        ),
+                    )
+                    .await;
+                    self.parts.seek_back(back);
+                    if handover {
+                        source::commit_stored(c.consumer.clone()).await;
+                        c.consumer.context().release(c.consumer.as_ref());
+                    }
                 }
             }
         }
         self.parts.seek(&c.consumer);
     }
+}
+
+/// Runs `work` (a snapshot round, a restore, a handover: each may wait on
+/// the broker for long) while still polling the group consumer, so the
+/// wait never exceeds `max.poll.interval.ms` (librdkafka would leave the
+/// group and the partitions would be lost and restored again). The input
+/// is paused meanwhile (`held`: already paused for back-pressure, left as
+/// it is), so nothing is consumed ahead and lags stay true; a message that
+/// was already on its way is not applied, and the first offset per
+/// partition is returned for [`Partitions::seek_back`].
+async fn polling<T>(
+    consumer: &InputConsumer,
+    held: &[(String, i32)],
+    work: impl Future<Output = T>,
+) -> (T, std::collections::BTreeMap<(String, i32), i64>) {
+    let mut paused = rdkafka::TopicPartitionList::new();
+    if let Ok(assigned) = consumer.assignment() {
+        for e in assigned.elements() {
+            if !held
+                .iter()
+                .any(|(t, p)| t == e.topic() && *p == e.partition())
+            {
+                paused.add_partition(e.topic(), e.partition());
+            }
+        }
+    }
+    if let Err(e) = consumer.pause(&paused) {
+        tracing::debug!(error = %e, "input not paused for the wait");
+    }
+    tokio::pin!(work);
+    let mut first = std::collections::BTreeMap::new();
+    let out = loop {
+        tokio::select! {
+            biased;
+            out = &mut work => break out,
+            m = consumer.recv() => if let Ok(m) = m {
+                first.entry((m.topic().to_string(), m.partition())).or_insert(m.offset());
+            }
+        }
+    };
+    // Partitions revoked meanwhile are refused here; nothing to undo.
+    let _ = consumer.resume(&paused);
+    (out, first)
 }
 
 /// The draining phase: wait (bounded) for every task,

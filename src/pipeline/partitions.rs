@@ -54,9 +54,10 @@ pub struct Local {
 /// Whether a snapshot round also goes to the changelog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handover {
-    /// Owned partitions: local files and a changelog round.
+    /// Owned partitions, and revoked ones being handed over: local files
+    /// and a changelog round.
     Changelog,
-    /// Revoked partitions: their next owner may already be writing the
+    /// Lost partitions: their next owner may already be writing the
     /// changelog, so only a local file (the next owner may be us).
     LocalOnly,
 }
@@ -124,12 +125,15 @@ impl Partitions {
     /// owned key per message.
     pub fn admit(&self, topic: &str, partition: i32, offset: i64) -> bool {
         let is = |(t, p): &TopicPartition| *p == partition && t == topic;
-        !(self
-            .restored_from
-            .iter()
-            .any(|(tp, &next)| is(tp) && offset < next)
-            || self.seeks.keys().any(is)
-            || self.fresh_seeks.iter().any(is))
+        // A message fetched before its partition was revoked is the next
+        // owner's.
+        self.numbers.contains(&partition)
+            && !(self
+                .restored_from
+                .iter()
+                .any(|(tp, &next)| is(tp) && offset < next)
+                || self.seeks.keys().any(is)
+                || self.fresh_seeks.iter().any(is))
     }
 
     /// Notes the offsets a step released.
@@ -154,21 +158,28 @@ impl Partitions {
         self.restore(step, &numbers, consumer, sink).await;
     }
 
-    /// Lets revoked partitions go: a local snapshot first (the next owner
-    /// may be this machine again), then their state is dropped.
+    /// Lets revoked partitions go: with `handover` a full round (snapshot
+    /// and changelog, offsets stored) so the next owner starts where this
+    /// one stopped and nothing is emitted twice; lost partitions get a
+    /// local snapshot only (another member may own them already). Then
+    /// their state is dropped.
     pub async fn revoked(
         &mut self,
         step: &mut Step,
         tps: Vec<TopicPartition>,
+        handover: bool,
         ack_tx: &mpsc::Sender<Ack>,
         consumer: &InputConsumer,
         sink: &Sink,
     ) {
-        tracing::info!(partitions = ?tps, "revoked");
+        tracing::info!(partitions = ?tps, handover, "revoked");
         let numbers = partition_numbers(&tps);
         if self.barrier(step, ack_tx).await {
-            self.write_round(step, &numbers, consumer, sink, Handover::LocalOnly)
-                .await;
+            let kind = match handover {
+                true => Handover::Changelog,
+                false => Handover::LocalOnly,
+            };
+            self.write_round(step, &numbers, consumer, sink, kind).await;
         }
         for tp in &tps {
             step.revoke(tp);
@@ -499,6 +510,18 @@ impl Partitions {
                     tracing::debug!(topic, partition = p, error = %e, "seek not possible yet; trying again");
                     self.seeks.insert((topic, p), offset);
                 }
+            }
+        }
+    }
+
+    /// Seeks owned partitions back to messages received but not applied
+    /// (see [`super::polling`]), unless a seek is already pending there.
+    pub fn seek_back(&mut self, first: BTreeMap<TopicPartition, i64>) {
+        for ((topic, p), offset) in first {
+            if self.numbers.contains(&p) {
+                self.seeks
+                    .entry((topic, p))
+                    .or_insert(rdkafka::Offset::Offset(offset));
             }
         }
     }

@@ -327,6 +327,11 @@ impl Step {
         }
     }
 
+    /// Input partitions paused for back-pressure.
+    pub fn paused(&self) -> &[TopicPartition] {
+        &self.paused
+    }
+
     /// Forgets a revoked partition's pending offsets, progress and recovery.
     pub fn revoke(&mut self, tp: &TopicPartition) {
         self.paused.retain(|p| p != tp);

@@ -43,9 +43,11 @@ pub fn event_clock_config(brokers: &str) -> Config {
     c.engine.idle_timeout = Duration::from_secs(1);
     c.engine.tick_interval = Duration::from_millis(50);
     c.engine.max_future_skew = Duration::from_secs(100 * 365 * 86_400);
+    // Under the target dir, so a run's state dirs go with `cargo clean`
+    // rather than piling up in /tmp.
     c.state.dir = tempfile::Builder::new()
         .prefix("churnwatch-state-")
-        .tempdir()
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("state dir")
         .keep();
     c.state.snapshot_interval = Duration::from_millis(300);
@@ -420,5 +422,34 @@ pub async fn spawn_run(
     Running {
         handle,
         api: format!("http://{addr}"),
+    }
+}
+
+/// Sum of the group's committed offsets over the input topics.
+pub fn committed(brokers: &str, config: &Config, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &config.kafka.group_id)
+        .create()
+    {
+        Ok(c) => c,
+        Err(_) => return 0,
+    };
+    let mut tpl = TopicPartitionList::new();
+    for t in &config.kafka.input_topics {
+        for p in 0..partitions {
+            let _ = tpl.add_partition(t, p);
+        }
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(c) => c
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum(),
+        Err(_) => 0,
     }
 }
