@@ -8,8 +8,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use churnwatch::config::Config;
