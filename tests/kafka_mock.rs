@@ -1429,3 +1429,39 @@ async fn a_round_waiting_on_a_slow_broker_keeps_the_partitions() {
         "the partitions stayed with the member through the slow round: never lost and restored"
     );
 }
+
+/// Issue #14 item 6: an input topic whose partition count no longer
+/// matches the count at start (here it vanishes, as when it is deleted to
+/// be recreated with more partitions) would split customers between
+/// partitions: the running instance notices within its 30 s check and
+/// stops with an error naming every count. (On tansu the same deletion
+/// crashes librdkafka's metadata cache in any client, so the mock's
+/// metadata error stands in for it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_topic_that_changes_under_a_running_instance_stops_it() {
+    let (cluster, brokers) = cluster_with_topics(2);
+    let config = mock_config(&brokers);
+    produce_lines(&config, &scenario_lines()).await;
+    let stop = CancellationToken::new();
+    let store = Store::default();
+    let svc = spawn_run(&config, store.clone(), &stop).await;
+    let consumed = eventually(Duration::from_secs(60), || !store.is_empty()).await;
+    assert!(consumed, "the service consumed");
+    cluster
+        .topic_error(
+            "tickets",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .expect("topic error");
+    let ended = tokio::time::timeout(Duration::from_secs(90), svc.handle).await;
+    stop.cancel();
+    let err = ended
+        .expect("stopped within the check interval")
+        .expect("join")
+        .expect_err("a changed partition count ends the run");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("from 2 to") && shown.contains("tickets=0") && shown.contains("purchases=2"),
+        "names every count: {shown}"
+    );
+}

@@ -52,6 +52,14 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// count at start.
 const TOPOLOGY_CHECK: Duration = Duration::from_secs(30);
 
+/// How long a round, restore or handover runs before [`polling`] pauses
+/// the input and polls the consumer beside it: far below any sensible
+/// `max.poll.interval.ms` (default 300 s), and long enough that ordinary
+/// rounds never pause (a resume refetches, which costs a fetch, and on
+/// brokers that answer mid-batch fetches with the next batch, such as
+/// tansu 0.6, would skip records).
+const POLL_GRACE: Duration = Duration::from_secs(1);
+
 /// Readiness turns false when the engine loop has not reported for this
 /// long (at least; 20 ticks if longer).
 const READINESS_STALE: Duration = Duration::from_secs(5);
@@ -502,16 +510,25 @@ impl Consuming<'_> {
 /// Runs `work` (a snapshot round, a restore, a handover: each may wait on
 /// the broker for long) while still polling the group consumer, so the
 /// wait never exceeds `max.poll.interval.ms` (librdkafka would leave the
-/// group and the partitions would be lost and restored again). The input
-/// is paused meanwhile (`held`: already paused for back-pressure, left as
-/// it is), so nothing is consumed ahead and lags stay true; a message that
-/// was already on its way is not applied, and the first offset per
-/// partition is returned for [`Partitions::seek_back`].
+/// group and the partitions would be lost and restored again). Work done
+/// within [`POLL_GRACE`] (the usual case) touches nothing; past it the
+/// input is paused (`held`: already paused for back-pressure, left as it
+/// is), so nothing is consumed ahead and lags stay true, and polled until
+/// the work is done; a message that was already on its way is not
+/// applied, and the first offset per partition is returned for
+/// [`Partitions::seek_back`].
 async fn polling<T>(
     consumer: &InputConsumer,
     held: &[(String, i32)],
     work: impl Future<Output = T>,
 ) -> (T, std::collections::BTreeMap<(String, i32), i64>) {
+    tokio::pin!(work);
+    let mut first = std::collections::BTreeMap::new();
+    tokio::select! {
+        biased;
+        out = &mut work => return (out, first),
+        () = tokio::time::sleep(POLL_GRACE) => {}
+    }
     let mut paused = rdkafka::TopicPartitionList::new();
     if let Ok(assigned) = consumer.assignment() {
         for e in assigned.elements() {
@@ -526,8 +543,6 @@ async fn polling<T>(
     if let Err(e) = consumer.pause(&paused) {
         tracing::debug!(error = %e, "input not paused for the wait");
     }
-    tokio::pin!(work);
-    let mut first = std::collections::BTreeMap::new();
     let out = loop {
         tokio::select! {
             biased;
