@@ -64,21 +64,112 @@ impl Default for StateConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address of the HTTP API (metrics, health, customers, alerts).
+    /// Address of the data API (customers, alerts; needs a token unless it
+    /// is loopback-only, see `tokens`).
     pub bind: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`, unauthenticated and
+    /// nothing else, so scrapers and probes never hold a data credential.
+    pub ops_bind: String,
     /// `/healthz` answers 503 once the engine loop has made no progress
     /// for this long (it turns at least every `engine.tick_interval`), so
     /// an orchestrator restarts a stalled instance.
     #[serde(with = "humantime_serde")]
     pub liveness_timeout: Duration,
+    /// PEM certificate chain: with `tls_key`, the data listener speaks TLS
+    /// only (reloaded on SIGHUP and when either file changes).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Who may use the data API. None: loopback only, and only for
+    /// requests addressed to a loopback host name.
+    pub tokens: Vec<TokenConfig>,
+    /// A data request (headers, body and answer) taking longer is answered
+    /// 408.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Data requests served at once; more wait their turn.
+    pub max_concurrent_requests: usize,
+    /// Largest accepted request body on the data listener, in bytes.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:9898".into(),
+            ops_bind: "127.0.0.1:9899".into(),
             liveness_timeout: Duration::from_secs(60),
+            tls_cert: None,
+            tls_key: None,
+            tokens: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 64,
+            max_body_bytes: 64 * 1024,
         }
+    }
+}
+
+/// `[[http.tokens]]`: one credential for the data API. The token itself
+/// is never in the config: either a file holding it or its SHA-256.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it; logged with each write action (the token never is).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// A file whose content (surrounding whitespace trimmed) is the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Hex of the token's SHA-256 (`printf %s "$TOKEN" | sha256sum`).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token_file", &self.token_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a data API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read customers and alerts.
+    Viewer,
+    /// Read, and the write actions (any method other than GET and HEAD).
+    Operator,
+}
+
+/// librdkafka properties passed through; `Debug` shows the keys only, since
+/// values include `sasl.password` and key material.
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for Properties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
     }
 }
 
@@ -237,9 +328,9 @@ pub struct KafkaConfig {
     pub changelog_topic: String,
     /// librdkafka consumer properties, passed through as they are (TLS,
     /// SASL, timeouts). Values are never logged.
-    pub consumer: BTreeMap<String, String>,
+    pub consumer: Properties,
     /// librdkafka producer properties, passed through as they are.
-    pub producer: BTreeMap<String, String>,
+    pub producer: Properties,
     /// A dead letter's key and payload together are cut to this many bytes
     /// (headers then carry the original size and a SHA-256 of the whole
     /// payload), so an input the broker accepted always fits as a dead
@@ -257,8 +348,8 @@ impl Default for KafkaConfig {
             alert_topic: "churn-alerts".into(),
             dead_letter_topic: "churn-dead-letters".into(),
             changelog_topic: "churnwatch-state".into(),
-            consumer: BTreeMap::new(),
-            producer: BTreeMap::new(),
+            consumer: Properties::default(),
+            producer: Properties::default(),
             dead_letter_max_bytes: 256 * 1024,
         }
     }
@@ -388,6 +479,16 @@ pub struct WebhookConfig {
     /// JSON-lines file of undeliverable alerts.
     #[serde(default = "default_dead_letter_file")]
     pub dead_letter_file: PathBuf,
+    /// Allow targets on loopback, private, link-local, unique-local or
+    /// unspecified addresses (checked on every resolved address at connect
+    /// time); off, so a webhook cannot be aimed into the network churnwatch
+    /// runs in.
+    #[serde(default)]
+    pub allow_private_network: bool,
+    /// Proxy for this endpoint (`http://host:port`); proxy environment
+    /// variables are ignored. Never logged (it may carry credentials).
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -424,6 +525,34 @@ impl WebhookConfig {
         }
         if self.backoff_initial > self.backoff_max {
             return Err("backoff_initial must not exceed backoff_max".into());
+        }
+        if self.secret.key().len() < 24 {
+            return Err(
+                "secret must decode to at least 24 bytes (Standard Webhooks minimum)".into(),
+            );
+        }
+        let url = reqwest::Url::parse(&self.url).map_err(|_| "url does not parse".to_string())?;
+        if let Some(host) = url.host()
+            && !self.allow_private_network
+        {
+            let literal = match host {
+                url::Host::Ipv4(a) => Some(std::net::IpAddr::V4(a)),
+                url::Host::Ipv6(a) => Some(std::net::IpAddr::V6(a)),
+                url::Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => {
+                    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+                }
+                url::Host::Domain(_) => None,
+            };
+            if let Some(ip) = literal.filter(|ip| !crate::webhook::target::is_public(*ip)) {
+                return Err(format!(
+                    "url points at {ip}, a loopback, private, link-local or unspecified address; set allow_private_network = true if that is intended"
+                ));
+            }
+        }
+        if let Some(p) = &self.proxy
+            && reqwest::Proxy::all(p).is_err()
+        {
+            return Err("proxy is not a proxy URL".into());
         }
         Ok(())
     }
@@ -536,6 +665,14 @@ pub enum ConfigError {
     Guaranteed {
         /// The table and property.
         key: String,
+    },
+    /// An `[[http.tokens]]` entry is unusable (the index counts from 0).
+    #[error("invalid config value `http.tokens[{index}]`: {why}")]
+    Token {
+        /// The entry's position.
+        index: usize,
+        /// What is wrong with it.
+        why: String,
     },
     /// A `[[webhooks]]` entry is unusable (the index counts from 0).
     #[error("invalid config value `webhooks[{index}]`: {why}")]
@@ -700,8 +837,45 @@ impl Config {
         if self.state.snapshot_interval < Duration::from_millis(100) {
             return invalid("state.snapshot_interval", "must be at least 100ms");
         }
-        if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
+        let h = &self.http;
+        let Ok(bind) = h.bind.parse::<std::net::SocketAddr>() else {
             return invalid("http.bind", "must be an address like 127.0.0.1:9898");
+        };
+        if h.ops_bind.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("http.ops_bind", "must be an address like 127.0.0.1:9899");
+        }
+        if h.tokens.is_empty() && !bind.ip().is_loopback() {
+            return invalid(
+                "http.tokens",
+                "a non-loopback http.bind needs at least one [[http.tokens]] entry (the data API holds customer data)",
+            );
+        }
+        if h.tls_cert.is_some() != h.tls_key.is_some() {
+            return invalid("http.tls_cert", "tls_cert and tls_key go together");
+        }
+        if h.request_timeout.is_zero() || h.max_concurrent_requests == 0 || h.max_body_bytes == 0 {
+            return invalid(
+                "http.request_timeout",
+                "request_timeout, max_concurrent_requests and max_body_bytes must be positive",
+            );
+        }
+        let mut token_names = std::collections::BTreeSet::new();
+        for (index, t) in h.tokens.iter().enumerate() {
+            let why = if t.name.is_empty() {
+                Some("name must not be empty".to_string())
+            } else if !token_names.insert(t.name.as_str()) {
+                Some(format!("name `{}` is used twice", t.name))
+            } else {
+                match (&t.token_file, &t.token_sha256) {
+                    (Some(_), None) => None,
+                    (None, Some(h)) if h.len() == 64 && hex::decode(h).is_ok() => None,
+                    (None, Some(_)) => Some("token_sha256 must be 64 hex digits".into()),
+                    _ => Some("give exactly one of token_file and token_sha256".into()),
+                }
+            };
+            if let Some(why) = why {
+                return Err(ConfigError::Token { index, why });
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (index, w) in self.webhooks.iter().enumerate() {
@@ -735,8 +909,38 @@ fn parse_error(text: &str, e: &toml::de::Error, key: &str) -> ConfigError {
         } else {
             format!("{key}: ")
         },
-        message: e.message().to_string(),
+        message: without_values(e.message()),
     }
+}
+
+/// A parser message with the values it quotes left out (`invalid type:
+/// string "…"`, `unknown variant `…``), so a secret given under the wrong
+/// key or with the wrong type is never echoed; key names stay.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        match after.find('"') {
+            Some(close) => {
+                out.push_str("…\"");
+                rest = &after[close + 1..];
+            }
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    const VARIANT: &str = "unknown variant `";
+    if let Some(at) = out.find(VARIANT) {
+        let start = at + VARIANT.len();
+        if let Some(len) = out[start..].find('`') {
+            out.replace_range(start..start + len, "…");
+        }
+    }
+    out
 }
 
 fn invalid<T>(key: &'static str, why: &str) -> Result<T, ConfigError> {
@@ -771,13 +975,12 @@ mod tests {
 
     #[test]
     fn webhook_errors_name_the_entry_and_never_echo_the_secret() {
-        let text =
-            "[[webhooks]]\nname = \"team\"\nurl = \"ftp://x\"\nsecret = \"whsec_c2VjcmV0\"\n";
+        let text = "[[webhooks]]\nname = \"team\"\nurl = \"ftp://x\"\nsecret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
         let err = Config::parse(text).unwrap_err().to_string();
         assert!(err.contains("webhooks[0]") && err.contains("url"), "{err}");
         let ok = Config::parse(&text.replace("ftp://x", "https://x")).unwrap();
         assert!(
-            !format!("{ok:?}").contains("c2VjcmV0"),
+            !format!("{ok:?}").contains("MDEyMzQ1"),
             "Debug redacts the secret"
         );
     }
@@ -792,6 +995,89 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_never_echo_a_value() {
+        for text in [
+            "[kafka]\nbrokers = \"sasl-secret-1\"\ngroup_id = 3\n[kafka.consumer]\n\"sasl.password\" = 5\n",
+            "[engine]\nclock = \"sasl-secret-2\"\n",
+            "[http]\nliveness_timeout = \"sasl-secret-3\"\n",
+            "[kafka.consumer]\n\"sasl.password\" = \"sasl-secret-4\n",
+            "[[webhooks]]\nname = \"t\"\nurl = \"https://x\"\nsecret = 42\nproxy = \"sasl-secret-5\"\n",
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(!err.contains("sasl-secret"), "{err}");
+            assert!(err.contains("<text>:"), "names the position: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let text = "[kafka.consumer]\n\"sasl.password\" = \"pw-value-1\"\n\
+             [[http.tokens]]\nname = \"ops\"\nrole = \"viewer\"\ntoken_sha256 = \"aa00000000000000000000000000000000000000000000000000000000000000\"\n\
+             [[webhooks]]\nname = \"t\"\nurl = \"https://user:pw-value-2@example.com/x\"\n\
+             secret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\nproxy = \"http://u:pw-value-3@proxy:3128\"\n";
+        let c = Config::parse(text).expect("parses");
+        let shown = format!("{c:?}");
+        for secret in ["pw-value", "aa0000", "MDEyMzQ1"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("sasl.password"), "keys stay visible");
+    }
+
+    #[test]
+    fn a_short_webhook_secret_or_an_inward_target_is_refused_naming_the_entry() {
+        let entry = |url: &str, secret: &str| {
+            format!("[[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{secret}\"\n")
+        };
+        let long = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let err = Config::parse(&entry("https://x.example", "whsec_c2hvcnQ="))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhooks[0]") && err.contains("24 bytes"),
+            "{err}"
+        );
+        for url in [
+            "http://169.254.169.254/latest",
+            "http://127.0.0.1:8080/",
+            "http://[::1]/",
+            "http://10.0.0.5/",
+            "http://localhost/",
+            "http://2130706433/",
+        ] {
+            let err = Config::parse(&entry(url, long)).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks[0]") && err.contains("allow_private_network"),
+                "{url}: {err}"
+            );
+            let allowed = entry(url, long) + "allow_private_network = true\n";
+            assert!(Config::parse(&allowed).is_ok(), "{url} allowed when asked");
+        }
+        assert!(Config::parse(&entry("https://retention.example.com/churn", long)).is_ok());
+    }
+
+    #[test]
+    fn a_public_data_listener_needs_tokens_and_tokens_need_exactly_one_source() {
+        let err = Config::parse("[http]\nbind = \"0.0.0.0:9898\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.tokens"), "{err}");
+        let token = |extra: &str| {
+            format!(
+                "[http]\nbind = \"0.0.0.0:9898\"\n[[http.tokens]]\nname = \"a\"\nrole = \"operator\"\n{extra}"
+            )
+        };
+        assert!(Config::parse(&token("token_file = \"/run/secrets/t\"\n")).is_ok());
+        for bad in [
+            "",
+            "token_file = \"/t\"\ntoken_sha256 = \"00\"\n",
+            "token_sha256 = \"not-hex\"\n",
+        ] {
+            let err = Config::parse(&token(bad)).unwrap_err().to_string();
+            assert!(err.contains("http.tokens[0]"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -88,15 +88,20 @@ pub async fn run(
         options.customers, options.seed, options.speed
     ));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    // Free loopback ports: the demo needs no tokens (loopback-only API).
+    let loopback = crate::config::HttpConfig {
+        bind: "127.0.0.1:0".into(),
+        ops_bind: "127.0.0.1:0".into(),
+        ..config.http.clone()
+    };
+    let listeners = crate::http::Listeners::bind(&loopback)
         .await
-        .map_err(|source| pipeline::PipelineError::Bind {
-            addr: "127.0.0.1:0".into(),
-            source,
-        })?;
-    if let Ok(addr) = listener.local_addr() {
+        .map_err(pipeline::PipelineError::from)?;
+    if let (Ok(data), Ok(ops)) = (listeners.data.local_addr(), listeners.ops.local_addr()) {
         print(&format!(
-            "HTTP API: http://{addr}/metrics  /alerts  /customers/C0000001"
+            "data API: http://localhost:{}/alerts  /customers/C0000001   metrics: http://localhost:{}/metrics",
+            data.port(),
+            ops.port()
         ));
     }
     let token = CancellationToken::new();
@@ -107,7 +112,7 @@ pub async fn run(
             &service_config,
             &service_config.kafka.brokers,
             pipeline::Wiring {
-                http: Some(listener),
+                http: Some(listeners),
                 store: crate::engine::store::Store::seeded(rand::random()),
                 ..Default::default()
             },

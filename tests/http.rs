@@ -8,25 +8,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use churnwatch::config::Config;
+use churnwatch::config::{HttpConfig, Role, TokenConfig};
 use churnwatch::engine::Engine;
 use churnwatch::engine::alert::Status;
 use churnwatch::engine::customer::Windows;
 use churnwatch::engine::event::{Ts, decode};
 use churnwatch::engine::store::Store;
 use churnwatch::engine::watermark::Clock;
-use churnwatch::http::{ApiState, Readiness, serve};
+use churnwatch::http::{ApiState, Listeners, Readiness, start};
 use churnwatch::metrics::{DeliveryOutcome, Metrics};
 use common::*;
 
 struct Api {
+    /// The data API.
     base: String,
+    /// The operations listener.
+    ops: String,
     ready: Arc<Readiness>,
     firing_key1: String,
     registry: prometheus::Registry,
 }
 
-/// Replays the scenario up to 2026-03-31T11:00Z into a store and serves it.
+/// Replays the scenario up to 2026-03-31T11:00Z into a store and serves it
+/// with the default HTTP settings (no tokens: loopback only).
 async fn api() -> Api {
+    api_with(HttpConfig::default()).await
+}
+
+/// [`api`] with `http` (its addresses are replaced by free loopback ports).
+async fn api_with(http: HttpConfig) -> Api {
     let config = Config::default();
     let store = Store::default();
     let mut engine = Engine::with_store(&config.engine_settings(), Clock::Event, store.clone());
@@ -73,11 +83,29 @@ async fn api() -> Api {
         ready: ready.clone(),
         windows: Windows::new(&config.engine_settings()),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(listener, state, std::future::pending()));
+    let listeners = Listeners {
+        data: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ops: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let scheme = if http.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!(
+        "{scheme}://localhost:{}",
+        listeners.data.local_addr().unwrap().port()
+    );
+    let ops = format!(
+        "http://127.0.0.1:{}",
+        listeners.ops.local_addr().unwrap().port()
+    );
+    start(listeners, state, &http, std::future::pending())
+        .await
+        .expect("HTTP starts");
     Api {
         base,
+        ops,
         ready,
         firing_key1,
         registry,
@@ -92,10 +120,21 @@ async fn get(url: String) -> (u16, String) {
 #[tokio::test]
 async fn health_and_readiness() {
     let api = api().await;
-    assert_eq!(get(format!("{}/healthz", api.base)).await.0, 200);
-    assert_eq!(get(format!("{}/readyz", api.base)).await.0, 503);
+    assert_eq!(get(format!("{}/healthz", api.ops)).await.0, 200);
+    assert_eq!(get(format!("{}/readyz", api.ops)).await.0, 503);
     api.ready.report(true);
-    assert_eq!(get(format!("{}/readyz", api.base)).await.0, 200);
+    assert_eq!(get(format!("{}/readyz", api.ops)).await.0, 200);
+    for (listener, path) in [
+        (&api.base, "/metrics"),
+        (&api.ops, "/alerts"),
+        (&api.ops, "/customers/key1"),
+    ] {
+        assert_eq!(
+            get(format!("{listener}{path}")).await.0,
+            404,
+            "{path} is served on its own listener only"
+        );
+    }
 }
 
 #[tokio::test]
@@ -134,33 +173,50 @@ async fn active_alerts_filter_by_tier_rule_status_and_limit() {
             )
         }
     };
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["customer_id"].as_str().unwrap().to_string())
+            .collect()
+    };
     let (_, all) = list("").await;
-    let customers: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["customer_id"].as_str().unwrap())
-        .collect();
     // At 11:00 on 03-31: key1 recency, big2 contact gap, big4 handoffs fire.
-    assert_eq!(customers.len(), 3, "{all}");
+    assert_eq!(ids(&all).len(), 3, "{all}");
+    assert!(all["next"].is_null(), "one page holds them: {all}");
     let (_, a) = list("?status=firing&tier=A").await;
-    assert_eq!(a.as_array().unwrap().len(), 1);
-    assert_eq!(a[0]["customer_id"], "key1");
+    assert_eq!(ids(&a), ["key1"]);
     let (_, gap) = list("?rule=contact_gap").await;
-    assert_eq!(gap[0]["customer_id"], "big2");
-    let (_, one) = list("?limit=1").await;
-    assert_eq!(one.as_array().unwrap().len(), 1);
-    assert_eq!(one[0]["customer_id"], "big2", "newest first");
+    assert_eq!(ids(&gap), ["big2"]);
+    // Page by page with the cursor: the same order, nothing twice.
+    let mut paged = Vec::new();
+    let mut query = "?limit=1".to_string();
+    loop {
+        let (status, page) = list(&query).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => query = format!("?limit=1&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids(&all), "pages concatenate to the whole list");
+    assert_eq!(paged[0], "big2", "newest first");
     let (_, resolved) = list("?status=resolved").await;
-    assert_eq!(resolved.as_array().unwrap().len(), 0);
+    assert_eq!(ids(&resolved).len(), 0);
     assert_eq!(list("?status=maybe").await.0, 400);
     assert_eq!(list("?rule=nope").await.0, 400);
+    assert_eq!(list("?cursor=garbage").await.0, 400);
+    let (status, capped) = list("?limit=100000").await;
+    assert_eq!(status, 200, "a large limit is capped, not refused");
+    assert_eq!(ids(&capped).len(), 3);
 }
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_carry_the_contract_names() {
     let api = api().await;
-    let (status, text) = get(format!("{}/metrics", api.base)).await;
+    let (status, text) = get(format!("{}/metrics", api.ops)).await;
     assert_eq!(status, 200);
     for name in [
         "churnwatch_events_total{outcome=\"applied\",type=\"purchase\"}",
@@ -202,4 +258,238 @@ async fn metrics_pass_promtool_and_carry_the_contract_names() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A token held in a file and one given by its SHA-256, as an operator
+/// would configure them.
+fn tokens(dir: &std::path::Path) -> Vec<TokenConfig> {
+    use sha2::Digest;
+    let file = dir.join("operator.token");
+    std::fs::write(&file, "operator-token-7f3a\n").unwrap();
+    vec![
+        TokenConfig {
+            name: "dashboard".into(),
+            role: Role::Viewer,
+            token_file: None,
+            token_sha256: Some(hex::encode(sha2::Sha256::digest(b"viewer-token-c41d"))),
+        },
+        TokenConfig {
+            name: "retention-lead".into(),
+            role: Role::Operator,
+            token_file: Some(file),
+            token_sha256: None,
+        },
+    ]
+}
+
+async fn send(method: reqwest::Method, url: &str, token: Option<&str>) -> reqwest::Response {
+    let mut r = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.expect("request")
+}
+
+#[tokio::test]
+async fn tokens_decide_who_reads_and_who_writes_and_operations_need_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api_with(HttpConfig {
+        tokens: tokens(dir.path()),
+        ..HttpConfig::default()
+    })
+    .await;
+    let alerts = format!("{}/alerts", api.base);
+    for token in [None, Some("wrong"), Some("viewer-token-c41")] {
+        let r = send(reqwest::Method::GET, &alerts, token).await;
+        assert_eq!(r.status(), 401, "{token:?}");
+        assert_eq!(
+            r.headers()["www-authenticate"].to_str().unwrap(),
+            "Bearer realm=\"churnwatch\""
+        );
+        let body: serde_json::Value = r.json().await.expect("a JSON error body");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    for token in ["viewer-token-c41d", "operator-token-7f3a"] {
+        let r = send(reqwest::Method::GET, &alerts, Some(token)).await;
+        assert_eq!(r.status(), 200, "{token} reads");
+    }
+    let viewer_write = send(reqwest::Method::POST, &alerts, Some("viewer-token-c41d")).await;
+    assert_eq!(viewer_write.status(), 403, "a viewer may not write");
+    let operator_write = send(reqwest::Method::POST, &alerts, Some("operator-token-7f3a")).await;
+    assert_eq!(
+        operator_write.status(),
+        405,
+        "an operator passes the gate (no write action on /alerts yet)"
+    );
+    assert_eq!(get(format!("{}/metrics", api.ops)).await.0, 200);
+    assert_eq!(get(format!("{}/healthz", api.ops)).await.0, 200);
+}
+
+#[tokio::test]
+async fn without_tokens_only_loopback_host_names_are_answered() {
+    let api = api().await;
+    let url = format!("{}/alerts", api.base);
+    let with_host = |host: &'static str| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .get(&url)
+                .header("host", host)
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        with_host("evil.example").await,
+        421,
+        "DNS rebinding refused"
+    );
+    assert_eq!(with_host("evil.example:9898").await, 421);
+    assert_eq!(with_host("localhost:9898").await, 200);
+    assert_eq!(with_host("127.0.0.1").await, 200);
+}
+
+#[tokio::test]
+async fn a_non_loopback_data_listener_without_tokens_is_refused_at_start() {
+    let state = ApiState {
+        store: Store::default(),
+        registry: prometheus::Registry::new(),
+        ready: Arc::new(Readiness::new(
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        )),
+        windows: Windows::new(&Config::default().engine_settings()),
+    };
+    let listeners = Listeners {
+        data: tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap(),
+        ops: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let err = start(
+        listeners,
+        state,
+        &HttpConfig::default(),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("http.tokens"), "{err}");
+    let config_err = Config::parse("[http]\nbind = \"0.0.0.0:9898\"\n").unwrap_err();
+    assert!(
+        config_err.to_string().contains("http.tokens"),
+        "{config_err}"
+    );
+}
+
+#[tokio::test]
+async fn slow_clients_do_not_stall_the_api_for_others() {
+    use tokio::io::AsyncWriteExt;
+    let api = api_with(HttpConfig {
+        request_timeout: Duration::from_secs(2),
+        max_concurrent_requests: 4,
+        ..HttpConfig::default()
+    })
+    .await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    // Many connections that send half a request line and then nothing, and
+    // some that promise a body they never send.
+    let mut slow = Vec::new();
+    for i in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let start = if i % 2 == 0 {
+            "GET /alerts HTTP/1.1\r\nHost: local".to_string()
+        } else {
+            "POST /alerts HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{"
+                .to_string()
+        };
+        s.write_all(start.as_bytes()).await.unwrap();
+        slow.push(s);
+    }
+    for _ in 0..8 {
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), get(format!("{}/alerts", api.base)))
+                .await
+                .expect("answered while slow clients hang");
+        assert_eq!(answered.0, 200);
+    }
+    // The slow ones are answered (408) or closed once their time is up.
+    let mut ends = tokio::task::JoinSet::new();
+    for mut s in slow {
+        ends.spawn(async move {
+            let mut buf = [0u8; 256];
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+            )
+            .await
+            .is_ok()
+        });
+    }
+    let closed = ends
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|ended| *ended)
+        .count();
+    assert_eq!(closed, 64, "every slow connection was answered or closed");
+}
+
+/// A self-signed pair for `localhost`, written to `dir`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c, k, cert.cert.der().to_vec())
+}
+
+async fn served_certificate(url: &str, trust: &[u8]) -> Option<Vec<u8>> {
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(trust).ok()?)
+        .tls_info(true)
+        .build()
+        .ok()?;
+    let r = client.get(url).send().await.ok()?;
+    r.extensions()
+        .get::<reqwest::tls::TlsInfo>()?
+        .peer_certificate()
+        .map(<[u8]>::to_vec)
+}
+
+#[tokio::test]
+async fn tls_serves_the_data_api_and_picks_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, first) = self_signed(dir.path());
+    let api = api_with(HttpConfig {
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key.clone()),
+        ..HttpConfig::default()
+    })
+    .await;
+    let url = format!("{}/alerts", api.base);
+    assert_eq!(
+        served_certificate(&url, &first).await.as_deref(),
+        Some(&first[..])
+    );
+    let plain = reqwest::get(url.replace("https://", "http://")).await;
+    assert!(
+        plain.map_or(true, |r| !r.status().is_success()),
+        "no plain HTTP on the TLS listener"
+    );
+    // Renewed on disk: served without a restart.
+    let renewed_dir = tempfile::tempdir().unwrap();
+    let (c2, k2, second) = self_signed(renewed_dir.path());
+    std::fs::copy(&k2, &key).unwrap();
+    std::fs::copy(&c2, &cert).unwrap();
+    let mut picked_up = false;
+    for _ in 0..100 {
+        if served_certificate(&url, &second).await.as_deref() == Some(&second[..]) {
+            picked_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(picked_up, "the renewed certificate is served");
 }

@@ -61,19 +61,23 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     config.webhooks = team_webhook(&hook_url);
     let stop = CancellationToken::new();
     let store = Store::default();
-    let Running { handle: svc, api } = spawn_run(&config, store.clone(), &stop).await;
+    let Running {
+        handle: svc,
+        api,
+        ops,
+    } = spawn_run(&config, store.clone(), &stop).await;
     let done = eventually(Duration::from_secs(60), || {
         read_topic(&brokers, "churn-alerts").len() >= expected.len()
             && read_topic(&brokers, "churn-dead-letters").len() >= 2
             && hooks.lock().unwrap().len() >= expected.len()
     })
     .await;
-    let ready = reqwest::get(format!("{api}/readyz"))
+    let ready = reqwest::get(format!("{ops}/readyz"))
         .await
         .unwrap()
         .status()
         .as_u16();
-    let metrics = reqwest::get(format!("{api}/metrics"))
+    let metrics = reqwest::get(format!("{ops}/metrics"))
         .await
         .unwrap()
         .text()
@@ -234,14 +238,16 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     // acknowledgements it cannot get, which is the back-pressure.) Its open
     // episodes, from its own API, are the alerts it emitted.
     let open_alerts = || async {
-        let list: Vec<serde_json::Value> = reqwest::get(format!("{}/alerts", first.api))
+        let page: serde_json::Value = reqwest::get(format!("{}/alerts?limit=1000", first.api))
             .await
             .ok()?
             .json()
             .await
             .ok()?;
         Some(
-            list.iter()
+            page["alerts"]
+                .as_array()?
+                .iter()
                 .filter_map(|a| a["alert_id"].as_str().map(str::to_string))
                 .collect::<BTreeSet<String>>(),
         )
@@ -348,11 +354,13 @@ async fn alert_latency_and_consumer_lag_come_from_the_running_pipeline() {
     produce_lines(&config, &lines).await;
     let expected = replay_alerts(&config, &lines).len();
     let stop = CancellationToken::new();
-    let Running { handle: svc, api } = spawn_run(&config, Store::default(), &stop).await;
+    let Running {
+        handle: svc, ops, ..
+    } = spawn_run(&config, Store::default(), &stop).await;
     let mut scraped = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
-        let text = scrape(&api).await;
+        let text = scrape(&ops).await;
         let count = metric_value(&text, "churnwatch_alert_latency_seconds_count", &[]);
         let lag = metric_value(
             &text,
@@ -407,7 +415,7 @@ async fn run_until_alerts(config: &Config, n: usize) -> (bool, churnwatch::pipel
 /// One endpoint, `team`, at `url`, with the test secret and defaults.
 fn team_webhook(url: &str) -> Vec<churnwatch::config::WebhookConfig> {
     Config::parse(&format!(
-        "[[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{}\"\n",
+        "[[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{}\"\nallow_private_network = true\n",
         secret()
     ))
     .expect("webhook config")
@@ -543,8 +551,10 @@ async fn readiness_reflects_a_broker_outage() {
     let (cluster, brokers) = cluster_with_topics(2);
     let config = mock_config(&brokers);
     let stop = CancellationToken::new();
-    let Running { handle: svc, api } = spawn_run(&config, Store::default(), &stop).await;
-    let api = format!("{api}/readyz");
+    let Running {
+        handle: svc, ops, ..
+    } = spawn_run(&config, Store::default(), &stop).await;
+    let api = format!("{ops}/readyz");
     let ready = answers(&api, 200, Duration::from_secs(60)).await;
     assert!(ready, "ready once partitions are assigned");
     cluster.broker_down(1).expect("broker down");
@@ -618,7 +628,7 @@ async fn webhook_outage_delivers_everything_after_recovery(outage: Outage) {
     // Default retry budget and attempts; a short backoff keeps the retries
     // (and the wait after the recovery) quick.
     config.webhooks = Config::parse(&format!(
-        "[[webhooks]]\nname = \"team\"\nurl = \"http://{addr}/hook\"\nsecret = \"{}\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\ndead_letter_file = \"{}\"\n",
+        "[[webhooks]]\nname = \"team\"\nurl = \"http://{addr}/hook\"\nsecret = \"{}\"\nallow_private_network = true\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\ndead_letter_file = \"{}\"\n",
         secret(),
         dead_file.display()
     ))
@@ -638,7 +648,7 @@ async fn webhook_outage_delivers_everything_after_recovery(outage: Outage) {
     let mut retried = 0.0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while retried < wanted_retries && tokio::time::Instant::now() < deadline {
-        let text = scrape(&running.api).await;
+        let text = scrape(&running.ops).await;
         retried = metric_value(
             &text,
             "churnwatch_webhook_deliveries_total",
@@ -853,7 +863,7 @@ async fn a_dead_letter_the_producer_refuses_for_good_is_counted_and_stalls_nothi
     let mut done = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !done && tokio::time::Instant::now() < deadline {
-        text = scrape(&svc.api).await;
+        text = scrape(&svc.ops).await;
         done = counted(&text) == Some(1.0)
             && read_topic(&brokers, "churn-alerts").len() >= expected.len();
         if !done {
@@ -908,7 +918,7 @@ async fn a_partition_with_no_state_is_rebuilt_from_the_input_without_emitting_ag
         distinct(&parse_alerts(&read_topic(&brokers, "churn-alerts"))) == distinct(&expected)
     })
     .await;
-    let text = scrape(&b.api).await;
+    let text = scrape(&b.ops).await;
     stop.cancel();
     b.handle.await.expect("join").expect("second run");
     let got = parse_alerts(&read_topic(&brokers, "churn-alerts"));
@@ -982,7 +992,7 @@ async fn tiers_once_caught_up(config: &Config, customers: usize) -> (f64, f64) {
     let mut counts = (0.0, 0.0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while tokio::time::Instant::now() < deadline {
-        let text = scrape(&svc.api).await;
+        let text = scrape(&svc.ops).await;
         let lag_zero = (0..3).all(|p| {
             ["purchases", "calls", "tickets"].iter().all(|t| {
                 metric_value(
@@ -1129,8 +1139,8 @@ async fn webhooks_survive_a_kill_during_an_endpoint_outage() {
         format!(
             "[engine]\nclock = \"event\"\nidle_timeout = \"1s\"\ntick_interval = \"50ms\"\nmax_future_skew = \"36500d\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\
-             [http]\nbind = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n\
-             [[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{}\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\ndead_letter_file = \"{}\"\n",
+             [http]\nbind = \"127.0.0.1:0\"\nops_bind = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n\
+             [[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{}\"\nallow_private_network = true\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\ndead_letter_file = \"{}\"\n",
             config.state.dir.display(),
             secret(),
             dead_file.display()
@@ -1245,7 +1255,7 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
         format!(
             "[engine]\nclock = \"wall\"\ntick_interval = \"50ms\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\
-             [http]\nbind = \"{http}\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"300ms\"\n",
+             [http]\nbind = \"127.0.0.1:0\"\nops_bind = \"{http}\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"300ms\"\n",
             config.state.dir.display(),
         ),
     )
@@ -1324,7 +1334,7 @@ async fn held_events_beyond_the_limit_pause_the_input_and_lose_nothing() {
         distinct(&parse_alerts(&read_topic(&brokers, "churn-alerts"))) == distinct(&expected)
     })
     .await;
-    let text = scrape(&svc.api).await;
+    let text = scrape(&svc.ops).await;
     stop.cancel();
     svc.handle.await.expect("join").expect("service");
     let got = distinct(&parse_alerts(&read_topic(&brokers, "churn-alerts")));
@@ -1388,7 +1398,7 @@ async fn a_round_waiting_on_a_slow_broker_keeps_the_partitions() {
             .sum::<f64>()
     };
     let assigned =
-        common::broker::ready(&format!("{}/readyz", svc.api), Duration::from_secs(60)).await;
+        common::broker::ready(&format!("{}/readyz", svc.ops), Duration::from_secs(60)).await;
     assert!(
         assigned,
         "both partitions assigned (fresh: nothing to restore)"
@@ -1414,7 +1424,7 @@ async fn a_round_waiting_on_a_slow_broker_keeps_the_partitions() {
     cluster
         .broker_round_trip_time(2, Duration::ZERO)
         .expect("rtt");
-    let text = scrape(&svc.api).await;
+    let text = scrape(&svc.ops).await;
     stop.cancel();
     svc.handle.await.expect("join").expect("service");
     assert!(covered, "offsets committed past the input");

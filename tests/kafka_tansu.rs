@@ -173,7 +173,7 @@ async fn kill_9_at_random_points_loses_no_alert() {
         &cfg,
         format!(
             "[engine]\nclock = \"event\"\nidle_timeout = \"1s\"\ntick_interval = \"50ms\"\nmax_future_skew = \"36500d\"\n\
-             [kafka]\nbrokers = \"{}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n[http]\nbind = \"{http}\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n",
+             [kafka]\nbrokers = \"{}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n[http]\nbind = \"127.0.0.1:0\"\nops_bind = \"{http}\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n",
             tansu.brokers,
             config.state.dir.display()
         ),
@@ -271,7 +271,7 @@ async fn broker_outage_of_thirty_seconds_loses_nothing() {
 
     let stop = CancellationToken::new();
     let running = spawn_run(&config, Store::default(), &stop).await;
-    let readyz = format!("{}/readyz", running.api);
+    let readyz = format!("{}/readyz", running.ops);
     assert!(ready(&readyz, Duration::from_secs(60)).await, "ready");
     let alerting = eventually(Duration::from_secs(60), || {
         !read_topic(&tansu.brokers, "churn-alerts").is_empty()

@@ -78,7 +78,7 @@ impl Engine {
             let episodes = Check::ALL
                 .into_iter()
                 .filter(|k| c.is_firing(k.bit()))
-                .filter_map(|k| inner.episodes.get(&(idx, k)).map(|t| (k, *t)))
+                .filter_map(|k| inner.episodes.get(&(idx, k)).map(|t| (k, t)))
                 .collect();
             states[i].customers.push(CustomerState {
                 customer: c.clone(),

@@ -119,7 +119,7 @@ impl Core {
                 }
                 Status::Resolved => {
                     c.firing &= !check.bit();
-                    if let Some((_, fired_at)) = scope.inner.episodes.remove(&(idx, check)) {
+                    if let Some(fired_at) = scope.inner.episodes.remove(&(idx, check)) {
                         tr.fired_at = fired_at;
                     }
                 }

@@ -43,7 +43,7 @@ pub(crate) struct Inner {
     pub(crate) customers: Customers,
     /// Firing time of every open episode, keyed by customer and check; the
     /// alert id of its resolution is derived from it.
-    pub(crate) episodes: DashMap<(u32, Check), Ts, FxBuildHasher>,
+    pub(crate) episodes: Episodes,
     pub(crate) roster: RwLock<Roster>,
     /// The engine's watermark in ms (`i64::MIN` before the first), so
     /// readers compute rolling numbers as of engine time.
@@ -60,7 +60,7 @@ impl Inner {
     fn seeded(seed: u64) -> Self {
         Self {
             customers: Customers::seeded(seed),
-            episodes: DashMap::default(),
+            episodes: Episodes::default(),
             roster: RwLock::new(Roster::seeded(seed)),
             watermark: AtomicI64::new(i64::MIN),
         }
@@ -376,6 +376,59 @@ impl Customers {
 /// core's miss buffers, few enough that the lines stay in L1/L2 until used.
 const PREFETCH: usize = 32;
 
+/// The open episodes, by key and in listing order (newest first), so a
+/// page of `/alerts` is a range walk instead of a copy and sort of every
+/// open episode. Episodes open and close far less often than events
+/// arrive; both structures change together under the order's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Episodes {
+    by_key: DashMap<(u32, Check), Ts, FxBuildHasher>,
+    order: RwLock<std::collections::BTreeSet<EpisodeKey>>,
+}
+
+/// An episode's place in the listing: newest first, then customer index
+/// and check (a stable total order, so a cursor resumes exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EpisodeKey {
+    /// Firing time, newest first.
+    pub fired_at: std::cmp::Reverse<Ts>,
+    /// The customer's record index.
+    pub customer: u32,
+    /// The firing check.
+    pub check: Check,
+}
+
+impl Episodes {
+    pub(crate) fn get(&self, key: &(u32, Check)) -> Option<Ts> {
+        self.by_key.get(key).map(|t| *t)
+    }
+
+    pub(crate) fn insert(&self, key: (u32, Check), at: Ts) {
+        let mut order = self.order.write();
+        if let Some(old) = self.by_key.insert(key, at) {
+            order.remove(&EpisodeKey::new(key, old));
+        }
+        order.insert(EpisodeKey::new(key, at));
+    }
+
+    pub(crate) fn remove(&self, key: &(u32, Check)) -> Option<Ts> {
+        let mut order = self.order.write();
+        let (_, at) = self.by_key.remove(key)?;
+        order.remove(&EpisodeKey::new(*key, at));
+        Some(at)
+    }
+}
+
+impl EpisodeKey {
+    fn new((customer, check): (u32, Check), at: Ts) -> Self {
+        Self {
+            fired_at: std::cmp::Reverse(at),
+            customer,
+            check,
+        }
+    }
+}
+
 /// One open alert episode, as listed by [`Store::active_alerts`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveEpisode {
@@ -436,27 +489,41 @@ impl Store {
     /// Firing time of the customer's open episode of `check`.
     pub fn episode(&self, id: &str, check: Check) -> Option<Ts> {
         let idx = self.inner.customers.find(id)?;
-        self.inner.episodes.get(&(idx, check)).map(|t| *t)
+        self.inner.episodes.get(&(idx, check))
     }
 
-    /// Every open episode (a copy); cost is proportional to open episodes.
-    pub fn active_alerts(&self) -> Vec<ActiveEpisode> {
-        let keys: Vec<((u32, Check), Ts)> = self
-            .inner
-            .episodes
-            .iter()
-            .map(|e| (*e.key(), *e.value()))
-            .collect();
-        keys.into_iter()
-            .filter_map(|((idx, check), fired_at)| {
-                let customer = self.inner.customers.get(idx)?;
-                Some(ActiveEpisode {
+    /// Up to `limit` open episodes that `keep` accepts, newest first,
+    /// starting after `after`; with the key of the last one returned when
+    /// more may follow. Walks the listing order: a page costs what it
+    /// returns (plus whatever `keep` skips), not a copy of every episode.
+    pub fn active_alerts(
+        &self,
+        after: Option<EpisodeKey>,
+        limit: usize,
+        mut keep: impl FnMut(&Customer, Check) -> bool,
+    ) -> (Vec<ActiveEpisode>, Option<EpisodeKey>) {
+        use std::ops::Bound;
+        let order = self.inner.episodes.order.read();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page = Vec::new();
+        let mut last = None;
+        for key in order.range((from, Bound::Unbounded)) {
+            if page.len() == limit {
+                return (page, last);
+            }
+            let Some(customer) = self.inner.customers.get(key.customer) else {
+                continue;
+            };
+            last = Some(*key);
+            if keep(&customer, key.check) {
+                page.push(ActiveEpisode {
                     customer,
-                    check,
-                    fired_at,
-                })
-            })
-            .collect()
+                    check: key.check,
+                    fired_at: key.fired_at.0,
+                });
+            }
+        }
+        (page, None)
     }
 }
 

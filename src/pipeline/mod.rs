@@ -89,14 +89,9 @@ pub enum PipelineError {
         /// The counts now.
         counts: String,
     },
-    /// The HTTP API could not bind its address.
-    #[error("cannot bind the HTTP API to {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: String,
-        /// What the OS said.
-        source: std::io::Error,
-    },
+    /// The HTTP listeners could not start.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// What the service shares with its surroundings: the store readers see,
@@ -108,8 +103,9 @@ pub struct Wiring {
     pub store: Store,
     /// Where every metric is registered.
     pub registry: prometheus::Registry,
-    /// A bound listener for the HTTP API, else `http.bind`.
-    pub http: Option<tokio::net::TcpListener>,
+    /// Bound listeners (data, operations), else `http.bind` and
+    /// `http.ops_bind`.
+    pub http: Option<crate::http::Listeners>,
 }
 
 /// Totals of one `run`, for logs and tests.
@@ -160,14 +156,9 @@ pub async fn run(
     } = wiring;
     let names: Vec<String> = config.webhooks.iter().map(|w| w.name.clone()).collect();
     let metrics = Metrics::new(&registry, &names)?;
-    let listener = match http {
+    let listeners = match http {
         Some(l) => l,
-        None => tokio::net::TcpListener::bind(&config.http.bind)
-            .await
-            .map_err(|source| PipelineError::Bind {
-                addr: config.http.bind.clone(),
-                source,
-            })?,
+        None => crate::http::Listeners::bind(&config.http).await?,
     };
     let settings = config.engine_settings();
     // A loop that has not reported for this long is stalled.
@@ -182,11 +173,13 @@ pub async fn run(
         windows: Windows::new(&settings),
     };
     let http_stop = token.child_token();
-    let http_task = tokio::spawn(crate::http::serve(
-        listener,
+    let http_task = crate::http::start(
+        listeners,
         api,
+        &config.http,
         http_stop.clone().cancelled_owned(),
-    ));
+    )
+    .await?;
 
     let (consumer, partitions) = source::input_consumer(&config.kafka, brokers).await?;
     let consumer = Arc::new(consumer);

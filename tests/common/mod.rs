@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -274,11 +275,14 @@ pub async fn wiring(store: churnwatch::engine::store::Store) -> churnwatch::pipe
     churnwatch::pipeline::Wiring {
         store,
         registry: prometheus::Registry::new(),
-        http: Some(
-            tokio::net::TcpListener::bind("127.0.0.1:0")
+        http: Some(churnwatch::http::Listeners {
+            data: tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("port 0"),
-        ),
+            ops: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("port 0"),
+        }),
     }
 }
 
@@ -328,6 +332,10 @@ pub enum Behaviour {
     /// Holds every request until the semaphore is closed, then 200.
     HoldUntilClosed(Arc<tokio::sync::Semaphore>),
     Refuse,
+    /// 307 to the given URL.
+    Redirect(String),
+    /// 503 with this `Retry-After` for the first `n` requests, then 200.
+    RetryAfter(&'static str, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -365,7 +373,19 @@ pub fn receiver_on(
                     });
                     l.len()
                 };
-                match behaviour {
+                let status = match behaviour {
+                    Behaviour::Redirect(to) => {
+                        return (StatusCode::TEMPORARY_REDIRECT, [("location", to)])
+                            .into_response();
+                    }
+                    Behaviour::RetryAfter(after, k) if n <= k => {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [("retry-after", after.to_string())],
+                        )
+                            .into_response();
+                    }
+                    Behaviour::RetryAfter(..) => StatusCode::OK,
                     Behaviour::Ok => StatusCode::NO_CONTENT,
                     Behaviour::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
                     Behaviour::FailFirst(_) => StatusCode::OK,
@@ -379,7 +399,8 @@ pub fn receiver_on(
                         StatusCode::OK
                     }
                     Behaviour::Refuse => StatusCode::BAD_REQUEST,
-                }
+                };
+                status.into_response()
             }
         }),
     );
@@ -393,7 +414,10 @@ pub struct Running {
     pub handle: tokio::task::JoinHandle<
         Result<churnwatch::pipeline::Report, churnwatch::pipeline::PipelineError>,
     >,
+    /// The data API (customers, alerts).
     pub api: String,
+    /// The operations listener (metrics, health, readiness).
+    pub ops: String,
 }
 
 /// Runs the service in a task until `stop`, over `store`, with an HTTP API
@@ -404,10 +428,10 @@ pub async fn spawn_run(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Running {
     let wiring = wiring(store).await;
-    let addr = wiring
+    let (addr, ops) = wiring
         .http
         .as_ref()
-        .and_then(|l| l.local_addr().ok())
+        .and_then(|l| Some((l.data.local_addr().ok()?, l.ops.local_addr().ok()?)))
         .expect("bound");
     let (config, stop) = (config.clone(), stop.clone());
     let handle = tokio::spawn(async move {
@@ -422,6 +446,7 @@ pub async fn spawn_run(
     Running {
         handle,
         api: format!("http://{addr}"),
+        ops: format!("http://{ops}"),
     }
 }
 

@@ -15,12 +15,14 @@
 //! never another endpoint. Its backlog is the group's lag
 //! (`churnwatch_webhook_queue_depth`).
 //!
-//! Retries follow a pure classifier (5xx, 429 and transport errors retry;
-//! other 4xx do not) under capped, jittered exponential backoff that
+//! Retries follow a pure classifier (5xx, 429, 3xx and transport errors
+//! retry; other 4xx do not; redirects are never followed) under capped, jittered exponential backoff that
 //! honours `Retry-After`, until `retry_for` after the alert was produced;
 //! then the dead-letter file. A new endpoint group starts at the alert
 //! topic's earliest retained record (to start later, set the group's
 //! offsets with `kafka-consumer-groups --reset-offsets --to-latest` first).
+
+pub mod target;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,6 +41,9 @@ use crate::engine::tier::Tier;
 use crate::kafka::client::{Role, client_config};
 use crate::kafka::source::{InputConsumer, SourceContext};
 use crate::metrics::{DeliveryOutcome, Metrics};
+
+/// The shortest wait a receiver's `Retry-After` can ask for.
+const RETRY_AFTER_FLOOR: Duration = Duration::from_secs(1);
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +85,10 @@ pub fn classify(attempt: Attempt<'_>, now: i64) -> Verdict {
         } if status == 429 || status >= 500 => Verdict::Retry {
             after: retry_after.and_then(|v| parse_retry_after(v, now)),
         },
+        // A redirect is not followed: the receiver did not take the alert.
+        Attempt::Answered { status, .. } if (300..400).contains(&status) => {
+            Verdict::Retry { after: None }
+        }
         Attempt::Answered { .. } => Verdict::GiveUp,
         Attempt::Transport => Verdict::Retry { after: None },
     }
@@ -183,7 +192,19 @@ impl Endpoint {
     pub fn new(config: &WebhookConfig, metrics: Metrics) -> Result<Self, WebhookError> {
         // Infallible: the key was decoded when the config was parsed.
         let signer = standardwebhooks::Webhook::from_bytes(config.secret.key().to_vec())?;
-        let client = reqwest::Client::builder().timeout(config.timeout).build()?;
+        // Redirects are never followed (a 3xx is a failed attempt, as the
+        // Standard Webhooks spec asks); proxies only when configured.
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        if let Some(p) = &config.proxy {
+            builder = builder.proxy(reqwest::Proxy::all(p)?);
+        }
+        if !config.allow_private_network {
+            builder = builder.dns_resolver(Arc::new(target::PublicOnly));
+        }
+        let client = builder.build()?;
         Ok(Self {
             dead: DeadLetters {
                 path: config.dead_letter_file.clone(),
@@ -292,6 +313,9 @@ impl Endpoint {
                 }
                 Verdict::Retry { after } => after,
             };
+            // `Retry-After` is honoured within [1 s, backoff_max].
+            let ceiling = self.config.backoff_max.max(RETRY_AFTER_FLOOR);
+            let after = after.map(|a| a.clamp(RETRY_AFTER_FLOOR, ceiling));
             let wait = after.unwrap_or_else(|| {
                 backoff(
                     n,
@@ -391,7 +415,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classifier_retries_server_errors_and_429_only() {
+    fn classifier_retries_server_errors_429_and_redirects_only() {
         let answered = |status| Attempt::Answered {
             status,
             retry_after: None,
@@ -402,6 +426,11 @@ mod tests {
         assert_eq!(classify(answered(204)), Verdict::Delivered);
         assert_eq!(classify(answered(500)), Verdict::Retry { after: None });
         assert_eq!(classify(answered(503)), Verdict::Retry { after: None });
+        assert_eq!(
+            classify(answered(307)),
+            Verdict::Retry { after: None },
+            "a redirect is a failed attempt, never followed"
+        );
         assert_eq!(classify(answered(400)), Verdict::GiveUp);
         assert_eq!(classify(answered(404)), Verdict::GiveUp);
         assert_eq!(classify(Attempt::Transport), Verdict::Retry { after: None });

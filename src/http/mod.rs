@@ -1,0 +1,496 @@
+//! The HTTP listeners, served from the sharded store while ingestion runs:
+//! the data API (customers, alerts; `http.bind`, behind [`auth`], optional
+//! [`tls`], with request limits) and the operations listener (`/metrics`,
+//! `/healthz`, `/readyz`; `http.ops_bind`, no authentication and no
+//! customer data, so scrapers and probes never hold a data credential).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+pub mod auth;
+pub mod tls;
+
+use crate::config::HttpConfig;
+use crate::engine::alert::{AlertId, Signals};
+use crate::engine::customer::{Customer, Windows};
+use crate::engine::event::Ts;
+use crate::engine::rule::Check;
+use crate::engine::store::{EpisodeKey, Store};
+use crate::engine::tier::Tier;
+use crate::metrics;
+use auth::Access;
+
+/// What the handlers read. `ready` is reported by the service.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The customers (read only).
+    pub store: Store,
+    /// Metrics to render.
+    pub registry: prometheus::Registry,
+    /// Readiness as the service reports it.
+    pub ready: Arc<Readiness>,
+    /// Window geometry, for the signals.
+    pub windows: Windows,
+}
+
+/// Readiness and liveness as the engine loop last reported them. A report
+/// older than `stale_after` counts as not ready: a loop blocked (on a
+/// broker that stopped answering, say) cannot report its own outage. One
+/// older than `live_within` means the loop is stalled: `/healthz` answers
+/// 503 so an orchestrator restarts the instance (the loop reports on every
+/// tick, so only a loop that cannot turn goes that long without).
+#[derive(Debug)]
+pub struct Readiness {
+    ready: AtomicBool,
+    /// Milliseconds after `origin` of the last report.
+    reported: AtomicU64,
+    origin: Instant,
+    stale_after: Duration,
+    live_within: Duration,
+}
+
+impl Readiness {
+    /// Not ready until the first report; a report older than `stale_after`
+    /// counts as not ready, one older than `live_within` as stalled.
+    pub fn new(stale_after: Duration, live_within: Duration) -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            reported: AtomicU64::new(0),
+            origin: Instant::now(),
+            stale_after,
+            live_within,
+        }
+    }
+
+    /// Whether the loop reported within `live_within`.
+    pub fn is_alive(&self) -> bool {
+        self.is_alive_at(Instant::now())
+    }
+
+    fn is_alive_at(&self, now: Instant) -> bool {
+        self.age_at(now) <= self.live_within
+    }
+
+    fn age_at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
+            .saturating_sub(Duration::from_millis(self.reported.load(Ordering::Relaxed)))
+    }
+
+    /// Reports readiness now.
+    pub fn report(&self, ready: bool) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.reported.store(now, Ordering::Relaxed);
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the last report said ready and is fresh.
+    pub fn is_ready(&self) -> bool {
+        self.is_ready_at(Instant::now())
+    }
+
+    fn is_ready_at(&self, now: Instant) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.age_at(now) <= self.stale_after
+    }
+}
+
+/// The data API's routes (customer data: behind [`auth::authorize`] and
+/// the request limits).
+pub fn data_router(state: ApiState, access: Arc<Access>, http: &HttpConfig) -> Router {
+    Router::new()
+        .route("/customers/{id}", get(customer))
+        .route("/alerts", get(alerts))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            auth::authorize,
+        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    http.request_timeout,
+                ))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(
+                    http.max_concurrent_requests,
+                ))
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                    http.max_body_bytes,
+                )),
+        )
+}
+
+/// The operations routes: unauthenticated, no customer data.
+pub fn ops_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The two bound listeners: data API and operations.
+pub struct Listeners {
+    /// `http.bind`.
+    pub data: tokio::net::TcpListener,
+    /// `http.ops_bind`.
+    pub ops: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds `http.bind` and `http.ops_bind`.
+    pub async fn bind(http: &HttpConfig) -> Result<Self, HttpError> {
+        let bind = |addr: String| async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|source| HttpError::Bind { addr, source })
+        };
+        Ok(Self {
+            data: bind(http.bind.clone()).await?,
+            ops: bind(http.ops_bind.clone()).await?,
+        })
+    }
+}
+
+/// Why the HTTP listeners could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// An address could not be bound.
+    #[error("cannot bind the HTTP listener on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The access policy cannot be used.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// Serving failed.
+    #[error("HTTP listener failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Checks the access policy against the listeners and loads the TLS
+/// pair (so a bad one is refused at start), then serves both listeners
+/// until `shutdown` completes: the operations routes in plain HTTP, the
+/// data API over TLS when configured.
+pub async fn start(
+    listeners: Listeners,
+    state: ApiState,
+    http: &HttpConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), HttpError>>, HttpError> {
+    let access = Access::load(&http.tokens)?;
+    access.check_listener(listeners.data.local_addr()?)?;
+    let tls = match http.tls_cert.clone().zip(http.tls_key.clone()) {
+        Some((cert, key)) => Some(tls::Tls::load(cert, key).await?),
+        None => None,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ops = axum::serve(listeners.ops, ops_router(state.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let data = serve_data(
+        listeners.data,
+        data_router(state, access, http),
+        tls,
+        http.request_timeout,
+        stop.clone().cancelled_owned(),
+    );
+    Ok(tokio::spawn(async move {
+        let served = async {
+            let (ops, data) = tokio::join!(ops, data);
+            ops.and(data)
+        };
+        tokio::pin!(served);
+        tokio::select! {
+            r = &mut served => return r.map_err(HttpError::from),
+            () = shutdown => stop.cancel(),
+        }
+        served.await.map_err(HttpError::from)
+    }))
+}
+
+/// Serves the data API (over TLS when `tls` is given) until `shutdown`.
+/// A client gets `header_timeout` to send its request headers, so slow
+/// connections cannot pile up (the request itself is bounded by the
+/// timeout layer).
+async fn serve_data(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<tls::Tls>,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let listener = listener.into_std()?;
+    let app = app.into_make_service();
+    match tls {
+        None => {
+            let mut server = axum_server::from_tcp(listener)?.handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
+            server.serve(app).await
+        }
+        Some(tls) => {
+            let watching = tls.watch();
+            let mut server = axum_server::from_tcp_rustls(listener, tls.config())?.handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
+            let served = server.serve(app).await;
+            watching.abort();
+            served
+        }
+    }
+}
+
+async fn metrics_text(State(s): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&s.registry),
+    )
+        .into_response()
+}
+
+async fn healthz(State(s): State<ApiState>) -> Response {
+    if s.ready.is_alive() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stalled: the engine loop made no progress within http.liveness_timeout\n",
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.ready.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: partitions not assigned, no broker reachable, or the pipeline stalled\n",
+        )
+            .into_response()
+    }
+}
+
+/// One open alert episode.
+#[derive(Debug, Serialize)]
+struct ActiveAlert {
+    alert_id: String,
+    rule: &'static str,
+    cause: Option<&'static str>,
+    customer_id: String,
+    tier: Tier,
+    fired_at: Ts,
+}
+
+impl ActiveAlert {
+    fn new(c: &Customer, check: Check, fired_at: Ts) -> Self {
+        Self {
+            alert_id: AlertId::new(&c.id, check, fired_at).to_string(),
+            rule: check.rule().as_str(),
+            cause: check.cause().map(|c| c.as_str()),
+            customer_id: c.id.to_string(),
+            tier: c.tier,
+            fired_at,
+        }
+    }
+}
+
+/// The customer's live state as of the engine's watermark. The numbers
+/// are [`Customer::signals`], the same the alerts carry (`frequency_90d`
+/// and `rep_handoffs_180d` count the configured windows, whatever their
+/// length).
+#[derive(Debug, Serialize)]
+struct CustomerView {
+    customer_id: String,
+    tier: Tier,
+    as_of: Option<Ts>,
+    first_seen: Ts,
+    last_purchase: Option<Ts>,
+    last_contact: Option<Ts>,
+    #[serde(flatten)]
+    signals: Signals,
+    account_rep_departed: bool,
+    active_alerts: Vec<ActiveAlert>,
+    next_deadline: Option<Ts>,
+}
+
+async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let Some(c) = s.store.customer(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "unknown customer", "customer_id": id})),
+        )
+            .into_response();
+    };
+    let now = s.store.watermark();
+    let at = now.unwrap_or(c.first_seen);
+    let rep = c.account_rep.get();
+    let active_alerts = Check::ALL
+        .into_iter()
+        .filter(|k| c.is_firing(k.bit()))
+        .filter_map(|k| s.store.episode(&id, k).map(|t| ActiveAlert::new(&c, k, t)))
+        .collect();
+    let view = CustomerView {
+        customer_id: c.id.to_string(),
+        tier: c.tier,
+        as_of: now,
+        first_seen: c.first_seen,
+        last_purchase: c.last_purchase.get(),
+        last_contact: c.last_contact.get(),
+        signals: c.signals(at, &s.windows, rep.and_then(|r| s.store.rep_id(r))),
+        account_rep_departed: rep.is_some_and(|r| s.store.rep_departed(r)),
+        active_alerts,
+        next_deadline: c.pending.get(),
+    };
+    axum::Json(view).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    status: Option<String>,
+    tier: Option<Tier>,
+    rule: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `limit` when none is given, and the most one page holds.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+
+/// One page of `/alerts`.
+#[derive(Debug, Serialize)]
+struct AlertPage {
+    alerts: Vec<ActiveAlert>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// A cursor: where the previous page stopped in the listing order
+/// (opaque to clients: `<fired_at ms>.<record>.<check>`).
+fn cursor_text(k: &EpisodeKey) -> String {
+    let check = Check::ALL.iter().position(|c| *c == k.check).unwrap_or(0);
+    format!("{}.{}.{check}", k.fired_at.0.0, k.customer)
+}
+
+fn parse_cursor(text: &str) -> Option<EpisodeKey> {
+    let mut parts = text.split('.');
+    let fired: i64 = parts.next()?.parse().ok()?;
+    let customer: u32 = parts.next()?.parse().ok()?;
+    let check = *Check::ALL.get(parts.next()?.parse::<usize>().ok()?)?;
+    parts.next().is_none().then_some(EpisodeKey {
+        fired_at: std::cmp::Reverse(Ts(fired)),
+        customer,
+        check,
+    })
+}
+
+fn bad_request(why: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({ "error": why })),
+    )
+        .into_response()
+}
+
+/// Currently active (firing) alerts, newest first, a page at a time
+/// (`limit`, default 100, at most 1000; `next` resumes); `status=resolved`
+/// matches nothing since resolved alerts are no longer active.
+async fn alerts(State(s): State<ApiState>, Query(q): Query<AlertQuery>) -> Response {
+    if let Some(status) = q.status.as_deref()
+        && status != "firing"
+        && status != "resolved"
+    {
+        return bad_request("status must be firing or resolved");
+    }
+    let rule = match q.rule.as_deref() {
+        None => None,
+        Some(r) => match crate::engine::rule::Rule::ALL
+            .into_iter()
+            .find(|x| x.as_str() == r)
+        {
+            Some(rule) => Some(rule),
+            None => return bad_request("unknown rule"),
+        },
+    };
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => match parse_cursor(c) {
+            Some(k) => Some(k),
+            None => return bad_request("cursor is not one this API gave"),
+        },
+    };
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
+    if q.status.as_deref() == Some("resolved") {
+        return axum::Json(AlertPage {
+            alerts: Vec::new(),
+            next: None,
+        })
+        .into_response();
+    }
+    let (page, next) = s.store.active_alerts(after, limit, |c, check| {
+        q.tier.is_none_or(|t| c.tier == t) && rule.is_none_or(|r| check.rule() == r)
+    });
+    axum::Json(AlertPage {
+        alerts: page
+            .iter()
+            .map(|e| ActiveAlert::new(&e.customer, e.check, e.fired_at))
+            .collect(),
+        next: next.as_ref().map(cursor_text),
+    })
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_goes_stale_without_reports() {
+        let r = Readiness::new(Duration::from_secs(5), Duration::from_secs(60));
+        let now = Instant::now();
+        assert!(!r.is_ready_at(now), "not ready before the first report");
+        r.report(true);
+        assert!(r.is_ready_at(Instant::now()));
+        assert!(!r.is_ready_at(Instant::now() + Duration::from_secs(6)));
+        r.report(false);
+        assert!(!r.is_ready_at(Instant::now()));
+    }
+
+    #[test]
+    fn a_loop_that_stops_reporting_is_not_alive_after_the_liveness_timeout() {
+        let r = Readiness::new(Duration::from_secs(5), Duration::from_secs(60));
+        r.report(false);
+        let now = Instant::now();
+        assert!(r.is_alive_at(now), "a not-ready loop that reports is alive");
+        assert!(r.is_alive_at(now + Duration::from_secs(59)));
+        assert!(!r.is_alive_at(now + Duration::from_secs(61)));
+        r.report(true);
+        assert!(r.is_alive_at(Instant::now() + Duration::from_secs(59)));
+    }
+}
