@@ -308,6 +308,9 @@ async fn tokens_decide_who_reads_and_who_writes_and_operations_need_none() {
         );
         let body: serde_json::Value = r.json().await.expect("a JSON error body");
         assert!(body["error"].is_string(), "{body}");
+        for secret in ["viewer-token", "operator-token", "wrong"] {
+            assert!(!body.to_string().contains(secret), "no token in {body}");
+        }
     }
     for token in ["viewer-token-c41d", "operator-token-7f3a"] {
         let r = send(reqwest::Method::GET, &alerts, Some(token)).await;

@@ -1475,3 +1475,105 @@ async fn an_input_topic_that_changes_under_a_running_instance_stops_it() {
         "names every count: {shown}"
     );
 }
+
+/// Issue #15: no secret value from a config reaches stderr, logs,
+/// `/metrics`, error bodies or dead letters: under a parse error, a
+/// validation error, and a running instance whose webhook deliveries fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_from_the_config_leaks_anywhere() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let sasl = "sasl-pw-LEAKCHECK-1";
+    let key = "LEAKCHECK-webhook-key-0123456789";
+    let url_password = "urlpw-LEAKCHECK-3";
+    let token = "token-LEAKCHECK-4";
+    let short_key = "LEAKCHECK-short";
+    let needles = [
+        sasl.to_string(),
+        key.to_string(),
+        b64(key),
+        url_password.to_string(),
+        token.to_string(),
+        short_key.to_string(),
+        b64(short_key),
+    ];
+    let leaked = |text: &str| needles.iter().find(|n| text.contains(n.as_str())).cloned();
+    let files = common::broker::instance_files();
+    let binary = env!("CARGO_BIN_EXE_churnwatch");
+    let refused = |config: String| {
+        std::fs::write(&files.cfg, config).unwrap();
+        let out = std::process::Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&files.cfg)
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("churnwatch runs");
+        assert!(!out.status.success(), "refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for bad in [
+        format!("[kafka.consumer]\n\"sasl.password\" = \"{sasl}\n"),
+        format!("[kafka.consumer]\n\"sasl.password\" = [\"{sasl}\"]\n"),
+        format!("[engine]\nclock = \"{sasl}\"\n"),
+        format!(
+            "[[webhooks]]\nname = \"team\"\nurl = \"https://u:{url_password}@example.com/\"\nsecret = \"whsec_{}\"\n",
+            b64(short_key)
+        ),
+    ] {
+        let stderr = refused(bad.clone());
+        assert!(
+            stderr.contains("churnwatch.toml"),
+            "the error names the file: {stderr}"
+        );
+        assert_eq!(leaked(&stderr), None, "{bad}\n{stderr}");
+    }
+
+    let (cluster, brokers) = cluster_with_topics(2);
+    let config = mock_config(&brokers);
+    let lines = scenario_lines();
+    produce_lines(&config, &lines).await;
+    let (hook, seen) = receiver(Behaviour::FailFirst(usize::MAX)).await;
+    let hook = hook.replace("http://", &format!("http://team:{url_password}@"));
+    let token_file = files.dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let dead = files.dir.path().join("dead.jsonl");
+    std::fs::write(
+        &files.cfg,
+        format!(
+            "[engine]\nclock = \"event\"\nidle_timeout = \"1s\"\ntick_interval = \"50ms\"\nmax_future_skew = \"36500d\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"sasl.password\" = \"{sasl}\"\n\
+             [kafka.producer]\n\"sasl.password\" = \"{sasl}\"\n\
+             [http]\nbind = \"127.0.0.1:0\"\nops_bind = \"{}\"\n\
+             [[http.tokens]]\nname = \"lead\"\nrole = \"operator\"\ntoken_file = \"{}\"\n\
+             [state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n\
+             [[webhooks]]\nname = \"team\"\nurl = \"{hook}\"\nsecret = \"whsec_{}\"\nallow_private_network = true\n\
+             backoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\nretry_for = \"2s\"\ndead_letter_file = \"{}\"\n",
+            files.http,
+            token_file.display(),
+            config.state.dir.display(),
+            b64(key),
+            dead.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = common::broker::run_instance_with_log_level(&files.cfg, &files.log, "debug");
+    let ops = format!("http://{}", files.http);
+    let dead_lettered = eventually(Duration::from_secs(90), || {
+        std::fs::read_to_string(&dead).is_ok_and(|t| t.lines().count() >= 2)
+    })
+    .await;
+    let metrics = scrape(&ops).await;
+    child.kill();
+    drop(cluster);
+    assert!(dead_lettered, "deliveries failed and were dead-lettered");
+    assert!(!seen.lock().unwrap().is_empty(), "the receiver was tried");
+    let log = std::fs::read_to_string(&files.log).unwrap();
+    assert!(log.contains("webhook"), "the log covers the deliveries");
+    for (what, text) in [
+        ("log", log),
+        ("metrics", metrics),
+        ("dead letters", std::fs::read_to_string(&dead).unwrap()),
+    ] {
+        assert_eq!(leaked(&text), None, "a secret in the {what}");
+    }
+}

@@ -149,13 +149,20 @@ pub async fn ready(url: &str, limit: Duration) -> bool {
 /// `churnwatch run --config cfg` as a child process, its log appended to
 /// `log` (`CHILD_LOG` sets its `RUST_LOG`).
 pub fn run_instance(cfg: &std::path::Path, log: &std::path::Path) -> Process {
+    let level = std::env::var("CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into());
+    run_instance_with_log_level(cfg, log, &level)
+}
+
+/// [`run_instance`] logging at `level` (a `RUST_LOG` value).
+pub fn run_instance_with_log_level(
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+    level: &str,
+) -> Process {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
         .args(["run", "--config"])
         .arg(cfg)
-        .env(
-            "RUST_LOG",
-            std::env::var("CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
-        )
+        .env("RUST_LOG", level)
         .stdout(std::process::Stdio::null())
         .stderr(
             std::fs::OpenOptions::new()
