@@ -80,6 +80,17 @@ impl Progress {
         }
     }
 
+    /// Notes where consuming the partition resumes (restored or committed
+    /// offset), so a partition with nothing left to consume is judged
+    /// caught up from the high watermark alone: librdkafka's statistics
+    /// know no position until a message was consumed or this member
+    /// committed (a partition handed over exactly has neither).
+    pub fn starts_at(&mut self, tp: &TopicPartition, next: i64) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            p.next_offset = p.next_offset.max(next);
+        }
+    }
+
     /// Marks the partition caught up on librdkafka's word (consumer lag 0):
     /// this also covers a partition that delivers nothing because its
     /// committed offset is already at the end.

@@ -52,12 +52,16 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// count at start.
 const TOPOLOGY_CHECK: Duration = Duration::from_secs(30);
 
-/// How long a round, restore or handover runs before [`polling`] pauses
+/// How long a round or handover runs before [`polling`] pauses
 /// the input and polls the consumer beside it: far below any sensible
 /// `max.poll.interval.ms` (default 300 s), and long enough that ordinary
 /// rounds never pause (a resume refetches, which costs a fetch, and on
 /// brokers that answer mid-batch fetches with the next batch, such as
 /// tansu 0.6, would skip records).
+/// Restores do not go through it: pausing a partition librdkafka has just
+/// assigned, before its first fetch, left it paused for good after the
+/// resume (seen on tansu); a restore's reads run off the engine task and
+/// in parallel instead.
 const POLL_GRACE: Duration = Duration::from_secs(1);
 
 /// Readiness turns false when the engine loop has not reported for this
@@ -458,14 +462,9 @@ impl Consuming<'_> {
         for r in c.consumer.context().take_rebalances() {
             match r {
                 Rebalanced::Assigned(tps) => {
-                    let held = self.step.paused().to_vec();
-                    let ((), back) = polling(
-                        &c.consumer,
-                        &held,
-                        self.parts.assigned(self.step, tps, &c.consumer, &c.sink),
-                    )
-                    .await;
-                    self.parts.seek_back(back);
+                    self.parts
+                        .assigned(self.step, tps, &c.consumer, &c.sink)
+                        .await;
                     self.ready
                         .report(!self.parts.is_empty() && !self.step.recovery.rebuilding_any());
                 }
@@ -500,8 +499,8 @@ impl Consuming<'_> {
     }
 }
 
-/// Runs `work` (a snapshot round, a restore, a handover: each may wait on
-/// the broker for long) while still polling the group consumer, so the
+/// Runs `work` (a snapshot round or a handover: each may wait on the
+/// broker for long) while still polling the group consumer, so the
 /// wait never exceeds `max.poll.interval.ms` (librdkafka would leave the
 /// group and the partitions would be lost and restored again). Work done
 /// within [`POLL_GRACE`] (the usual case) touches nothing; past it the

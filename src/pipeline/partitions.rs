@@ -442,7 +442,21 @@ impl Partitions {
             }
             self.rebuild(step, p, &committed, &from, &watermarks, from_scratch);
             for (topic, _, high) in watermarks {
-                step.recovery.tail((topic, p), high);
+                let tp = (topic, p);
+                let start = from.get(&tp.0).copied().or_else(|| {
+                    committed
+                        .iter()
+                        .find(|(t, c)| *t == tp.0 && *c >= 0)
+                        .map(|(_, c)| *c)
+                });
+                let rebuilding = u16::try_from(p).is_ok_and(|n| step.recovery.rebuilding(n));
+                if let Some(start) = start.filter(|_| !rebuilding) {
+                    step.progress.starts_at(&tp, start);
+                }
+                // Nothing to re-apply: no tail to wait for.
+                if start.is_none_or(|s| s < high) {
+                    step.recovery.tail(tp, high);
+                }
             }
         }
     }
