@@ -273,26 +273,26 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
 }
 
 async fn healthz(State(s): State<ApiState>) -> Response {
-    if s.ready.is_alive() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stalled: the engine loop made no progress within http.liveness_timeout\n",
-        )
-            .into_response()
-    }
+    probe(
+        s.ready.is_alive(),
+        "ok\n",
+        "stalled: the engine loop made no progress within http.liveness_timeout\n",
+    )
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    if s.ready.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: partitions not assigned, no broker reachable, or the pipeline stalled\n",
-        )
-            .into_response()
+    probe(
+        s.ready.is_ready(),
+        "ready\n",
+        "not ready: partitions not assigned, no broker reachable, or the pipeline stalled\n",
+    )
+}
+
+/// A probe's answer: 200 with `yes`, else 503 with `no`.
+fn probe(ok: bool, yes: &'static str, no: &'static str) -> Response {
+    match ok {
+        true => (StatusCode::OK, yes).into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, no).into_response(),
     }
 }
 
