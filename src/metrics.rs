@@ -60,6 +60,7 @@ pub struct Metrics {
     tickets_forgotten: IntCounter,
     customers_forgotten: IntCounter,
     restores: IntCounterVec,
+    rebalances: IntCounterVec,
     paused: IntGauge,
     pauses: IntCounter,
 }
@@ -146,6 +147,13 @@ impl Metrics {
                 ),
                 &["source"],
             )?,
+            rebalances: IntCounterVec::new(
+                Opts::new(
+                    "churnwatch_rebalances_total",
+                    "Group rebalances this member took part in, by kind: assigned, revoked (handed over) or lost (session or poll interval expired).",
+                ),
+                &["kind"],
+            )?,
             tickets_forgotten: IntCounter::new(
                 "churnwatch_tickets_forgotten_total",
                 "Open tickets forgotten because their customer already had engine.max_open_tickets.",
@@ -168,6 +176,10 @@ impl Metrics {
         registry.register(Box::new(m.produce_failures.clone()))?;
         registry.register(Box::new(m.tickets_forgotten.clone()))?;
         registry.register(Box::new(m.restores.clone()))?;
+        registry.register(Box::new(m.rebalances.clone()))?;
+        for kind in ["assigned", "revoked", "lost"] {
+            m.rebalances.with_label_values(&[kind]);
+        }
         registry.register(Box::new(m.customers_forgotten.clone()))?;
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.pauses.clone()))?;
@@ -281,6 +293,11 @@ impl Metrics {
             self.pauses.inc();
         }
         self.paused.set(partitions as i64);
+    }
+
+    /// A rebalance of `kind` (assigned, revoked, lost).
+    pub fn rebalanced(&self, kind: &str) {
+        self.rebalances.with_label_values(&[kind]).inc();
     }
 
     /// A partition restored at assignment from `source`.

@@ -135,6 +135,16 @@ impl Drop for DeferGuard {
     }
 }
 
+fn assign<C: Consumer<SourceContext>>(
+    consumer: &C,
+    tpl: &TopicPartitionList,
+) -> Result<(), KafkaError> {
+    match consumer.rebalance_protocol() {
+        rdkafka::consumer::RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+        _ => consumer.assign(tpl),
+    }
+}
+
 fn unassign<C: Consumer<SourceContext>>(consumer: &C) -> Result<(), KafkaError> {
     match consumer.rebalance_protocol() {
         rdkafka::consumer::RebalanceProtocol::Cooperative => {
@@ -183,6 +193,9 @@ impl ConsumerContext for SourceContext {
     /// has written the partitions' state and committed their offsets
     /// (librdkafka holds the rejoin until then, within the rebalance
     /// timeout). Lost partitions and a closing consumer unassign at once.
+    /// An assignment is taken up at once: librdkafka does not heartbeat
+    /// while it waits for a deferred assign, so a restore longer than
+    /// `session.timeout.ms` would lose the partitions (tried).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -193,14 +206,8 @@ impl ConsumerContext for SourceContext {
         use std::sync::atomic::Ordering::SeqCst;
         let done = match err {
             RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned = match consumer.rebalance_protocol() {
-                    rdkafka::consumer::RebalanceProtocol::Cooperative => {
-                        consumer.incremental_assign(tpl)
-                    }
-                    _ => consumer.assign(tpl),
-                };
                 self.push(Rebalanced::Assigned(partitions(tpl)));
-                assigned
+                assign(consumer, tpl)
             }
             RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let handover = self.deferring.load(SeqCst) && !consumer.assignment_lost();

@@ -462,6 +462,7 @@ impl Consuming<'_> {
         for r in c.consumer.context().take_rebalances() {
             match r {
                 Rebalanced::Assigned(tps) => {
+                    self.step.metrics().rebalanced("assigned");
                     self.parts
                         .assigned(self.step, tps, &c.consumer, &c.sink)
                         .await;
@@ -472,6 +473,9 @@ impl Consuming<'_> {
                     partitions,
                     handover,
                 } => {
+                    self.step
+                        .metrics()
+                        .rebalanced(if handover { "revoked" } else { "lost" });
                     self.ready.report(false);
                     let held = self.step.paused().to_vec();
                     let ((), back) = polling(
