@@ -258,6 +258,7 @@ pub async fn run(
             reader: source::changelog_reader(&config.kafka, brokers, &instance),
             changes: Default::default(),
             stop: token.child_token(),
+            read_limit: partitions::read_limit(max_poll_interval(&config.kafka)),
         }),
     );
     let clients = Clients {
@@ -551,6 +552,17 @@ async fn polling<T>(
     // Partitions revoked meanwhile are refused here; nothing to undo.
     let _ = consumer.resume(&paused);
     (out, first)
+}
+
+/// The group consumer's `max.poll.interval.ms` (librdkafka's default,
+/// 300 s, unless passed through).
+fn max_poll_interval(kafka: &crate::config::KafkaConfig) -> Duration {
+    let ms = kafka
+        .consumer
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(300_000);
+    Duration::from_millis(ms)
 }
 
 /// The draining phase: wait (bounded) for every task,

@@ -23,7 +23,8 @@ use crate::kafka::source::InputConsumer;
 use crate::state::changelog::{self, Changes, Entry};
 use crate::state::snapshot::{self, Owner, Snapshot};
 
-/// How long a new owner reads a changelog partition before giving up on it.
+/// How long a new owner reads a changelog partition at most before giving
+/// up on it (and rebuilding the partition from its input instead).
 const CHANGELOG_READ_LIMIT: Duration = Duration::from_secs(120);
 
 /// How long a committed-offsets lookup may take.
@@ -39,6 +40,17 @@ pub struct Changelog {
     pub changes: Changes,
     /// Cancelled at shutdown: stops waiting for round acknowledgements.
     pub stop: CancellationToken,
+    /// How long a restore reads a changelog partition (see [`read_limit`]).
+    pub read_limit: Duration,
+}
+
+/// A restore holds the group consumer's poll while it reads (librdkafka
+/// cannot be polled around a fresh assignment: see `pipeline::polling`),
+/// so its changelog read stops at half of `max.poll.interval.ms` (and at
+/// [`CHANGELOG_READ_LIMIT`]); a partition not read by then is rebuilt from
+/// its input, which does not hold the poll.
+pub fn read_limit(max_poll_interval: Duration) -> Duration {
+    (max_poll_interval / 2).min(CHANGELOG_READ_LIMIT)
 }
 
 /// Where local snapshots live and whose they are.
@@ -614,7 +626,7 @@ impl Partitions {
     /// The given partitions' states as of their last complete changelog
     /// round, read in parallel (one blocking reader each), so restoring
     /// several partitions takes as long as the slowest one
-    /// (`CHANGELOG_READ_LIMIT` at most), well inside the group's
+    /// (`read_limit` at most), well inside the group's
     /// `max.poll.interval.ms`. A partition left out had nothing readable.
     async fn changelog_states(
         &self,
@@ -630,13 +642,8 @@ impl Partitions {
             let Some(nonce) = self.fence(p, sink).await else {
                 continue;
             };
-            let (reader, topic) = (c.reader.clone(), c.topic.clone());
-            reads.spawn_blocking(move || {
-                (
-                    p,
-                    read_to_fence(&reader, &topic, p, nonce, CHANGELOG_READ_LIMIT),
-                )
-            });
+            let (reader, topic, limit) = (c.reader.clone(), c.topic.clone(), c.read_limit);
+            reads.spawn_blocking(move || (p, read_to_fence(&reader, &topic, p, nonce, limit)));
         }
         while let Some(read) = reads.join_next().await {
             match read {
