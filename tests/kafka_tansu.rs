@@ -204,13 +204,17 @@ async fn kill_9_at_random_points_loses_no_alert() {
         // A restart waits for the broker to expire the killed member (7-13 s
         // here). tansu 0.6 at times leaves a member that joined while the
         // killed one's session was alive with an empty assignment and never
-        // rebalances it (about one CI run in five); an orchestrator restarts
-        // a member whose readiness stays 503, and so does the test, once.
+        // rebalances it (about one CI run in five, once twice in a row); an
+        // orchestrator restarts a member whose readiness stays 503, and so
+        // does the test, up to three times.
         let mut assigned = ready(&readyz, Duration::from_secs(60)).await;
-        if !assigned {
+        for _ in 0..3 {
+            if assigned {
+                break;
+            }
             child.kill();
             child = start();
-            assigned = ready(&readyz, Duration::from_secs(120)).await;
+            assigned = ready(&readyz, Duration::from_secs(60)).await;
         }
         assert!(
             assigned,
