@@ -158,6 +158,7 @@ fn log_tail(path: &std::path::Path) -> String {
 /// distinct alerts (id, status) equal an uninterrupted replay's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_loses_no_alert() {
+    const SESSION: Duration = Duration::from_secs(6);
     use rand::{Rng, SeedableRng};
     let tansu = Tansu::start().await;
     let mut config = event_clock_config(&tansu.brokers);
@@ -173,8 +174,9 @@ async fn kill_9_at_random_points_loses_no_alert() {
         &cfg,
         format!(
             "[engine]\nclock = \"event\"\nidle_timeout = \"1s\"\ntick_interval = \"50ms\"\nmax_future_skew = \"36500d\"\n\
-             [kafka]\nbrokers = \"{}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n[http]\nbind = \"127.0.0.1:0\"\nops_bind = \"{http}\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n",
+             [kafka]\nbrokers = \"{}\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"{}\"\n[http]\nbind = \"127.0.0.1:0\"\nops_bind = \"{http}\"\n[state]\ndir = \"{}\"\nsnapshot_interval = \"200ms\"\n",
             tansu.brokers,
+            SESSION.as_millis(),
             config.state.dir.display()
         ),
     )
@@ -201,23 +203,8 @@ async fn kill_9_at_random_points_loses_no_alert() {
     let mut seen = 0;
     let readyz = format!("http://{http}/readyz");
     for round in 0..4 {
-        // A restart waits for the broker to expire the killed member (7-13 s
-        // here). tansu 0.6 at times leaves a member that joined while the
-        // killed one's session was alive with an empty assignment and never
-        // rebalances it (about one CI run in five, once twice in a row); an
-        // orchestrator restarts a member whose readiness stays 503, and so
-        // does the test, up to three times.
-        let mut assigned = ready(&readyz, Duration::from_secs(60)).await;
-        for _ in 0..3 {
-            if assigned {
-                break;
-            }
-            child.kill();
-            child = start();
-            assigned = ready(&readyz, Duration::from_secs(60)).await;
-        }
         assert!(
-            assigned,
+            ready(&readyz, Duration::from_secs(60)).await,
             "the instance was assigned its partitions; its log ends:\n{}",
             log_tail(&log)
         );
@@ -240,6 +227,19 @@ async fn kill_9_at_random_points_loses_no_alert() {
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
         child.kill();
+        // A killed member is restarted once the broker has expired it, as an
+        // orchestrator's restart back-off does. Not sooner, because of tansu
+        // 0.6's group coordinator: a member joining while the dead leader is
+        // still in the group is paused 3 s as a follower, and when the leader
+        // expires inside that pause (expiry is only checked lazily, before the
+        // pause), the follower's SyncGroup passes the leader check and completes
+        // the generation with no assignment at all, which nothing ever
+        // rebalances (`Inner<_, Forming>::sync` in tansu-broker's
+        // coordinator/group/administrator.rs). Seen as `assigned partitions=[]`
+        // about 3 s after a restart, restart after restart. The expiry cannot be
+        // awaited from outside: DescribeGroups reports the stored group, which
+        // only changes when a live member calls in.
+        tokio::time::sleep(SESSION + Duration::from_secs(1)).await;
         child = start();
     }
     let complete = eventually(Duration::from_secs(120), || {
