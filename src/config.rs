@@ -12,7 +12,11 @@ use serde::Deserialize;
 
 use crate::engine::alert::Status;
 use crate::engine::rule::Rule;
-use crate::engine::settings::{RuleSettings, Settings, TierSettings, WindowSettings};
+use crate::engine::bgnbd::Model;
+use crate::engine::risk::{RiskSettings, Weights};
+use crate::engine::settings::{
+    AdaptiveRecency, RuleSettings, Settings, TierSettings, WindowSettings,
+};
 use crate::engine::tier::Tier;
 
 /// Everything churnwatch reads from its config file.
@@ -27,6 +31,8 @@ pub struct Config {
     pub windows: WindowConfig,
     /// Churn rules and their per-tier limits.
     pub rules: RulesConfig,
+    /// The churn-risk score.
+    pub risk: RiskConfig,
     /// Kafka topics, group and librdkafka pass-through (`run`, `demo`).
     pub kafka: KafkaConfig,
     /// The HTTP API (`run`, `demo`).
@@ -381,25 +387,196 @@ impl TierLimits {
     }
 }
 
+/// `[rules.purchase_recency]`: the fixed limit per tier (a tier left out has
+/// the rule off) and, in `adaptive` mode, the per-customer limit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseRecencyConfig {
+    /// Tier A's fixed limit.
+    #[serde(rename = "A", default, with = "humantime_serde")]
+    pub a: Option<Duration>,
+    /// Tier B's fixed limit.
+    #[serde(rename = "B", default, with = "humantime_serde")]
+    pub b: Option<Duration>,
+    /// Tier C's fixed limit.
+    #[serde(rename = "C", default, with = "humantime_serde")]
+    pub c: Option<Duration>,
+    /// `fixed` (default) or `adaptive`.
+    #[serde(default)]
+    pub mode: RecencyMode,
+    /// Adaptive: the limit is this multiple of the customer's mean gap
+    /// between purchase days.
+    #[serde(default = "default_recency_factor")]
+    pub factor: f64,
+    /// Adaptive: purchase days a customer needs before its own gap is
+    /// trusted; until then the fixed limit applies.
+    #[serde(default = "default_min_purchase_days")]
+    pub min_purchase_days: u32,
+    /// Adaptive: the lowest limit per tier.
+    #[serde(default = "default_adaptive_min")]
+    pub min: TierLimits,
+    /// Adaptive: the highest limit per tier.
+    #[serde(default = "default_adaptive_max")]
+    pub max: TierLimits,
+}
+
+/// How `purchase_recency` sets a customer's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RecencyMode {
+    /// The tier's limit for everyone.
+    #[default]
+    Fixed,
+    /// From the customer's own purchase rhythm.
+    Adaptive,
+}
+
+fn default_recency_factor() -> f64 {
+    3.0
+}
+
+fn default_min_purchase_days() -> u32 {
+    4
+}
+
+fn default_adaptive_min() -> TierLimits {
+    TierLimits {
+        a: Some(days(14)),
+        b: Some(days(21)),
+        c: Some(days(30)),
+    }
+}
+
+fn default_adaptive_max() -> TierLimits {
+    TierLimits {
+        a: Some(days(90)),
+        b: Some(days(120)),
+        c: Some(days(180)),
+    }
+}
+
+impl PurchaseRecencyConfig {
+    fn fixed(&self) -> TierLimits {
+        TierLimits {
+            a: self.a,
+            b: self.b,
+            c: self.c,
+        }
+    }
+}
+
+/// `[rules.risk]`: the score at which a customer of each tier alerts (a
+/// tier left out, as all are by default, has the rule off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskRuleConfig {
+    /// Tier A's threshold, 0–100.
+    #[serde(rename = "A", default)]
+    pub a: Option<u8>,
+    /// Tier B's threshold.
+    #[serde(rename = "B", default)]
+    pub b: Option<u8>,
+    /// Tier C's threshold.
+    #[serde(rename = "C", default)]
+    pub c: Option<u8>,
+    /// A firing alert resolves once the score is this many points below
+    /// the threshold, so a score hovering at it does not flap.
+    #[serde(default = "default_hysteresis")]
+    pub hysteresis: u8,
+}
+
+fn default_hysteresis() -> u8 {
+    10
+}
+
+impl Default for RiskRuleConfig {
+    fn default() -> Self {
+        Self {
+            a: None,
+            b: None,
+            c: None,
+            hysteresis: default_hysteresis(),
+        }
+    }
+}
+
+/// `[risk]`: the churn-risk score (see `engine::risk`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskConfig {
+    /// The `lapse` factor is the chance of no purchase within this.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Points per factor (at most 100 together).
+    pub weights: RiskWeights,
+    /// BG/NBD parameters in days, as `churnwatch fit` writes them. Left
+    /// out: the built-in fit (CDNOW); `churnwatch evaluate` then fits them
+    /// on the history up to its cut, as a deployment would with `fit`.
+    pub model: Option<Model>,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        Self {
+            horizon: days(90),
+            weights: RiskWeights::default(),
+            model: None,
+        }
+    }
+}
+
+/// `[risk.weights]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskWeights {
+    /// Purchase silence against the customer's rhythm (BG/NBD).
+    pub lapse: u8,
+    /// Rep contact gap against the tier's service level.
+    pub contact: u8,
+    /// Departed account rep or frequent handoffs.
+    pub rep: u8,
+    /// Open complaints.
+    pub complaints: u8,
+}
+
+impl Default for RiskWeights {
+    fn default() -> Self {
+        let w = Weights::default();
+        Self {
+            lapse: w.lapse,
+            contact: w.contact,
+            rep: w.rep,
+            complaints: w.complaints,
+        }
+    }
+}
+
 /// `[rules]`: every rule's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Longest allowed time since the last purchase, per tier.
-    pub purchase_recency: TierLimits,
+    pub purchase_recency: PurchaseRecencyConfig,
     /// Longest allowed time since the last rep contact (or first seen), per tier.
     pub contact_gap: TierLimits,
     /// Rep departures and frequent rep changes.
     pub rep_turnover: RepTurnoverConfig,
+    /// The churn-risk score over a per-tier threshold (off by default).
+    pub risk: RiskRuleConfig,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
         Self {
-            purchase_recency: TierLimits {
+            purchase_recency: PurchaseRecencyConfig {
                 a: Some(days(30)),
                 b: Some(days(45)),
                 c: None,
+                mode: RecencyMode::Fixed,
+                factor: default_recency_factor(),
+                min_purchase_days: default_min_purchase_days(),
+                min: default_adaptive_min(),
+                max: default_adaptive_max(),
             },
             contact_gap: TierLimits {
                 a: Some(days(14)),
@@ -407,6 +584,7 @@ impl Default for RulesConfig {
                 c: None,
             },
             rep_turnover: RepTurnoverConfig::default(),
+            risk: RiskRuleConfig::default(),
         }
     }
 }
@@ -743,12 +921,33 @@ impl Config {
                 handoffs: self.windows.handoffs,
             },
             rules: RuleSettings {
-                purchase_recency: r.purchase_recency.by_tier(),
+                purchase_recency: r.purchase_recency.fixed().by_tier(),
                 contact_gap: r.contact_gap.by_tier(),
                 rep_turnover_tiers: r.rep_turnover.tiers.clone(),
                 departed: r.rep_turnover.departed,
                 handoffs: r.rep_turnover.handoffs,
                 handoff_threshold: r.rep_turnover.handoff_threshold,
+                adaptive_recency: (r.purchase_recency.mode == RecencyMode::Adaptive).then(|| {
+                    let p = &r.purchase_recency;
+                    AdaptiveRecency {
+                        factor: p.factor,
+                        min_purchase_days: p.min_purchase_days,
+                        min: p.min.by_tier().map(|d| d.unwrap_or(Duration::ZERO)),
+                        max: p.max.by_tier().map(|d| d.unwrap_or(days(36500))),
+                    }
+                }),
+                risk: [r.risk.a, r.risk.b, r.risk.c],
+                risk_hysteresis: r.risk.hysteresis,
+            },
+            risk: RiskSettings {
+                horizon_days: self.risk.horizon.as_secs_f64() / 86_400.0,
+                weights: Weights {
+                    lapse: self.risk.weights.lapse,
+                    contact: self.risk.weights.contact,
+                    rep: self.risk.weights.rep,
+                    complaints: self.risk.weights.complaints,
+                },
+                model: self.risk.model.unwrap_or_default(),
             },
         }
     }
@@ -890,6 +1089,36 @@ impl Config {
         }
         if self.rules.rep_turnover.handoff_threshold == 0 {
             return invalid("rules.rep_turnover.handoff_threshold", "must be at least 1");
+        }
+        let pr = &self.rules.purchase_recency;
+        if !(pr.factor.is_finite() && pr.factor > 0.0) {
+            return invalid("rules.purchase_recency.factor", "must be a positive number");
+        }
+        if pr.min_purchase_days < 2 {
+            return invalid(
+                "rules.purchase_recency.min_purchase_days",
+                "must be at least 2 (a gap needs two purchase days)",
+            );
+        }
+        let (lo, hi) = (pr.min.by_tier(), pr.max.by_tier());
+        if lo.iter().zip(hi).any(|(l, h)| l.zip(h).is_some_and(|(l, h)| l > h)) {
+            return invalid("rules.purchase_recency.min", "must not exceed max in any tier");
+        }
+        let rr = &self.rules.risk;
+        if [rr.a, rr.b, rr.c, Some(rr.hysteresis)].iter().flatten().any(|&t| t > 100) {
+            return invalid("rules.risk", "thresholds and hysteresis are scores, 0 to 100");
+        }
+        let w = &self.risk.weights;
+        if u32::from(w.lapse) + u32::from(w.contact) + u32::from(w.rep) + u32::from(w.complaints)
+            > 100
+        {
+            return invalid("risk.weights", "must add up to at most 100");
+        }
+        if self.risk.horizon < days(1) {
+            return invalid("risk.horizon", "must be at least 1 day");
+        }
+        if self.risk.model.is_some_and(|m| !m.is_valid()) {
+            return invalid("risk.model", "r, alpha, a and b must be positive numbers");
         }
         Ok(())
     }

@@ -11,7 +11,6 @@ use churnwatch::config::Config;
 use churnwatch::config::{HttpConfig, Role, TokenConfig};
 use churnwatch::engine::Engine;
 use churnwatch::engine::alert::Status;
-use churnwatch::engine::customer::Windows;
 use churnwatch::engine::event::{Ts, decode};
 use churnwatch::engine::store::Store;
 use churnwatch::engine::watermark::Clock;
@@ -77,12 +76,12 @@ async fn api_with(http: HttpConfig) -> Api {
         Duration::from_secs(3600),
         Duration::from_secs(3600),
     ));
-    let state = ApiState {
+    let state = ApiState::new(
         store,
-        registry: registry.clone(),
-        ready: ready.clone(),
-        windows: Windows::new(&config.engine_settings()),
-    };
+        registry.clone(),
+        ready.clone(),
+        &config.engine_settings(),
+    );
     let listeners = Listeners {
         data: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         ops: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -357,15 +356,15 @@ async fn without_tokens_only_loopback_host_names_are_answered() {
 
 #[tokio::test]
 async fn a_non_loopback_data_listener_without_tokens_is_refused_at_start() {
-    let state = ApiState {
-        store: Store::default(),
-        registry: prometheus::Registry::new(),
-        ready: Arc::new(Readiness::new(
+    let state = ApiState::new(
+        Store::default(),
+        prometheus::Registry::new(),
+        Arc::new(Readiness::new(
             Duration::from_secs(5),
             Duration::from_secs(60),
         )),
-        windows: Windows::new(&Config::default().engine_settings()),
-    };
+        &Config::default().engine_settings(),
+    );
     let listeners = Listeners {
         data: tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap(),
         ops: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),

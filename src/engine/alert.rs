@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use super::event::{CustomerKey, RepKey, Ts};
-use super::rule::{Check, Rule};
+use super::event::DAY_MS;
+use super::rule::{Check, RecencyLimit, Rule};
 use super::tier::Tier;
 
 /// Stable across reruns: a hash of customer, rule, cause and the firing's
@@ -109,6 +110,8 @@ impl Severity {
 /// The customer's numbers at the alert's `at`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Signals {
+    /// The churn-risk score, 0–100 (see [`super::risk`]).
+    pub risk: u8,
     /// Days since the last purchase (none if never).
     pub recency_days: Option<f64>,
     /// Purchases in `windows.frequency` (90 days by default; the name stays whatever the window).
@@ -141,6 +144,10 @@ pub enum Limit {
         /// The handoff window in days.
         window_days: f64,
     },
+    /// The `purchase_recency` limit that applied, fixed or adaptive.
+    Recency(RecencyLimit),
+    /// The tier's `risk` threshold.
+    Risk(Option<u8>),
     /// No numeric limit (departures).
     None,
 }
@@ -195,6 +202,28 @@ impl Alert {
             } => {
                 format!("limit {threshold} in {} days", days(window_days))
             }
+            Limit::Recency(RecencyLimit::Fixed(ms)) => {
+                format!("tier {tier} limit {}", days(ms as f64 / DAY_MS as f64))
+            }
+            Limit::Recency(RecencyLimit::Adaptive {
+                limit_ms,
+                gap_ms,
+                factor,
+            }) => format!(
+                "tier {tier} adaptive limit {} days: {factor}x this customer's usual gap of {} days",
+                days(limit_ms as f64 / DAY_MS as f64),
+                days(gap_ms as f64 / DAY_MS as f64)
+            ),
+            Limit::Recency(RecencyLimit::Fallback {
+                limit_ms,
+                purchase_days,
+                needed,
+            }) => format!(
+                "tier {tier} fixed limit {}: {purchase_days} purchase days, the adaptive limit needs {needed}",
+                days(limit_ms as f64 / DAY_MS as f64)
+            ),
+            Limit::Risk(Some(t)) => format!("tier {tier} threshold {t}"),
+            Limit::Risk(None) => format!("tier {tier} has no threshold"),
             Limit::None => format!("tier {tier}"),
         };
         let rep = s.account_rep.as_deref().unwrap_or("none");
@@ -239,6 +268,12 @@ impl Alert {
                     s.rep_handoffs_180d
                 )
             }
+            (Check::Risk, Status::Firing, _) => {
+                format!("churn risk {} ({limit})", s.risk)
+            }
+            (Check::Risk, Status::Resolved, _) => {
+                format!("churn risk fell to {} ({limit})", s.risk)
+            }
             (Check::Handoffs, Status::Resolved, _) => format!(
                 "rep changes in the handoff window fell to {} ({limit})",
                 s.rep_handoffs_180d
@@ -248,7 +283,7 @@ impl Alert {
 }
 
 /// Whole days print without decimals, others with one.
-fn days(d: f64) -> String {
+pub(crate) fn days(d: f64) -> String {
     let r = (d * 10.0).round() / 10.0;
     if r.fract() == 0.0 {
         format!("{r:.0}")

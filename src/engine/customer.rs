@@ -6,6 +6,7 @@
 //! snapshot.
 
 use super::alert::Signals;
+use super::bgnbd::History;
 use super::event::{CustomerKey, DAY_MS, RepKey, Ts};
 use super::rep::RepIdx;
 use super::settings::Settings;
@@ -45,12 +46,27 @@ pub struct Customer {
     pub open_tickets: u16,
     /// Open tickets that are complaints.
     pub open_complaints: u16,
+    /// Days with a purchase, lifetime (saturating): BG/NBD counts repeat
+    /// purchases by day, so several orders on one day count once.
+    pub purchase_days: u16,
+    /// The UTC day (since 1970) of the earliest purchase, where the
+    /// purchase history starts for the risk model; [`NO_DAY`] if none. Two
+    /// bytes where a timestamp takes eight: the record stays at 160 bytes.
+    pub first_purchase_day: u16,
     /// Input partition the customer's events come from (0 in replay).
     pub partition: u16,
     /// The tier the thresholds in force give it.
     pub tier: Tier,
     /// One bit per [`super::rule::Check`] that is firing.
     pub firing: u8,
+}
+
+/// `first_purchase_day` of a customer that never bought.
+pub const NO_DAY: u16 = u16::MAX;
+
+/// The UTC day of `t` since 1970, clamped to what a `u16` holds (1970 to 2149).
+fn day_of(t: Ts) -> u16 {
+    t.0.div_euclid(DAY_MS).clamp(0, i64::from(NO_DAY) - 1) as u16
 }
 
 /// An optional time in 8 bytes (`Option<Ts>` takes 16): `i64::MIN` is none.
@@ -129,6 +145,8 @@ impl Customer {
             account_rep: MaybeRep::NONE,
             open_tickets: 0,
             open_complaints: 0,
+            purchase_days: 0,
+            first_purchase_day: NO_DAY,
             partition,
             tier: Tier::C,
             firing: 0,
@@ -146,8 +164,38 @@ impl Customer {
         self.monetary.add(w.monetary.index(ts.0), amount);
         if amount >= 0.0 {
             self.frequency.add(w.frequency.index(ts.0), 1.0);
+            let day = day_of(ts);
+            // A late purchase between the first and the last day may repeat
+            // a day already counted; telling would need every day kept.
+            let new_day = match (self.first_purchase(), self.last_purchase.get()) {
+                (Some(f), Some(l)) => day != day_of(f) && day != day_of(l),
+                _ => true,
+            };
+            if new_day {
+                self.purchase_days = self.purchase_days.saturating_add(1);
+            }
             self.last_purchase = MaybeTs::some(self.last_purchase.get().map_or(ts, |p| p.max(ts)));
+            if self.first_purchase_day == NO_DAY || day < self.first_purchase_day {
+                self.first_purchase_day = day;
+            }
         }
+    }
+
+    /// The start of the day of the first purchase, if any.
+    pub fn first_purchase(&self) -> Option<Ts> {
+        (self.first_purchase_day != NO_DAY).then(|| Ts(i64::from(self.first_purchase_day) * DAY_MS))
+    }
+
+    /// The purchase history as BG/NBD sees it at `at` (days since the first
+    /// purchase); none before the first purchase.
+    pub fn history(&self, at: Ts) -> Option<History> {
+        let first = self.first_purchase()?;
+        let last = self.last_purchase.get().unwrap_or(first);
+        Some(History {
+            x: f64::from(self.purchase_days.saturating_sub(1)),
+            t_x: last.days_since(first).max(0.0),
+            t: at.days_since(first).max(0.0),
+        })
     }
 
     /// Applies a call by `rep`. A call counts as a handoff when its rep
@@ -169,8 +217,9 @@ impl Customer {
 
     /// The customer's numbers as of `at`: the one place they are computed,
     /// for alerts and the HTTP API alike. `account_rep` is the rep's id.
-    pub fn signals(&self, at: Ts, w: &Windows, account_rep: Option<RepKey>) -> Signals {
+    pub fn signals(&self, at: Ts, w: &Windows, account_rep: Option<RepKey>, risk: u8) -> Signals {
         Signals {
+            risk,
             recency_days: self.last_purchase.get().map(|p| at.days_since(p)),
             frequency_90d: self.frequency.sum_at(w.frequency.index(at.0)) as u32,
             monetary: self.monetary.sum_at(w.monetary.index(at.0)),

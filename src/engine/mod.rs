@@ -21,12 +21,14 @@
 //!   lateness are held and applied in `ts` order as the watermark passes.
 
 pub mod alert;
+pub mod bgnbd;
 pub mod customer;
 pub mod event;
 pub(crate) mod ids;
 mod partition;
 mod reconcile;
 pub mod rep;
+pub mod risk;
 pub mod rule;
 pub mod settings;
 pub mod store;
@@ -165,7 +167,7 @@ impl Engine {
     /// An engine writing into `store`, which others may read concurrently.
     pub fn with_store(s: &Settings, clock: Clock, store: Store) -> Self {
         let settings = Tuned {
-            limits: Limits::new(&s.rules),
+            limits: Limits::new(&s.rules, &s.risk),
             windows: Windows::new(s),
             decode: DecodeLimits {
                 max_amount: s.max_amount,

@@ -7,6 +7,7 @@ use super::alert::{Alert, AlertId, Limit, Status, Trigger};
 use super::customer::{Customer, MaybeTs};
 use super::event::Ts;
 use super::rep::Roster;
+use super::risk;
 use super::rule::{Check, Evaluation, Point, evaluate};
 use super::store;
 use parking_lot::RwLock;
@@ -64,6 +65,13 @@ fn transition(check: Check, firing: bool, e: Evaluation, point: Point) -> Option
     }
 }
 
+/// Whether the customer's account rep has departed (a roster read).
+fn rep_departed(c: &Customer, roster: &RwLock<Roster>) -> bool {
+    c.account_rep
+        .get()
+        .is_some_and(|r| roster.read().is_departed(r))
+}
+
 impl Core {
     /// Puts a customer in the tier the thresholds in force give it and
     /// reconciles its checks if that moved it.
@@ -88,10 +96,9 @@ impl Core {
     ) {
         let roster = scope.roster;
         let s = self.settings;
-        let departed = s.limits.applies(Check::Departed, c.tier)
-            && c.account_rep
-                .get()
-                .is_some_and(|r| roster.read().is_departed(r));
+        let departed = (s.limits.applies(Check::Departed, c.tier)
+            || s.limits.applies(Check::Risk, c.tier))
+            && rep_departed(c, roster);
         for check in Check::ALL {
             let e = evaluate(check, c, t, point, &s.limits, &s.windows, departed);
             let Some(mut tr) = transition(check, c.is_firing(check.bit()), e, point) else {
@@ -126,10 +133,11 @@ impl Core {
             }
             scope.out.push(self.alert(c, tr, roster));
         }
+        let departed = departed && s.limits.applies(Check::Risk, c.tier);
         // Lazy timers: an entry earlier than the true deadline is allowed
         // (it pops, re-checks and reschedules), so the queue is touched only
         // when a deadline moves earlier: most events move it later.
-        let next = self.next_due(c, t);
+        let next = self.next_due(c, t, departed);
         let old = c.pending.get();
         let earlier = match (old, next) {
             (None, Some(_)) => true,
@@ -145,10 +153,15 @@ impl Core {
     /// The earliest time at which one of the customer's checks can change
     /// without an event: absence deadlines of checks not firing, and the
     /// time a firing handoff count falls below the threshold.
-    fn next_due(&self, c: &Customer, t: Ts) -> Option<Ts> {
+    fn next_due(&self, c: &Customer, t: Ts, rep_departed: bool) -> Option<Ts> {
         let s = &self.settings;
         let mut next: Option<Ts> = None;
         let mut consider = |d: Ts| next = Some(next.map_or(d, |n: Ts| n.min(d)));
+        if !c.is_firing(Check::Risk.bit())
+            && let Some(d) = s.limits.risk_due(c, t, &s.windows, rep_departed)
+        {
+            consider(d);
+        }
         for check in [Check::PurchaseRecency, Check::ContactGap] {
             if !c.is_firing(check.bit())
                 && let Some(d) = s.limits.due(check, c)
@@ -179,9 +192,12 @@ impl Core {
         let s = &self.settings;
         let w = &s.windows;
         let limit = match check {
-            Check::PurchaseRecency | Check::ContactGap => {
-                Limit::Days(s.limits.limit_days(check, c.tier))
-            }
+            Check::PurchaseRecency => match s.limits.recency_limit(c) {
+                Some(l) => Limit::Recency(l),
+                None => Limit::Days(None),
+            },
+            Check::ContactGap => Limit::Days(s.limits.limit_days(check, c.tier)),
+            Check::Risk => Limit::Risk(s.limits.risk_threshold(c.tier)),
             Check::Handoffs => Limit::Handoffs {
                 threshold: s.limits.handoff_threshold,
                 window_days: s.handoff_window_days,
@@ -203,6 +219,7 @@ impl Core {
                 c.account_rep
                     .get()
                     .and_then(|r| roster.read().name(r).cloned()),
+                risk::score(c, at, &s.limits.risk_context(w, rep_departed(c, roster))),
             ),
             partition: c.partition,
         }

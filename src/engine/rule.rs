@@ -6,7 +6,8 @@
 use super::alert::Trigger;
 use super::customer::{Customer, Windows};
 use super::event::{DAY_MS, Ts};
-use super::settings::RuleSettings;
+use super::risk::{self, RiskSettings};
+use super::settings::{AdaptiveRecency, RuleSettings};
 use super::tier::Tier;
 
 /// Which rule an alert belongs to (closed set: metric labels come from it).
@@ -20,11 +21,18 @@ pub enum Rule {
     ContactGap,
     /// The account rep departed, or reps keep changing.
     RepTurnover,
+    /// The churn-risk score reached the tier's threshold.
+    Risk,
 }
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 3] = [Rule::PurchaseRecency, Rule::ContactGap, Rule::RepTurnover];
+    pub const ALL: [Rule; 4] = [
+        Rule::PurchaseRecency,
+        Rule::ContactGap,
+        Rule::RepTurnover,
+        Rule::Risk,
+    ];
 
     /// The config and JSON spelling.
     pub fn as_str(self) -> &'static str {
@@ -32,6 +40,7 @@ impl Rule {
             Rule::PurchaseRecency => "purchase_recency",
             Rule::ContactGap => "contact_gap",
             Rule::RepTurnover => "rep_turnover",
+            Rule::Risk => "risk",
         }
     }
 }
@@ -69,15 +78,18 @@ pub enum Check {
     Departed,
     /// `rep_turnover`, cause `handoffs`.
     Handoffs,
+    /// `risk`.
+    Risk,
 }
 
 impl Check {
     /// Every check.
-    pub const ALL: [Check; 4] = [
+    pub const ALL: [Check; 5] = [
         Check::PurchaseRecency,
         Check::ContactGap,
         Check::Departed,
         Check::Handoffs,
+        Check::Risk,
     ];
 
     /// Its bit in [`Customer::firing`].
@@ -91,6 +103,7 @@ impl Check {
             Check::PurchaseRecency => Rule::PurchaseRecency,
             Check::ContactGap => Rule::ContactGap,
             Check::Departed | Check::Handoffs => Rule::RepTurnover,
+            Check::Risk => Rule::Risk,
         }
     }
 
@@ -119,11 +132,62 @@ pub struct Limits {
     handoff_tiers: u8,
     /// Handoffs that fire `rep_turnover` (cause `handoffs`).
     pub handoff_threshold: u32,
+    adaptive: Option<Adaptive>,
+    risk_thresholds: [Option<u8>; 3],
+    risk_hysteresis: u8,
+    /// The score's settings.
+    pub risk: RiskSettings,
+}
+
+/// [`AdaptiveRecency`] in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Adaptive {
+    factor: f64,
+    min_purchase_days: u32,
+    min: [i64; 3],
+    max: [i64; 3],
+}
+
+/// Which `purchase_recency` limit applies to a customer, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RecencyLimit {
+    /// The tier's fixed limit (mode `fixed`).
+    Fixed(i64),
+    /// Adaptive: `factor` × the customer's usual gap, clamped.
+    Adaptive {
+        /// The limit, ms.
+        limit_ms: i64,
+        /// The customer's mean gap between purchase days, ms.
+        gap_ms: i64,
+        /// The configured multiple.
+        factor: f64,
+    },
+    /// Adaptive mode, but too few purchase days: the fixed limit.
+    Fallback {
+        /// The fixed limit, ms.
+        limit_ms: i64,
+        /// Purchase days so far.
+        purchase_days: u32,
+        /// Purchase days the adaptive limit needs.
+        needed: u32,
+    },
+}
+
+impl RecencyLimit {
+    /// The limit in milliseconds.
+    pub fn ms(self) -> i64 {
+        match self {
+            RecencyLimit::Fixed(ms) => ms,
+            RecencyLimit::Adaptive { limit_ms, .. } | RecencyLimit::Fallback { limit_ms, .. } => {
+                limit_ms
+            }
+        }
+    }
 }
 
 impl Limits {
     /// Compiles the rule settings.
-    pub fn new(rules: &RuleSettings) -> Self {
+    pub fn new(rules: &RuleSettings, risk: &RiskSettings) -> Self {
         let ms = |l: &[Option<std::time::Duration>; 3]| l.map(|d| d.map(|d| d.as_millis() as i64));
         let mask = |on: bool| {
             if on {
@@ -141,6 +205,51 @@ impl Limits {
             departed_tiers: mask(rules.departed),
             handoff_tiers: mask(rules.handoffs),
             handoff_threshold: rules.handoff_threshold,
+            adaptive: rules.adaptive_recency.map(|a: AdaptiveRecency| {
+                let ms = |d: [std::time::Duration; 3]| d.map(|d| d.as_millis() as i64);
+                Adaptive {
+                    factor: a.factor,
+                    min_purchase_days: a.min_purchase_days,
+                    min: ms(a.min),
+                    max: ms(a.max),
+                }
+            }),
+            risk_thresholds: rules.risk,
+            risk_hysteresis: rules.risk_hysteresis,
+            risk: *risk,
+        }
+    }
+
+    /// The `risk` rule's threshold for `tier`, if it applies.
+    pub fn risk_threshold(&self, tier: Tier) -> Option<u8> {
+        self.risk_thresholds[tier.index()]
+    }
+
+    /// The `purchase_recency` limit that applies to `c`, if the tier has the
+    /// rule on: adaptive mode measures the customer against its own mean
+    /// gap between purchase days once it has enough of them.
+    pub fn recency_limit(&self, c: &Customer) -> Option<RecencyLimit> {
+        let fixed = self.recency[c.tier.index()]?;
+        let Some(a) = self.adaptive else {
+            return Some(RecencyLimit::Fixed(fixed));
+        };
+        let (first, last) = (c.first_purchase(), c.last_purchase.get());
+        match first.zip(last) {
+            Some((f, l)) if u32::from(c.purchase_days) >= a.min_purchase_days.max(2) => {
+                let gap_ms = (l.0 - f.0) / i64::from(c.purchase_days - 1);
+                let i = c.tier.index();
+                let limit_ms = ((gap_ms as f64 * a.factor) as i64).clamp(a.min[i], a.max[i]);
+                Some(RecencyLimit::Adaptive {
+                    limit_ms,
+                    gap_ms,
+                    factor: a.factor,
+                })
+            }
+            _ => Some(RecencyLimit::Fallback {
+                limit_ms: fixed,
+                purchase_days: u32::from(c.purchase_days),
+                needed: a.min_purchase_days,
+            }),
         }
     }
 
@@ -149,7 +258,7 @@ impl Limits {
         match check {
             Check::PurchaseRecency => self.recency[tier.index()],
             Check::ContactGap => self.contact[tier.index()],
-            Check::Departed | Check::Handoffs => None,
+            Check::Departed | Check::Handoffs | Check::Risk => None,
         }
     }
 
@@ -158,6 +267,7 @@ impl Limits {
         match check {
             Check::Departed => self.departed_tiers & (1 << tier.index()) != 0,
             Check::Handoffs => self.handoff_tiers & (1 << tier.index()) != 0,
+            Check::Risk => self.risk_threshold(tier).is_some(),
             absence => self.limit_ms(absence, tier).is_some(),
         }
     }
@@ -165,14 +275,67 @@ impl Limits {
     /// When an absence check's condition starts to hold: its base time plus
     /// the tier's limit. The condition holds at `t` iff `t > due`.
     pub fn due(&self, check: Check, c: &Customer) -> Option<Ts> {
-        let limit = self.limit_ms(check, c.tier)?;
-        let base = match check {
+        let (base, limit) = match check {
             // A customer who never bought is measured from first sight.
-            Check::PurchaseRecency => c.last_purchase.get().unwrap_or(c.first_seen),
-            Check::ContactGap => c.last_contact.get().unwrap_or(c.first_seen),
+            Check::PurchaseRecency => (
+                c.last_purchase.get().unwrap_or(c.first_seen),
+                self.recency_limit(c)?.ms(),
+            ),
+            Check::ContactGap => (
+                c.last_contact.get().unwrap_or(c.first_seen),
+                self.limit_ms(check, c.tier)?,
+            ),
             _ => return None,
         };
         Some(base.saturating_add(limit))
+    }
+
+    /// Whether the `risk` rule holds for `c` at `t`: the score at or over
+    /// the tier's threshold to fire, and not yet `risk_hysteresis` below it
+    /// to stay firing (so a score hovering at the threshold does not flap).
+    pub fn risk_holds(&self, c: &Customer, t: Ts, windows: &Windows, rep_departed: bool) -> bool {
+        let Some(threshold) = self.risk_threshold(c.tier) else {
+            return false;
+        };
+        let score = risk::score(c, t, &self.risk_context(windows, rep_departed));
+        if c.is_firing(Check::Risk.bit()) {
+            score.saturating_add(self.risk_hysteresis) >= threshold
+        } else {
+            score >= threshold
+        }
+    }
+
+    /// The score's view of the rules.
+    pub fn risk_context<'a>(&'a self, windows: &'a Windows, rep_departed: bool) -> risk::Context<'a> {
+        risk::Context {
+            limits: self,
+            windows,
+            rep_departed,
+        }
+    }
+
+    /// When the score of `c`, without further events, first reaches the
+    /// tier's `risk` threshold after `t`: found by bisection, to within a
+    /// minute and up to ten years ahead. The score only rises with
+    /// silence, except as handoffs leave their window, which makes this
+    /// early at worst (the timer then re-checks and reschedules).
+    pub fn risk_due(&self, c: &Customer, t: Ts, windows: &Windows, rep_departed: bool) -> Option<Ts> {
+        let threshold = self.risk_threshold(c.tier)?;
+        let cx = self.risk_context(windows, rep_departed);
+        let over = |at: i64| risk::score(c, Ts(at), &cx) >= threshold;
+        let (mut lo, mut hi) = (t.0, t.0.saturating_add(3650 * DAY_MS));
+        if !over(hi) {
+            return None;
+        }
+        while hi - lo > 60_000 {
+            let mid = lo + (hi - lo) / 2;
+            if over(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(Ts(hi))
     }
 
     /// The absence limit of `check` for `tier`, in days.
@@ -225,7 +388,8 @@ pub struct Evaluation {
 }
 
 /// What one check's condition says about customer `c` at time `t`. Pure:
-/// `rep_departed` is whether its account rep has departed. Inlined: it is
+/// `rep_departed` is whether its account rep has departed (looked up only
+/// when a rule of its tier needs it; false otherwise). Inlined: it is
 /// the hot path's inner loop (four checks per event).
 #[inline]
 pub fn evaluate(
@@ -253,6 +417,16 @@ pub fn evaluate(
                 Point::Roster => Trigger::Roster,
                 Point::Recompute => Trigger::TierChange,
                 _ => Trigger::Event,
+            };
+            (holds, t, trigger)
+        }
+        Check::Risk => {
+            let holds = limits.risk_holds(c, t, windows, rep_departed);
+            let trigger = match point {
+                Point::Before | Point::Timer => Trigger::Deadline,
+                Point::Roster => Trigger::Roster,
+                Point::Recompute => Trigger::TierChange,
+                Point::Event => Trigger::Event,
             };
             (holds, t, trigger)
         }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::risk::RiskSettings;
 use super::tier::Tier;
 
 /// Everything the engine needs to know, already validated.
@@ -29,6 +30,8 @@ pub struct Settings {
     pub windows: WindowSettings,
     /// Rule limits per tier.
     pub rules: RuleSettings,
+    /// The churn-risk score.
+    pub risk: RiskSettings,
 }
 
 /// Tier shares and the spend window that ranks customers.
@@ -73,4 +76,27 @@ pub struct RuleSettings {
     pub handoffs: bool,
     /// Handoffs inside the handoff window that fire.
     pub handoff_threshold: u32,
+    /// `purchase_recency` measured against each customer's own rhythm
+    /// (`mode = "adaptive"`); `None`: the fixed limits alone.
+    pub adaptive_recency: Option<AdaptiveRecency>,
+    /// Risk score at which the `risk` rule fires, per tier (`None`: off).
+    pub risk: [Option<u8>; 3],
+    /// A firing `risk` alert resolves once the score is this far below
+    /// the tier's threshold.
+    pub risk_hysteresis: u8,
+}
+
+/// Adaptive `purchase_recency`: the limit is `factor` times the customer's
+/// mean gap between purchase days, clamped per tier; customers with fewer
+/// than `min_purchase_days` keep the fixed limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveRecency {
+    /// Multiple of the usual gap.
+    pub factor: f64,
+    /// Purchase days needed before the customer's own gap is trusted.
+    pub min_purchase_days: u32,
+    /// Lowest limit per tier.
+    pub min: [Duration; 3],
+    /// Highest limit per tier.
+    pub max: [Duration; 3],
 }

@@ -23,7 +23,9 @@ use crate::config::HttpConfig;
 use crate::engine::alert::{AlertId, Signals};
 use crate::engine::customer::{Customer, Windows};
 use crate::engine::event::Ts;
-use crate::engine::rule::Check;
+use crate::engine::risk::{self, Reason};
+use crate::engine::rule::{Check, Limits};
+use crate::engine::settings::Settings;
 use crate::engine::store::{EpisodeKey, Store};
 use crate::engine::tier::Tier;
 use crate::metrics;
@@ -40,6 +42,26 @@ pub struct ApiState {
     pub ready: Arc<Readiness>,
     /// Window geometry, for the signals.
     pub windows: Windows,
+    /// The rules compiled, for the risk score.
+    pub limits: Limits,
+}
+
+impl ApiState {
+    /// The state for a service running `settings`.
+    pub fn new(
+        store: Store,
+        registry: prometheus::Registry,
+        ready: Arc<Readiness>,
+        settings: &Settings,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            ready,
+            windows: Windows::new(settings),
+            limits: Limits::new(&settings.rules, &settings.risk),
+        }
+    }
 }
 
 /// Readiness and liveness as the engine loop last reported them. A report
@@ -334,6 +356,8 @@ struct CustomerView {
     last_contact: Option<Ts>,
     #[serde(flatten)]
     signals: Signals,
+    /// What makes up `risk`, largest first; the points sum to it.
+    risk_reasons: Vec<Reason>,
     account_rep_departed: bool,
     active_alerts: Vec<ActiveAlert>,
     next_deadline: Option<Ts>,
@@ -355,6 +379,8 @@ async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response
         .filter(|k| c.is_firing(k.bit()))
         .filter_map(|k| s.store.episode(&id, k).map(|t| ActiveAlert::new(&c, k, t)))
         .collect();
+    let departed = rep.is_some_and(|r| s.store.rep_departed(r));
+    let risk = risk::explain(&c, at, &s.limits.risk_context(&s.windows, departed));
     let view = CustomerView {
         customer_id: c.id.to_string(),
         tier: c.tier,
@@ -362,8 +388,14 @@ async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response
         first_seen: c.first_seen,
         last_purchase: c.last_purchase.get(),
         last_contact: c.last_contact.get(),
-        signals: c.signals(at, &s.windows, rep.and_then(|r| s.store.rep_id(r))),
-        account_rep_departed: rep.is_some_and(|r| s.store.rep_departed(r)),
+        signals: c.signals(
+            at,
+            &s.windows,
+            rep.and_then(|r| s.store.rep_id(r)),
+            risk.score,
+        ),
+        risk_reasons: risk.reasons,
+        account_rep_departed: departed,
         active_alerts,
         next_deadline: c.pending.get(),
     };

@@ -31,7 +31,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::customer::Windows;
 use crate::engine::store::Store;
 use crate::engine::watermark::Clock;
 use crate::http::{ApiState, Readiness};
@@ -170,12 +169,7 @@ pub async fn run(
         (config.engine.tick_interval * 20).max(READINESS_STALE),
         config.http.liveness_timeout,
     ));
-    let api = ApiState {
-        store: store.clone(),
-        registry,
-        ready: ready.clone(),
-        windows: Windows::new(&settings),
-    };
+    let api = ApiState::new(store.clone(), registry, ready.clone(), &settings);
     let http_stop = token.child_token();
     let http_task = crate::http::start(
         listeners,
