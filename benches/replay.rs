@@ -159,11 +159,14 @@ fn memory_child(n: usize) {
 fn timers(n: usize) {
     let mut config = Config::default();
     let d30 = Some(Duration::from_secs(30 * 86_400));
-    config.rules.purchase_recency = churnwatch::config::TierLimits {
-        a: d30,
-        b: d30,
-        c: d30,
-    };
+    config
+        .rules
+        .purchase_recency
+        .set_fixed(churnwatch::config::TierLimits {
+            a: d30,
+            b: d30,
+            c: d30,
+        });
     let mut engine = Engine::new(&config.engine_settings(), Clock::Wall);
     let limits = engine.decode_limits();
     let mut out = Vec::new();

@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::engine::alert::Status;
-use crate::engine::rule::Rule;
 use crate::engine::bgnbd::Model;
 use crate::engine::risk::{RiskSettings, Weights};
+use crate::engine::rule::Rule;
 use crate::engine::settings::{
     AdaptiveRecency, RuleSettings, Settings, TierSettings, WindowSettings,
 };
@@ -456,6 +456,11 @@ fn default_adaptive_max() -> TierLimits {
 }
 
 impl PurchaseRecencyConfig {
+    /// Sets the fixed limits of all three tiers.
+    pub fn set_fixed(&mut self, limits: TierLimits) {
+        (self.a, self.b, self.c) = (limits.a, limits.b, limits.c);
+    }
+
     fn fixed(&self) -> TierLimits {
         TierLimits {
             a: self.a,
@@ -1101,12 +1106,26 @@ impl Config {
             );
         }
         let (lo, hi) = (pr.min.by_tier(), pr.max.by_tier());
-        if lo.iter().zip(hi).any(|(l, h)| l.zip(h).is_some_and(|(l, h)| l > h)) {
-            return invalid("rules.purchase_recency.min", "must not exceed max in any tier");
+        if lo
+            .iter()
+            .zip(hi)
+            .any(|(l, h)| l.zip(h).is_some_and(|(l, h)| l > h))
+        {
+            return invalid(
+                "rules.purchase_recency.min",
+                "must not exceed max in any tier",
+            );
         }
         let rr = &self.rules.risk;
-        if [rr.a, rr.b, rr.c, Some(rr.hysteresis)].iter().flatten().any(|&t| t > 100) {
-            return invalid("rules.risk", "thresholds and hysteresis are scores, 0 to 100");
+        if [rr.a, rr.b, rr.c, Some(rr.hysteresis)]
+            .iter()
+            .flatten()
+            .any(|&t| t > 100)
+        {
+            return invalid(
+                "rules.risk",
+                "thresholds and hysteresis are scores, 0 to 100",
+            );
         }
         let w = &self.risk.weights;
         if u32::from(w.lapse) + u32::from(w.contact) + u32::from(w.rep) + u32::from(w.complaints)

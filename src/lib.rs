@@ -41,6 +41,8 @@
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod evaluate;
+pub mod fit;
 pub mod generate;
 pub mod http;
 pub mod kafka;

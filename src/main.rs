@@ -63,6 +63,46 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
     },
+    /// Fit the BG/NBD model of the risk score on purchase histories; prints
+    /// a `[risk.model]` fragment for the config.
+    Fit {
+        /// Config file (TOML); built-in defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Fit on the history up to this RFC 3339 time (default: all of it).
+        #[arg(long, value_parser = parse_ts)]
+        until: Option<Ts>,
+        /// Also write the fragment to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Input files in order; `-` reads standard input.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Measure alerts and the risk score against what happened after a cut.
+    Evaluate {
+        /// The cut T (RFC 3339): state is taken here.
+        #[arg(long, value_parser = parse_ts)]
+        cut: Ts,
+        /// Churned = no purchase in (T, T + horizon], e.g. `90d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        horizon: std::time::Duration,
+        /// Config file (TOML); built-in defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write one JSON line per customer here.
+        #[arg(long)]
+        scores: Option<PathBuf>,
+        /// Write a self-contained HTML report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Print the figures as one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Input files in order; `-` reads standard input.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
     /// Write a synthetic population as JSON lines, or produce it to Kafka.
     Generate {
         /// Number of customers.
@@ -171,6 +211,70 @@ fn run(cli: Cli) -> Result<()> {
             let mut err = std::io::stderr();
             let summary = replay(&config, &options, &mut out, &mut err).context("replay failed")?;
             eprintln!("{summary}");
+            Ok(())
+        }
+        Command::Fit {
+            config,
+            until,
+            output,
+            inputs,
+        } => {
+            let config = load_config(config.as_ref())?;
+            let now = Ts(chrono::Utc::now().timestamp_millis());
+            let settings = config.engine_settings();
+            let (engine, rejected) =
+                churnwatch::replay::state_at(&settings, &inputs, until, now, |_| {})
+                    .context("reading the history")?;
+            let at = until.or(engine.watermark()).unwrap_or(now);
+            let fit =
+                churnwatch::evaluate::fit_engine(engine.store(), at).context("fitting BG/NBD")?;
+            let m = &fit.model;
+            eprintln!(
+                "fit: {} customers up to {at} ({rejected} lines rejected): r = {:.4}, alpha = {:.4}, a = {:.4}, b = {:.4}, log-likelihood {:.2}",
+                fit.customers, m.r, m.alpha, m.a, m.b, fit.log_likelihood
+            );
+            let fragment = fit.toml(&format!("up to {at}"));
+            print!("{fragment}");
+            if let Some(path) = output {
+                std::fs::write(&path, &fragment)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
+        Command::Evaluate {
+            cut,
+            horizon,
+            config,
+            scores,
+            report,
+            json,
+            inputs,
+        } => {
+            let config = load_config(config.as_ref())?;
+            let options = churnwatch::evaluate::EvaluateOptions {
+                inputs,
+                cut,
+                horizon,
+                scores,
+                report,
+                now: Ts(chrono::Utc::now().timestamp_millis()),
+            };
+            let e = churnwatch::evaluate::evaluate(&config, &options).context("evaluate failed")?;
+            if e.input_ends
+                .is_none_or(|t| t.0 < cut.0 + horizon.as_millis() as i64)
+            {
+                eprintln!(
+                    "evaluate: warning: the input ends before cut + horizon; customers may be labelled churned for want of data"
+                );
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&e).context("encoding the figures")?
+                );
+            } else {
+                print!("{}", e.text());
+            }
             Ok(())
         }
         Command::Run { config, brokers } => {

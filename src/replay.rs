@@ -197,6 +197,74 @@ pub fn replay(
     Ok(summary)
 }
 
+/// The engine's state at `cut` over `inputs`: every event up to `cut`
+/// applied in input order (its alerts dropped), every later one handed to
+/// `later` instead, the watermark then moved to `cut`. Rejected lines are
+/// counted, not fatal. What `fit` and `evaluate` start from; without a cut,
+/// the whole input is applied.
+pub fn state_at(
+    settings: &crate::engine::Settings,
+    inputs: &[PathBuf],
+    cut: Option<Ts>,
+    now: Ts,
+    mut later: impl FnMut(&event::Event),
+) -> Result<(Engine, u64), ReplayError> {
+    let mut engine = Engine::new(settings, Clock::Event);
+    engine.set_horizon(now);
+    let limits = engine.decode_limits();
+    let mut pending = Vec::new();
+    let mut buffer = Vec::new();
+    let mut rejected = 0;
+    for path in inputs {
+        let input_err = |source| ReplayError::Input {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(io::stdin().lock())
+        } else {
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(path).map_err(input_err)?,
+            ))
+        };
+        loop {
+            buffer.clear();
+            let Some(size) = read_line_bounded(&mut reader, &mut buffer, limits.max_event_bytes)
+                .map_err(input_err)?
+            else {
+                break;
+            };
+            let line = trim_line(&buffer);
+            if size == buffer.len() && line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let event = if size == buffer.len() {
+                event::decode(line, limits)
+            } else {
+                Err(RejectReason::TooLarge {
+                    size,
+                    limit: limits.max_event_bytes,
+                })
+            };
+            let applied = event.and_then(|ev| {
+                if cut.is_some_and(|c| ev.ts > c) {
+                    later(&ev);
+                    Ok(())
+                } else {
+                    engine.apply(ev, 0, &mut pending).map(drop)
+                }
+            });
+            rejected += u64::from(applied.is_err());
+            pending.clear();
+        }
+    }
+    if let Some(cut) = cut {
+        engine.advance_to(cut, &mut pending);
+    }
+    Ok((engine, rejected))
+}
+
 /// Lines decoded ahead of being applied (see [`Engine::prefetch`]).
 const BATCH: usize = 32;
 

@@ -207,11 +207,14 @@ async fn wall_clock_commits_offsets_only_after_alerts_are_acknowledged() {
     // whatever population a restart restored (issue #14, item 5), so both
     // members must emit the same alerts with the same (deadline-derived) ids.
     let month = Some(Duration::from_secs(30 * 86_400));
-    config.rules.purchase_recency = churnwatch::config::TierLimits {
-        a: month,
-        b: month,
-        c: month,
-    };
+    config
+        .rules
+        .purchase_recency
+        .set_fixed(churnwatch::config::TierLimits {
+            a: month,
+            b: month,
+            c: month,
+        });
     config.rules.contact_gap = churnwatch::config::TierLimits::default();
     config.rules.rep_turnover.tiers.clear();
     // Valid purchases only: a dead letter produced mid-input would hold the

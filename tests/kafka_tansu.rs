@@ -56,11 +56,13 @@ async fn time_ordered_scenario_on_three_partitions_equals_replay() {
 fn tier_free(brokers: &str) -> Config {
     let mut c = event_clock_config(brokers);
     let d30 = Some(Duration::from_secs(30 * 86_400));
-    c.rules.purchase_recency = churnwatch::config::TierLimits {
-        a: d30,
-        b: d30,
-        c: d30,
-    };
+    c.rules
+        .purchase_recency
+        .set_fixed(churnwatch::config::TierLimits {
+            a: d30,
+            b: d30,
+            c: d30,
+        });
     c.rules.contact_gap = churnwatch::config::TierLimits::default();
     c.rules.rep_turnover.tiers = vec![
         churnwatch::engine::tier::Tier::A,

@@ -9,8 +9,8 @@ use std::fmt;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use super::event::{CustomerKey, RepKey, Ts};
 use super::event::DAY_MS;
+use super::event::{CustomerKey, RepKey, Ts};
 use super::rule::{Check, RecencyLimit, Rule};
 use super::tier::Tier;
 

@@ -95,13 +95,7 @@ mod tests {
 
     #[test]
     fn p_alive_matches_the_published_values() {
-        let p = |x, t_x| {
-            PUBLISHED.p_alive(History {
-                x,
-                t_x,
-                t: 38.86,
-            })
-        };
+        let p = |x, t_x| PUBLISHED.p_alive(History { x, t_x, t: 38.86 });
         assert!((p(2.0, 30.43) - 0.7266).abs() < 5e-5, "{}", p(2.0, 30.43));
         assert!((p(5.0, 10.0) - 0.0248).abs() < 5e-5, "{}", p(5.0, 10.0));
     }
@@ -117,6 +111,13 @@ mod tests {
             last = p;
         }
         assert!(m.p_none_within(at(30.0, 60.0), 30.0) > m.p_none_within(at(30.0, 60.0), 90.0));
-        assert_eq!(m.p_alive(History { x: 0.0, t_x: 0.0, t: 99.0 }), 1.0);
+        assert_eq!(
+            m.p_alive(History {
+                x: 0.0,
+                t_x: 0.0,
+                t: 99.0
+            }),
+            1.0
+        );
     }
 }

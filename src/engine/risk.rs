@@ -185,7 +185,10 @@ impl Reason {
                 );
                 match usual_gap {
                     _ if !bought => {
-                        format!("no purchase in {} days since first seen; {chance}", d(silent_days))
+                        format!(
+                            "no purchase in {} days since first seen; {chance}",
+                            d(silent_days)
+                        )
                     }
                     Some(gap) if gap > 0.0 => format!(
                         "no purchase for {} days, {:.1}x this customer's usual gap of {} days; {chance}",
@@ -206,18 +209,15 @@ impl Reason {
                 d(days),
                 d(limit_days)
             ),
-            Detail::Rep {
-                departed: true, ..
-            } => "the account rep departed".to_string(),
+            Detail::Rep { departed: true, .. } => "the account rep departed".to_string(),
             Detail::Rep {
                 handoffs,
                 threshold,
                 ..
             } => format!("{handoffs} rep handoffs in the handoff window (alert at {threshold})"),
-            Detail::Complaints { open } => format!(
-                "{open} open complaint{}",
-                if open == 1 { "" } else { "s" }
-            ),
+            Detail::Complaints { open } => {
+                format!("{open} open complaint{}", if open == 1 { "" } else { "s" })
+            }
         }
     }
 }
@@ -253,14 +253,20 @@ fn factors(c: &Customer, at: Ts, cx: &Context<'_>) -> [Option<(f64, Detail)>; 4]
     });
     let p_none = s.model.p_none_within(history, s.horizon_days);
     let lapse = Detail::Lapse {
-        silent_days: c.last_purchase.get().map_or(history.t, |l| at.days_since(l)),
+        silent_days: c
+            .last_purchase
+            .get()
+            .map_or(history.t, |l| at.days_since(l)),
         bought: c.last_purchase.get().is_some(),
         purchase_days: u32::from(c.purchase_days),
         usual_gap: (history.x >= 1.0).then(|| history.t_x / history.x),
         p_none,
         horizon_days: s.horizon_days,
     };
-    let contact = c.last_contact.get().zip(cx.limits.limit_days(Check::ContactGap, c.tier));
+    let contact = c
+        .last_contact
+        .get()
+        .zip(cx.limits.limit_days(Check::ContactGap, c.tier));
     let contact = contact.map(|(last, limit_days)| {
         let days = at.days_since(last);
         let share = (days / limit_days - 0.5).clamp(0.0, 1.0);
@@ -275,7 +281,14 @@ fn factors(c: &Customer, at: Ts, cx: &Context<'_>) -> [Option<(f64, Detail)>; 4]
             (f64::from(handoffs) / f64::from(threshold)).min(1.0)
         };
         let departed = cx.rep_departed;
-        (share, Detail::Rep { departed, handoffs, threshold })
+        (
+            share,
+            Detail::Rep {
+                departed,
+                handoffs,
+                threshold,
+            },
+        )
     });
     let open = u32::from(c.open_complaints);
     let complaints = (open > 0).then(|| {
@@ -289,7 +302,12 @@ fn weight(w: &Weights, i: usize) -> u8 {
     [w.lapse, w.contact, w.rep, w.complaints][i]
 }
 
-const FACTORS: [Factor; 4] = [Factor::Lapse, Factor::Contact, Factor::Rep, Factor::Complaints];
+const FACTORS: [Factor; 4] = [
+    Factor::Lapse,
+    Factor::Contact,
+    Factor::Rep,
+    Factor::Complaints,
+];
 
 fn points(share: f64, weight: u8) -> u8 {
     (share.clamp(0.0, 1.0) * f64::from(weight)).round() as u8
@@ -323,7 +341,7 @@ pub fn explain(c: &Customer, at: Ts, cx: &Context<'_>) -> Risk {
             })
         })
         .collect();
-    reasons.sort_by(|a, b| b.points.cmp(&a.points));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.points));
     Risk {
         score: reasons.iter().map(|r| r.points).sum::<u8>().min(100),
         reasons,
@@ -383,7 +401,10 @@ mod tests {
         let weekly = buyer(&weekly);
         let monthly = buyer(&[0, 30, 60, 90]);
         let (w, m) = with(false, |cx| {
-            (score(&weekly, Ts(119 * DAY_MS), cx), score(&monthly, Ts(125 * DAY_MS), cx))
+            (
+                score(&weekly, Ts(119 * DAY_MS), cx),
+                score(&monthly, Ts(125 * DAY_MS), cx),
+            )
         });
         assert!(w > m, "weekly {w}, monthly {m}");
     }

@@ -306,7 +306,11 @@ impl Limits {
     }
 
     /// The score's view of the rules.
-    pub fn risk_context<'a>(&'a self, windows: &'a Windows, rep_departed: bool) -> risk::Context<'a> {
+    pub fn risk_context<'a>(
+        &'a self,
+        windows: &'a Windows,
+        rep_departed: bool,
+    ) -> risk::Context<'a> {
         risk::Context {
             limits: self,
             windows,
@@ -319,7 +323,13 @@ impl Limits {
     /// minute and up to ten years ahead. The score only rises with
     /// silence, except as handoffs leave their window, which makes this
     /// early at worst (the timer then re-checks and reschedules).
-    pub fn risk_due(&self, c: &Customer, t: Ts, windows: &Windows, rep_departed: bool) -> Option<Ts> {
+    pub fn risk_due(
+        &self,
+        c: &Customer,
+        t: Ts,
+        windows: &Windows,
+        rep_departed: bool,
+    ) -> Option<Ts> {
         let threshold = self.risk_threshold(c.tier)?;
         let cx = self.risk_context(windows, rep_departed);
         let over = |at: i64| risk::score(c, Ts(at), &cx) >= threshold;

@@ -471,6 +471,12 @@ impl Store {
         self.inner.customers.len()
     }
 
+    /// Visits every customer (in shard order), each under its shard's
+    /// read lock: for whole-population reports such as `evaluate`.
+    pub fn for_each_customer(&self, mut f: impl FnMut(&Customer)) {
+        self.inner.customers.for_each(|_, c| f(c));
+    }
+
     /// Whether no customer is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
