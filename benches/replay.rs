@@ -17,7 +17,7 @@ use churnwatch::config::Config;
 use churnwatch::engine::Engine;
 use churnwatch::engine::event::{DAY_MS, Ts, decode};
 use churnwatch::engine::watermark::Clock;
-use churnwatch::generate::{PopulationOptions, write};
+use churnwatch::generate::{Population, PopulationOptions, write};
 use churnwatch::replay::{ReplayOptions, replay};
 
 /// The quick run fails below this engine/parse-only ratio. The measured
@@ -86,7 +86,7 @@ fn throughput(customers: usize, events: u64) -> f64 {
         seed: 7,
         start: Ts(1_767_225_600_000),
     };
-    let written = write(options, 400, events, &path).expect("generate");
+    let written = write(Population::new(options), 400, events, &path).expect("generate");
     // Warm the page cache so both runs read from memory.
     let _ = parse_only(&path);
     let mut ratios = Vec::new();

@@ -37,6 +37,11 @@ struct Profile {
     rep: u32,
     /// Day from which the customer stops buying (slipping away).
     stops_buying: Option<u32>,
+    /// Planted fading: from this day the purchase rate falls linearly to
+    /// nothing at `stops_buying`.
+    fades_from: Option<u32>,
+    /// How the customer churns, if it does.
+    churn: Option<ChurnKind>,
     /// Day from which nobody calls the customer.
     stops_calls: Option<u32>,
     /// Probability that a call comes from another rep than the account rep.
@@ -44,6 +49,45 @@ struct Profile {
     /// Day on which a customer orphaned by a departed rep gets a new one.
     reassigned_on: Option<u32>,
     next_ticket: u32,
+}
+
+/// Planted churn: a share of the customers churn on a day in
+/// `[from_day, to_day)`, in a way [`Population::truth`] reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Planted {
+    /// Share of the customers (0..1).
+    pub share: f64,
+    /// Earliest churn day.
+    pub from_day: u32,
+    /// Churn days are before this.
+    pub to_day: u32,
+    /// Seed of the planting stream.
+    pub seed: u64,
+}
+
+/// How a customer churns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChurnKind {
+    /// Stops buying from one day to the next.
+    Stop,
+    /// Buys less and less, then not at all.
+    Fade,
+    /// Rep contact ends weeks before the purchases do.
+    RepFirst,
+}
+
+/// One churning customer, as `generate --truth` writes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Truth {
+    /// The customer.
+    pub customer_id: String,
+    /// How.
+    pub churn: ChurnKind,
+    /// The first day (from day 0) without purchases for good.
+    pub day: u32,
+    /// That day's start.
+    pub at: Ts,
 }
 
 /// One generated event: its time, type, routing key and JSON line.
@@ -85,11 +129,17 @@ impl Population {
                     call_every: rng.random_range(4.0..20.0),
                     rep: rng.random_range(0..reps as u32),
                     stops_buying: rng.random_bool(0.08).then(|| rng.random_range(20..200)),
+                    fades_from: None,
+                    churn: None,
                     stops_calls: rng.random_bool(0.05).then(|| rng.random_range(20..200)),
                     rep_churn: if rng.random_bool(0.03) { 0.5 } else { 0.01 },
                     reassigned_on: None,
                     next_ticket: 0,
                 }
+            })
+            .map(|mut p: Profile| {
+                p.churn = p.stops_buying.map(|_| ChurnKind::Stop);
+                p
             })
             .collect();
         Self {
@@ -100,6 +150,50 @@ impl Population {
             reps: vec![false; reps],
             open_tickets: Vec::new(),
         }
+    }
+
+    /// Plants churn with a known answer in a share of the customers not
+    /// already churning, drawn from a stream of its own (the rest of the
+    /// population stays as the seed makes it): a third stop buying at once,
+    /// a third fade (their purchase rate falls to nothing over 30 to 90
+    /// days), a third lose rep contact 14 to 42 days before they stop.
+    pub fn plant(mut self, planted: Planted) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(planted.seed ^ 0x5eed_c4a1_7ed0_0001);
+        let (from, to) = (planted.from_day, planted.to_day.max(planted.from_day + 1));
+        for p in self.customers.iter_mut().filter(|p| p.churn.is_none()) {
+            if !rng.random_bool(planted.share.clamp(0.0, 1.0)) {
+                continue;
+            }
+            let day = rng.random_range(from..to);
+            let kind =
+                [ChurnKind::Stop, ChurnKind::Fade, ChurnKind::RepFirst][rng.random_range(0..3)];
+            p.stops_buying = Some(day);
+            p.churn = Some(kind);
+            match kind {
+                ChurnKind::Stop => {}
+                ChurnKind::Fade => {
+                    p.fades_from = Some(day.saturating_sub(rng.random_range(30..90)))
+                }
+                ChurnKind::RepFirst => {
+                    p.stops_calls = Some(day.saturating_sub(rng.random_range(14..42)))
+                }
+            }
+        }
+        self
+    }
+
+    /// Who churns, how and from which day (the last day it may buy is the
+    /// day before), by customer id.
+    pub fn truth(&self) -> impl Iterator<Item = Truth> + '_ {
+        self.customers.iter().enumerate().filter_map(|(i, p)| {
+            let (kind, day) = p.churn.zip(p.stops_buying)?;
+            Some(Truth {
+                customer_id: customer_id(i),
+                churn: kind,
+                day,
+                at: Ts(self.start.0 + i64::from(day) * DAY_MS),
+            })
+        })
     }
 
     /// The next day to generate.
@@ -143,7 +237,17 @@ impl Population {
                 }
             }
             let buying = p.stops_buying.is_none_or(|d| day < d);
-            if buying && self.rng.random_bool((1.0 / p.purchase_every).min(1.0)) {
+            let rate = match (p.fades_from, p.stops_buying) {
+                (Some(f), Some(s)) if day >= f && s > f => {
+                    1.0 - f64::from(day - f) / f64::from(s - f)
+                }
+                _ => 1.0,
+            };
+            if buying
+                && self
+                    .rng
+                    .random_bool((rate / p.purchase_every).clamp(0.0, 1.0))
+            {
                 let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
                 let refund = self.rng.random_bool(0.01);
                 let amount = p.spend / 12.0
@@ -224,8 +328,21 @@ impl Population {
     }
 }
 
+/// Writes the population's truth (see [`Population::truth`]) as JSON lines.
+pub fn write_truth(population: &Population, path: &Path) -> io::Result<u64> {
+    let mut out = BufWriter::new(File::create(path)?);
+    let mut written = 0;
+    for t in population.truth() {
+        serde_json::to_writer(&mut out, &t)?;
+        out.write_all(b"\n")?;
+        written += 1;
+    }
+    out.flush()?;
+    Ok(written)
+}
+
 /// Writes `days` days (at most `limit` events) as JSON lines; `-` is stdout.
-pub fn write(options: PopulationOptions, days: u32, limit: u64, path: &Path) -> io::Result<u64> {
+pub fn write(population: Population, days: u32, limit: u64, path: &Path) -> io::Result<u64> {
     let out: Box<dyn Write> = if path.as_os_str() == "-" {
         Box::new(io::stdout().lock())
     } else {
@@ -233,7 +350,7 @@ pub fn write(options: PopulationOptions, days: u32, limit: u64, path: &Path) -> 
     };
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut written = 0u64;
-    for g in events(options, days, limit) {
+    for g in events(population, days, limit) {
         out.write_all(g.line.as_bytes())?;
         out.write_all(b"\n")?;
         written += 1;
@@ -245,11 +362,10 @@ pub fn write(options: PopulationOptions, days: u32, limit: u64, path: &Path) -> 
 /// The first `days` days of the population, at most `limit` events, in
 /// time order.
 pub fn events(
-    options: PopulationOptions,
+    mut population: Population,
     days: u32,
     limit: u64,
 ) -> impl Iterator<Item = Generated> {
-    let mut population = Population::new(options);
     let mut day = std::collections::VecDeque::new();
     let mut batch = Vec::new();
     std::iter::from_fn(move || {
@@ -269,14 +385,14 @@ pub fn events(
 pub async fn produce(
     config: &KafkaConfig,
     brokers: &str,
-    options: PopulationOptions,
+    population: Population,
     days: u32,
     limit: u64,
 ) -> Result<u64, KafkaError> {
     let producer: FutureProducer = client_config(config, brokers, Role::Loader).create()?;
     let mut publisher = Publisher::new(producer);
     let mut written = 0u64;
-    for g in events(options, days, limit) {
+    for g in events(population, days, limit) {
         publisher
             .send(
                 topic_for(config, g.kind),

@@ -129,6 +129,14 @@ enum Command {
         /// Config file naming the topics (with --brokers).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Plant churn with a known answer in this share (0..1) of the
+        /// customers: they stop, fade or lose rep contact first, on a day in
+        /// the middle half of the simulated days.
+        #[arg(long, default_value_t = 0.0)]
+        planted_churn: f64,
+        /// Write who churns, how and when as JSON lines to this file.
+        #[arg(long)]
+        truth: Option<PathBuf>,
     },
 }
 
@@ -346,26 +354,46 @@ fn run(cli: Cli) -> Result<()> {
             output,
             brokers,
             config,
+            planted_churn,
+            truth,
         } => {
+            use churnwatch::generate::{Planted, Population, PopulationOptions};
             let config = load_config(config.as_ref())?;
-            let options = churnwatch::generate::PopulationOptions {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&planted_churn),
+                "--planted-churn must be between 0 and 1"
+            );
+            let mut population = Population::new(PopulationOptions {
                 customers,
                 seed,
                 start: start
                     .unwrap_or(Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap_or_default()),
-            };
+            });
+            if planted_churn > 0.0 {
+                population = population.plant(Planted {
+                    share: planted_churn,
+                    from_day: days / 4,
+                    to_day: days * 3 / 4,
+                    seed,
+                });
+            }
+            if let Some(path) = &truth {
+                let n = churnwatch::generate::write_truth(&population, path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("generate: {n} churning customers in {}", path.display());
+            }
             let limit = max_events.unwrap_or(u64::MAX);
             let written = match brokers {
                 Some(b) => runtime()?
                     .block_on(churnwatch::generate::produce(
                         &config.kafka,
                         &b,
-                        options,
+                        population,
                         days,
                         limit,
                     ))
                     .context("producing the population")?,
-                None => churnwatch::generate::write(options, days, limit, &output)
+                None => churnwatch::generate::write(population, days, limit, &output)
                     .with_context(|| format!("writing {}", output.display()))?,
             };
             eprintln!("generate: {written} events");

@@ -223,7 +223,13 @@ async fn kill_9_at_random_points_loses_no_alert() {
             (n > seen || done).then(|| seen = n).is_some()
         })
         .await;
-        assert!(progressed, "the instance consumed and alerted");
+        assert!(
+            progressed,
+            "round {round}: the instance consumed and alerted ({seen} records, {} of {} distinct alerts); its log ends:\n{}",
+            distinct(&parse_alerts(&read_topic(&tansu.brokers, "churn-alerts"))).len(),
+            expected.len(),
+            log_tail(&log)
+        );
         if done {
             break;
         }

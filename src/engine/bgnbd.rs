@@ -26,10 +26,10 @@ impl Default for Model {
     /// on; see BENCHMARKS.md "Quality".
     fn default() -> Self {
         Self {
-            r: 0.2426,
-            alpha: 28.85,
-            a: 0.7288,
-            b: 2.7564,
+            r: 0.2689,
+            alpha: 42.7377,
+            a: 0.4821,
+            b: 2.1277,
         }
     }
 }

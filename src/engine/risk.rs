@@ -3,22 +3,24 @@
 //! so every point has a reason a retention manager can read.
 //!
 //! Factors, in default weight order:
-//! - `lapse` (70): the chance, under the BG/NBD model (`[risk.model]`),
+//! - `lapse` (90): the chance, under the BG/NBD model (`[risk.model]`),
 //!   that the customer buys nothing in the next `risk.horizon`. It weighs
 //!   the silence against the customer's own rhythm: 40 quiet days are
 //!   nothing for a quarterly buyer and alarming for a weekly one.
-//! - `contact` (10): days since the last rep contact against the tier's
+//! - `contact` (4): days since the last rep contact against the tier's
 //!   `contact_gap` limit: nothing up to half the limit, full at 1.5×.
-//! - `rep` (10): the account rep departed (full), or rep handoffs in the
+//! - `rep` (3): the account rep departed (full), or rep handoffs in the
 //!   handoff window against `rep_turnover.handoff_threshold`.
-//! - `complaints` (10): open complaints, full at two.
+//! - `complaints` (3): open complaints, full at two.
 //!
 //! A factor with no data behind it (never called, no rep, no tickets)
 //! scores 0 for everyone it lacks, so a feed of purchases only is ranked
 //! by `lapse` alone. The defaults are the ones `churnwatch evaluate`
-//! supports (BENCHMARKS.md, "Quality"); on purchase histories a frequency
+//! supports (BENCHMARKS.md, "Quality"): on purchase histories a frequency
 //! or spend trend factor added nothing BG/NBD does not already weigh, so
-//! there is none. Computed from the customer's fixed-size state in O(1),
+//! there is none; on the planted-churn population heavier contact, rep or
+//! complaint weights lowered the ranking (they mostly break ties of
+//! `lapse`), while the rules for those signals alert on them directly. Computed from the customer's fixed-size state in O(1),
 //! at any time: a silent customer's risk rises without events.
 
 use super::bgnbd::{History, Model};
@@ -42,10 +44,10 @@ pub struct Weights {
 impl Default for Weights {
     fn default() -> Self {
         Self {
-            lapse: 70,
-            contact: 10,
-            rep: 10,
-            complaints: 10,
+            lapse: 90,
+            contact: 4,
+            rep: 3,
+            complaints: 3,
         }
     }
 }

@@ -875,3 +875,96 @@ fn forget_after_forgets_idle_customers_without_spend_and_keeps_the_rest() {
         "off by default"
     );
 }
+
+/// Only the `risk` rule, for every tier, at `threshold`.
+fn risk_only(threshold: u8) -> Config {
+    Config::parse(&format!(
+        "[rules.purchase_recency]\n[rules.contact_gap]\n[rules.rep_turnover]\ntiers = []\n\
+         [rules.risk]\nA = {threshold}\nB = {threshold}\nC = {threshold}\nhysteresis = 10\n"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn the_risk_rule_fires_when_silence_lifts_the_score_and_resolves_below_the_hysteresis() {
+    // A first purchase scores about 66 under the default model (most
+    // one-time buyers never come back), so the rule is set above it.
+    let mut h = Harness::new(&risk_only(80));
+    for d in 0..8 {
+        h.purchase("c", day(f64::from(d) * 7.0), 100.0);
+    }
+    assert!(h.take().is_empty(), "a weekly buyer is no risk");
+    h.until(day(400.0));
+    let fired_at = match h.take().as_slice() {
+        [(c, Check::Risk, Status::Firing, at)] if c == "c" => *at,
+        other => panic!("one risk alert: {other:?}"),
+    };
+    // Fired without an event, once the silence had lifted the score to 80:
+    // not before, and within a minute of it.
+    let store = h.engine.store();
+    let customer = store.customer("c").unwrap();
+    let settings = Config::default().engine_settings();
+    let limits = super::rule::Limits::new(&risk_only(80).engine_settings().rules, &settings.risk);
+    let windows = super::customer::Windows::new(&settings);
+    let score = |t: Ts| super::risk::score(&customer, t, &limits.risk_context(&windows, false));
+    assert!(
+        score(fired_at) >= 80 && score(Ts(fired_at.0 - 60_000)) < 80,
+        "{fired_at}"
+    );
+    assert!(fired_at > day(56.0) && fired_at < day(400.0));
+    // A purchase brings the score down: under 80 - 10 resolves.
+    h.purchase("c", day(401.0), 100.0);
+    assert_eq!(h.take(), vec![resolved("c", Check::Risk, day(401.0))]);
+}
+
+#[test]
+fn the_risk_rule_is_off_by_default_and_alerts_carry_the_score() {
+    let mut h = Harness::defaults();
+    lone_a_customer(&mut h, "c1");
+    h.until(day(60.0));
+    let out: Vec<Alert> = std::mem::take(&mut h.out);
+    assert!(out.iter().all(|a| a.check != Check::Risk));
+    let recency = out
+        .iter()
+        .find(|a| a.check == Check::PurchaseRecency)
+        .expect("purchase_recency fired");
+    assert!(recency.signals.risk > 0, "{:?}", recency.signals);
+}
+
+#[test]
+fn adaptive_recency_measures_a_customer_against_its_own_gap() {
+    let config = Config::parse(
+        "[rules.purchase_recency]\nA = \"30d\"\nB = \"30d\"\nC = \"30d\"\nmode = \"adaptive\"\nfactor = 2.0\nmin_purchase_days = 4\n\
+         [rules.purchase_recency.min]\nA = \"5d\"\nB = \"5d\"\nC = \"5d\"\n\
+         [rules.contact_gap]\n[rules.rep_turnover]\ntiers = []\n",
+    )
+    .unwrap();
+    let mut h = Harness::new(&config);
+    // Every 4 days: the limit is 2 x 4 = 8 days after the last purchase.
+    for d in [0.0, 4.0, 8.0, 12.0] {
+        h.purchase("fast", day(d), 100.0);
+    }
+    // Two purchases only: the fixed 30 days apply.
+    for d in [0.0, 10.0] {
+        h.purchase("new", day(d), 100.0);
+    }
+    h.until(day(45.0));
+    let out: Vec<Alert> = std::mem::take(&mut h.out);
+    let at = |c: &str| {
+        out.iter()
+            .find(|a| a.customer_id == c)
+            .map(|a| (a.at, a.reason()))
+    };
+    let (fast_at, fast_reason) = at("fast").expect("fast fired");
+    assert_eq!(fast_at, day(20.0));
+    assert!(
+        fast_reason.contains("adaptive limit 8 days: 2x this customer's usual gap of 4 days"),
+        "{fast_reason}"
+    );
+    let (new_at, new_reason) = at("new").expect("new fired");
+    assert_eq!(new_at, day(40.0));
+    assert!(
+        new_reason.contains("fixed limit 30: 2 purchase days, the adaptive limit needs 4"),
+        "{new_reason}"
+    );
+}

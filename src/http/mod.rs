@@ -44,6 +44,9 @@ pub struct ApiState {
     pub windows: Windows,
     /// The rules compiled, for the risk score.
     pub limits: Limits,
+    /// The risk distribution gauge, refreshed on scrape (none if it could
+    /// not be registered).
+    pub risk_distribution: Option<Arc<metrics::RiskDistribution>>,
 }
 
 impl ApiState {
@@ -54,12 +57,17 @@ impl ApiState {
         ready: Arc<Readiness>,
         settings: &Settings,
     ) -> Self {
+        let risk_distribution = metrics::RiskDistribution::new(&registry, Duration::from_secs(30))
+            .inspect_err(|e| tracing::warn!(error = %e, "no churnwatch_customers_by_risk metric"))
+            .ok()
+            .map(Arc::new);
         Self {
             store,
             registry,
             ready,
             windows: Windows::new(settings),
             limits: Limits::new(&settings.rules, &settings.risk),
+            risk_distribution,
         }
     }
 }
@@ -284,6 +292,17 @@ async fn serve_data(
 }
 
 async fn metrics_text(State(s): State<ApiState>) -> Response {
+    if let (Some(d), Some(at)) = (&s.risk_distribution, s.store.watermark()) {
+        d.refresh(|count| {
+            s.store.for_each_customer(|c| {
+                let departed = c.account_rep.get().is_some_and(|r| s.store.rep_departed(r));
+                count(
+                    c.tier,
+                    risk::score(c, at, &s.limits.risk_context(&s.windows, departed)),
+                );
+            })
+        });
+    }
     (
         [(
             header::CONTENT_TYPE,
