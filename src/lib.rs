@@ -14,6 +14,8 @@
 //!   - `tier`: dynamic ABC thresholds.
 //!   - `rep`: the rep roster and each rep's customers.
 //!   - `rule`: rules, per-tier limits, the pure evaluation of a rule.
+//!   - `risk`: the churn-risk score, its factors and reasons.
+//!   - `bgnbd`: the BG/NBD buying model the score's `lapse` factor uses.
 //!   - `reconcile`: applies evaluations (firing/resolved, episodes, timers).
 //!   - `partition`: a partition's state out and in (snapshots, restore,
 //!     eviction, forgotten customers).
@@ -32,6 +34,8 @@
 //! - [`state`]: partition state at rest: `snapshot` files and the
 //!   `changelog` record format.
 //! - [`replay`]: runs the engine over JSON-lines files in event time.
+//! - [`fit`]: BG/NBD parameters by maximum likelihood.
+//! - [`evaluate`]: alerts and scores against what happened after a cut.
 //! - [`generate`]: the deterministic synthetic population.
 //! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.
 //! - [`metrics`]: Prometheus metrics on an injected registry.
