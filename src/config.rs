@@ -388,7 +388,9 @@ impl TierLimits {
 }
 
 /// `[rules.purchase_recency]`: the fixed limit per tier (a tier left out has
-/// the rule off) and, in `adaptive` mode, the per-customer limit.
+/// the rule off) and, in `adaptive` mode, the per-customer limit. The tier
+/// keys repeat [`TierLimits`]' because serde cannot flatten a struct into
+/// one that denies unknown keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRecencyConfig {

@@ -113,14 +113,7 @@ pub fn replay(
             path: shown.clone(),
             source,
         };
-        let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-            Box::new(io::stdin().lock())
-        } else {
-            Box::new(BufReader::with_capacity(
-                1 << 20,
-                File::open(path).map_err(input_err)?,
-            ))
-        };
+        let mut reader = open_input(path).map_err(input_err)?;
         let mut line_no = 0u64;
         let mut end = false;
         while !end {
@@ -220,14 +213,7 @@ pub fn state_at(
             path: path.display().to_string(),
             source,
         };
-        let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-            Box::new(io::stdin().lock())
-        } else {
-            Box::new(BufReader::with_capacity(
-                1 << 20,
-                File::open(path).map_err(input_err)?,
-            ))
-        };
+        let mut reader = open_input(path).map_err(input_err)?;
         loop {
             buffer.clear();
             let Some(size) = read_line_bounded(&mut reader, &mut buffer, limits.max_event_bytes)
@@ -331,6 +317,15 @@ fn read_line_bounded(
             return Ok(Some(size));
         }
     }
+}
+
+/// An input file, or standard input for `-`.
+fn open_input(path: &Path) -> io::Result<Box<dyn BufRead>> {
+    Ok(if path.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, File::open(path)?))
+    })
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {
