@@ -151,6 +151,26 @@ async fn customer_lookup_shows_live_state_and_active_alerts() {
     assert_eq!(v["active_alerts"][0]["rule"], "purchase_recency");
     assert_eq!(v["active_alerts"][0]["alert_id"], api.firing_key1.as_str());
     assert_eq!(v["active_alerts"][0]["fired_at"], "2026-03-31T10:00:00Z");
+    // The risk score and its reasons: largest first, points summing to it.
+    let risk = v["risk"].as_u64().unwrap();
+    let reasons = v["risk_reasons"].as_array().unwrap();
+    let points: Vec<u64> = reasons
+        .iter()
+        .map(|r| r["points"].as_u64().unwrap())
+        .collect();
+    assert_eq!(points.iter().sum::<u64>(), risk, "{v}");
+    assert!(points.windows(2).all(|w| w[0] >= w[1]), "{v}");
+    assert_eq!(reasons[0]["factor"], "lapse");
+    let text = reasons[0]["reason"].as_str().unwrap();
+    assert!(
+        text.starts_with("no purchase for 30 days after 1 purchase day"),
+        "{text}"
+    );
+    assert_eq!(
+        reasons.len(),
+        1,
+        "contacted an hour ago, no rep or ticket trouble: {v}"
+    );
     let big4: serde_json::Value =
         serde_json::from_str(&get(format!("{}/customers/big4", api.base)).await.1).unwrap();
     assert_eq!(big4["rep_handoffs_180d"], 3);
@@ -233,6 +253,13 @@ async fn metrics_pass_promtool_and_carry_the_contract_names() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
+    // Every tier-A customer in exactly one risk band.
+    let in_bands: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("churnwatch_customers_by_risk{") && l.contains("tier=\"A\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(in_bands, 1.0, "{text}");
     assert_eq!(
         churnwatch::metrics::render(&api.registry).lines().count(),
         text.lines().count()
