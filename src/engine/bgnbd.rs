@@ -4,7 +4,7 @@
 //! distributed probability. Times are in days.
 //!
 //! Here: the per-customer quantities the risk score needs, in closed form
-//! and O(1). Fitting the four parameters lives in `crate::fit`.
+//! and O(1). Fitting the four parameters is `churnwatch fit` (src/fit.rs).
 
 /// The four BG/NBD parameters (times in days).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
