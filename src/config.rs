@@ -326,6 +326,10 @@ pub struct KafkaConfig {
     pub roster_topic: String,
     /// Where alerts go, keyed by customer id.
     pub alert_topic: String,
+    /// The inbox's lifecycle records (acknowledged, snoozed, assigned,
+    /// closed, notes), keyed by `alert_id`, compacted; read in full by
+    /// every instance.
+    pub actions_topic: String,
     /// Where rejected messages go, with the reason in headers.
     pub dead_letter_topic: String,
     /// Compacted state changelog, co-partitioned with the inputs, keyed by
@@ -352,6 +356,7 @@ impl Default for KafkaConfig {
             input_topics: vec!["purchases".into(), "calls".into(), "tickets".into()],
             roster_topic: "reps".into(),
             alert_topic: "churn-alerts".into(),
+            actions_topic: "churnwatch-actions".into(),
             dead_letter_topic: "churn-dead-letters".into(),
             changelog_topic: "churnwatch-state".into(),
             consumer: Properties::default(),
@@ -1025,6 +1030,7 @@ impl Config {
             ("kafka.group_id", &k.group_id),
             ("kafka.roster_topic", &k.roster_topic),
             ("kafka.alert_topic", &k.alert_topic),
+            ("kafka.actions_topic", &k.actions_topic),
             ("kafka.dead_letter_topic", &k.dead_letter_topic),
         ] {
             if v.is_empty() {

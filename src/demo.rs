@@ -83,6 +83,8 @@ pub async fn run(
     cluster.create_topic(&config.kafka.roster_topic, 1, 1)?;
     cluster.create_topic(&config.kafka.alert_topic, 3, 1)?;
     cluster.create_topic(&config.kafka.dead_letter_topic, 1, 1)?;
+    // The mock cluster answers no CreateTopics, so `run` cannot make it.
+    cluster.create_topic(&config.kafka.actions_topic, 1, 1)?;
     print(&format!(
         "churnwatch demo: in-process Kafka at {brokers}; {} customers, seed {}, {} simulated days per second",
         options.customers, options.seed, options.speed

@@ -35,6 +35,8 @@
 //!   `changelog` record format.
 //! - [`replay`]: runs the engine over JSON-lines files in event time.
 //! - [`fit`]: BG/NBD parameters by maximum likelihood.
+//! - [`inbox`]: the retention inbox: every alert with its lifecycle
+//!   (`lifecycle`, pure), kept from the alert and actions topics (`feed`).
 //! - [`evaluate`]: alerts and scores against what happened after a cut.
 //! - [`generate`]: the deterministic synthetic population.
 //! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.
@@ -49,6 +51,7 @@ pub mod evaluate;
 pub mod fit;
 pub mod generate;
 pub mod http;
+pub mod inbox;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;

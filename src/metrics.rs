@@ -385,6 +385,20 @@ impl RiskDistribution {
     }
 }
 
+/// `churnwatch_alerts_closed_total{rule, tier, reason}`, registered on
+/// `registry`: alerts closed in the inbox on this instance.
+pub fn closed_alerts(registry: &Registry) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(
+        Opts::new(
+            "churnwatch_alerts_closed_total",
+            "Alerts closed in the inbox, by rule, tier and close reason (won_back, false_alarm, lost, other).",
+        ),
+        &["rule", "tier", "reason"],
+    )?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 /// Moves a counter up to the engine's running total.
 fn catch_up(counter: &IntCounter, total: u64) {
     let seen = counter.get();

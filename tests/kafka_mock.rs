@@ -43,6 +43,10 @@ fn cluster_with_topics(
     cluster
         .create_topic("churn-dead-letters", 1, 1)
         .expect("topic");
+    // The mock cluster answers no CreateTopics: the inbox's topic is made here.
+    cluster
+        .create_topic("churnwatch-actions", 1, 1)
+        .expect("topic");
     let brokers = cluster.bootstrap_servers();
     (cluster, brokers)
 }
@@ -1373,6 +1377,7 @@ fn cluster_with_a_slow_topic(
         ("reps", 1),
         ("churn-dead-letters", 1),
         ("churn-alerts", 1),
+        ("churnwatch-actions", 1),
     ];
     for (t, n) in topics {
         cluster.create_topic(t, n, 1).expect("topic");
@@ -1591,4 +1596,203 @@ async fn no_secret_from_the_config_leaks_anywhere() {
     ] {
         assert_eq!(leaked(&text), None, "a secret in the {what}");
     }
+}
+
+/// GETs `url` with `token` as JSON, with the status.
+async fn get_json(url: &str, token: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// POSTs `body` to `url` with `token`, with the status and JSON answer.
+async fn post_json(url: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Polls `probe` every 100 ms until it answers, for at most `limit`.
+async fn until_some<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The retention inbox over the whole pipeline: firing alerts are listed
+/// with their risk; an operator acknowledges and snoozes one (the live
+/// stream says so, and the snooze runs out into "open" again); a viewer is
+/// refused; after a restart the lifecycle is still there (read back from
+/// the actions topic); a close counts in `churnwatch_alerts_closed_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_lists_alerts_and_keeps_actions_across_a_restart() {
+    use churnwatch::config::{Role, TokenConfig};
+    use sha2::Digest;
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = mock_config(&brokers);
+    let token = |name: &str, role, secret: &[u8]| TokenConfig {
+        name: name.into(),
+        role,
+        token_file: None,
+        token_sha256: Some(hex::encode(sha2::Sha256::digest(secret))),
+    };
+    config.http.tokens = vec![
+        token("retention-lead", Role::Operator, b"operator-token-7f3a"),
+        token("dashboard", Role::Viewer, b"viewer-token-c41d"),
+    ];
+    let (op, viewer) = ("operator-token-7f3a", "viewer-token-c41d");
+    produce_lines(&config, &scenario_lines()).await;
+
+    let stop = CancellationToken::new();
+    let first = spawn_run(&config, Store::default(), &stop).await;
+    let list = format!("{}/api/v1/alerts", first.api);
+    let listed = until_some(Duration::from_secs(60), || async {
+        let (_, v) = get_json(&list, op).await;
+        v["alerts"].as_array().filter(|a| !a.is_empty()).cloned()
+    })
+    .await
+    .expect("firing alerts in the inbox");
+    let alert = &listed[0];
+    let id = alert["alert_id"].as_str().unwrap().to_string();
+    assert_eq!(alert["state"], "open");
+    assert!(alert["signals"]["risk"].is_u64(), "{alert}");
+
+    // Live: the stream announces the actions below.
+    let stream = reqwest::Client::new()
+        .get(format!("{}/api/v1/stream", first.api))
+        .bearer_auth(op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let reading = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+    };
+
+    let act = |verb: &str| format!("{}/api/v1/alerts/{id}/{verb}", first.api);
+    let (status, _) = post_json(&act("ack"), viewer, serde_json::json!({})).await;
+    assert_eq!(status, 403, "a viewer may not act");
+    let (status, record) =
+        post_json(&act("ack"), op, serde_json::json!({"note": "calling them"})).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["acknowledged_by"], "retention-lead");
+    let (_, one) = get_json(&format!("{list}/{id}"), viewer).await;
+    assert_eq!(one["state"], "acknowledged", "{one}");
+    let (status, _) = post_json(
+        &act("snooze"),
+        op,
+        serde_json::json!({"for": "2s", "reason": "call back"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let open = format!("{list}?state=open");
+    let is_open = |v: &serde_json::Value| {
+        v["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["alert_id"] == id.as_str()))
+    };
+    assert!(
+        !is_open(&get_json(&open, op).await.1),
+        "snoozed is not open"
+    );
+    let reopened = until_some(Duration::from_secs(10), || async {
+        is_open(&get_json(&open, op).await.1).then_some(())
+    })
+    .await;
+    assert!(reopened.is_some(), "open again once the snooze ran out");
+    let announced = until_some(Duration::from_secs(10), || async {
+        let s = seen.lock().unwrap().clone();
+        (s.contains("event: lifecycle") && s.contains("event: reopened") && s.contains(&id))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        announced.is_some(),
+        "the stream said so: {}",
+        seen.lock().unwrap()
+    );
+    reading.abort();
+    stop.cancel();
+    first.handle.await.expect("join").expect("service");
+
+    // Another process: the lifecycle comes back from the actions topic.
+    let stop = CancellationToken::new();
+    let second = spawn_run(&config, Store::default(), &stop).await;
+    let url = format!("{}/api/v1/alerts/{id}", second.api);
+    let back = until_some(Duration::from_secs(60), || async {
+        let (s, v) = get_json(&url, op).await;
+        (s == 200
+            && v["lifecycle"]["history"]
+                .as_array()
+                .is_some_and(|h| h.len() == 2))
+        .then_some(v)
+    })
+    .await
+    .expect("the lifecycle survives the restart");
+    let actions: Vec<&str> = back["lifecycle"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["ack", "snooze"]);
+    assert_eq!(back["state"], "open");
+    let (status, closed) = post_json(
+        &format!("{}/api/v1/alerts/{id}/close", second.api),
+        op,
+        serde_json::json!({"reason": "false_alarm"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    let (status, _) = post_json(
+        &format!("{}/api/v1/alerts/{id}/ack", second.api),
+        op,
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "a closed alert takes notes only");
+    let metrics = reqwest::get(format!("{}/metrics", second.ops))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("churnwatch_alerts_closed_total{")
+                && l.contains("reason=\"false_alarm\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    stop.cancel();
+    second.handle.await.expect("join").expect("service");
 }

@@ -17,6 +17,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 pub mod auth;
+pub mod inbox;
 pub mod tls;
 
 use crate::config::HttpConfig;
@@ -47,6 +48,10 @@ pub struct ApiState {
     /// The risk distribution gauge, refreshed on scrape (none if it could
     /// not be registered).
     pub risk_distribution: Option<Arc<metrics::RiskDistribution>>,
+    /// The retention inbox (`run` and `demo`; none in tests without Kafka).
+    pub inbox: Option<inbox::InboxState>,
+    /// `churnwatch_alerts_closed_total{rule, tier, reason}`.
+    pub closed: Option<prometheus::IntCounterVec>,
 }
 
 impl ApiState {
@@ -61,6 +66,9 @@ impl ApiState {
             .inspect_err(|e| tracing::warn!(error = %e, "no churnwatch_customers_by_risk metric"))
             .ok()
             .map(Arc::new);
+        let closed = metrics::closed_alerts(&registry)
+            .inspect_err(|e| tracing::warn!(error = %e, "no churnwatch_alerts_closed_total metric"))
+            .ok();
         Self {
             store,
             registry,
@@ -68,7 +76,15 @@ impl ApiState {
             windows: Windows::new(settings),
             limits: Limits::new(&settings.rules, &settings.risk),
             risk_distribution,
+            inbox: None,
+            closed,
         }
+    }
+
+    /// The same state serving the retention inbox too.
+    pub fn with_inbox(mut self, inbox: inbox::InboxState) -> Self {
+        self.inbox = Some(inbox);
+        self
     }
 }
 
@@ -138,6 +154,14 @@ pub fn data_router(state: ApiState, access: Arc<Access>, http: &HttpConfig) -> R
     Router::new()
         .route("/customers/{id}", get(customer))
         .route("/alerts", get(alerts))
+        .route("/api/v1/alerts", get(inbox::list))
+        .route("/api/v1/alerts/{alert_id}", get(inbox::one))
+        .route(
+            "/api/v1/alerts/{alert_id}/{action}",
+            axum::routing::post(inbox::act),
+        )
+        .route("/api/v1/customers/{id}", get(inbox::customer))
+        .route("/api/v1/stream", get(inbox::stream))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             access,
@@ -366,7 +390,7 @@ impl ActiveAlert {
 /// and `rep_handoffs_180d` count the configured windows, whatever their
 /// length).
 #[derive(Debug, Serialize)]
-struct CustomerView {
+pub(crate) struct CustomerView {
     customer_id: String,
     tier: Tier,
     as_of: Option<Ts>,
@@ -390,17 +414,23 @@ async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response
         )
             .into_response();
     };
+    axum::Json(customer_view(&s, &c)).into_response()
+}
+
+/// A customer's live state as `/customers/{id}` shows it.
+pub(crate) fn customer_view(s: &ApiState, c: &Customer) -> CustomerView {
+    let id = c.id.as_str();
     let now = s.store.watermark();
     let at = now.unwrap_or(c.first_seen);
     let rep = c.account_rep.get();
     let active_alerts = Check::ALL
         .into_iter()
         .filter(|k| c.is_firing(k.bit()))
-        .filter_map(|k| s.store.episode(&id, k).map(|t| ActiveAlert::new(&c, k, t)))
+        .filter_map(|k| s.store.episode(id, k).map(|t| ActiveAlert::new(c, k, t)))
         .collect();
     let departed = rep.is_some_and(|r| s.store.rep_departed(r));
-    let risk = risk::explain(&c, at, &s.limits.risk_context(&s.windows, departed));
-    let view = CustomerView {
+    let risk = risk::explain(c, at, &s.limits.risk_context(&s.windows, departed));
+    CustomerView {
         customer_id: c.id.to_string(),
         tier: c.tier,
         as_of: now,
@@ -417,8 +447,7 @@ async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Response
         account_rep_departed: departed,
         active_alerts,
         next_deadline: c.pending.get(),
-    };
-    axum::Json(view).into_response()
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -284,7 +284,9 @@ pub enum SourceError {
 /// The group consumer over the input topics, checked for co-partitioning,
 /// and their partition count;
 /// the state changelog (if on) is created when missing, and refused when
-/// not compacted or not co-partitioned with the inputs.
+/// not compacted or not co-partitioned with the inputs; the inbox's actions
+/// topic is created when missing (compacted, as many partitions as the
+/// inputs) and refused when not compacted.
 pub async fn input_consumer(
     config: &KafkaConfig,
     brokers: &str,
@@ -305,9 +307,19 @@ pub async fn input_consumer(
             return Err(SourceError::NotCoPartitioned(shown.join(", ")));
         }
         let admin = client_config(config, brokers, Role::Admin);
-        super::topics::ensure_changelog(&admin, topic, partitions, brokers_up, found.is_some())
+        super::topics::ensure_compacted(&admin, topic, partitions, brokers_up, found.is_some())
             .await?;
     }
+    let (found, brokers_up) = partition_count(&consumer, &config.actions_topic)?;
+    let admin = client_config(config, brokers, Role::Admin);
+    super::topics::ensure_compacted(
+        &admin,
+        &config.actions_topic,
+        found.unwrap_or(partitions),
+        brokers_up,
+        found.is_some(),
+    )
+    .await?;
     let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok((consumer, partitions))
@@ -368,28 +380,39 @@ pub fn roster_consumer(
     brokers: &str,
     instance: &str,
 ) -> Result<(InputConsumer, Vec<TopicPartition>), SourceError> {
-    let group = format!("{}-roster-{instance}", config.group_id);
+    whole_topic_reader(config, brokers, &config.roster_topic, "roster", instance)
+}
+
+/// A reader of every partition of `topic` from the beginning, outside the
+/// group (its group name, `{group_id}-{purpose}-{instance}`, commits
+/// nothing): for what every instance needs all of, such as the roster or
+/// the inbox's alerts and actions.
+pub fn whole_topic_reader(
+    config: &KafkaConfig,
+    brokers: &str,
+    topic: &str,
+    purpose: &str,
+    instance: &str,
+) -> Result<(InputConsumer, Vec<TopicPartition>), SourceError> {
+    let group = format!("{}-{purpose}-{instance}", config.group_id);
     let consumer: InputConsumer = client_config(config, brokers, Role::Reader(&group))
         .create_with_context(SourceContext::default())?;
-    let md = consumer.fetch_metadata(Some(&config.roster_topic), Duration::from_secs(10))?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let parts: Vec<i32> = md
         .topics()
         .iter()
-        .filter(|t| t.name() == config.roster_topic && t.error().is_none())
+        .filter(|t| t.name() == topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if parts.is_empty() {
-        return Err(SourceError::MissingTopic(config.roster_topic.clone()));
+        return Err(SourceError::MissingTopic(topic.to_string()));
     }
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
-        tpl.add_partition_offset(&config.roster_topic, *p, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let tps = parts
-        .into_iter()
-        .map(|p| (config.roster_topic.clone(), p))
-        .collect();
+    let tps = parts.into_iter().map(|p| (topic.to_string(), p)).collect();
     Ok((consumer, tps))
 }
 

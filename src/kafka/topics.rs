@@ -30,7 +30,7 @@ pub enum TopicError {
     /// The topic exists but is not compacted, so old state would be
     /// deleted by retention and a hand-over would miss customers.
     #[error(
-        "topic `{topic}` has cleanup.policy={policy}; a state changelog needs cleanup.policy=compact"
+        "topic `{topic}` has cleanup.policy={policy}; churnwatch's own topics (state changelog, inbox actions) need cleanup.policy=compact"
     )]
     NotCompacted {
         /// The topic.
@@ -43,10 +43,11 @@ pub enum TopicError {
 /// The admin calls' timeout.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Creates the changelog topic if it is missing (`exists` false), else
-/// checks it is compacted. A broker that cannot describe topic configs is
-/// trusted (logged).
-pub async fn ensure_changelog(
+/// Creates one of churnwatch's own compacted topics (the state changelog,
+/// the inbox's actions) if it is missing (`exists` false), else checks it
+/// is compacted. A broker that cannot describe topic configs is trusted
+/// (logged).
+pub async fn ensure_compacted(
     client: &ClientConfig,
     topic: &str,
     partitions: usize,

@@ -169,7 +169,15 @@ pub async fn run(
         (config.engine.tick_interval * 20).max(READINESS_STALE),
         config.http.liveness_timeout,
     ));
-    let api = ApiState::new(store.clone(), registry, ready.clone(), &settings);
+    let inbox = Arc::new(crate::inbox::Inbox::default());
+    let actions = crate::inbox::feed::Actions::new(&config.kafka, brokers, inbox.clone())
+        .map_err(SourceError::from)?;
+    let api = ApiState::new(store.clone(), registry, ready.clone(), &settings).with_inbox(
+        crate::http::inbox::InboxState {
+            inbox: inbox.clone(),
+            actions: Arc::new(actions),
+        },
+    );
     let http_stop = token.child_token();
     let http_task = crate::http::start(
         listeners,
@@ -189,6 +197,8 @@ pub async fn run(
             .map_or(0, |d| d.as_nanos())
     );
     let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
+    let readers = crate::inbox::feed::Readers::new(&config.kafka, brokers, &instance)?;
+    tracker.spawn(crate::inbox::feed::run(inbox, readers, token.child_token()));
     let sink = Sink::new(
         source::producer(&config.kafka, brokers)?,
         &config.kafka,

@@ -1,0 +1,240 @@
+//! `/api/v1`: the retention inbox's JSON API, the one the page uses and
+//! scripts may too. Reads need any token; actions (POST) need `operator`
+//! (the role gate in `auth`) and record the token's name as who did them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::ApiState;
+use super::auth::Caller;
+use crate::engine::event::Ts;
+use crate::inbox::feed::{ActError, Actions};
+use crate::inbox::{Action, CloseReason, Filter, Inbox};
+
+/// What the inbox routes need: the view and the writer.
+#[derive(Clone)]
+pub struct InboxState {
+    /// The materialised alerts and lifecycles.
+    pub inbox: Arc<Inbox>,
+    /// Writes actions to the actions topic.
+    pub actions: Arc<Actions>,
+}
+
+fn now() -> Ts {
+    Ts(chrono::Utc::now().timestamp_millis())
+}
+
+/// A refusal: its status and a JSON `error`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> ApiError {
+    ApiError(status, message.to_string())
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn inbox_of(s: &ApiState) -> Result<&InboxState, ApiError> {
+    s.inbox.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "no inbox here (replay and tests without Kafka have none)",
+        )
+    })
+}
+
+/// `GET /api/v1/alerts`: firing alerts with their lifecycle; `assigned_to=me`
+/// means the caller.
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(mut f): Query<Filter>,
+) -> Answer {
+    let i = inbox_of(&s)?;
+    if f.assigned_to.as_deref() == Some("me") {
+        f.assigned_to = Some(caller.name.clone());
+    }
+    Ok(Json(i.inbox.list(&f, now())).into_response())
+}
+
+/// `GET /api/v1/alerts/{alert_id}`.
+pub async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Answer {
+    let i = inbox_of(&s)?;
+    match i.inbox.get(&id, now()) {
+        Some(item) => Ok(Json(item).into_response()),
+        None => Err(error(StatusCode::NOT_FOUND, "unknown alert")),
+    }
+}
+
+/// `GET /api/v1/customers/{id}`: the live state where this instance holds
+/// the customer (`live`), and the customer's alerts with every action.
+pub async fn customer(State(s): State<ApiState>, Path(id): Path<String>) -> Answer {
+    let i = inbox_of(&s)?;
+    let live = s.store.customer(&id).map(|c| super::customer_view(&s, &c));
+    let alerts = i.inbox.customer(&id, now());
+    if live.is_none() && alerts.is_empty() {
+        return Err(error(StatusCode::NOT_FOUND, "unknown customer"));
+    }
+    Ok(Json(serde_json::json!({
+        "customer_id": id,
+        "live": live,
+        "held_here": live.is_some(),
+        "alerts": alerts,
+    }))
+    .into_response())
+}
+
+/// A snooze: until a time, or for a duration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnoozeBody {
+    until: Option<Ts>,
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    for_: Option<std::time::Duration>,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    to: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    reason: CloseReason,
+    note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotesBody {
+    text: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+}
+
+/// The action a `POST /api/v1/alerts/{id}/{verb}` asks for.
+fn action(verb: &str, body: &[u8]) -> Result<Action, ApiError> {
+    Ok(match verb {
+        "ack" => Action::Ack {
+            note: parse::<NoteBody>(body)?.note,
+        },
+        "snooze" => {
+            let b: SnoozeBody = parse(body)?;
+            let until = match (b.until, b.for_) {
+                (Some(t), None) => t,
+                (None, Some(d)) => Ts(now().0.saturating_add(d.as_millis() as i64)),
+                _ => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "give exactly one of `until` and `for`",
+                    ));
+                }
+            };
+            Action::Snooze {
+                until,
+                reason: b.reason,
+            }
+        }
+        "assign" => Action::Assign {
+            to: parse::<AssignBody>(body)?.to,
+        },
+        "close" => {
+            let b: CloseBody = parse(body)?;
+            Action::Close {
+                reason: b.reason,
+                note: b.note,
+            }
+        }
+        "notes" => Action::Note {
+            text: parse::<NotesBody>(body)?.text,
+        },
+        _ => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "no such action (ack, snooze, assign, close, notes)",
+            ));
+        }
+    })
+}
+
+/// `POST /api/v1/alerts/{alert_id}/{ack|snooze|assign|close|notes}`.
+pub async fn act(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, verb)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let i = inbox_of(&s)?;
+    let action = action(&verb, &body)?;
+    let name = action.name();
+    match i.actions.act(&id, action, &caller.name).await {
+        Ok(record) => {
+            tracing::info!(alert_id = %id, action = name, by = %caller.name, "inbox action");
+            if let Some(m) = &s.closed
+                && let Some(reason) = record.closed_reason
+                && name == "close"
+                && let Some(item) = i.inbox.get(&id, now())
+            {
+                m.with_label_values(&[
+                    &item.episode.alert.rule,
+                    &item.episode.alert.tier,
+                    reason.as_str(),
+                ])
+                .inc();
+            }
+            Ok(Json(record).into_response())
+        }
+        Err(ActError::UnknownAlert) => Err(error(StatusCode::NOT_FOUND, "unknown alert")),
+        Err(e @ ActError::Refused(_)) => Err(error(StatusCode::CONFLICT, e)),
+        Err(e @ ActError::NotStored(_)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+/// `GET /api/v1/stream`: server-sent events, one per change (`event:` the
+/// kind, `data:` `{"kind", "alert_id"}`); a reader too slow for the channel
+/// gets a `lagged` event and should reload.
+pub async fn stream(State(s): State<ApiState>) -> Answer {
+    let i = inbox_of(&s)?;
+    let changes = BroadcastStream::new(i.inbox.subscribe()).map(|c| {
+        Ok::<Event, Infallible>(match c {
+            Ok(c) => Event::default()
+                .event(c.kind)
+                .json_data(&c)
+                .unwrap_or_else(|_| Event::default().event("lagged")),
+            Err(_) => Event::default().event("lagged").data("{}"),
+        })
+    });
+    Ok(Sse::new(changes)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

@@ -1,0 +1,161 @@
+//! Keeps the [`Inbox`] up to date from Kafka and writes people's actions.
+//!
+//! Every instance reads all of the alert topic and of the actions topic
+//! from the beginning (outside the group, like the roster), so each shows
+//! the whole group's alerts whichever partitions it owns. An action is
+//! applied to the alert's current record and the whole record produced to
+//! the actions topic, keyed by `alert_id`; it counts once the broker has
+//! acknowledged it, and only then does the caller get an answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use super::lifecycle::{Action, Lifecycle, Refused};
+use super::{Inbox, Published};
+use crate::config::KafkaConfig;
+use crate::engine::event::Ts;
+use crate::kafka::client::{Role, client_config};
+use crate::kafka::source::{InputConsumer, SourceError, whole_topic_reader};
+
+/// The inbox's two readers.
+pub struct Readers {
+    alerts: InputConsumer,
+    actions: InputConsumer,
+}
+
+impl Readers {
+    /// Readers of the alert and actions topics, from their beginnings.
+    pub fn new(config: &KafkaConfig, brokers: &str, instance: &str) -> Result<Self, SourceError> {
+        let (alerts, _) = whole_topic_reader(
+            config,
+            brokers,
+            &config.alert_topic,
+            "inbox-alerts",
+            instance,
+        )?;
+        let (actions, _) = whole_topic_reader(
+            config,
+            brokers,
+            &config.actions_topic,
+            "inbox-actions",
+            instance,
+        )?;
+        Ok(Self { alerts, actions })
+    }
+}
+
+fn wall_now() -> Ts {
+    Ts(chrono::Utc::now().timestamp_millis())
+}
+
+/// Feeds `inbox` until `stop`: alerts and lifecycle records as they come,
+/// and every second the snoozes that ran out (announced as `reopened`).
+/// A record that does not decode is logged and skipped: the inbox is a view,
+/// the topics stay the record.
+pub async fn run(inbox: Arc<Inbox>, readers: Readers, stop: CancellationToken) {
+    let mut wake = tokio::time::interval(Duration::from_secs(1));
+    wake.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut since = wall_now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            m = readers.alerts.recv() => match m {
+                Ok(m) => match m.payload().map(serde_json::from_slice::<Published>) {
+                    Some(Ok(a)) => inbox.alert(a),
+                    Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "inbox: an alert record does not decode; skipped"),
+                    None => {}
+                },
+                Err(e) => tracing::warn!(error = %e, "inbox: alert topic reader"),
+            },
+            m = readers.actions.recv() => match m {
+                Ok(m) => match m.payload().map(serde_json::from_slice::<Lifecycle>) {
+                    Some(Ok(l)) => {
+                        inbox.lifecycle(l);
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "inbox: an actions record does not decode; skipped"),
+                    None => {}
+                },
+                Err(e) => tracing::warn!(error = %e, "inbox: actions topic reader"),
+            },
+            _ = wake.tick() => {
+                let now = wall_now();
+                for id in inbox.wake(since, now) {
+                    tracing::info!(alert_id = %id, "snooze ran out; the alert is open again");
+                }
+                since = now;
+            }
+        }
+    }
+}
+
+/// Why an action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    /// No such alert in the inbox.
+    #[error("unknown alert")]
+    UnknownAlert,
+    /// The lifecycle refused it.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The actions topic did not take it.
+    #[error("the actions topic did not acknowledge the action: {0}")]
+    NotStored(String),
+}
+
+/// Writes actions to the actions topic.
+pub struct Actions {
+    producer: FutureProducer,
+    topic: String,
+    inbox: Arc<Inbox>,
+    /// One action at a time: each is applied to the record the last left.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Actions {
+    /// A writer for `config.actions_topic`.
+    pub fn new(
+        config: &KafkaConfig,
+        brokers: &str,
+        inbox: Arc<Inbox>,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
+            producer: client_config(config, brokers, Role::Producer).create()?,
+            topic: config.actions_topic.clone(),
+            inbox,
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Applies `action` by `by` now, stores the record and returns it.
+    pub async fn act(
+        &self,
+        alert_id: &str,
+        action: Action,
+        by: &str,
+    ) -> Result<Lifecycle, ActError> {
+        let _one = self.writing.lock().await;
+        let now = wall_now();
+        if self.inbox.get(alert_id, now).is_none() {
+            return Err(ActError::UnknownAlert);
+        }
+        let mut record = self.inbox.lifecycle_of(alert_id);
+        // Times only move forward, so the new record supersedes the old even
+        // if the clock stepped back.
+        let at = Ts(now.0.max(record.updated_at.0.saturating_add(1)));
+        record.apply(action, by, at)?;
+        let body = serde_json::to_vec(&record).map_err(|e| ActError::NotStored(e.to_string()))?;
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic).key(alert_id).payload(&body),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| ActError::NotStored(e.to_string()))?;
+        self.inbox.lifecycle(record.clone());
+        Ok(record)
+    }
+}

@@ -1,0 +1,370 @@
+//! An alert's lifecycle in the retention inbox: who acknowledged, snoozed,
+//! assigned or closed it, and the notes, as one record per alert.
+//!
+//! Pure: actions and times in, the new record out. The record is what the
+//! actions topic holds (keyed by `alert_id`, compacted, last write wins by
+//! `updated_at`), so every instance that reads the topic agrees on it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::event::Ts;
+
+/// Longest note or reason kept, in characters; longer ones are refused.
+pub const MAX_TEXT: usize = 2000;
+/// Actions kept per alert; beyond, further actions are refused, so a record
+/// stays far below the broker's message size limit.
+pub const MAX_HISTORY: usize = 200;
+
+/// Why a customer is no longer a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The customer is buying again.
+    WonBack,
+    /// The alert was wrong: the field's own measure of alert quality.
+    FalseAlarm,
+    /// The customer is gone.
+    Lost,
+    /// Anything else (say why in the note).
+    Other,
+}
+
+impl CloseReason {
+    /// The JSON and metric label spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::WonBack => "won_back",
+            CloseReason::FalseAlarm => "false_alarm",
+            CloseReason::Lost => "lost",
+            CloseReason::Other => "other",
+        }
+    }
+}
+
+/// Where an alert stands for the retention team at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Nobody has acted on it yet (or its snooze ran out).
+    Open,
+    /// Somebody has seen it.
+    Acknowledged,
+    /// Hidden from "open" until `snoozed_until`.
+    Snoozed,
+    /// Done with, for a reason.
+    Closed,
+}
+
+impl State {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Open => "open",
+            State::Acknowledged => "acknowledged",
+            State::Snoozed => "snoozed",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// One thing a person did to an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Seen, with an optional note.
+    Ack {
+        /// Optional note.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Hidden until `until`.
+    Snooze {
+        /// When it comes back.
+        until: Ts,
+        /// Why.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Given to a person.
+    Assign {
+        /// Who owns it now.
+        to: String,
+    },
+    /// Done with.
+    Close {
+        /// Why.
+        reason: CloseReason,
+        /// Optional note.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// A note, appended.
+    Note {
+        /// The text.
+        text: String,
+    },
+}
+
+impl Action {
+    /// The action's name (`ack`, `snooze`, ...), as in the API's paths.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Ack { .. } => "ack",
+            Action::Snooze { .. } => "snooze",
+            Action::Assign { .. } => "assign",
+            Action::Close { .. } => "close",
+            Action::Note { .. } => "note",
+        }
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        let (a, b) = match self {
+            Action::Ack { note } => (note.as_deref(), None),
+            Action::Snooze { reason, .. } => (reason.as_deref(), None),
+            Action::Assign { to } => (Some(to.as_str()), None),
+            Action::Close { note, .. } => (note.as_deref(), None),
+            Action::Note { text } => (Some(text.as_str()), None::<&str>),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+/// An action as recorded: what, who, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    /// What was done.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Who (the token's name).
+    pub by: String,
+    /// When.
+    pub at: Ts,
+}
+
+/// Why an action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A closed alert takes notes only.
+    #[error("the alert is closed; only notes can be added")]
+    Closed,
+    /// A snooze must end in the future.
+    #[error("a snooze must end after now")]
+    SnoozeInThePast,
+    /// Too long a note, reason or name, or an empty one.
+    #[error("texts must be 1 to {MAX_TEXT} characters")]
+    Text,
+    /// The history is full.
+    #[error("the alert has {MAX_HISTORY} actions already")]
+    HistoryFull,
+}
+
+/// The lifecycle record of one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// The alert (episode) it belongs to.
+    pub alert_id: String,
+    /// Who acknowledged it, if anyone.
+    pub acknowledged_by: Option<String>,
+    /// Until when it is snoozed, if it is.
+    pub snoozed_until: Option<Ts>,
+    /// Who owns it, if assigned.
+    pub assigned_to: Option<String>,
+    /// Why it was closed, if it was.
+    pub closed_reason: Option<CloseReason>,
+    /// Every action, oldest first.
+    pub history: Vec<Done>,
+    /// The last action's time: the newer record wins.
+    pub updated_at: Ts,
+}
+
+impl Lifecycle {
+    /// A record nobody has acted on.
+    pub fn new(alert_id: &str) -> Self {
+        Self {
+            alert_id: alert_id.to_string(),
+            acknowledged_by: None,
+            snoozed_until: None,
+            assigned_to: None,
+            closed_reason: None,
+            history: Vec::new(),
+            updated_at: Ts(i64::MIN),
+        }
+    }
+
+    /// The state at `now`: a snooze that ran out is open again.
+    pub fn state(&self, now: Ts) -> State {
+        if self.closed_reason.is_some() {
+            State::Closed
+        } else if self.snoozed_until.is_some_and(|u| u > now) {
+            State::Snoozed
+        } else if self.acknowledged_by.is_some() {
+            State::Acknowledged
+        } else {
+            State::Open
+        }
+    }
+
+    /// Applies `action` by `by` at `at`.
+    pub fn apply(&mut self, action: Action, by: &str, at: Ts) -> Result<(), Refused> {
+        let bad_text = |t: &str| t.trim().is_empty() || t.chars().count() > MAX_TEXT;
+        if action.texts().any(bad_text) || bad_text(by) {
+            return Err(Refused::Text);
+        }
+        if self.history.len() >= MAX_HISTORY {
+            return Err(Refused::HistoryFull);
+        }
+        if self.closed_reason.is_some() && !matches!(action, Action::Note { .. }) {
+            return Err(Refused::Closed);
+        }
+        match &action {
+            Action::Ack { .. } => self.acknowledged_by = Some(by.to_string()),
+            Action::Snooze { until, .. } if *until <= at => return Err(Refused::SnoozeInThePast),
+            // When the snooze runs out the alert needs somebody again: it
+            // is open, not acknowledged (the acknowledgement stays in the
+            // history).
+            Action::Snooze { until, .. } => {
+                self.snoozed_until = Some(*until);
+                self.acknowledged_by = None;
+            }
+            Action::Assign { to } => self.assigned_to = Some(to.clone()),
+            Action::Close { reason, .. } => {
+                self.closed_reason = Some(*reason);
+                self.snoozed_until = None;
+            }
+            Action::Note { .. } => {}
+        }
+        self.history.push(Done {
+            action,
+            by: by.to_string(),
+            at,
+        });
+        self.updated_at = self.updated_at.max(at);
+        Ok(())
+    }
+
+    /// Whether `self` should replace `other` (last write wins by
+    /// `updated_at`; at a tie, the longer history).
+    pub fn supersedes(&self, other: &Lifecycle) -> bool {
+        (self.updated_at, self.history.len()) > (other.updated_at, other.history.len())
+    }
+
+    /// When a snooze runs out, if one is pending at `now`.
+    pub fn wakes_at(&self, now: Ts) -> Option<Ts> {
+        self.snoozed_until
+            .filter(|u| *u > now && self.closed_reason.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Ts = Ts(1_767_225_600_000);
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn actions_move_the_state_and_are_recorded_with_who_and_when() {
+        let mut l = Lifecycle::new("a1");
+        assert_eq!(l.state(T), State::Open);
+        l.apply(
+            Action::Ack {
+                note: Some("calling".into()),
+            },
+            "anna",
+            T,
+        )
+        .unwrap();
+        assert_eq!(l.state(T), State::Acknowledged);
+        let until = Ts(T.0 + HOUR);
+        l.apply(
+            Action::Snooze {
+                until,
+                reason: None,
+            },
+            "anna",
+            Ts(T.0 + 1),
+        )
+        .unwrap();
+        assert_eq!(l.state(Ts(T.0 + 2)), State::Snoozed);
+        assert_eq!(
+            l.state(until),
+            State::Open,
+            "the snooze ran out: open again"
+        );
+        assert_eq!(l.wakes_at(T), Some(until));
+        l.apply(Action::Assign { to: "ben".into() }, "anna", Ts(T.0 + 3))
+            .unwrap();
+        l.apply(
+            Action::Close {
+                reason: CloseReason::WonBack,
+                note: None,
+            },
+            "ben",
+            Ts(T.0 + 4),
+        )
+        .unwrap();
+        assert_eq!(l.state(until), State::Closed);
+        assert_eq!(l.wakes_at(T), None);
+        assert_eq!(
+            l.apply(Action::Ack { note: None }, "ben", Ts(T.0 + 5)),
+            Err(Refused::Closed)
+        );
+        l.apply(
+            Action::Note {
+                text: "ordered again".into(),
+            },
+            "ben",
+            Ts(T.0 + 6),
+        )
+        .unwrap();
+        let who: Vec<(&str, &str)> = l
+            .history
+            .iter()
+            .map(|d| (d.action.name(), d.by.as_str()))
+            .collect();
+        assert_eq!(
+            who,
+            [
+                ("ack", "anna"),
+                ("snooze", "anna"),
+                ("assign", "anna"),
+                ("close", "ben"),
+                ("note", "ben")
+            ]
+        );
+        assert_eq!(l.updated_at, Ts(T.0 + 6));
+    }
+
+    #[test]
+    fn bad_actions_are_refused_and_change_nothing() {
+        let mut l = Lifecycle::new("a1");
+        let past = Action::Snooze {
+            until: T,
+            reason: None,
+        };
+        assert_eq!(l.apply(past, "anna", T), Err(Refused::SnoozeInThePast));
+        assert_eq!(
+            l.apply(Action::Note { text: " ".into() }, "anna", T),
+            Err(Refused::Text)
+        );
+        let long = "x".repeat(MAX_TEXT + 1);
+        assert_eq!(
+            l.apply(Action::Note { text: long }, "anna", T),
+            Err(Refused::Text)
+        );
+        assert_eq!(l, Lifecycle::new("a1"));
+    }
+
+    #[test]
+    fn the_newer_record_wins_and_records_survive_json() {
+        let mut a = Lifecycle::new("a1");
+        a.apply(Action::Ack { note: None }, "anna", T).unwrap();
+        let mut b = a.clone();
+        b.apply(Action::Assign { to: "ben".into() }, "anna", Ts(T.0 + 1))
+            .unwrap();
+        assert!(b.supersedes(&a) && !a.supersedes(&b));
+        let json = serde_json::to_string(&b).unwrap();
+        assert!(json.contains(r#""action":"assign""#), "{json}");
+        assert_eq!(serde_json::from_str::<Lifecycle>(&json).unwrap(), b);
+    }
+}
