@@ -97,6 +97,14 @@ pub struct HttpConfig {
     pub max_concurrent_requests: usize,
     /// Largest accepted request body on the data listener, in bytes.
     pub max_body_bytes: usize,
+    /// A file of at least 32 random bytes signing the inbox page's session
+    /// cookies; give every instance the same one to sign in once for the
+    /// group. None: a key drawn at start (sessions last as long as the
+    /// process, on that instance).
+    pub session_key_file: Option<PathBuf>,
+    /// How long a sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 impl Default for HttpConfig {
@@ -111,6 +119,8 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 64,
             max_body_bytes: 64 * 1024,
+            session_key_file: None,
+            session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 }

@@ -607,6 +607,7 @@ impl Engine {
                     .unwrap_or(0.0)
             });
         core.thresholds = new;
+        *inner.thresholds.write() = new;
         let scope = &mut Scope {
             roster: &inner.roster,
             inner,

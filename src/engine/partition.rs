@@ -187,6 +187,7 @@ impl Engine {
                 a: k.threshold_a,
                 b: k.threshold_b,
             };
+            *self.store.inner().thresholds.write() = c.thresholds;
         }
         c.dirty = true;
         c.recompute_soon = true;
@@ -203,6 +204,7 @@ impl Engine {
         c.next_recompute = None;
         c.monetary_epoch = None;
         c.thresholds = Thresholds::NONE;
+        *self.store.inner().thresholds.write() = Thresholds::NONE;
     }
 
     /// Forgets every customer of input `partition` and its held events, for

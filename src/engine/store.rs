@@ -29,6 +29,7 @@ use super::event::{RepKey, Ts};
 use super::ids::{IdHasher, IdIndex, MAX_SLOT, prefetch};
 use super::rep::{RepIdx, Roster};
 use super::rule::Check;
+use super::tier::Thresholds;
 
 /// A cheap-to-clone handle over the sharded customer records, open episodes
 /// and the rep roster: the engine writes, readers (HTTP) read, and nobody
@@ -48,6 +49,8 @@ pub(crate) struct Inner {
     /// The engine's watermark in ms (`i64::MIN` before the first), so
     /// readers compute rolling numbers as of engine time.
     pub(crate) watermark: AtomicI64,
+    /// The tier thresholds in force, for readers.
+    pub(crate) thresholds: RwLock<Thresholds>,
 }
 
 impl Default for Inner {
@@ -63,6 +66,7 @@ impl Inner {
             episodes: Episodes::default(),
             roster: RwLock::new(Roster::seeded(seed)),
             watermark: AtomicI64::new(i64::MIN),
+            thresholds: RwLock::new(Thresholds::NONE),
         }
     }
 }
@@ -458,6 +462,11 @@ impl Store {
     pub fn watermark(&self) -> Option<Ts> {
         let w = self.inner.watermark.load(Ordering::Relaxed);
         (w != i64::MIN).then_some(Ts(w))
+    }
+
+    /// The tier thresholds in force.
+    pub fn thresholds(&self) -> Thresholds {
+        *self.inner.thresholds.read()
     }
 
     /// A copy of the customer's state.

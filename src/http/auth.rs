@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::session::{self, Sessions};
 use crate::config::{Role, TokenConfig};
 
 /// Why the configured tokens cannot be used.
@@ -72,11 +73,13 @@ struct Token {
 /// The data API's access policy.
 pub struct Access {
     tokens: Vec<Token>,
+    /// Session cookies of the inbox page.
+    pub sessions: Sessions,
 }
 
 impl Access {
     /// Reads the configured tokens (files are read and hashed here).
-    pub fn load(configs: &[TokenConfig]) -> Result<Arc<Self>, AuthError> {
+    pub fn load(configs: &[TokenConfig], sessions: Sessions) -> Result<Arc<Self>, AuthError> {
         let mut tokens = Vec::with_capacity(configs.len());
         for (index, t) in configs.iter().enumerate() {
             let sha256 = match (&t.token_file, &t.token_sha256) {
@@ -115,7 +118,23 @@ impl Access {
                 sha256,
             });
         }
-        Ok(Arc::new(Self { tokens }))
+        Ok(Arc::new(Self { tokens, sessions }))
+    }
+
+    /// The caller a presented token proves, if any (every configured token
+    /// is compared, so the time taken says nothing about which was close).
+    pub fn token_caller(&self, presented: &str) -> Option<Caller> {
+        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        let mut found = None;
+        for t in &self.tokens {
+            if bool::from(t.sha256.ct_eq(&digest)) {
+                found = Some(t);
+            }
+        }
+        found.map(|t| Caller {
+            name: t.name.clone(),
+            role: t.role,
+        })
     }
 
     /// Whether requests need a token.
@@ -133,7 +152,18 @@ impl Access {
     }
 
     /// The caller `headers` prove, or the answer refusing the request.
+    /// Writes whose `Origin` names another host are refused whatever the
+    /// credential (a page elsewhere posting here), and writes authenticated
+    /// by the session cookie need an `Origin` at all.
     fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<Caller, Refusal> {
+        let writes = !matches!(*method, Method::GET | Method::HEAD);
+        let origin = origin_matches(headers);
+        if writes && origin == Some(false) {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "the request's Origin is not this host",
+            ));
+        }
         if !self.required() {
             return match headers
                 .get(header::HOST)
@@ -159,36 +189,59 @@ impl Access {
             })
             .map(str::trim)
             .filter(|t| !t.is_empty());
-        let Some(presented) = presented else {
-            return Err(Refusal(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required",
-            ));
-        };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Every token is compared, so the time taken says nothing about
-        // which one (if any) was close.
-        let mut found = None;
-        for t in &self.tokens {
-            if bool::from(t.sha256.ct_eq(&digest)) {
-                found = Some(t);
+        let caller = match presented {
+            Some(presented) => self
+                .token_caller(presented)
+                .ok_or(Refusal(StatusCode::UNAUTHORIZED, "the token is not valid"))?,
+            None => {
+                let now = chrono::Utc::now().timestamp_millis();
+                let caller = session::cookie_value(headers)
+                    .and_then(|v| self.sessions.verify(v, now))
+                    .ok_or(Refusal(
+                        StatusCode::UNAUTHORIZED,
+                        "a bearer token or a session (sign in at /signin) is required",
+                    ))?;
+                if writes && origin.is_none() {
+                    return Err(Refusal(
+                        StatusCode::FORBIDDEN,
+                        "a write by session cookie needs an Origin header",
+                    ));
+                }
+                caller
             }
-        }
-        let Some(t) = found else {
-            return Err(Refusal(StatusCode::UNAUTHORIZED, "the token is not valid"));
         };
-        let writes = !matches!(*method, Method::GET | Method::HEAD);
-        if writes && t.role < Role::Operator {
+        if writes && caller.role < Role::Operator {
             return Err(Refusal(
                 StatusCode::FORBIDDEN,
                 "this token's role (viewer) may only read",
             ));
         }
-        Ok(Caller {
-            name: t.name.clone(),
-            role: t.role,
-        })
+        Ok(caller)
     }
+}
+
+/// Whether the request carries an `Origin` naming the host it was sent to.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    origin_matches(headers) == Some(true)
+}
+
+/// Whether the `Origin` header names the host the request was sent to
+/// (`Host`); `None` without one.
+fn origin_matches(headers: &HeaderMap) -> Option<bool> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let Some((origin, host)) = origin.zip(host) else {
+        return Some(false);
+    };
+    let Ok(url) = url::Url::parse(origin) else {
+        return Some(false);
+    };
+    let authority = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => return Some(false),
+    };
+    Some(authority.eq_ignore_ascii_case(host))
 }
 
 /// Middleware: lets through what [`Access`] allows, with its [`Caller`].
@@ -201,6 +254,25 @@ pub async fn authorize(
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
+        }
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Middleware for the inbox pages: as [`authorize`], but a caller who has
+/// not signed in is sent to the sign-in form.
+pub async fn authorize_page(
+    State(access): State<Arc<Access>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match access.caller(request.method(), request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(Refusal(StatusCode::UNAUTHORIZED, _)) => {
+            axum::response::Redirect::to("/signin").into_response()
         }
         Err(refused) => refused.into_response(),
     }
@@ -237,7 +309,37 @@ fn is_loopback_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_host;
+    use super::{is_loopback_host, origin_matches};
+
+    #[test]
+    fn an_origin_must_name_the_host_asked() {
+        let h = |origin: Option<&str>, host: &str| {
+            let mut m = axum::http::HeaderMap::new();
+            m.insert(axum::http::header::HOST, host.parse().unwrap());
+            if let Some(o) = origin {
+                m.insert(axum::http::header::ORIGIN, o.parse().unwrap());
+            }
+            origin_matches(&m)
+        };
+        assert_eq!(h(None, "127.0.0.1:9898"), None);
+        assert_eq!(
+            h(Some("http://127.0.0.1:9898"), "127.0.0.1:9898"),
+            Some(true)
+        );
+        assert_eq!(
+            h(Some("https://inbox.example"), "Inbox.Example"),
+            Some(true)
+        );
+        assert_eq!(
+            h(Some("https://evil.example"), "127.0.0.1:9898"),
+            Some(false)
+        );
+        assert_eq!(
+            h(Some("http://127.0.0.1:9899"), "127.0.0.1:9898"),
+            Some(false)
+        );
+        assert_eq!(h(Some("null"), "127.0.0.1:9898"), Some(false));
+    }
 
     #[test]
     fn only_loopback_host_names_pass() {

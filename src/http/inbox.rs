@@ -220,6 +220,33 @@ pub async fn act(
     }
 }
 
+/// Counts a close in `churnwatch_alerts_closed_total` (called once per
+/// stored action: a record that just became closed).
+pub(crate) fn count_close(
+    s: &ApiState,
+    i: &InboxState,
+    id: &str,
+    record: &crate::inbox::Lifecycle,
+) {
+    let just_closed = record
+        .history
+        .last()
+        .is_some_and(|d| matches!(d.action, Action::Close { .. }));
+    if let (Some(m), Some(reason), true, Some(item)) = (
+        &s.closed,
+        record.closed_reason,
+        just_closed,
+        i.inbox.get(id, now()),
+    ) {
+        m.with_label_values(&[
+            &item.episode.alert.rule,
+            &item.episode.alert.tier,
+            reason.as_str(),
+        ])
+        .inc();
+    }
+}
+
 /// `GET /api/v1/stream`: server-sent events, one per change (`event:` the
 /// kind, `data:` `{"kind", "alert_id"}`); a reader too slow for the channel
 /// gets a `lagged` event and should reload.

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod inbox;
+pub mod session;
 pub mod tls;
+pub mod ui;
 
 use crate::config::HttpConfig;
 use crate::engine::alert::{AlertId, Signals};
@@ -151,7 +153,7 @@ impl Readiness {
 /// The data API's routes (customer data: behind [`auth::authorize`] and
 /// the request limits).
 pub fn data_router(state: ApiState, access: Arc<Access>, http: &HttpConfig) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/customers/{id}", get(customer))
         .route("/alerts", get(alerts))
         .route("/api/v1/alerts", get(inbox::list))
@@ -161,12 +163,15 @@ pub fn data_router(state: ApiState, access: Arc<Access>, http: &HttpConfig) -> R
             axum::routing::post(inbox::act),
         )
         .route("/api/v1/customers/{id}", get(inbox::customer))
-        .route("/api/v1/stream", get(inbox::stream))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(
-            access,
+            access.clone(),
             auth::authorize,
-        ))
+        ));
+    let bounded = Router::new()
+        .merge(api)
+        .merge(ui::pages(state.clone(), access.clone()))
+        .merge(ui::public(access.clone()))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -179,7 +184,19 @@ pub fn data_router(state: ApiState, access: Arc<Access>, http: &HttpConfig) -> R
                 .layer(tower_http::limit::RequestBodyLimitLayer::new(
                     http.max_body_bytes,
                 )),
-        )
+        );
+    // The live stream outlives any request timeout; it has its own cap.
+    let live = Router::new()
+        .route("/api/v1/stream", get(inbox::stream))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            auth::authorize,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            http.max_concurrent_requests,
+        ));
+    bounded.merge(live)
 }
 
 /// The operations routes: unauthenticated, no customer data.
@@ -228,6 +245,9 @@ pub enum HttpError {
     /// The access policy cannot be used.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    /// The session key file cannot be used.
+    #[error(transparent)]
+    Session(#[from] session::SessionError),
     /// Serving failed.
     #[error("HTTP listener failed: {0}")]
     Io(#[from] std::io::Error),
@@ -243,7 +263,12 @@ pub async fn start(
     http: &HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<Result<(), HttpError>>, HttpError> {
-    let access = Access::load(&http.tokens)?;
+    let sessions = session::Sessions::new(
+        http.session_key_file.as_deref(),
+        http.session_ttl,
+        http.tls_cert.is_some(),
+    )?;
+    let access = Access::load(&http.tokens, sessions)?;
     access.check_listener(listeners.data.local_addr()?)?;
     let tls = match http.tls_cert.clone().zip(http.tls_key.clone()) {
         Some((cert, key)) => Some(tls::Tls::load(cert, key).await?),

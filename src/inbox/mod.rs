@@ -342,6 +342,64 @@ impl Inbox {
     }
 }
 
+/// The overview's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overview {
+    /// Open (firing, not closed) alerts per (tier, rule).
+    pub open: BTreeMap<(String, String), u64>,
+    /// Open alerts per age band: under a day, a week, a month, older.
+    pub ages: [u64; 4],
+    /// Closed alerts per rule: (all, of them false alarms).
+    pub closed: BTreeMap<String, (u64, u64)>,
+}
+
+impl Inbox {
+    /// Open alerts by tier and rule and by age, and per rule the share
+    /// closed as false alarm.
+    pub fn overview(&self, now: Ts) -> Overview {
+        let v = self.view.read();
+        let mut o = Overview::default();
+        for e in v.episodes.values() {
+            let l = v.lifecycles.get(&e.alert.alert_id);
+            if let Some(reason) = l.and_then(|l| l.closed_reason) {
+                let c = o.closed.entry(e.alert.rule.clone()).or_default();
+                c.0 += 1;
+                c.1 += u64::from(reason == CloseReason::FalseAlarm);
+                continue;
+            }
+            if e.resolved_at.is_some() {
+                continue;
+            }
+            *o.open
+                .entry((e.alert.tier.clone(), e.alert.rule.clone()))
+                .or_default() += 1;
+            let days = (now.0 - e.fired_at.0) / 86_400_000;
+            o.ages[match days {
+                d if d < 1 => 0,
+                d if d < 7 => 1,
+                d if d < 30 => 2,
+                _ => 3,
+            }] += 1;
+        }
+        o
+    }
+
+    /// Whether a customer's account rep departed, as far as the group's
+    /// alerts tell (a firing `rep_turnover` of cause `departed`).
+    pub fn rep_departed(&self, customer_id: &str) -> bool {
+        let v = self.view.read();
+        v.by_customer.get(customer_id).is_some_and(|ids| {
+            ids.keys().any(|(_, id)| {
+                v.episodes.get(id).is_some_and(|e| {
+                    e.resolved_at.is_none()
+                        && e.alert.rule == "rep_turnover"
+                        && e.alert.cause.as_deref() == Some("departed")
+                })
+            })
+        })
+    }
+}
+
 /// A total order for listings: (primary, secondary, alert id), all ascending.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct SortKey(i64, i64, String);

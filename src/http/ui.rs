@@ -1,0 +1,580 @@
+//! The retention inbox's pages, server-rendered (maud) on the data
+//! listener: `/` (the inbox), `/ui/customers/{id}`, `/overview`, and the
+//! sign-in form. Read-only use needs no JavaScript; actions are plain form
+//! posts (answered with a redirect back), shown only to operators. A small
+//! script of our own (`/assets/inbox.js`, compiled in) refreshes the list
+//! over the `/api/v1/stream` events and says when the live connection drops.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Extension, Form, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::ApiState;
+use super::auth::{Access, Caller};
+use crate::config::Role;
+use crate::engine::event::Ts;
+use crate::inbox::feed::ActError;
+use crate::inbox::{Action, CloseReason, Filter, Item, Page, Sort, State as Lifestate};
+
+const SCRIPT: &str = include_str!("../../assets/inbox.js");
+const STYLE: &str = include_str!("../../assets/inbox.css");
+
+fn now() -> Ts {
+    Ts(chrono::Utc::now().timestamp_millis())
+}
+
+/// The pages behind sign-in.
+pub fn pages(state: ApiState, access: Arc<Access>) -> Router {
+    Router::new()
+        .route("/", get(inbox))
+        .route("/ui/rows", get(rows))
+        .route("/overview", get(overview))
+        .route("/ui/customers/{id}", get(customer))
+        .route("/ui/alerts/{alert_id}/{action}", post(act))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            super::auth::authorize_page,
+        ))
+}
+
+/// What needs no sign-in: the form itself and the assets.
+pub fn public(access: Arc<Access>) -> Router {
+    Router::new()
+        .route("/signin", get(signin_form).post(signin))
+        .route("/signout", post(signout))
+        .route(
+            "/assets/inbox.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    SCRIPT,
+                )
+            }),
+        )
+        .route(
+            "/assets/inbox.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }),
+        )
+        .with_state(access)
+}
+
+fn layout(title: &str, caller: Option<&Caller>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · churnwatch" }
+                link rel="stylesheet" href="/assets/inbox.css";
+            }
+            body {
+                header {
+                    h1 { "churnwatch" }
+                    nav {
+                        a href="/" { "Inbox" }
+                        a href="/overview" { "Overview" }
+                    }
+                    span id="live" class="live" { "Live updates need JavaScript; reload to refresh" }
+                    @if let Some(c) = caller {
+                        span { "Signed in as " strong { (c.name) } " (" (role_name(c.role)) ")" }
+                        form method="post" action="/signout" { button type="submit" { "Sign out" } }
+                    }
+                }
+                main { (body) }
+                script src="/assets/inbox.js" {}
+            }
+        }
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Viewer => "viewer",
+        Role::Operator => "operator",
+    }
+}
+
+fn when(t: Ts) -> String {
+    t.to_string()
+}
+
+fn age(since: Ts, now: Ts) -> String {
+    let mins = (now.0 - since.0).max(0) / 60_000;
+    match mins {
+        m if m < 60 => format!("{m} min"),
+        m if m < 48 * 60 => format!("{} h", m / 60),
+        m => format!("{} d", m / 1440),
+    }
+}
+
+/// The inbox's query: the API's filters, and "assigned to me".
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct InboxQuery {
+    tier: Option<String>,
+    rule: Option<String>,
+    rep: Option<String>,
+    state: Option<String>,
+    mine: Option<String>,
+    sort: Option<String>,
+}
+
+impl InboxQuery {
+    fn filter(&self, caller: &Caller) -> Filter {
+        let some = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        Filter {
+            tier: some(&self.tier),
+            rule: some(&self.rule),
+            rep: some(&self.rep),
+            state: some(&self.state)
+                .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok()),
+            assigned_to: self.mine.is_some().then(|| caller.name.clone()),
+            sort: some(&self.sort)
+                .and_then(|s| serde_json::from_value::<Sort>(serde_json::Value::String(s)).ok()),
+            limit: Some(1000),
+            cursor: None,
+        }
+    }
+}
+
+fn live_region(s: &ApiState, page: &Page, caller: &Caller, now: Ts) -> Markup {
+    let operator = caller.role == Role::Operator;
+    html! {
+        div class="counts" {
+            @for (tier, n) in &page.counts.tier { span { "Tier " (tier) ": " (n) } }
+            @for (rule, n) in &page.counts.rule { span { (rule) ": " (n) } }
+        }
+        div class="table" {
+            table {
+                thead { tr {
+                    th { "Tier" } th { "Customer" } th { "Rule" } th { "Reason" } th { "Firing since" }
+                    th { "Risk" } th { "Owner" } th { "State" }
+                    @if operator { th { "Actions" } }
+                } }
+                tbody {
+                    @if page.alerts.is_empty() { tr { td colspan="9" class="note" { "No alerts match." } } }
+                    @for item in &page.alerts { (row(s, item, operator, now)) }
+                }
+            }
+        }
+    }
+}
+
+fn state_text(item: &Item) -> String {
+    let l = item.lifecycle.as_ref();
+    match item.state {
+        Lifestate::Open => "open".into(),
+        Lifestate::Acknowledged => format!(
+            "acknowledged by {}",
+            l.and_then(|l| l.acknowledged_by.clone())
+                .unwrap_or_default()
+        ),
+        Lifestate::Snoozed => format!(
+            "snoozed until {}",
+            l.and_then(|l| l.snoozed_until)
+                .map(when)
+                .unwrap_or_default()
+        ),
+        Lifestate::Closed => format!(
+            "closed: {}",
+            l.and_then(|l| l.closed_reason)
+                .map(|r| r.as_str())
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn row(s: &ApiState, item: &Item, operator: bool, now: Ts) -> Markup {
+    let a = &item.episode.alert;
+    let id = &a.alert_id;
+    let rep = item.episode.rep().unwrap_or("");
+    let assigned = item.lifecycle.as_ref().and_then(|l| l.assigned_to.clone());
+    let departed = s
+        .inbox
+        .as_ref()
+        .is_some_and(|i| i.inbox.rep_departed(&a.customer_id));
+    let rule = match &a.cause {
+        Some(c) => format!("{} / {c}", a.rule),
+        None => a.rule.clone(),
+    };
+    html! {
+        tr id={ "alert-" (id) } data-state=(item.state.as_str()) {
+            td class="tier" { (a.tier) }
+            td { a href={ "/ui/customers/" (a.customer_id) } { (a.customer_id) } }
+            td { (rule) }
+            td class="reason" { (a.reason) }
+            td { (when(item.episode.fired_at)) br; span class="note" { (age(item.episode.fired_at, now)) " ago" } }
+            td { (item.episode.risk().map_or("–".to_string(), |r| r.to_string())) }
+            td {
+                @match &assigned {
+                    Some(p) => { (p) }
+                    None => { (rep) " " span class="note" { "(account rep)" } }
+                }
+                @if departed && assigned.is_none() { br; span class="departed" { "account rep departed" } }
+            }
+            td class="state" { (state_text(item)) }
+            @if operator {
+                td class="actions" {
+                    @if item.state != Lifestate::Closed {
+                        form method="post" action={ "/ui/alerts/" (id) "/ack" } {
+                            button type="submit" data-action="ack" { "Acknowledge" }
+                        }
+                        form method="post" action={ "/ui/alerts/" (id) "/snooze" } {
+                            label { span hidden { "Snooze for" }
+                                select name="for" aria-label="Snooze for" {
+                                    option value="1h" { "1 hour" } option value="1d" { "1 day" } option value="7d" { "7 days" }
+                                }
+                            }
+                            button type="submit" data-action="snooze" { "Snooze" }
+                        }
+                        form method="post" action={ "/ui/alerts/" (id) "/assign" } {
+                            input name="to" aria-label="Assign to" placeholder=(rep) size="8" required;
+                            button type="submit" data-action="assign" { "Assign" }
+                        }
+                        form method="post" action={ "/ui/alerts/" (id) "/close" } {
+                            select name="reason" aria-label="Close reason" {
+                                option value="won_back" { "won back" } option value="false_alarm" { "false alarm" }
+                                option value="lost" { "lost" } option value="other" { "other" }
+                            }
+                            button type="submit" data-action="close" { "Close" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn filters(q: &InboxQuery) -> Markup {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    let opt = |current: &Option<String>, value: &str, label: &str| {
+        html! { option value=(value) selected[current.as_deref() == Some(value)] { (label) } }
+    };
+    html! {
+        form class="filters" method="get" action="/" {
+            label { "Tier" select name="tier" { (opt(&q.tier, "", "any")) (opt(&q.tier, "A", "A")) (opt(&q.tier, "B", "B")) (opt(&q.tier, "C", "C")) } }
+            label { "Rule" select name="rule" {
+                (opt(&q.rule, "", "any"))
+                @for r in crate::engine::rule::Rule::ALL { (opt(&q.rule, r.as_str(), r.as_str())) }
+            } }
+            label { "Rep" input name="rep" value=(v(&q.rep)) size="8"; }
+            label { "State" select name="state" {
+                (opt(&q.state, "", "any")) (opt(&q.state, "open", "open")) (opt(&q.state, "acknowledged", "acknowledged"))
+                (opt(&q.state, "snoozed", "snoozed")) (opt(&q.state, "closed", "closed"))
+            } }
+            label { "Sort" select name="sort" { (opt(&q.sort, "risk", "risk")) (opt(&q.sort, "tier", "tier")) (opt(&q.sort, "age", "age")) } }
+            label { span { "Assigned to me" } input type="checkbox" name="mine" value="1" checked[q.mine.is_some()]; }
+            button type="submit" class="primary" { "Filter" }
+        }
+    }
+}
+
+fn no_inbox() -> Response {
+    (StatusCode::NOT_FOUND, "no inbox here").into_response()
+}
+
+async fn inbox(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<InboxQuery>,
+) -> Response {
+    let Some(i) = &s.inbox else { return no_inbox() };
+    let now = now();
+    let page = i.inbox.list(&q.filter(&caller), now);
+    layout(
+        "Inbox",
+        Some(&caller),
+        html! {
+            h2 { "Firing alerts" }
+            (filters(&q))
+            div id="live-region" { (live_region(&s, &page, &caller, now)) }
+        },
+    )
+    .into_response()
+}
+
+async fn rows(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<InboxQuery>,
+) -> Response {
+    let Some(i) = &s.inbox else { return no_inbox() };
+    let now = now();
+    live_region(&s, &i.inbox.list(&q.filter(&caller), now), &caller, now).into_response()
+}
+
+async fn overview(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
+    let Some(i) = &s.inbox else { return no_inbox() };
+    let o = i.inbox.overview(now());
+    layout("Overview", Some(&caller), html! {
+        h2 { "Open alerts by tier and rule" }
+        div class="table" { table {
+            thead { tr { th { "Tier" } th { "Rule" } th { "Open" } } }
+            tbody { @for ((tier, rule), n) in &o.open { tr { td class="tier" { (tier) } td { (rule) } td { (n) } } } }
+        } }
+        h2 { "Age of open alerts" }
+        div class="table" { table {
+            thead { tr { th { "under a day" } th { "1–7 days" } th { "7–30 days" } th { "older" } } }
+            tbody { tr { @for n in o.ages { td { (n) } } } }
+        } }
+        h2 { "Closed as false alarm, per rule" }
+        p class="note" { "The field's own measure of alert quality: of the alerts closed, the share closed as a false alarm." }
+        div class="table" { table {
+            thead { tr { th { "Rule" } th { "Closed" } th { "False alarms" } th { "Share" } } }
+            tbody { @for (rule, (all, fa)) in &o.closed {
+                tr { td { (rule) } td { (all) } td { (fa) } td { (format!("{:.0}%", *fa as f64 * 100.0 / (*all).max(1) as f64)) } }
+            } }
+        } }
+    })
+    .into_response()
+}
+
+async fn customer(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(i) = &s.inbox else { return no_inbox() };
+    let now = now();
+    let history = i.inbox.customer(&id, now);
+    let live = s.store.customer(&id).map(|c| super::customer_view(&s, &c));
+    if live.is_none() && history.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            layout(
+                "Unknown customer",
+                Some(&caller),
+                html! { p { "No customer " (id) " here." } },
+            ),
+        )
+            .into_response();
+    }
+    let signals = match &live {
+        Some(v) => serde_json::to_value(v).unwrap_or_default(),
+        None => history
+            .first()
+            .map(|h| h.episode.alert.signals.clone())
+            .unwrap_or_default(),
+    };
+    let field = |k: &str| match signals.get(k) {
+        Some(serde_json::Value::Null) | None => "–".to_string(),
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .map_or(n.to_string(), |f| format!("{}", (f * 10.0).round() / 10.0)),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let t = s.store.thresholds();
+    let operator = caller.role == Role::Operator;
+    layout(&format!("Customer {id}"), Some(&caller), html! {
+        h2 { "Customer " (id) }
+        @if live.is_none() {
+            p class="note" { "This instance does not hold this customer; the signals below are the latest its alerts carried." }
+        }
+        dl class="signals" {
+            dt { "Tier" } dd class="tier" { (field("tier")) }
+            dt { "Thresholds in force" } dd { "A ≥ " (format!("{:.2}", t.a)) ", B ≥ " (format!("{:.2}", t.b)) " (spend in the tier window)" }
+            dt { "Risk" } dd { (field("risk")) }
+            dt { "Days since last purchase" } dd { (field("recency_days")) }
+            dt { "Purchases (frequency window)" } dd { (field("frequency_90d")) }
+            dt { "Spend (tier window)" } dd { (field("monetary")) }
+            dt { "Days since rep contact" } dd { (field("days_since_contact")) }
+            dt { "Account rep" } dd { (field("account_rep")) @if field("account_rep_departed") == "true" { " " span class="departed" { "departed" } } }
+            dt { "Rep handoffs" } dd { (field("rep_handoffs_180d")) }
+            dt { "Open tickets / complaints" } dd { (field("open_tickets")) " / " (field("open_complaints")) }
+        }
+        @if let Some(reasons) = signals.get("risk_reasons").and_then(|r| r.as_array()) {
+            h3 { "Why this risk" }
+            ul { @for r in reasons { li { "+" (r["points"]) ": " (r["reason"].as_str().unwrap_or("")) } } }
+        }
+        h3 { "Alert history" }
+        @for item in &history {
+            section {
+                h4 { (item.episode.alert.rule) @if let Some(c) = &item.episode.alert.cause { " / " (c) } " — " (state_text(item)) }
+                p { "Fired " (when(item.episode.fired_at)) @if let Some(r) = item.episode.resolved_at { ", resolved " (when(r)) } ". " (item.episode.alert.reason) }
+                @if let Some(l) = &item.lifecycle {
+                    ul { @for d in &l.history { li { (when(d.at)) " " strong { (d.by) } " " (d.action.name()) (action_detail(&d.action)) } } }
+                }
+                @if operator {
+                    form method="post" action={ "/ui/alerts/" (item.episode.alert.alert_id) "/notes" } {
+                        input name="text" aria-label="Note" placeholder="Add a note" required size="40";
+                        button type="submit" data-action="note" { "Add note" }
+                    }
+                }
+            }
+        }
+    })
+    .into_response()
+}
+
+fn action_detail(a: &Action) -> String {
+    match a {
+        Action::Ack { note } | Action::Close { note, .. } if note.is_some() => {
+            format!(": {}", note.as_deref().unwrap_or(""))
+        }
+        Action::Snooze { until, reason } => format!(
+            " until {until}{}",
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        Action::Assign { to } => format!(" to {to}"),
+        Action::Note { text } => format!(": {text}"),
+        Action::Close { reason, .. } => format!(" ({})", reason.as_str()),
+        Action::Ack { .. } => String::new(),
+    }
+}
+
+/// A form post of an action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ActionForm {
+    note: Option<String>,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    reason: Option<String>,
+    to: Option<String>,
+    text: Option<String>,
+}
+
+fn form_action(verb: &str, f: ActionForm) -> Result<Action, String> {
+    let some = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    Ok(match verb {
+        "ack" => Action::Ack { note: some(f.note) },
+        "snooze" => {
+            let d = humantime::parse_duration(f.for_.as_deref().unwrap_or("1d"))
+                .map_err(|e| e.to_string())?;
+            Action::Snooze {
+                until: Ts(now().0.saturating_add(d.as_millis() as i64)),
+                reason: some(f.reason),
+            }
+        }
+        "assign" => Action::Assign {
+            to: some(f.to).ok_or("say whom to assign it to")?,
+        },
+        "close" => {
+            let reason: CloseReason =
+                serde_json::from_value(serde_json::Value::String(f.reason.unwrap_or_default()))
+                    .map_err(|_| {
+                        "close reason: won_back, false_alarm, lost or other".to_string()
+                    })?;
+            Action::Close {
+                reason,
+                note: some(f.note),
+            }
+        }
+        "notes" => Action::Note {
+            text: some(f.text).ok_or("a note needs text")?,
+        },
+        _ => return Err("no such action".into()),
+    })
+}
+
+async fn act(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, verb)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    let Some(i) = &s.inbox else { return no_inbox() };
+    let action = match form_action(&verb, f) {
+        Ok(a) => a,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let name = action.name();
+    match i.actions.act(&id, action, &caller.name).await {
+        Ok(record) => {
+            tracing::info!(alert_id = %id, action = name, by = %caller.name, "inbox action");
+            super::inbox::count_close(&s, i, &id, &record);
+            let back = headers
+                .get(header::REFERER)
+                .and_then(|r| r.to_str().ok())
+                .and_then(|r| url::Url::parse(r).ok())
+                .map(|u| {
+                    format!(
+                        "{}{}",
+                        u.path(),
+                        u.query().map(|q| format!("?{q}")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "/".into());
+            Redirect::to(&back).into_response()
+        }
+        Err(ActError::UnknownAlert) => (StatusCode::NOT_FOUND, "unknown alert").into_response(),
+        Err(e @ ActError::Refused(_)) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+        Err(e @ ActError::NotStored(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    }
+}
+
+async fn signin_form() -> Markup {
+    signin_page(None)
+}
+
+fn signin_page(error: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            h2 { "Sign in" }
+            @if let Some(e) = error { p class="departed" role="alert" { (e) } }
+            form method="post" action="/signin" {
+                label { "Access token " input type="password" name="token" autocomplete="current-password" required autofocus; }
+                " "
+                button type="submit" class="primary" { "Sign in" }
+            }
+            p class="note" { "The token is exchanged for a session cookie; it is not stored in the browser." }
+        },
+    )
+}
+
+/// The sign-in form's field.
+#[derive(Debug, Deserialize)]
+pub struct SigninForm {
+    token: String,
+}
+
+async fn signin(
+    State(access): State<Arc<Access>>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<SigninForm>,
+) -> Response {
+    if headers.get(header::ORIGIN).is_some() && !super::auth::same_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the request's Origin is not this host",
+        )
+            .into_response();
+    }
+    match access.token_caller(&f.token) {
+        Some(caller) => {
+            tracing::info!(by = %caller.name, "signed in to the inbox");
+            let cookie = access.sessions.issue(&caller, now().0);
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        None => (
+            StatusCode::UNAUTHORIZED,
+            signin_page(Some("That token is not valid.")),
+        )
+            .into_response(),
+    }
+}
+
+async fn signout(State(access): State<Arc<Access>>) -> Response {
+    (
+        [(header::SET_COOKIE, access.sessions.clear())],
+        Redirect::to("/signin"),
+    )
+        .into_response()
+}
