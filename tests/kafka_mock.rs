@@ -17,40 +17,6 @@ use common::*;
 /// [`event_clock_config`] for the mock cluster, which expires a stopped
 /// member only after its session timeout (it does not act on the leave):
 /// a short one keeps restarts quick.
-fn mock_config(brokers: &str) -> Config {
-    let mut c = event_clock_config(brokers);
-    c.kafka
-        .consumer
-        .insert("session.timeout.ms".into(), "6000".into());
-    c
-}
-
-fn cluster_with_topics(
-    partitions: i32,
-) -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for t in ["purchases", "calls", "tickets"] {
-        cluster.create_topic(t, partitions, 1).expect("topic");
-    }
-    cluster.create_topic("reps", 1, 1).expect("topic");
-    cluster
-        .create_topic("churnwatch-state", partitions, 1)
-        .expect("topic");
-    cluster.create_topic("churn-alerts", 3, 1).expect("topic");
-    cluster
-        .create_topic("churn-dead-letters", 1, 1)
-        .expect("topic");
-    // The mock cluster answers no CreateTopics: the inbox's topic is made here.
-    cluster
-        .create_topic("churnwatch-actions", 1, 1)
-        .expect("topic");
-    let brokers = cluster.bootstrap_servers();
-    (cluster, brokers)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     let (_cluster, brokers) = cluster_with_topics(3);

@@ -10,6 +10,9 @@ command -v promtool >/dev/null 2>&1 || need_debs+=(prometheus)
 command -v pkg-config >/dev/null 2>&1 || need_debs+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_debs+=(libssl-dev)
 command -v make >/dev/null 2>&1 || need_debs+=(make)
+# The inbox's browser test: Debian's chromium and its WebDriver.
+command -v chromium >/dev/null 2>&1 || need_debs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_debs+=(chromium-driver)
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "tests/run.sh: installing Debian packages: ${need_debs[*]}"
   apt-get update -qq

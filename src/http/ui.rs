@@ -228,11 +228,7 @@ fn row(s: &ApiState, item: &Item, operator: bool, now: Ts) -> Markup {
                             button type="submit" data-action="ack" { "Acknowledge" }
                         }
                         form method="post" action={ "/ui/alerts/" (id) "/snooze" } {
-                            label { span hidden { "Snooze for" }
-                                select name="for" aria-label="Snooze for" {
-                                    option value="1h" { "1 hour" } option value="1d" { "1 day" } option value="7d" { "7 days" }
-                                }
-                            }
+                            input name="for" aria-label="Snooze for" value="1d" size="4" list="snooze-durations" required;
                             button type="submit" data-action="snooze" { "Snooze" }
                         }
                         form method="post" action={ "/ui/alerts/" (id) "/assign" } {

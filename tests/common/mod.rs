@@ -478,3 +478,38 @@ pub fn committed(brokers: &str, config: &Config, partitions: i32) -> i64 {
         Err(_) => 0,
     }
 }
+
+/// The mock cluster's config: the event clock, a 6 s session.
+pub fn mock_config(brokers: &str) -> Config {
+    let mut c = event_clock_config(brokers);
+    c.kafka
+        .consumer
+        .insert("session.timeout.ms".into(), "6000".into());
+    c
+}
+
+pub fn cluster_with_topics(
+    partitions: i32,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    for t in ["purchases", "calls", "tickets"] {
+        cluster.create_topic(t, partitions, 1).expect("topic");
+    }
+    cluster.create_topic("reps", 1, 1).expect("topic");
+    cluster
+        .create_topic("churnwatch-state", partitions, 1)
+        .expect("topic");
+    cluster.create_topic("churn-alerts", 3, 1).expect("topic");
+    cluster
+        .create_topic("churn-dead-letters", 1, 1)
+        .expect("topic");
+    // The mock cluster answers no CreateTopics: the inbox's topic is made here.
+    cluster
+        .create_topic("churnwatch-actions", 1, 1)
+        .expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
