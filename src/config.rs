@@ -654,9 +654,11 @@ pub struct WebhookConfig {
     /// Deliver only these rules (all when empty).
     #[serde(default)]
     pub rules: Vec<Rule>,
-    /// Deliver only these statuses (all when empty).
+    /// Deliver only these statuses. Empty: `firing` and `resolved`; the
+    /// inbox's lifecycle events (`acknowledged`, `snoozed`, `reopened`,
+    /// `assigned`, `closed`) only when named.
     #[serde(default)]
-    pub statuses: Vec<Status>,
+    pub statuses: Vec<Delivered>,
     /// Per-attempt timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -705,12 +707,66 @@ impl std::fmt::Debug for WebhookConfig {
     }
 }
 
+/// What a webhook endpoint can be sent: alert transitions, and the
+/// retention inbox's lifecycle events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivered {
+    /// An alert fired.
+    Firing,
+    /// An alert resolved.
+    Resolved,
+    /// Somebody acknowledged an alert.
+    Acknowledged,
+    /// Somebody snoozed an alert.
+    Snoozed,
+    /// A snooze ran out on a still firing alert.
+    Reopened,
+    /// Somebody assigned an alert.
+    Assigned,
+    /// Somebody closed an alert.
+    Closed,
+}
+
+impl Delivered {
+    /// An alert transition's status.
+    pub fn of_alert(s: Status) -> Self {
+        match s {
+            Status::Firing => Delivered::Firing,
+            Status::Resolved => Delivered::Resolved,
+        }
+    }
+
+    /// A lifecycle event's status, from its JSON spelling.
+    pub fn of_lifecycle(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .ok()
+            .filter(|d: &Delivered| d.is_lifecycle())
+    }
+
+    /// Whether it is an inbox lifecycle event.
+    pub fn is_lifecycle(self) -> bool {
+        !matches!(self, Delivered::Firing | Delivered::Resolved)
+    }
+}
+
 impl WebhookConfig {
-    /// Whether the endpoint subscribed to this kind of alert.
-    pub fn wants(&self, tier: Tier, rule: Rule, status: Status) -> bool {
+    /// Whether the endpoint subscribed to this kind of event.
+    pub fn wants(&self, tier: Tier, rule: Rule, status: Delivered) -> bool {
+        let status_wanted = if self.statuses.is_empty() {
+            !status.is_lifecycle()
+        } else {
+            self.statuses.contains(&status)
+        };
         (self.tiers.is_empty() || self.tiers.contains(&tier))
             && (self.rules.is_empty() || self.rules.contains(&rule))
-            && (self.statuses.is_empty() || self.statuses.contains(&status))
+            && status_wanted
+    }
+
+    /// Whether the endpoint asked for any lifecycle event (it then reads
+    /// the actions topic too).
+    pub fn lifecycle_events(&self) -> bool {
+        self.statuses.iter().any(|s| s.is_lifecycle())
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -1626,6 +1626,13 @@ async fn the_inbox_lists_alerts_and_keeps_actions_across_a_restart() {
         token("dashboard", Role::Viewer, b"viewer-token-c41d"),
     ];
     let (op, viewer) = ("operator-token-7f3a", "viewer-token-c41d");
+    // An endpoint that subscribed to the lifecycle events only.
+    let (hook_url, hooks) = receiver(Behaviour::Ok).await;
+    config.webhooks = team_webhook(&hook_url);
+    config.webhooks[0].statuses = ["acknowledged", "snoozed", "reopened", "closed"]
+        .iter()
+        .map(|s| serde_json::from_value(serde_json::json!(s)).unwrap())
+        .collect();
     produce_lines(&config, &scenario_lines()).await;
 
     let stop = CancellationToken::new();
@@ -1706,6 +1713,33 @@ async fn the_inbox_lists_alerts_and_keeps_actions_across_a_restart() {
         seen.lock().unwrap()
     );
     reading.abort();
+    let heard = |hooks: &Arc<std::sync::Mutex<Vec<Received>>>| -> Vec<String> {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| verify(r))
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter(|v| v["type"] == "lifecycle" && v["alert_id"] == id.as_str())
+            .filter_map(|v| v["status"].as_str().map(str::to_string))
+            .collect()
+    };
+    let all_heard = until_some(Duration::from_secs(20), || async {
+        (heard(&hooks) == ["acknowledged", "snoozed", "reopened"]).then_some(())
+    })
+    .await;
+    assert!(
+        all_heard.is_some(),
+        "signed lifecycle webhooks: {:?}",
+        heard(&hooks)
+    );
+    assert!(
+        hooks.lock().unwrap().iter().all(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body)
+                .is_ok_and(|v| v["type"] == "lifecycle")
+        }),
+        "no alert transitions to an endpoint that asked for lifecycle events only"
+    );
     stop.cancel();
     first.handle.await.expect("join").expect("service");
 
@@ -1718,7 +1752,7 @@ async fn the_inbox_lists_alerts_and_keeps_actions_across_a_restart() {
         (s == 200
             && v["lifecycle"]["history"]
                 .as_array()
-                .is_some_and(|h| h.len() == 2))
+                .is_some_and(|h| h.len() == 3))
         .then_some(v)
     })
     .await
@@ -1729,7 +1763,8 @@ async fn the_inbox_lists_alerts_and_keeps_actions_across_a_restart() {
         .iter()
         .map(|d| d["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["ack", "snooze"]);
+    // The reopen was written by the instance holding the customer.
+    assert_eq!(actions, ["ack", "snooze", "reopen"]);
     assert_eq!(back["state"], "open");
     let (status, closed) = post_json(
         &format!("{}/api/v1/alerts/{id}/close", second.api),

@@ -426,7 +426,7 @@ fn action_detail(a: &Action) -> String {
         Action::Assign { to } => format!(" to {to}"),
         Action::Note { text } => format!(": {text}"),
         Action::Close { reason, .. } => format!(" ({})", reason.as_str()),
-        Action::Ack { .. } => String::new(),
+        Action::Ack { .. } | Action::Reopen => String::new(),
     }
 }
 

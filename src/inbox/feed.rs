@@ -53,10 +53,18 @@ fn wall_now() -> Ts {
 }
 
 /// Feeds `inbox` until `stop`: alerts and lifecycle records as they come,
-/// and every second the snoozes that ran out (announced as `reopened`).
-/// A record that does not decode is logged and skipped: the inbox is a view,
-/// the topics stay the record.
-pub async fn run(inbox: Arc<Inbox>, readers: Readers, stop: CancellationToken) {
+/// and every second the snoozes that ran out (announced as `reopened`;
+/// the instance that `holds` the customer writes the reopen record that
+/// webhook endpoints hear of, so one instance does, whichever partitions
+/// move). A record that does not decode is logged and skipped: the inbox
+/// is a view, the topics stay the record.
+pub async fn run(
+    inbox: Arc<Inbox>,
+    readers: Readers,
+    actions: Arc<Actions>,
+    holds: impl Fn(&str) -> bool,
+    stop: CancellationToken,
+) {
     let mut wake = tokio::time::interval(Duration::from_secs(1));
     wake.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut since = wall_now();
@@ -83,8 +91,13 @@ pub async fn run(inbox: Arc<Inbox>, readers: Readers, stop: CancellationToken) {
             },
             _ = wake.tick() => {
                 let now = wall_now();
-                for id in inbox.wake(since, now) {
+                for (id, customer) in inbox.wake(since, now) {
                     tracing::info!(alert_id = %id, "snooze ran out; the alert is open again");
+                    if holds(&customer)
+                        && let Err(e) = actions.act(&id, Action::Reopen, "churnwatch").await
+                    {
+                        tracing::warn!(alert_id = %id, error = %e, "the reopen record was not written");
+                    }
                 }
                 since = now;
             }

@@ -103,6 +103,9 @@ pub enum Action {
         /// The text.
         text: String,
     },
+    /// The snooze ran out while the alert still fires: open again
+    /// (written by churnwatch, by the instance holding the customer).
+    Reopen,
 }
 
 impl Action {
@@ -114,6 +117,20 @@ impl Action {
             Action::Assign { .. } => "assign",
             Action::Close { .. } => "close",
             Action::Note { .. } => "note",
+            Action::Reopen => "reopen",
+        }
+    }
+
+    /// The webhook status this action announces (`None`: notes are not
+    /// announced).
+    pub fn announced(&self) -> Option<&'static str> {
+        match self {
+            Action::Ack { .. } => Some("acknowledged"),
+            Action::Snooze { .. } => Some("snoozed"),
+            Action::Assign { .. } => Some("assigned"),
+            Action::Close { .. } => Some("closed"),
+            Action::Reopen => Some("reopened"),
+            Action::Note { .. } => None,
         }
     }
 
@@ -124,6 +141,7 @@ impl Action {
             Action::Assign { to } => (Some(to.as_str()), None),
             Action::Close { note, .. } => (note.as_deref(), None),
             Action::Note { text } => (Some(text.as_str()), None::<&str>),
+            Action::Reopen => (None, None),
         };
         a.into_iter().chain(b)
     }
@@ -163,6 +181,16 @@ pub enum Refused {
 pub struct Lifecycle {
     /// The alert (episode) it belongs to.
     pub alert_id: String,
+    /// Its customer, rule and tier, so webhook endpoints can filter
+    /// lifecycle events as they filter alerts.
+    #[serde(default)]
+    pub customer_id: String,
+    /// The alert's rule.
+    #[serde(default)]
+    pub rule: String,
+    /// The alert's tier when it fired.
+    #[serde(default)]
+    pub tier: String,
     /// Who acknowledged it, if anyone.
     pub acknowledged_by: Option<String>,
     /// Until when it is snoozed, if it is.
@@ -182,6 +210,9 @@ impl Lifecycle {
     pub fn new(alert_id: &str) -> Self {
         Self {
             alert_id: alert_id.to_string(),
+            customer_id: String::new(),
+            rule: String::new(),
+            tier: String::new(),
             acknowledged_by: None,
             snoozed_until: None,
             assigned_to: None,
@@ -231,6 +262,7 @@ impl Lifecycle {
                 self.closed_reason = Some(*reason);
                 self.snoozed_until = None;
             }
+            Action::Reopen => self.snoozed_until = None,
             Action::Note { .. } => {}
         }
         self.history.push(Done {

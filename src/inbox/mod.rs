@@ -234,14 +234,21 @@ impl Inbox {
         taken
     }
 
-    /// The lifecycle record of an alert (a fresh one if nobody acted).
+    /// The lifecycle record of an alert (a fresh one if nobody acted),
+    /// with the alert's customer, rule and tier.
     pub fn lifecycle_of(&self, alert_id: &str) -> Lifecycle {
-        self.view
-            .read()
+        let v = self.view.read();
+        let mut l = v
             .lifecycles
             .get(alert_id)
             .cloned()
-            .unwrap_or_else(|| Lifecycle::new(alert_id))
+            .unwrap_or_else(|| Lifecycle::new(alert_id));
+        if let Some(e) = v.episodes.get(alert_id) {
+            l.customer_id.clone_from(&e.alert.customer_id);
+            l.rule.clone_from(&e.alert.rule);
+            l.tier.clone_from(&e.alert.tier);
+        }
+        l
     }
 
     /// One alert with its lifecycle, firing or not.
@@ -269,24 +276,25 @@ impl Inbox {
         ids.iter().filter_map(|id| self.get(id, now)).collect()
     }
 
-    /// Snoozes that ran out between `since` and `now`: their alerts are open
-    /// again. Announced as `reopened` changes; returned for webhooks.
-    pub fn wake(&self, since: Ts, now: Ts) -> Vec<String> {
-        let woke: Vec<String> = {
+    /// Snoozes that ran out between `since` and `now` on alerts still
+    /// firing: they are open again. Announced as `reopened` changes;
+    /// returned with their customers, for the reopen records.
+    pub fn wake(&self, since: Ts, now: Ts) -> Vec<(String, String)> {
+        let woke: Vec<(String, String)> = {
             let v = self.view.read();
             v.lifecycles
                 .values()
                 .filter(|l| l.closed_reason.is_none())
                 .filter(|l| l.snoozed_until.is_some_and(|u| u > since && u <= now))
-                .filter(|l| {
-                    v.episodes
-                        .get(&l.alert_id)
-                        .is_some_and(|e| e.resolved_at.is_none())
+                .filter_map(|l| {
+                    let e = v.episodes.get(&l.alert_id)?;
+                    e.resolved_at
+                        .is_none()
+                        .then(|| (l.alert_id.clone(), e.alert.customer_id.clone()))
                 })
-                .map(|l| l.alert_id.clone())
                 .collect()
         };
-        for id in &woke {
+        for (id, _) in &woke {
             self.notify("reopened", id);
         }
         woke
@@ -531,7 +539,10 @@ mod tests {
         };
         let listed = |now| inbox.list(&open, Ts(now)).alerts.len();
         assert_eq!(listed(T + 50), 1, "snoozed is not open");
-        assert_eq!(inbox.wake(Ts(T + 50), Ts(T + 100)), ["a"]);
+        assert_eq!(
+            inbox.wake(Ts(T + 50), Ts(T + 100)),
+            [("a".to_string(), "c1".to_string())]
+        );
         assert_eq!(listed(T + 100), 2, "open again once the snooze ran out");
         assert!(inbox.wake(Ts(T + 100), Ts(T + 200)).is_empty());
     }

@@ -170,12 +170,14 @@ pub async fn run(
         config.http.liveness_timeout,
     ));
     let inbox = Arc::new(crate::inbox::Inbox::default());
-    let actions = crate::inbox::feed::Actions::new(&config.kafka, brokers, inbox.clone())
-        .map_err(SourceError::from)?;
+    let actions = Arc::new(
+        crate::inbox::feed::Actions::new(&config.kafka, brokers, inbox.clone())
+            .map_err(SourceError::from)?,
+    );
     let api = ApiState::new(store.clone(), registry, ready.clone(), &settings).with_inbox(
         crate::http::inbox::InboxState {
             inbox: inbox.clone(),
-            actions: Arc::new(actions),
+            actions: actions.clone(),
         },
     );
     let http_stop = token.child_token();
@@ -198,7 +200,14 @@ pub async fn run(
     );
     let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
     let readers = crate::inbox::feed::Readers::new(&config.kafka, brokers, &instance)?;
-    tracker.spawn(crate::inbox::feed::run(inbox, readers, token.child_token()));
+    let holder = store.clone();
+    tracker.spawn(crate::inbox::feed::run(
+        inbox,
+        readers,
+        actions,
+        move |customer| holder.customer(customer).is_some(),
+        token.child_token(),
+    ));
     let sink = Sink::new(
         source::producer(&config.kafka, brokers)?,
         &config.kafka,

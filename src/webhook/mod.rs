@@ -34,10 +34,11 @@ use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{KafkaConfig, WebhookConfig};
+use crate::config::{Delivered, KafkaConfig, WebhookConfig};
 use crate::engine::alert::Status;
 use crate::engine::rule::Rule;
 use crate::engine::tier::Tier;
+use crate::inbox::Lifecycle;
 use crate::kafka::client::{Role, client_config};
 use crate::kafka::source::{InputConsumer, SourceContext};
 use crate::metrics::{DeliveryOutcome, Metrics};
@@ -130,6 +131,11 @@ struct Head<'a> {
     tier: Tier,
 }
 
+/// A name as config and JSON spell it (`"A"`, `"purchase_recency"`).
+fn parse_name<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
 /// Why the endpoints could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -170,10 +176,13 @@ pub fn start(
         let consumer: InputConsumer = client_config(kafka, brokers, Role::Subscriber(&group))
             .create_with_context(SourceContext::default())
             .map_err(consumer_error)?;
-        consumer
-            .subscribe(&[&kafka.alert_topic])
-            .map_err(consumer_error)?;
-        tracker.spawn(endpoint.consume(consumer, stop.clone()));
+        let mut topics = vec![kafka.alert_topic.as_str()];
+        if c.lifecycle_events() {
+            topics.push(&kafka.actions_topic);
+        }
+        consumer.subscribe(&topics).map_err(consumer_error)?;
+        let actions_topic = kafka.actions_topic.clone();
+        tracker.spawn(endpoint.consume(consumer, actions_topic, stop.clone()));
     }
     Ok(())
 }
@@ -227,7 +236,7 @@ impl Endpoint {
             }
         };
         self.config
-            .wants(head.tier, head.rule, head.status)
+            .wants(head.tier, head.rule, Delivered::of_alert(head.status))
             .then(|| Job {
                 webhook_id: format!("{}-{}", head.alert_id, head.status.as_str()),
                 body: payload.to_vec(),
@@ -235,9 +244,50 @@ impl Endpoint {
             })
     }
 
+    /// The job for a lifecycle record of the actions topic, if this
+    /// endpoint subscribed to the event its last action announces. The
+    /// body: `{"type": "lifecycle", "status", "alert_id", "customer_id",
+    /// "rule", "tier", "by", "at", "action", "lifecycle"}`; the
+    /// `webhook-id` counts the actions, so a redelivery keeps it.
+    pub fn lifecycle_job(&self, payload: &[u8], produced_ms: i64) -> Option<Job> {
+        let record: Lifecycle = serde_json::from_slice(payload)
+            .inspect_err(|e| tracing::debug!(endpoint = %self.config.name, error = %e, "record on the actions topic is not a lifecycle; skipped"))
+            .ok()?;
+        let done = record.history.last()?;
+        let status = done.action.announced()?;
+        let delivered = Delivered::of_lifecycle(status)?;
+        let tier: Tier = parse_name(&record.tier)?;
+        let rule: Rule = parse_name(&record.rule)?;
+        if !self.config.wants(tier, rule, delivered) {
+            return None;
+        }
+        let body = serde_json::json!({
+            "type": "lifecycle",
+            "status": status,
+            "alert_id": record.alert_id,
+            "customer_id": record.customer_id,
+            "rule": record.rule,
+            "tier": record.tier,
+            "by": done.by,
+            "at": done.at,
+            "action": done.action,
+            "lifecycle": record,
+        });
+        Some(Job {
+            webhook_id: format!("{}-{status}-{}", record.alert_id, record.history.len()),
+            body: serde_json::to_vec(&body).ok()?,
+            produced_ms,
+        })
+    }
+
     /// Delivers the alert topic's records in order, storing each offset
     /// once its alert is settled, until `stop`.
-    async fn consume(self, consumer: InputConsumer, stop: CancellationToken) {
+    async fn consume(
+        self,
+        consumer: InputConsumer,
+        actions_topic: String,
+        stop: CancellationToken,
+    ) {
         let consumer = Arc::new(consumer);
         let mut depth = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -262,7 +312,13 @@ impl Endpoint {
                 .timestamp()
                 .to_millis()
                 .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-            let settled = match self.job(m.payload().unwrap_or_default(), produced_ms) {
+            let payload = m.payload().unwrap_or_default();
+            let job = if m.topic() == actions_topic {
+                self.lifecycle_job(payload, produced_ms)
+            } else {
+                self.job(payload, produced_ms)
+            };
+            let settled = match job {
                 Some(job) => self.deliver(&job, &stop).await,
                 None => true,
             };
