@@ -85,27 +85,36 @@ pub async fn run(
     cluster.create_topic(&config.kafka.dead_letter_topic, 1, 1)?;
     // The mock cluster answers no CreateTopics, so `run` cannot make it.
     cluster.create_topic(&config.kafka.actions_topic, 1, 1)?;
-    print(&format!(
-        "churnwatch demo: in-process Kafka at {brokers}; {} customers, seed {}, {} simulated days per second",
-        options.customers, options.seed, options.speed
-    ));
-
-    // Free loopback ports: the demo needs no tokens (loopback-only API).
-    let loopback = crate::config::HttpConfig {
-        bind: "127.0.0.1:0".into(),
-        ops_bind: "127.0.0.1:0".into(),
-        ..config.http.clone()
+    // Loopback only, so the demo needs no tokens: the default ports when
+    // free (a stable address to bookmark), else any.
+    let listeners = match crate::http::Listeners::bind(&config.http).await {
+        Ok(l) => l,
+        Err(_) => {
+            let any = crate::config::HttpConfig {
+                bind: "127.0.0.1:0".into(),
+                ops_bind: "127.0.0.1:0".into(),
+                ..config.http.clone()
+            };
+            crate::http::Listeners::bind(&any)
+                .await
+                .map_err(pipeline::PipelineError::from)?
+        }
     };
-    let listeners = crate::http::Listeners::bind(&loopback)
-        .await
-        .map_err(pipeline::PipelineError::from)?;
     if let (Ok(data), Ok(ops)) = (listeners.data.local_addr(), listeners.ops.local_addr()) {
         print(&format!(
-            "data API: http://localhost:{}/alerts  /customers/C0000001   metrics: http://localhost:{}/metrics",
+            "churnwatch demo: retention inbox at http://localhost:{}/ (open it in a browser; no sign-in on loopback)",
+            data.port()
+        ));
+        print(&format!(
+            "data API: http://localhost:{0}/api/v1/alerts  /alerts  /customers/C0000001   metrics: http://localhost:{1}/metrics",
             data.port(),
             ops.port()
         ));
     }
+    print(&format!(
+        "in-process Kafka at {brokers}; {} customers, seed {}, {} simulated days per second",
+        options.customers, options.seed, options.speed
+    ));
     let token = CancellationToken::new();
     let service_config = config.clone();
     let service_stop = token.clone();

@@ -312,14 +312,29 @@ pub async fn input_consumer(
     }
     let (found, brokers_up) = partition_count(&consumer, &config.actions_topic)?;
     let admin = client_config(config, brokers, Role::Admin);
-    super::topics::ensure_compacted(
-        &admin,
-        &config.actions_topic,
-        found.unwrap_or(partitions),
-        brokers_up,
-        found.is_some(),
-    )
-    .await?;
+    let topic = config.actions_topic.clone();
+    let check = async move {
+        super::topics::ensure_compacted(
+            &admin,
+            &topic,
+            found.unwrap_or(partitions),
+            brokers_up,
+            found.is_some(),
+        )
+        .await
+    };
+    if found.is_none() {
+        check.await?;
+    } else {
+        // An existing actions topic is checked beside the start: one that
+        // is not compacted loses old lifecycles to retention, which is
+        // worth an error in the log, not a refusal to run.
+        tokio::spawn(async move {
+            if let Err(e) = check.await {
+                tracing::error!(error = %e, "the inbox's actions topic");
+            }
+        });
+    }
     let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok((consumer, partitions))

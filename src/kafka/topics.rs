@@ -101,7 +101,7 @@ pub async fn ensure_compacted(
         None => {
             tracing::warn!(
                 topic,
-                "the broker did not describe the changelog's cleanup.policy; make sure it is compact"
+                "the broker did not describe the topic's cleanup.policy; make sure it is compact"
             );
             Ok(())
         }

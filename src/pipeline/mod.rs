@@ -200,14 +200,7 @@ pub async fn run(
     );
     let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
     let readers = crate::inbox::feed::Readers::new(&config.kafka, brokers, &instance)?;
-    let holder = store.clone();
-    tracker.spawn(crate::inbox::feed::run(
-        inbox,
-        readers,
-        actions,
-        move |customer| holder.customer(customer).is_some(),
-        token.child_token(),
-    ));
+
     let sink = Sink::new(
         source::producer(&config.kafka, brokers)?,
         &config.kafka,
@@ -224,7 +217,7 @@ pub async fn run(
     let mut step = Step::new(
         // Both clocks start on event time; the wall clock takes over once
         // caught up (see `Step::tick`).
-        Engine::with_store(&settings, Clock::PartitionMinimum, store),
+        Engine::with_store(&settings, Clock::PartitionMinimum, store.clone()),
         Timing {
             clock: config.engine.clock,
             idle: config.engine.idle_timeout,
@@ -254,6 +247,15 @@ pub async fn run(
         }),
     };
     let stopping = CancellationToken::new();
+    // The inbox feed stops with the input (the drain waits for it).
+    let holder = store.clone();
+    tracker.spawn(crate::inbox::feed::run(
+        inbox,
+        readers,
+        actions,
+        move |customer| holder.customer(customer).is_some(),
+        stopping.clone(),
+    ));
     crate::webhook::start(
         &config.webhooks,
         &config.kafka,
