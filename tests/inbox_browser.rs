@@ -125,6 +125,24 @@ fn row(id: &str) -> String {
     format!("tr[id='alert-{id}']")
 }
 
+/// Clicks the action button `action` of the alert's row.
+async fn click(c: &Client, id: &str, action: &str) {
+    let css = format!("{} button[data-action={action}]", row(id));
+    c.find(Locator::Css(&css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The alert's state cell, as shown.
+async fn state_of(c: &Client, id: &str) -> String {
+    text_of(c, &format!("{} td.state", row(id)))
+        .await
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_in_a_browser() {
     let (_cluster, brokers) = cluster_with_topics(3);
@@ -189,23 +207,10 @@ async fn the_inbox_in_a_browser() {
         .to_string();
 
     // Acknowledge; the page shows who.
-    c.find(Locator::Css(&format!(
-        "{} button[data-action=ack]",
-        row(&first_id)
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(&c, &first_id, "ack").await;
     let acked = |c: &Client| {
-        let c = c.clone();
-        let css = format!("{} td.state", row(&first_id));
-        async move {
-            text_of(&c, &css)
-                .await
-                .is_some_and(|t| t == "acknowledged by retention-lead")
-        }
+        let (c, id) = (c.clone(), first_id.clone());
+        async move { state_of(&c, &id).await == "acknowledged by retention-lead" }
     };
     assert!(
         until(Duration::from_secs(10), || acked(&c)).await,
@@ -238,19 +243,10 @@ async fn the_inbox_in_a_browser() {
         .unwrap();
     input.clear().await.unwrap();
     input.send_keys("3s").await.unwrap();
-    c.find(Locator::Css(&format!(
-        "{} button[data-action=snooze]",
-        row(&second_id)
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(&c, &second_id, "snooze").await;
     let state = |c: &Client| {
-        let c = c.clone();
-        let css = format!("{} td.state", row(&second_id));
-        async move { text_of(&c, &css).await.unwrap_or_default() }
+        let (c, id) = (c.clone(), second_id.clone());
+        async move { state_of(&c, &id).await }
     };
     assert!(
         until(Duration::from_secs(5), || async {

@@ -244,17 +244,21 @@ fn origin_matches(headers: &HeaderMap) -> Option<bool> {
     Some(authority.eq_ignore_ascii_case(host))
 }
 
+/// The request with its [`Caller`], or why it is refused.
+fn admit(access: &Access, mut request: Request) -> Result<Request, Refusal> {
+    let caller = access.caller(request.method(), request.headers())?;
+    request.extensions_mut().insert(caller);
+    Ok(request)
+}
+
 /// Middleware: lets through what [`Access`] allows, with its [`Caller`].
 pub async fn authorize(
     State(access): State<Arc<Access>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    match access.caller(request.method(), request.headers()) {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
+    match admit(&access, request) {
+        Ok(request) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }
 }
@@ -263,14 +267,11 @@ pub async fn authorize(
 /// not signed in is sent to the sign-in form.
 pub async fn authorize_page(
     State(access): State<Arc<Access>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    match access.caller(request.method(), request.headers()) {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
+    match admit(&access, request) {
+        Ok(request) => next.run(request).await,
         Err(Refusal(StatusCode::UNAUTHORIZED, _)) => {
             axum::response::Redirect::to("/signin").into_response()
         }
