@@ -105,6 +105,11 @@ pub struct HttpConfig {
     /// How long a sign-in lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// The data listener's address as browsers and the other instances
+    /// reach it (e.g. `https://inbox-2.example.com`), announced on
+    /// `kafka.instances_topic`. None: `http://` (or `https://` under TLS)
+    /// and `bind`.
+    pub advertised_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -121,6 +126,7 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             session_key_file: None,
             session_ttl: Duration::from_secs(12 * 3600),
+            advertised_url: None,
         }
     }
 }
@@ -340,6 +346,11 @@ pub struct KafkaConfig {
     /// closed, notes), keyed by `alert_id`, compacted; read in full by
     /// every instance.
     pub actions_topic: String,
+    /// Where each instance announces its `http.advertised_url` and input
+    /// partitions, keyed by instance, compacted; "" turns it off (customer
+    /// pages then show what the alerts carried when another instance holds
+    /// the customer).
+    pub instances_topic: String,
     /// Where rejected messages go, with the reason in headers.
     pub dead_letter_topic: String,
     /// Compacted state changelog, co-partitioned with the inputs, keyed by
@@ -367,6 +378,7 @@ impl Default for KafkaConfig {
             roster_topic: "reps".into(),
             alert_topic: "churn-alerts".into(),
             actions_topic: "churnwatch-actions".into(),
+            instances_topic: "churnwatch-instances".into(),
             dead_letter_topic: "churn-dead-letters".into(),
             changelog_topic: "churnwatch-state".into(),
             consumer: Properties::default(),

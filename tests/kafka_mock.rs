@@ -1344,6 +1344,7 @@ fn cluster_with_a_slow_topic(
         ("churn-dead-letters", 1),
         ("churn-alerts", 1),
         ("churnwatch-actions", 1),
+        ("churnwatch-instances", 1),
     ];
     for (t, n) in topics {
         cluster.create_topic(t, n, 1).expect("topic");
@@ -1796,4 +1797,70 @@ async fn the_inbox_lists_alerts_and_keeps_actions_across_a_restart() {
     );
     stop.cancel();
     second.handle.await.expect("join").expect("service");
+}
+
+/// Two instances split the partitions; a customer page asked of the one
+/// that does not hold the customer sends the browser to the one that does
+/// (found through the instances topic and asked with the caller's own
+/// credentials); a customer nobody holds is shown from what the alerts carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_page_on_another_instance_sends_the_browser_to_the_owner() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let config = mock_config(&brokers);
+    let lines = common::broker::population_lines(60, 2, 20);
+    produce_lines(&config, &lines).await;
+    let ids: BTreeSet<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["customer_id"].as_str().map(str::to_string))
+        .collect();
+    let stop = CancellationToken::new();
+    let (sa, sb) = (Store::default(), Store::default());
+    let a = spawn_run(&config, sa.clone(), &stop).await;
+    let b = spawn_run(&config, sb.clone(), &stop).await;
+    let split = eventually(Duration::from_secs(90), || {
+        ids.iter()
+            .any(|c| sb.customer(c).is_some() && sa.customer(c).is_none())
+    })
+    .await;
+    assert!(
+        split,
+        "the second instance holds customers the first does not"
+    );
+    let id = ids
+        .iter()
+        .find(|c| sb.customer(c).is_some() && sa.customer(c).is_none())
+        .unwrap()
+        .clone();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = format!("{}/ui/customers/{id}", a.api);
+    let sent = until_some(Duration::from_secs(40), || async {
+        let r = client.get(&page).send().await.ok()?;
+        let to = r.headers().get("location")?.to_str().ok()?.to_string();
+        (r.status().as_u16() == 303).then_some(to)
+    })
+    .await;
+    assert_eq!(
+        sent,
+        Some(format!("{}/ui/customers/{id}", b.api)),
+        "sent to the owner"
+    );
+    let held_here = client
+        .get(format!("{}/ui/customers/{id}", b.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held_here.status().as_u16(), 200, "the owner shows it");
+    let nobody = client
+        .get(format!("{}/ui/customers/nobody", a.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nobody.status().as_u16(), 404);
+    stop.cancel();
+    a.handle.await.expect("join").expect("first");
+    b.handle.await.expect("join").expect("second");
 }

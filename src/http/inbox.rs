@@ -27,6 +27,10 @@ pub struct InboxState {
     pub inbox: Arc<Inbox>,
     /// Writes actions to the actions topic.
     pub actions: Arc<Actions>,
+    /// The other instances of the group, to find a customer's owner.
+    pub instances: Arc<crate::inbox::instances::Instances>,
+    /// This instance's id.
+    pub me: String,
 }
 
 fn now() -> Ts {

@@ -14,6 +14,7 @@ use rdkafka::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+use super::instances::{Announcement, EVERY, Instances};
 use super::lifecycle::{Action, Lifecycle, Refused};
 use super::{Inbox, Published};
 use crate::config::KafkaConfig;
@@ -21,56 +22,122 @@ use crate::engine::event::Ts;
 use crate::kafka::client::{Role, client_config};
 use crate::kafka::source::{InputConsumer, SourceError, whole_topic_reader};
 
-/// The inbox's two readers.
+/// The inbox's readers.
 pub struct Readers {
     alerts: InputConsumer,
     actions: InputConsumer,
+    instances: Option<InputConsumer>,
 }
 
 impl Readers {
-    /// Readers of the alert and actions topics, from their beginnings.
+    /// Readers of the alert, actions and instances topics, from their
+    /// beginnings (no instances reader when that topic is off).
     pub fn new(config: &KafkaConfig, brokers: &str, instance: &str) -> Result<Self, SourceError> {
-        let (alerts, _) = whole_topic_reader(
-            config,
-            brokers,
-            &config.alert_topic,
-            "inbox-alerts",
-            instance,
-        )?;
-        let (actions, _) = whole_topic_reader(
-            config,
-            brokers,
-            &config.actions_topic,
-            "inbox-actions",
-            instance,
-        )?;
-        Ok(Self { alerts, actions })
+        let read = |topic: &str, purpose: &str| {
+            whole_topic_reader(config, brokers, topic, purpose, instance).map(|(c, _)| c)
+        };
+        Ok(Self {
+            alerts: read(&config.alert_topic, "inbox-alerts")?,
+            actions: read(&config.actions_topic, "inbox-actions")?,
+            instances: match config.instances_topic.is_empty() {
+                true => None,
+                false => Some(read(&config.instances_topic, "inbox-instances")?),
+            },
+        })
     }
+}
+
+/// Announces this instance on the instances topic.
+pub struct Announcer {
+    producer: FutureProducer,
+    topic: String,
+    /// This instance's id (the record key).
+    pub instance: String,
+    url: String,
+}
+
+impl Announcer {
+    /// An announcer of `instance`, reached at `url`.
+    pub fn new(
+        config: &KafkaConfig,
+        brokers: &str,
+        instance: &str,
+        url: &str,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
+            producer: client_config(config, brokers, Role::Producer).create()?,
+            topic: config.instances_topic.clone(),
+            instance: instance.to_string(),
+            url: url.to_string(),
+        })
+    }
+
+    /// Says who this instance is and what it owns (`None`: it is gone).
+    async fn say(&self, partitions: Option<Vec<i32>>) {
+        let body = partitions.map(|partitions| {
+            serde_json::to_vec(&Announcement {
+                instance: self.instance.clone(),
+                url: self.url.clone(),
+                partitions,
+                at: wall_now(),
+            })
+            .unwrap_or_default()
+        });
+        let mut record = FutureRecord::to(&self.topic).key(&self.instance);
+        if let Some(b) = &body {
+            record = record.payload(b);
+        }
+        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(5)).await {
+            tracing::warn!(error = %e, "inbox: the instance announcement was not stored");
+        }
+    }
+}
+
+/// What the feed keeps up to date and writes with.
+pub struct Feed {
+    /// The view.
+    pub inbox: Arc<Inbox>,
+    /// The action writer (for reopen records).
+    pub actions: Arc<Actions>,
+    /// The instances heard of.
+    pub instances: Arc<Instances>,
+    /// This instance's announcer (none when the instances topic is off).
+    pub announcer: Option<Announcer>,
 }
 
 fn wall_now() -> Ts {
     Ts(chrono::Utc::now().timestamp_millis())
 }
 
-/// Feeds `inbox` until `stop`: alerts and lifecycle records as they come,
-/// and every second the snoozes that ran out (announced as `reopened`;
-/// the instance that `holds` the customer writes the reopen record that
-/// webhook endpoints hear of, so one instance does, whichever partitions
-/// move). A record that does not decode is logged and skipped: the inbox
-/// is a view, the topics stay the record.
+/// Feeds the inbox until `stop`: alerts and lifecycle records as they
+/// come, the instances' announcements, and every second the snoozes that
+/// ran out (announced as `reopened`; the instance that `holds` the customer
+/// writes the reopen record that webhook endpoints hear of, so one instance
+/// does, whichever partitions move). Every [`EVERY`] it announces itself
+/// with the partitions `assigned` gives, and says it is gone when stopped.
+/// A record that does not decode is logged and skipped: the inbox is a
+/// view, the topics stay the record.
 pub async fn run(
-    inbox: Arc<Inbox>,
+    feed: Feed,
     readers: Readers,
-    actions: Arc<Actions>,
     holds: impl Fn(&str) -> bool,
+    assigned: impl Fn() -> Vec<i32>,
     stop: CancellationToken,
 ) {
+    let Feed {
+        inbox,
+        actions,
+        instances,
+        announcer,
+    } = feed;
     let mut wake = tokio::time::interval(Duration::from_secs(1));
     wake.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut announce = tokio::time::interval(EVERY);
+    announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut since = wall_now();
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             m = readers.alerts.recv() => match m {
                 Ok(m) => match m.payload().map(serde_json::from_slice::<Published>) {
                     Some(Ok(a)) => inbox.alert(a),
@@ -89,6 +156,22 @@ pub async fn run(
                 },
                 Err(e) => tracing::warn!(error = %e, "inbox: actions topic reader"),
             },
+            m = next_of(readers.instances.as_ref()) => match m {
+                Ok(m) => {
+                    let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                    match m.payload().map(serde_json::from_slice::<Announcement>) {
+                        Some(Ok(a)) => instances.heard(&key, Some(a)),
+                        None => instances.heard(&key, None),
+                        Some(Err(e)) => tracing::warn!(error = %e, "inbox: an instance announcement does not decode; skipped"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "inbox: instances topic reader"),
+            },
+            _ = announce.tick() => {
+                if let Some(a) = &announcer {
+                    a.say(Some(assigned())).await;
+                }
+            }
             _ = wake.tick() => {
                 let now = wall_now();
                 for (id, customer) in inbox.wake(since, now) {
@@ -102,6 +185,19 @@ pub async fn run(
                 since = now;
             }
         }
+    }
+    if let Some(a) = &announcer {
+        a.say(None).await;
+    }
+}
+
+/// The reader's next message; never, without a reader.
+async fn next_of(
+    reader: Option<&InputConsumer>,
+) -> Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError> {
+    match reader {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! for as long as the alert topic retains it.
 
 pub mod feed;
+pub mod instances;
 pub mod lifecycle;
 
 use std::collections::{BTreeMap, HashMap};

@@ -310,9 +310,30 @@ pub async fn input_consumer(
         super::topics::ensure_compacted(&admin, topic, partitions, brokers_up, found.is_some())
             .await?;
     }
-    let (found, brokers_up) = partition_count(&consumer, &config.actions_topic)?;
+    for topic in [&config.actions_topic, &config.instances_topic] {
+        if !topic.is_empty() {
+            ensure_inbox_topic(&consumer, config, brokers, topic, partitions).await?;
+        }
+    }
+    let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok((consumer, partitions))
+}
+
+/// Creates one of the inbox's compacted topics (actions, instances) when
+/// missing, with as many partitions as the inputs; an existing one is
+/// checked beside the start: one that is not compacted loses old records
+/// to retention, which is worth an error in the log, not a refusal to run.
+async fn ensure_inbox_topic(
+    consumer: &InputConsumer,
+    config: &KafkaConfig,
+    brokers: &str,
+    topic: &str,
+    partitions: usize,
+) -> Result<(), SourceError> {
+    let (found, brokers_up) = partition_count(consumer, topic)?;
     let admin = client_config(config, brokers, Role::Admin);
-    let topic = config.actions_topic.clone();
+    let topic = topic.to_string();
     let check = async move {
         super::topics::ensure_compacted(
             &admin,
@@ -322,22 +343,17 @@ pub async fn input_consumer(
             found.is_some(),
         )
         .await
+        .map_err(|e| (topic, e))
     };
     if found.is_none() {
-        check.await?;
-    } else {
-        // An existing actions topic is checked beside the start: one that
-        // is not compacted loses old lifecycles to retention, which is
-        // worth an error in the log, not a refusal to run.
-        tokio::spawn(async move {
-            if let Err(e) = check.await {
-                tracing::error!(error = %e, "the inbox's actions topic");
-            }
-        });
+        return check.await.map_err(|(_, e)| e.into());
     }
-    let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
-    Ok((consumer, partitions))
+    tokio::spawn(async move {
+        if let Err((topic, e)) = check.await {
+            tracing::error!(error = %e, topic, "an inbox topic");
+        }
+    });
+    Ok(())
 }
 
 /// Commits the offsets the consumer stored, off the async threads (at

@@ -169,15 +169,44 @@ pub async fn run(
         (config.engine.tick_interval * 20).max(READINESS_STALE),
         config.http.liveness_timeout,
     ));
+    let instance = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
     let inbox = Arc::new(crate::inbox::Inbox::default());
     let actions = Arc::new(
         crate::inbox::feed::Actions::new(&config.kafka, brokers, inbox.clone())
             .map_err(SourceError::from)?,
     );
+    let instances = Arc::new(crate::inbox::instances::Instances::default());
+    let advertised = config.http.advertised_url.clone().unwrap_or_else(|| {
+        let scheme = if config.http.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let addr = listeners
+            .data
+            .local_addr()
+            .map_or(config.http.bind.clone(), |a| a.to_string());
+        format!("{scheme}://{addr}")
+    });
+    let announcer = match config.kafka.instances_topic.is_empty() {
+        true => None,
+        false => Some(
+            crate::inbox::feed::Announcer::new(&config.kafka, brokers, &instance, &advertised)
+                .map_err(SourceError::from)?,
+        ),
+    };
     let api = ApiState::new(store.clone(), registry, ready.clone(), &settings).with_inbox(
         crate::http::inbox::InboxState {
             inbox: inbox.clone(),
             actions: actions.clone(),
+            instances: instances.clone(),
+            me: instance.clone(),
         },
     );
     let http_stop = token.child_token();
@@ -191,13 +220,6 @@ pub async fn run(
 
     let (consumer, partitions) = source::input_consumer(&config.kafka, brokers).await?;
     let consumer = Arc::new(consumer);
-    let instance = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
     let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
     let readers = crate::inbox::feed::Readers::new(&config.kafka, brokers, &instance)?;
 
@@ -249,11 +271,25 @@ pub async fn run(
     let stopping = CancellationToken::new();
     // The inbox feed stops with the input (the drain waits for it).
     let holder = store.clone();
+    let owner = consumer.clone();
     tracker.spawn(crate::inbox::feed::run(
-        inbox,
+        crate::inbox::feed::Feed {
+            inbox,
+            actions,
+            instances,
+            announcer,
+        },
         readers,
-        actions,
         move |customer| holder.customer(customer).is_some(),
+        move || {
+            let mut p: Vec<i32> = owner
+                .assignment()
+                .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+                .unwrap_or_default();
+            p.sort_unstable();
+            p.dedup();
+            p
+        },
         stopping.clone(),
     ));
     crate::webhook::start(

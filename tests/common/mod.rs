@@ -507,9 +507,9 @@ pub fn cluster_with_topics(
         .create_topic("churn-dead-letters", 1, 1)
         .expect("topic");
     // The mock cluster answers no CreateTopics: the inbox's topic is made here.
-    cluster
-        .create_topic("churnwatch-actions", 1, 1)
-        .expect("topic");
+    for t in ["churnwatch-actions", "churnwatch-instances"] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
     let brokers = cluster.bootstrap_servers();
     (cluster, brokers)
 }
