@@ -340,6 +340,10 @@ pub async fn run(
                 }
                 Phase::Draining => {
                     ready.report(false);
+                    // However consuming ended (shutdown, or a partition
+                    // count that changed), the webhook endpoints and the
+                    // inbox feed stop now, so the drain does not wait on them.
+                    stopping.cancel();
                     // Dropping the sender lets the acker finish what it holds.
                     drop(ack_tx.take());
                     drain(&clients, &mut step, &mut parts, &tracker, &token).await;
