@@ -87,8 +87,16 @@ impl Announcer {
         if let Some(b) = &body {
             record = record.payload(b);
         }
-        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(5)).await {
-            tracing::warn!(error = %e, "inbox: the instance announcement was not stored");
+        // Bounded: a broker that does not acknowledge must not hold the feed
+        // (or a drain waiting on it) for librdkafka's message timeout.
+        match tokio::time::timeout(STORE_WITHIN, self.producer.send(record, STORE_WITHIN)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => {
+                tracing::warn!(error = %e, "inbox: the instance announcement was not stored")
+            }
+            Err(_) => {
+                tracing::warn!("inbox: the instance announcement was not acknowledged in time")
+            }
         }
     }
 }
@@ -104,6 +112,10 @@ pub struct Feed {
     /// This instance's announcer (none when the instances topic is off).
     pub announcer: Option<Announcer>,
 }
+
+/// How long a lifecycle record or an announcement may take to be
+/// acknowledged before it counts as not stored.
+const STORE_WITHIN: Duration = Duration::from_secs(5);
 
 fn wall_now() -> Ts {
     Ts(chrono::Utc::now().timestamp_millis())
@@ -257,12 +269,13 @@ impl Actions {
         let at = Ts(now.0.max(record.updated_at.0.saturating_add(1)));
         record.apply(action, by, at)?;
         let body = serde_json::to_vec(&record).map_err(|e| ActError::NotStored(e.to_string()))?;
-        self.producer
-            .send(
-                FutureRecord::to(&self.topic).key(alert_id).payload(&body),
-                Duration::from_secs(10),
-            )
+        let send = self.producer.send(
+            FutureRecord::to(&self.topic).key(alert_id).payload(&body),
+            STORE_WITHIN,
+        );
+        tokio::time::timeout(STORE_WITHIN, send)
             .await
+            .map_err(|_| ActError::NotStored("not acknowledged in time".into()))?
             .map_err(|(e, _)| ActError::NotStored(e.to_string()))?;
         self.inbox.lifecycle(record.clone());
         Ok(record)
