@@ -125,15 +125,32 @@ fn row(id: &str) -> String {
     format!("tr[id='alert-{id}']")
 }
 
-/// Clicks the action button `action` of the alert's row.
+/// Clicks the action button `action` of the alert's row. The live refresh
+/// may replace the row between finding and clicking it (a stale element):
+/// then it is found again.
 async fn click(c: &Client, id: &str, action: &str) {
     let css = format!("{} button[data-action={action}]", row(id));
-    c.find(Locator::Css(&css))
+    let clicked = until(Duration::from_secs(10), || async {
+        match c.find(Locator::Css(&css)).await {
+            Ok(button) => button.click().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(clicked, "clicked {action} on {id}");
+}
+
+/// The ids of the listed alerts, read in one step (rows may be replaced
+/// by the live refresh at any time).
+async fn listed_ids(c: &Client) -> Vec<String> {
+    let ids = c
+        .execute(
+            "return Array.from(document.querySelectorAll(\"tr[id^='alert-']\")).map(r => r.id.slice(6));",
+            vec![],
+        )
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .unwrap_or_default();
+    serde_json::from_value(ids).unwrap_or_default()
 }
 
 /// The alert's state cell, as shown.
@@ -190,21 +207,9 @@ async fn the_inbox_in_a_browser() {
     let live = text_of(&c, "#live").await.unwrap_or_default();
     assert!(live.starts_with("Live"), "the page says it is live: {live}");
     screenshot(&c, "inbox-live.png").await;
-    let rows = c.find_all(Locator::Css("tr[id^='alert-']")).await.unwrap();
-    let first_id = rows[0]
-        .attr("id")
-        .await
-        .unwrap()
-        .unwrap()
-        .trim_start_matches("alert-")
-        .to_string();
-    let second_id = rows[1]
-        .attr("id")
-        .await
-        .unwrap()
-        .unwrap()
-        .trim_start_matches("alert-")
-        .to_string();
+    let ids = listed_ids(&c).await;
+    assert!(ids.len() >= 2, "two alerts listed: {ids:?}");
+    let (first_id, second_id) = (ids[0].clone(), ids[1].clone());
 
     // Acknowledge; the page shows who.
     click(&c, &first_id, "ack").await;
