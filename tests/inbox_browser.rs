@@ -239,16 +239,16 @@ async fn the_inbox_in_a_browser() {
     );
 
     // Snooze the other for three seconds: hidden from "open", then back.
-    let input = c
-        .find(Locator::Css(&format!(
-            "{} input[name=for]",
-            row(&second_id)
-        )))
-        .await
-        .unwrap();
-    input.clear().await.unwrap();
-    input.send_keys("3s").await.unwrap();
-    click(&c, &second_id, "snooze").await;
+    // Typed and submitted in one script step: the live refresh may
+    // replace the row (and reset what was typed) at any moment.
+    c.execute(
+        "const r = document.getElementById('alert-' + arguments[0]); \
+         r.querySelector('input[name=for]').value = '3s'; \
+         r.querySelector('button[data-action=snooze]').click();",
+        vec![serde_json::json!(second_id)],
+    )
+    .await
+    .unwrap();
     let state = |c: &Client| {
         let (c, id) = (c.clone(), second_id.clone());
         async move { state_of(&c, &id).await }
