@@ -200,23 +200,26 @@ pub async fn act(
 ) -> Answer {
     let i = inbox_of(&s)?;
     let action = action(&verb, &body)?;
+    let record = perform(&s, i, &id, action, &caller).await?;
+    Ok(Json(record).into_response())
+}
+
+/// Takes `action` on alert `id` for `caller`, the one path of the API and
+/// the pages: stored, logged with who, a close counted; refusals mapped to
+/// their status (404 unknown, 409 refused, 503 not stored).
+pub(crate) async fn perform(
+    s: &ApiState,
+    i: &InboxState,
+    id: &str,
+    action: Action,
+    caller: &Caller,
+) -> Result<crate::inbox::Lifecycle, ApiError> {
     let name = action.name();
-    match i.actions.act(&id, action, &caller.name).await {
+    match i.actions.act(id, action, &caller.name).await {
         Ok(record) => {
             tracing::info!(alert_id = %id, action = name, by = %caller.name, "inbox action");
-            if let Some(m) = &s.closed
-                && let Some(reason) = record.closed_reason
-                && name == "close"
-                && let Some(item) = i.inbox.get(&id, now())
-            {
-                m.with_label_values(&[
-                    &item.episode.alert.rule,
-                    &item.episode.alert.tier,
-                    reason.as_str(),
-                ])
-                .inc();
-            }
-            Ok(Json(record).into_response())
+            count_close(s, i, id, &record);
+            Ok(record)
         }
         Err(ActError::UnknownAlert) => Err(error(StatusCode::NOT_FOUND, "unknown alert")),
         Err(e @ ActError::Refused(_)) => Err(error(StatusCode::CONFLICT, e)),
@@ -226,12 +229,7 @@ pub async fn act(
 
 /// Counts a close in `churnwatch_alerts_closed_total` (called once per
 /// stored action: a record that just became closed).
-pub(crate) fn count_close(
-    s: &ApiState,
-    i: &InboxState,
-    id: &str,
-    record: &crate::inbox::Lifecycle,
-) {
+fn count_close(s: &ApiState, i: &InboxState, id: &str, record: &crate::inbox::Lifecycle) {
     let just_closed = record
         .history
         .last()

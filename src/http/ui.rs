@@ -19,7 +19,6 @@ use super::ApiState;
 use super::auth::{Access, Caller};
 use crate::config::Role;
 use crate::engine::event::Ts;
-use crate::inbox::feed::ActError;
 use crate::inbox::{Action, CloseReason, Filter, Item, Page, Sort, State as Lifestate};
 
 const SCRIPT: &str = include_str!("../../assets/inbox.js");
@@ -549,31 +548,22 @@ async fn act(
         Ok(a) => a,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let name = action.name();
-    match i.actions.act(&id, action, &caller.name).await {
-        Ok(record) => {
-            tracing::info!(alert_id = %id, action = name, by = %caller.name, "inbox action");
-            super::inbox::count_close(&s, i, &id, &record);
-            let back = headers
-                .get(header::REFERER)
-                .and_then(|r| r.to_str().ok())
-                .and_then(|r| url::Url::parse(r).ok())
-                .map(|u| {
-                    format!(
-                        "{}{}",
-                        u.path(),
-                        u.query().map(|q| format!("?{q}")).unwrap_or_default()
-                    )
-                })
-                .unwrap_or_else(|| "/".into());
-            Redirect::to(&back).into_response()
-        }
-        Err(ActError::UnknownAlert) => (StatusCode::NOT_FOUND, "unknown alert").into_response(),
-        Err(e @ ActError::Refused(_)) => (StatusCode::CONFLICT, e.to_string()).into_response(),
-        Err(e @ ActError::NotStored(_)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
-        }
+    if let Err(refused) = super::inbox::perform(&s, i, &id, action, &caller).await {
+        return refused.into_response();
     }
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| url::Url::parse(r).ok())
+        .map(|u| {
+            format!(
+                "{}{}",
+                u.path(),
+                u.query().map(|q| format!("?{q}")).unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| "/".into());
+    Redirect::to(&back).into_response()
 }
 
 async fn signin_form() -> Markup {

@@ -203,7 +203,7 @@ impl Inbox {
                 e.resolved_at = Some(a.at);
             }
             // A firing replayed after its resolution does not reopen it.
-            if firing == e.resolved_at.is_none() || !firing {
+            if !firing || e.resolved_at.is_none() {
                 e.alert = a;
             }
             let fired_at = e.fired_at;
