@@ -1,13 +1,16 @@
 //! Whole-engine benchmarks that criterion's per-call model does not fit:
-//! replay throughput against a parse-only baseline, resident memory per
-//! customer, and watermark advances at scale. Numbers go to BENCHMARKS.md.
+//! replay throughput against a parse-only loop and a minimal engine,
+//! resident memory per customer, and watermark advances at scale, on both
+//! population shapes (`generate --shape`). Numbers go to BENCHMARKS.md.
 //!
-//! `cargo bench --bench replay -- --quick` (CI): a small run that fails only
-//! if the engine/parse-only ratio falls below a regression floor; the ratio
-//! is stable across machines where absolute times are not.
-//! `cargo bench --bench replay -- --full`: 1M customers / 10M events, memory
-//! at 1M and 10M customers, timers at 10M.
+//! `cargo bench --bench replay -- --quick` (CI): 20k customers per shape;
+//! fails only if a shape's engine/minimal-engine ratio falls below its
+//! regression floor (ratios are stable across machines where absolute times
+//! are not).
+//! `cargo bench --bench replay -- --full`: both shapes at 20k and at 1M
+//! customers / 10M events, memory at 1M and 10M customers, timers at 10M.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -17,13 +20,18 @@ use churnwatch::config::Config;
 use churnwatch::engine::Engine;
 use churnwatch::engine::event::{DAY_MS, Ts, decode};
 use churnwatch::engine::watermark::Clock;
-use churnwatch::generate::{Population, PopulationOptions, write};
+use churnwatch::generate::{Population, PopulationOptions, Shape, write};
 use churnwatch::replay::{ReplayOptions, replay};
 
-/// The quick run fails below this engine/parse-only ratio. The measured
-/// quick ratio is 0.25-0.35 (medians 0.29-0.32) on the CI machine (BENCHMARKS.md); under the
-/// floor means the engine got about twice slower, a regression, not noise.
-const QUICK_RATIO_FLOOR: f64 = 0.15;
+/// The quick run fails below this ratio of engine to minimal engine, per
+/// shape: about half the median measured on the CI machine (BENCHMARKS.md),
+/// so under it the engine got about twice slower, a regression, not noise.
+fn quick_floor(shape: Shape) -> f64 {
+    match shape {
+        Shape::Established => 0.25,
+        Shape::Young => 0.2,
+    }
+}
 
 /// The parse-only baseline: the same lines into a plain struct.
 #[derive(serde::Deserialize)]
@@ -49,6 +57,33 @@ fn parse_only(path: &Path) -> (u64, Duration) {
         }
         line.clear();
     }
+    (n, started.elapsed())
+}
+
+/// The minimal engine: the parse-only loop plus one hash-map bump per
+/// customer (events and spend), what any streaming RFM must at least do.
+fn minimal_engine(path: &Path) -> (u64, Duration) {
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).expect("input"));
+    let mut line = String::new();
+    let mut customers: HashMap<String, (u32, f64)> = HashMap::new();
+    let mut n = 0u64;
+    while reader.read_line(&mut line).expect("read") > 0 {
+        if let Ok(plain) = serde_json::from_str::<Plain<'_>>(line.trim_end()) {
+            n += 1;
+            if let Some(id) = plain.customer_id {
+                let amount = plain.amount.unwrap_or(0.0);
+                match customers.get_mut(id) {
+                    Some(c) => *c = (c.0 + 1, c.1 + amount),
+                    None => {
+                        customers.insert(id.to_string(), (1, amount));
+                    }
+                }
+            }
+        }
+        line.clear();
+    }
+    std::hint::black_box(&customers);
     (n, started.elapsed())
 }
 
@@ -78,33 +113,68 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn throughput(customers: usize, events: u64) -> f64 {
+/// Replay's medians over three rounds, measured side by side with both
+/// baselines on the same file.
+struct Throughput {
+    /// Engine events/s.
+    engine: f64,
+    /// Engine / parse-only.
+    vs_parse: f64,
+    /// Engine / minimal engine.
+    vs_minimal: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn throughput(shape: Shape, customers: usize, events: u64) -> Throughput {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("events.jsonl");
     let options = PopulationOptions {
         customers,
         seed: 7,
         start: Ts(1_767_225_600_000),
+        shape,
     };
-    let written = write(Population::new(options), 400, events, &path).expect("generate");
-    // Warm the page cache so both runs read from memory.
+    // The young book is measured over its first 20 days, as it was reported.
+    let days = match shape {
+        Shape::Established => 400,
+        Shape::Young => 20,
+    };
+    let written = write(Population::new(options), days, events, &path).expect("generate");
+    // Warm the page cache so every run reads from memory.
     let _ = parse_only(&path);
-    let mut ratios = Vec::new();
+    let (mut engines, mut vs_parse, mut vs_minimal) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
         let (n, parse) = parse_only(&path);
+        let (m, minimal) = minimal_engine(&path);
         let (applied, engine, tracked) = engine_replay(&path);
-        assert_eq!(n, written);
+        assert_eq!((n, m), (written, written));
         assert_eq!(applied, written);
         let p = n as f64 / parse.as_secs_f64();
+        let m = m as f64 / minimal.as_secs_f64();
         let e = applied as f64 / engine.as_secs_f64();
         println!(
-            "replay round {round}: {written} events, {tracked} customers: engine {e:.0} events/s, parse-only {p:.0} events/s, ratio {:.2}",
+            "replay {shape:?} round {round}: {written} events, {tracked} customers: engine {e:.0} events/s, minimal engine {m:.0}, parse-only {p:.0}; ratio to minimal {:.2}, to parse-only {:.2}",
+            e / m,
             e / p
         );
-        ratios.push(e / p);
+        engines.push(e);
+        vs_parse.push(e / p);
+        vs_minimal.push(e / m);
     }
-    ratios.sort_by(f64::total_cmp);
-    ratios[1]
+    let t = Throughput {
+        engine: median(engines),
+        vs_parse: median(vs_parse),
+        vs_minimal: median(vs_minimal),
+    };
+    println!(
+        "replay {shape:?} {customers} customers, medians: engine {:.0} events/s, ratio to minimal {:.2}, to parse-only {:.2}",
+        t.engine, t.vs_minimal, t.vs_parse
+    );
+    t
 }
 
 /// Resident bytes per customer, measured in a fresh process (this bench
@@ -230,23 +300,39 @@ fn main() {
         return;
     }
     if quick {
-        let ratio = throughput(20_000, 300_000);
-        println!("quick: median engine/parse-only ratio {ratio:.2} (floor {QUICK_RATIO_FLOOR})");
-        if ratio < QUICK_RATIO_FLOOR {
-            eprintln!(
-                "replay bench: ratio {ratio:.2} is below the regression floor {QUICK_RATIO_FLOOR}"
+        let mut failed = false;
+        for shape in [Shape::Established, Shape::Young] {
+            let t = throughput(shape, 20_000, 300_000);
+            let floor = quick_floor(shape);
+            println!(
+                "quick {shape:?}: median ratio to the minimal engine {:.2} (floor {floor})",
+                t.vs_minimal
             );
+            if t.vs_minimal < floor {
+                eprintln!(
+                    "replay bench: {shape:?} ratio {:.2} is below the regression floor {floor}",
+                    t.vs_minimal
+                );
+                failed = true;
+            }
+        }
+        if failed {
             std::process::exit(1);
         }
         return;
     }
     if full {
-        throughput(1_000_000, 10_000_000);
+        for shape in [Shape::Established, Shape::Young] {
+            throughput(shape, 20_000, 300_000);
+            throughput(shape, 1_000_000, 10_000_000);
+        }
         memory(1_000_000);
         memory(10_000_000);
         timers(10_000_000);
     } else {
-        throughput(100_000, 1_000_000);
+        for shape in [Shape::Established, Shape::Young] {
+            throughput(shape, 100_000, 1_000_000);
+        }
         memory(1_000_000);
         timers(1_000_000);
     }

@@ -148,6 +148,7 @@ pub async fn run(
         customers: options.customers,
         seed: options.seed,
         start: options.start,
+        shape: Default::default(),
     });
     let mut summary = DemoSummary::default();
     let mut day_events = Vec::new();

@@ -27,6 +27,55 @@ pub struct PopulationOptions {
     pub seed: u64,
     /// Time of day 0, 00:00.
     pub start: Ts,
+    /// Which kind of population.
+    pub shape: Shape,
+}
+
+/// The kind of population: the benchmarks run both, since where the
+/// engine spends its time depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Shape {
+    /// Settled customers: a purchase every 3 to 30 days, a rep contact
+    /// every 4 to 20, a rep per 40 customers (about 45% purchases, 53%
+    /// calls).
+    #[default]
+    Established,
+    /// A young, purchase-heavy book: a purchase every 1.2 to 4 days, a rep
+    /// contact every 8 to 16, a rep per 150 customers, fewer tickets (about
+    /// 83% purchases, 16% calls, 0.5% tickets; over 20 days every customer
+    /// is still climbing the ranks, so tiers keep moving).
+    Young,
+}
+
+impl Shape {
+    fn purchase_every(self) -> std::ops::Range<f64> {
+        match self {
+            Shape::Established => 3.0..30.0,
+            Shape::Young => 1.2..4.0,
+        }
+    }
+
+    fn call_every(self) -> std::ops::Range<f64> {
+        match self {
+            Shape::Established => 4.0..20.0,
+            Shape::Young => 8.0..16.0,
+        }
+    }
+
+    fn customers_per_rep(self) -> usize {
+        match self {
+            Shape::Established => 40,
+            Shape::Young => 150,
+        }
+    }
+
+    /// Chance that a customer opens a ticket on a day.
+    fn ticket_chance(self) -> f64 {
+        match self {
+            Shape::Established => 0.004,
+            Shape::Young => 0.0013,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +158,7 @@ pub struct Population {
     start: Ts,
     day: u32,
     customers: Vec<Profile>,
+    ticket_chance: f64,
     reps: Vec<bool>,
     /// Tickets to resolve: (day, customer, ticket number).
     open_tickets: Vec<(u32, u32, u32)>,
@@ -118,15 +168,16 @@ impl Population {
     /// A population drawn from `options`.
     pub fn new(options: PopulationOptions) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-        let reps = (options.customers / 40).max(3);
+        let shape = options.shape;
+        let reps = (options.customers / shape.customers_per_rep()).max(3);
         let customers = (0..options.customers)
             .map(|_| {
                 let u: f64 = rng.random_range(0.0001..1.0);
                 let spend = (50.0 * u.powf(-1.0 / 1.16)).min(1e6);
                 Profile {
                     spend,
-                    purchase_every: rng.random_range(3.0..30.0),
-                    call_every: rng.random_range(4.0..20.0),
+                    purchase_every: rng.random_range(shape.purchase_every()),
+                    call_every: rng.random_range(shape.call_every()),
                     rep: rng.random_range(0..reps as u32),
                     stops_buying: rng.random_bool(0.08).then(|| rng.random_range(20..200)),
                     fades_from: None,
@@ -147,6 +198,7 @@ impl Population {
             start: options.start,
             day: 0,
             customers,
+            ticket_chance: shape.ticket_chance(),
             reps: vec![false; reps],
             open_tickets: Vec::new(),
         }
@@ -281,7 +333,7 @@ impl Population {
                     ),
                 });
             }
-            if self.rng.random_bool(0.004) {
+            if self.rng.random_bool(self.ticket_chance) {
                 let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
                 p.next_ticket += 1;
                 let kind = if self.rng.random_bool(0.3) {
@@ -494,6 +546,7 @@ mod tests {
             customers: 300,
             seed,
             start: Ts(1_767_225_600_000),
+            shape: Default::default(),
         });
         let mut out = Vec::new();
         for _ in 0..n {

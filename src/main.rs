@@ -137,6 +137,10 @@ enum Command {
         /// Write who churns, how and when as JSON lines to this file.
         #[arg(long)]
         truth: Option<PathBuf>,
+        /// Kind of population: `established` (settled customers, the
+        /// default) or `young` (purchase-heavy, still climbing the ranks).
+        #[arg(long, value_enum, default_value_t)]
+        shape: churnwatch::generate::Shape,
     },
 }
 
@@ -356,6 +360,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             planted_churn,
             truth,
+            shape,
         } => {
             use churnwatch::generate::{Planted, Population, PopulationOptions};
             let config = load_config(config.as_ref())?;
@@ -368,6 +373,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 start: start
                     .unwrap_or(Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap_or_default()),
+                shape,
             });
             if planted_churn > 0.0 {
                 population = population.plant(Planted {

@@ -95,7 +95,7 @@ impl Core {
         scope: &mut Scope<'_>,
     ) {
         let roster = scope.roster;
-        let s = self.settings;
+        let s = &self.settings;
         let departed = (s.limits.applies(Check::Departed, c.tier)
             || s.limits.applies(Check::Risk, c.tier))
             && rep_departed(c, roster);

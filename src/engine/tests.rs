@@ -618,6 +618,7 @@ fn a_restored_engine_continues_exactly_like_the_original_on_a_population() {
         customers: 40,
         seed: 7,
         start: day(0.0),
+        shape: Default::default(),
     });
     let mut generated = Vec::new();
     for _ in 0..120 {
@@ -658,6 +659,7 @@ fn a_restored_partitioned_engine_continues_like_the_original() {
         customers: 1500,
         seed: 11,
         start: day(0.0),
+        shape: Default::default(),
     });
     let mut generated = Vec::new();
     for _ in 0..150 {

@@ -123,6 +123,7 @@ pub fn population_lines(customers: usize, seed: u64, days: usize) -> Vec<String>
             customers,
             seed,
             start: churnwatch::engine::event::Ts::parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+            shape: Default::default(),
         });
     let mut generated = Vec::new();
     for _ in 0..days {
