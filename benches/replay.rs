@@ -7,6 +7,8 @@
 //! fails only if a shape's engine/minimal-engine ratio falls below its
 //! regression floor (ratios are stable across machines where absolute times
 //! are not).
+//! `cargo bench --bench replay -- --file F`: the same three rounds over a
+//! JSON-lines file of your own (every line must be a valid event).
 //! `cargo bench --bench replay -- --full`: both shapes at 20k and at 1M
 //! customers / 10M events, memory at 1M and 10M customers, timers at 10M.
 
@@ -144,20 +146,26 @@ fn throughput(shape: Shape, customers: usize, events: u64) -> Throughput {
         Shape::Young => 20,
     };
     let written = write(Population::new(options), days, events, &path).expect("generate");
+    measure(&format!("{shape:?} {customers} customers"), &path, written)
+}
+
+/// Three rounds of the engine and both baselines over the file at `path`,
+/// `written` events long.
+fn measure(what: &str, path: &Path, written: u64) -> Throughput {
     // Warm the page cache so every run reads from memory.
-    let _ = parse_only(&path);
+    let _ = parse_only(path);
     let (mut engines, mut vs_parse, mut vs_minimal) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
-        let (n, parse) = parse_only(&path);
-        let (m, minimal) = minimal_engine(&path);
-        let (applied, engine, tracked) = engine_replay(&path);
+        let (n, parse) = parse_only(path);
+        let (m, minimal) = minimal_engine(path);
+        let (applied, engine, tracked) = engine_replay(path);
         assert_eq!((n, m), (written, written));
         assert_eq!(applied, written);
         let p = n as f64 / parse.as_secs_f64();
         let m = m as f64 / minimal.as_secs_f64();
         let e = applied as f64 / engine.as_secs_f64();
         println!(
-            "replay {shape:?} round {round}: {written} events, {tracked} customers: engine {e:.0} events/s, minimal engine {m:.0}, parse-only {p:.0}; ratio to minimal {:.2}, to parse-only {:.2}",
+            "replay {what} round {round}: {written} events, {tracked} customers: engine {e:.0} events/s, minimal engine {m:.0}, parse-only {p:.0}; ratio to minimal {:.2}, to parse-only {:.2}",
             e / m,
             e / p
         );
@@ -171,7 +179,7 @@ fn throughput(shape: Shape, customers: usize, events: u64) -> Throughput {
         vs_minimal: median(vs_minimal),
     };
     println!(
-        "replay {shape:?} {customers} customers, medians: engine {:.0} events/s, ratio to minimal {:.2}, to parse-only {:.2}",
+        "replay {what}, medians: engine {:.0} events/s, ratio to minimal {:.2}, to parse-only {:.2}",
         t.engine, t.vs_minimal, t.vs_parse
     );
     t
@@ -297,6 +305,16 @@ fn main() {
         .and_then(|n| n.parse().ok())
     {
         memory_child(n);
+        return;
+    }
+    if let Some(path) = args
+        .iter()
+        .position(|a| a == "--file")
+        .and_then(|i| args.get(i + 1))
+    {
+        let path = Path::new(path);
+        let (lines, _) = parse_only(path);
+        measure(&path.display().to_string(), path, lines);
         return;
     }
     if quick {

@@ -542,11 +542,15 @@ mod tests {
     use crate::engine::event::{DecodeLimits, decode};
 
     fn days(seed: u64, n: u32) -> Vec<Generated> {
+        shaped(Shape::Established, seed, n)
+    }
+
+    fn shaped(shape: Shape, seed: u64, n: u32) -> Vec<Generated> {
         let mut p = Population::new(PopulationOptions {
             customers: 300,
             seed,
             start: Ts(1_767_225_600_000),
-            shape: Default::default(),
+            shape,
         });
         let mut out = Vec::new();
         for _ in 0..n {
@@ -573,5 +577,22 @@ mod tests {
         for kind in [EventType::Purchase, EventType::Call, EventType::Ticket] {
             assert!(a.iter().any(|g| g.kind == kind), "{kind:?} generated");
         }
+    }
+
+    fn share(events: &[Generated], kind: EventType) -> f64 {
+        events.iter().filter(|g| g.kind == kind).count() as f64 / events.len() as f64
+    }
+
+    #[test]
+    fn the_young_shape_is_purchase_heavy_and_the_established_one_is_not() {
+        let young = shaped(Shape::Young, 7, 20);
+        let established = shaped(Shape::Established, 7, 20);
+        let p = share(&young, EventType::Purchase);
+        assert!((0.75..0.9).contains(&p), "young: {p:.2} purchases");
+        let c = share(&young, EventType::Call);
+        assert!((0.1..0.25).contains(&c), "young: {c:.2} calls");
+        let p = share(&established, EventType::Purchase);
+        assert!((0.35..0.55).contains(&p), "established: {p:.2} purchases");
+        assert!(young.len() > 2 * established.len(), "young buys more often");
     }
 }
