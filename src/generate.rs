@@ -158,7 +158,7 @@ pub struct Population {
     start: Ts,
     day: u32,
     customers: Vec<Profile>,
-    ticket_chance: f64,
+    shape: Shape,
     reps: Vec<bool>,
     /// Tickets to resolve: (day, customer, ticket number).
     open_tickets: Vec<(u32, u32, u32)>,
@@ -198,7 +198,7 @@ impl Population {
             start: options.start,
             day: 0,
             customers,
-            ticket_chance: shape.ticket_chance(),
+            shape,
             reps: vec![false; reps],
             open_tickets: Vec::new(),
         }
@@ -333,7 +333,7 @@ impl Population {
                     ),
                 });
             }
-            if self.rng.random_bool(self.ticket_chance) {
+            if self.rng.random_bool(self.shape.ticket_chance()) {
                 let ts = Ts(day_start + self.rng.random_range(0..DAY_MS));
                 p.next_ticket += 1;
                 let kind = if self.rng.random_bool(0.3) {
