@@ -13,6 +13,10 @@
 //!    topic, both in this process; beside it the broker's own floor: the same
 //!    trigger events' latency to a bare consumer of the input topic.
 //!
+//! `cargo bench --bench broker -- --mock` runs on rdkafka's mock cluster
+//! instead, where the broker is not the limit, and reports the CPU seconds
+//! per million events of `run` and of replay over the same events.
+//!
 //! `-- --customers N --days D` sizes the throughput stream; `-- --fetch-wait-ms
 //! M` sets the instance's `fetch.wait.max.ms` for the latency run.
 
@@ -78,6 +82,10 @@ async fn main() {
         return;
     }
     let options = options();
+    if std::env::args().any(|a| a == "--mock") {
+        mock(&options).await;
+        return;
+    }
     let tansu = Tansu::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
 
@@ -94,7 +102,7 @@ async fn main() {
         .filter(|l| !l.contains(r#""type":"rep""#))
         .count() as u64;
     let bare = bare_consumer(&config, inputs);
-    let run = churnwatch_run(&tansu.brokers, dir.path(), "throughput", "", n).await;
+    let (run, _) = churnwatch_run(&tansu.brokers, dir.path(), "throughput", "", n).await;
     println!(
         "throughput, {} customers / {n} events on 3 partitions: bare consumer {:.0} events/s, \
          churnwatch run {:.0} events/s, ratio {:.2} (target >= 0.9)",
@@ -127,6 +135,81 @@ async fn main() {
         floor.p50.as_secs_f64() * 1e3,
         floor.p99.as_secs_f64() * 1e3
     );
+}
+
+/// Input partitions per topic on the mock cluster: its partitions keep only
+/// their newest few MB (older messages are dropped, and a reader from the
+/// start would never see them), so the stream is spread thin.
+const MOCK_PARTITIONS: i32 = 12;
+
+/// `--mock`: rdkafka's in-process mock cluster, where the broker is not
+/// the limit: CPU seconds per million events of `churnwatch run` (the whole
+/// process, start to the last event counted) beside replay's over the same
+/// lines (this process, in-process replay).
+async fn mock(options: &Options) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let mut config = Config::default();
+    config.kafka.brokers = cluster.bootstrap_servers();
+    let inbox = [
+        (config.kafka.actions_topic.clone(), 1),
+        (config.kafka.instances_topic.clone(), 1),
+    ];
+    for (topic, partitions) in common::broker::topics_of(&config, MOCK_PARTITIONS)
+        .into_iter()
+        .chain(inbox)
+    {
+        cluster.create_topic(&topic, partitions, 1).expect("topic");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lines = population_lines(options.customers, 7, options.days);
+    produce_lines(&config, &lines).await;
+    let n = lines.len() as u64;
+    let (rate, run_cpu) = churnwatch_run(&config.kafka.brokers, dir.path(), "mock", "", n).await;
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("lines written");
+    let before = cpu_seconds("thread-self");
+    churnwatch::replay::replay(
+        &Config::default(),
+        &churnwatch::replay::ReplayOptions {
+            inputs: vec![file],
+            until: None,
+            dead_letter: None,
+            now: churnwatch::engine::event::Ts(i64::MAX / 2),
+        },
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+    )
+    .expect("replay");
+    let replay_cpu = cpu_seconds("thread-self") - before;
+    let per_million = |cpu: f64| cpu / n as f64 * 1e6;
+    println!(
+        "mock cluster, {} customers / {n} events on {MOCK_PARTITIONS} partitions: churnwatch run {rate:.0} events/s, \
+         {:.2} CPU s per million events; replay {:.2} CPU s per million; run / replay {:.2} \
+         (target <= 1.3)",
+        options.customers,
+        per_million(run_cpu),
+        per_million(replay_cpu),
+        run_cpu / replay_cpu
+    );
+}
+
+/// User plus system CPU seconds of process `pid` (or "self", "thread-self") so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Events/s of a consumer that only polls and counts, first message to last.
@@ -163,17 +246,20 @@ fn rate(n: u64, elapsed: Option<Duration>) -> f64 {
 }
 
 /// Starts `churnwatch run` (group `group`, extra TOML `extra`), returns its
-/// process and the address of its HTTP API.
+/// process and the address of its ops listener (`/metrics`, `/readyz`).
 fn start(brokers: &str, dir: &Path, group: &str, extra: &str) -> (Process, String) {
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (http, ops) = (free(), free());
     let cfg = dir.join(format!("{group}.toml"));
     std::fs::write(
         &cfg,
         format!(
             "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n{extra}\n\
-             [http]\nbind = \"{http}\"\n[state]\ndir = \"{}\"\n",
+             [http]\nbind = \"{http}\"\nops_bind = \"{ops}\"\n[state]\ndir = \"{}\"\n",
             dir.join(group).display()
         ),
     )
@@ -185,12 +271,12 @@ fn start(brokers: &str, dir: &Path, group: &str, extra: &str) -> (Process, Strin
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("churnwatch runs");
-    (Process(child), format!("http://{http}"))
+    (Process(child), format!("http://{ops}"))
 }
 
 /// Input events counted by `churnwatch_events_total` (applied and rejected).
-async fn events_counted(api: &str) -> Option<u64> {
-    let text = reqwest::get(format!("{api}/metrics"))
+async fn events_counted(ops: &str) -> Option<u64> {
+    let text = reqwest::get(format!("{ops}/metrics"))
         .await
         .ok()?
         .text()
@@ -211,14 +297,15 @@ async fn events_counted(api: &str) -> Option<u64> {
 }
 
 /// Events/s of `churnwatch run` over `n` events, from the first scrape that
-/// counts any to the first that counts all (scraped every 50 ms).
-async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: u64) -> f64 {
-    let (mut process, api) = start(brokers, dir, group, extra);
+/// counts any to the first that counts all (scraped every 50 ms), and the
+/// CPU seconds the process had used by then.
+async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: u64) -> (f64, f64) {
+    let (mut process, ops) = start(brokers, dir, group, extra);
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut done = None;
     while Instant::now() < deadline {
-        let counted = events_counted(&api).await.unwrap_or(0);
+        let counted = events_counted(&ops).await.unwrap_or(0);
         if counted > 0 {
             let (at, base) = *first.get_or_insert((Instant::now(), counted));
             if counted >= n {
@@ -226,7 +313,10 @@ async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: 
                     base < n,
                     "the stream is too short to time (--customers, --days)"
                 );
-                done = Some(rate(n - base, Some(at.elapsed())));
+                done = Some((
+                    rate(n - base, Some(at.elapsed())),
+                    cpu_seconds(&process.0.id().to_string()),
+                ));
                 break;
             }
         }
@@ -300,8 +390,8 @@ async fn alert_latency(config: &Config, dir: &Path, options: &Options) -> (Laten
             format!("[kafka.consumer]\n\"fetch.wait.max.ms\" = \"{ms}\"\n")
         })
     );
-    let (mut process, api) = start(&config.kafka.brokers, dir, "latency", &extra);
-    let ready = ready(&format!("{api}/readyz"), Duration::from_secs(60)).await;
+    let (mut process, ops) = start(&config.kafka.brokers, dir, "latency", &extra);
+    let ready = ready(&format!("{ops}/readyz"), Duration::from_secs(60)).await;
     assert!(ready, "churnwatch run is ready");
 
     let brokers = &config.kafka.brokers;

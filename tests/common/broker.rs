@@ -82,19 +82,8 @@ impl Tansu {
             .set("bootstrap.servers", &self.brokers)
             .create()
             .expect("admin");
-        let mut topics: Vec<(String, i32)> = config
-            .kafka
-            .input_topics
-            .iter()
-            .map(|t| (t.clone(), input_partitions))
-            .collect();
-        topics.push((config.kafka.roster_topic.clone(), 1));
-        topics.push((config.kafka.alert_topic.clone(), 3));
-        topics.push((config.kafka.dead_letter_topic.clone(), 1));
+        let topics = topics_of(config, input_partitions);
         let changelog = &config.kafka.changelog_topic;
-        if !changelog.is_empty() {
-            topics.push((changelog.clone(), input_partitions));
-        }
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|(t, p)| {
@@ -114,6 +103,26 @@ impl Tansu {
             r.expect("topic created");
         }
     }
+}
+
+/// The topics `config` reads and writes, with partition counts (the
+/// changelog co-partitioned with the inputs); the inbox's topics are left
+/// to the service, which creates them.
+pub fn topics_of(config: &Config, input_partitions: i32) -> Vec<(String, i32)> {
+    let mut topics: Vec<(String, i32)> = config
+        .kafka
+        .input_topics
+        .iter()
+        .map(|t| (t.clone(), input_partitions))
+        .collect();
+    topics.push((config.kafka.roster_topic.clone(), 1));
+    topics.push((config.kafka.alert_topic.clone(), 3));
+    topics.push((config.kafka.dead_letter_topic.clone(), 1));
+    let changelog = &config.kafka.changelog_topic;
+    if !changelog.is_empty() {
+        topics.push((changelog.clone(), input_partitions));
+    }
+    topics
 }
 
 /// The events of a synthetic population over `days`, from 2026-01-01.
