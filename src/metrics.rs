@@ -43,6 +43,9 @@ impl DeliveryOutcome {
 #[derive(Clone)]
 pub struct Metrics {
     events: IntCounterVec,
+    /// `events`' applied series by [`EventType`] (in `EventType::ALL`'s
+    /// order), resolved once: a label lookup per event hashes and locks.
+    applied: [IntCounter; 4],
     dead_letters: IntCounterVec,
     alerts: IntCounterVec,
     customers: IntGaugeVec,
@@ -72,11 +75,17 @@ impl Metrics {
         registry: &Registry,
         webhook_endpoints: &[String],
     ) -> Result<Self, prometheus::Error> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "churnwatch_events_total",
+                "Input events by type and outcome (applied or rejected).",
+            ),
+            &["type", "outcome"],
+        )?;
+        let applied = EventType::ALL.map(|t| events.with_label_values(&[t.as_str(), "applied"]));
         let m = Self {
-            events: IntCounterVec::new(
-                Opts::new("churnwatch_events_total", "Input events by type and outcome (applied or rejected)."),
-                &["type", "outcome"],
-            )?,
+            events,
+            applied,
             dead_letters: IntCounterVec::new(
                 Opts::new("churnwatch_dead_letters_total", "Rejected inputs dead-lettered, by reason code."),
                 &["reason"],
@@ -225,12 +234,13 @@ impl Metrics {
         Ok(m)
     }
 
-    /// An event applied in `seconds` (decode and apply).
-    pub fn event_applied(&self, t: EventType, seconds: f64) {
-        self.events
-            .with_label_values(&[t.as_str(), "applied"])
-            .inc();
-        self.apply_seconds.observe(seconds);
+    /// `count` events of type `t` applied, each within `seconds` of its
+    /// arrival (decode and apply).
+    pub fn events_applied(&self, t: EventType, count: u64, seconds: f64) {
+        self.applied[t as usize].inc_by(count);
+        for _ in 0..count {
+            self.apply_seconds.observe(seconds);
+        }
     }
 
     /// A rejected input; `t` is `None` when the type could not be read.

@@ -212,7 +212,7 @@ impl Engine {
     /// Returns how many customers were dropped. A scan: rebalances are rare.
     pub fn evict_partition(&mut self, partition: u16) -> usize {
         let gone = self.remove_where(|c| c.partition == partition);
-        self.core.held.retain(|h| h.partition != partition);
+        self.core.held.drop_partition(partition);
         self.core.forgotten.retain(|(p, _)| *p != partition);
         gone
     }

@@ -4,6 +4,7 @@
 pub mod changelog;
 pub mod client;
 pub mod offsets;
+pub mod partition_map;
 pub mod progress;
 pub mod sink;
 pub mod source;

@@ -5,8 +5,9 @@
 //! were acknowledged. Offsets are released strictly in order per partition,
 //! so a commit never skips an unapplied message.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
+use super::partition_map::PartitionMap;
 use crate::engine::event::Ts;
 
 /// A topic and partition.
@@ -15,16 +16,15 @@ pub type TopicPartition = (String, i32);
 /// Consumed offsets per partition, waiting for their step to be safe.
 #[derive(Debug, Default)]
 pub struct PendingOffsets {
-    parts: BTreeMap<TopicPartition, VecDeque<(i64, Option<Ts>)>>,
+    parts: PartitionMap<VecDeque<(i64, Option<Ts>)>>,
 }
 
 impl PendingOffsets {
     /// Records a consumed message. `applied_at` is `None` if it is already
     /// applied (or dead-lettered), else the `ts` the watermark must reach.
-    pub fn push(&mut self, tp: TopicPartition, offset: i64, applied_at: Option<Ts>) {
+    pub fn push(&mut self, topic: &str, partition: i32, offset: i64, applied_at: Option<Ts>) {
         self.parts
-            .entry(tp)
-            .or_default()
+            .get_or_insert_with(topic, partition, VecDeque::new)
             .push_back((offset, applied_at));
     }
 
@@ -32,7 +32,7 @@ impl PendingOffsets {
     /// highest released offset per partition.
     pub fn release(&mut self, watermark: Option<Ts>) -> Vec<(TopicPartition, i64)> {
         let mut out = Vec::new();
-        for (tp, queue) in &mut self.parts {
+        for (tp, queue) in self.parts.iter_mut() {
             let mut last = None;
             while let Some(&(offset, at)) = queue.front() {
                 let done = match at {
@@ -74,10 +74,10 @@ mod tests {
     #[test]
     fn releases_in_order_and_never_past_a_held_message() {
         let mut p = PendingOffsets::default();
-        p.push(tp(0), 10, None);
-        p.push(tp(0), 11, Some(Ts(50)));
-        p.push(tp(0), 12, None);
-        p.push(tp(1), 7, Some(Ts(20)));
+        p.push("t", 0, 10, None);
+        p.push("t", 0, 11, Some(Ts(50)));
+        p.push("t", 0, 12, None);
+        p.push("t", 1, 7, Some(Ts(20)));
         assert_eq!(p.release(Some(Ts(30))), vec![(tp(0), 10), (tp(1), 7)]);
         assert_eq!(p.waiting(), 2);
         assert_eq!(p.release(Some(Ts(49))), vec![]);
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn revoked_partitions_release_nothing() {
         let mut p = PendingOffsets::default();
-        p.push(tp(3), 1, None);
+        p.push("t", 3, 1, None);
         p.revoke(&tp(3));
         assert!(p.release(None).is_empty());
     }

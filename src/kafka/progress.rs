@@ -2,10 +2,10 @@
 //! partition's largest event time, skipping partitions that are caught up
 //! and idle (else one quiet partition would stop time for all).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::offsets::TopicPartition;
+use super::partition_map::PartitionMap;
 use crate::engine::event::Ts;
 
 #[derive(Debug, Clone, Copy)]
@@ -22,13 +22,13 @@ struct Part {
 /// Per-partition event-time progress.
 #[derive(Debug, Default)]
 pub struct Progress {
-    parts: BTreeMap<TopicPartition, Part>,
+    parts: PartitionMap<Part>,
 }
 
 impl Progress {
     /// Starts tracking a partition; `input` is false for the roster.
     pub fn assign(&mut self, tp: TopicPartition, now: Instant, input: bool) {
-        self.parts.entry(tp).or_insert(Part {
+        self.parts.get_or_insert_with(&tp.0, tp.1, || Part {
             max_ts: None,
             last_message: now,
             next_offset: 0,
@@ -43,8 +43,14 @@ impl Progress {
     }
 
     /// Notes a message (valid or not: it proves the partition moves).
-    pub fn observe(&mut self, tp: &TopicPartition, offset: i64, ts: Option<Ts>, now: Instant) {
-        if let Some(p) = self.parts.get_mut(tp) {
+    pub fn observe(
+        &mut self,
+        (topic, partition): (&str, i32),
+        offset: i64,
+        ts: Option<Ts>,
+        now: Instant,
+    ) {
+        if let Some(p) = self.parts.get_mut(topic, partition) {
             if let Some(ts) = ts {
                 p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
             }
@@ -75,7 +81,7 @@ impl Progress {
 
     /// Records the partition's high watermark (next offset to be written).
     pub fn high_watermark(&mut self, tp: &TopicPartition, high: i64) {
-        if let Some(p) = self.parts.get_mut(tp) {
+        if let Some(p) = self.parts.get_mut(&tp.0, tp.1) {
             p.caught_up = p.next_offset >= high;
         }
     }
@@ -86,7 +92,7 @@ impl Progress {
     /// know no position until a message was consumed or this member
     /// committed (a partition handed over exactly has neither).
     pub fn starts_at(&mut self, tp: &TopicPartition, next: i64) {
-        if let Some(p) = self.parts.get_mut(tp) {
+        if let Some(p) = self.parts.get_mut(&tp.0, tp.1) {
             p.next_offset = p.next_offset.max(next);
         }
     }
@@ -95,7 +101,7 @@ impl Progress {
     /// this also covers a partition that delivers nothing because its
     /// committed offset is already at the end.
     pub fn caught_up(&mut self, tp: &TopicPartition) {
-        if let Some(p) = self.parts.get_mut(tp) {
+        if let Some(p) = self.parts.get_mut(&tp.0, tp.1) {
             p.caught_up = true;
         }
     }
@@ -138,14 +144,14 @@ mod tests {
         let mut p = Progress::default();
         let roster = ("reps".to_string(), 0);
         p.assign(roster.clone(), t0, false);
-        p.observe(&roster, 0, Some(Ts(500)), t0);
+        p.observe((&roster.0, roster.1), 0, Some(Ts(500)), t0);
         assert_eq!(p.watermark(t0, idle), None, "no input partition yet");
         p.revoke(&roster);
         p.assign(a.clone(), t0, true);
         p.assign(b.clone(), t0, true);
-        p.observe(&a, 0, Some(Ts(100)), t0);
+        p.observe((&a.0, a.1), 0, Some(Ts(100)), t0);
         assert_eq!(p.watermark(t0, idle), None, "b has told nothing yet");
-        p.observe(&b, 0, Some(Ts(40)), t0);
+        p.observe((&b.0, b.1), 0, Some(Ts(40)), t0);
         assert_eq!(p.watermark(t0, idle), Some(Ts(40)));
         let later = t0 + Duration::from_secs(6);
         assert_eq!(
@@ -166,7 +172,7 @@ mod tests {
             Some(Ts(100)),
             "all idle: the largest time seen"
         );
-        p.observe(&b, 1, Some(Ts(60)), later);
+        p.observe((&b.0, b.1), 1, Some(Ts(60)), later);
         // a stays skipped; b moves again and alone holds time (the engine
         // itself never moves its watermark back).
         assert_eq!(p.watermark(later, idle), Some(Ts(60)));

@@ -73,6 +73,11 @@ impl SourceContext {
         std::mem::take(&mut *lock(&self.rebalances))
     }
 
+    /// Whether a rebalance waits for [`SourceContext::take_rebalances`].
+    pub fn rebalance_pending(&self) -> bool {
+        !lock(&self.rebalances).is_empty()
+    }
+
     /// The partition's high watermark as of the last statistics report.
     pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
         lock(&self.high_watermarks).get(tp).copied()

@@ -453,6 +453,7 @@ impl Consuming<'_> {
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         snapshot_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let c = self.c;
+        let mut batch = Vec::with_capacity(BATCH);
         let mut topology =
             tokio::time::interval_at(tokio::time::Instant::now() + TOPOLOGY_CHECK, TOPOLOGY_CHECK);
         loop {
@@ -462,14 +463,18 @@ impl Consuming<'_> {
                     let arrived = Instant::now();
                     // Rebalances surface inside `recv`: apply them before its message.
                     self.rebalance().await;
-                    match m {
-                        Ok(m) if !self.parts.admit(m.topic(), m.partition(), m.offset()) => {}
-                        Ok(m) => self.step.input(&m, Origin::Input, arrived).await,
-                        Err(e) => tracing::warn!(error = %e, "input consumer error"),
+                    let mut next = Some(m);
+                    while let Some(m) = next {
+                        next = fill(&c.consumer, self.parts, m, &mut batch);
+                        self.step.input(&batch, Origin::Input, arrived).await;
+                        batch.clear();
+                        if next.is_some() {
+                            self.rebalance().await;
+                        }
                     }
                 }
                 m = c.roster.recv() => match m {
-                    Ok(m) => self.step.input(&m, Origin::Roster, Instant::now()).await,
+                    Ok(m) => self.step.input(std::slice::from_ref(&m), Origin::Roster, Instant::now()).await,
                     Err(e) => tracing::warn!(error = %e, "roster consumer error"),
                 },
                 _ = ticker.tick() => {
@@ -556,6 +561,43 @@ impl Consuming<'_> {
             }
         }
         self.parts.seek(&c.consumer);
+    }
+}
+
+/// Messages applied as one batch (see [`Step::input`]), as in replay.
+const BATCH: usize = 32;
+
+/// Fills `batch` with `first` and what the consumer already holds, up to
+/// [`BATCH`], never waiting for more. Errors are logged and messages of
+/// partitions no longer ours dropped, as one at a time. A message whose
+/// fetch surfaced a rebalance is returned instead: it is applied after
+/// the rebalance, like any first message.
+fn fill<'c>(
+    consumer: &'c InputConsumer,
+    parts: &Partitions,
+    first: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'c>>,
+    batch: &mut Vec<rdkafka::message::BorrowedMessage<'c>>,
+) -> Option<rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'c>>> {
+    let mut m = first;
+    loop {
+        match m {
+            Ok(m) if !parts.admit(m.topic(), m.partition(), m.offset()) => {}
+            Ok(m) => batch.push(m),
+            Err(e) => tracing::warn!(error = %e, "input consumer error"),
+        }
+        if batch.len() >= BATCH {
+            return None;
+        }
+        // One poll without waiting: a message already fetched, or nothing.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let recv = std::pin::pin!(consumer.recv());
+        match recv.poll(&mut cx) {
+            std::task::Poll::Ready(next) if consumer.context().rebalance_pending() => {
+                return Some(next);
+            }
+            std::task::Poll::Ready(next) => m = next,
+            std::task::Poll::Pending => return None,
+        }
     }
 }
 
