@@ -48,7 +48,7 @@ async fn api_with(http: HttpConfig) -> Api {
             Ok(ev) if ev.ts <= cut => {
                 let kind = ev.event_type();
                 engine.apply(ev, 0, &mut out).unwrap();
-                metrics.event_applied(kind, 1e-6);
+                metrics.events_applied(kind, 1, 1e-6);
             }
             Ok(_) => {}
             Err(reason) => metrics.event_rejected(None, &reason),
