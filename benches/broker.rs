@@ -21,7 +21,8 @@
 //! (a message's arrival in the process to its alert's acknowledgement).
 //!
 //! `-- --customers N --days D` sizes the throughput stream; `-- --fetch-wait-ms
-//! M` sets the instance's `fetch.wait.max.ms` for the latency run.
+//! M` sets the instance's `fetch.wait.max.ms` for the latency run, `--linger-ms
+//! M` its producer's `linger.ms`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -45,6 +46,8 @@ struct Options {
     seconds: u64,
     /// `fetch.wait.max.ms` of the instance under load (librdkafka's 500 if unset).
     fetch_wait: Option<u64>,
+    /// `linger.ms` of the instance's producer under load (churnwatch's 5 if unset).
+    linger: Option<u64>,
 }
 
 fn options() -> Options {
@@ -56,16 +59,19 @@ fn options() -> Options {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
+    let optional = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+    };
     Options {
         customers: value("--customers", 5_000) as usize,
         days: value("--days", 90) as usize,
         rate: value("--rate", 20_000),
         seconds: value("--seconds", 15),
-        fetch_wait: args
-            .iter()
-            .position(|a| a == "--fetch-wait-ms")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok()),
+        fetch_wait: optional("--fetch-wait-ms"),
+        linger: optional("--linger-ms"),
     }
 }
 
@@ -411,13 +417,16 @@ async fn alert_latency(
     let extra = format!(
         "input_topics = [{topics}]\nalert_topic = \"{}\"\ndead_letter_topic = \"{}\"\n\
          changelog_topic = \"{}\"\nroster_topic = \"{}\"\n\
-         {}[rules.rep_turnover]\ntiers = [\"A\", \"B\", \"C\"]\n",
+         {}{}[rules.rep_turnover]\ntiers = [\"A\", \"B\", \"C\"]\n",
         config.kafka.alert_topic,
         config.kafka.dead_letter_topic,
         config.kafka.changelog_topic,
         config.kafka.roster_topic,
         options.fetch_wait.map_or(String::new(), |ms| {
             format!("[kafka.consumer]\n\"fetch.wait.max.ms\" = \"{ms}\"\n")
+        }),
+        options.linger.map_or(String::new(), |ms| {
+            format!("[kafka.producer]\n\"linger.ms\" = \"{ms}\"\n")
         })
     );
     let (mut process, ops) = start(&config.kafka.brokers, dir, "latency", &extra);

@@ -6,7 +6,7 @@
 //! advance pops only what is due.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use super::event::{Event, Ts};
 
@@ -146,87 +146,161 @@ pub struct Held {
     pub event: Event,
 }
 
+impl Held {
+    /// Release order.
+    fn key(&self) -> (Ts, u64) {
+        (self.ts, self.seq)
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 /// Events inside the allowed lateness, released in (`ts`, arrival) order.
-/// The heap orders small keys and the events wait in slots: a sift then
-/// moves 24 bytes per level rather than a whole event (a `run` over many
-/// partitions holds thousands, and every event passes through here).
+///
+/// Each partition is mostly in time order already, and `run` holds
+/// thousands of events whenever one partition's fetch runs ahead of the
+/// others': so events wait in one queue per partition (a push is an
+/// append) and a release takes the least of the queue heads, a k-way
+/// merge over the instance's partitions. An event older than its
+/// partition's last goes to a heap beside them; the release order is the
+/// same as one global heap's.
 #[derive(Debug, Default)]
 pub struct Reorder {
-    heap: BinaryHeap<Reverse<(Ts, u64, u32)>>,
-    slots: Vec<Option<(u16, Event)>>,
-    free: Vec<u32>,
+    queues: Vec<(u16, VecDeque<Held>)>,
+    out_of_order: BinaryHeap<Reverse<Held>>,
     seq: u64,
+    len: usize,
 }
 
 impl Reorder {
     /// Holds an event from `partition`.
     pub fn push(&mut self, event: Event, partition: u16) {
         self.seq += 1;
-        let ts = event.ts;
-        let held = Some((partition, event));
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = held;
-                slot
-            }
+        self.len += 1;
+        let held = Held {
+            ts: event.ts,
+            seq: self.seq,
+            partition,
+            event,
+        };
+        let i = match self.queues.iter().position(|(p, _)| *p == partition) {
+            Some(i) => i,
             None => {
-                self.slots.push(held);
-                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+                self.queues.push((partition, VecDeque::new()));
+                self.queues.len() - 1
             }
         };
-        self.heap.push(Reverse((ts, self.seq, slot)));
+        let queue = &mut self.queues[i].1;
+        if queue.back().is_none_or(|last| last.ts <= held.ts) {
+            queue.push_back(held);
+        } else {
+            self.out_of_order.push(Reverse(held));
+        }
+    }
+
+    /// The earliest held event's queue (`None`: the out-of-order heap).
+    fn earliest(&self) -> Option<Option<usize>> {
+        let mut best = self.out_of_order.peek().map(|h| (h.0.key(), None));
+        for (i, (_, queue)) in self.queues.iter().enumerate() {
+            if let Some(head) = queue.front()
+                && best.is_none_or(|(key, _)| head.key() < key)
+            {
+                best = Some((head.key(), Some(i)));
+            }
+        }
+        best.map(|(_, at)| at)
     }
 
     /// The earliest held event's time.
     pub fn first_ts(&self) -> Option<Ts> {
-        self.heap.peek().map(|Reverse((ts, _, _))| *ts)
+        Some(match self.earliest()? {
+            Some(i) => self.queues[i].1.front()?.ts,
+            None => self.out_of_order.peek()?.0.ts,
+        })
     }
 
     /// Releases the earliest held event.
     pub fn pop(&mut self) -> Option<Held> {
-        loop {
-            let Reverse((ts, seq, slot)) = self.heap.pop()?;
-            // Every key has its event (`drop_partition` removes both); a
-            // key without one is skipped rather than trusted.
-            if let Some((partition, event)) =
-                self.slots.get_mut(slot as usize).and_then(Option::take)
-            {
-                self.free.push(slot);
-                return Some(Held {
-                    ts,
-                    seq,
-                    partition,
-                    event,
-                });
-            }
-        }
+        let held = match self.earliest()? {
+            Some(i) => self.queues[i].1.pop_front(),
+            None => self.out_of_order.pop().map(|h| h.0),
+        }?;
+        self.len -= 1;
+        Some(held)
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len == 0
     }
 
     /// Events held.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     /// Drops the events held from `partition`.
     pub fn drop_partition(&mut self, partition: u16) {
-        let slots = &mut self.slots;
-        self.heap.retain(|Reverse((_, _, slot))| {
-            let Some(held) = slots.get_mut(*slot as usize) else {
-                return false;
-            };
-            if held.as_ref().is_some_and(|(p, _)| *p == partition) {
-                *held = None;
-            }
-            held.is_some()
-        });
-        self.free = (0..slots.len())
-            .filter(|&i| slots[i].is_none())
-            .filter_map(|i| u32::try_from(i).ok())
-            .collect();
+        self.queues.retain(|(p, _)| *p != partition);
+        self.out_of_order.retain(|h| h.0.partition != partition);
+        self.len =
+            self.out_of_order.len() + self.queues.iter().map(|(_, q)| q.len()).sum::<usize>();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::event::EventKind;
+
+    fn event(ts: i64) -> Event {
+        Event {
+            ts: Ts(ts),
+            kind: EventKind::Purchase {
+                customer: "c".into(),
+                amount: 1.0,
+            },
+        }
+    }
+
+    #[test]
+    fn releases_in_time_then_arrival_order_across_partitions() {
+        let mut r = Reorder::default();
+        for (ts, partition) in [(10, 0), (30, 0), (20, 1), (20, 1), (5, 0), (20, 2), (40, 1)] {
+            r.push(event(ts), partition);
+        }
+        assert_eq!((r.len(), r.first_ts()), (7, Some(Ts(5))));
+        r.drop_partition(2);
+        let mut order = Vec::new();
+        while let Some(h) = r.pop() {
+            order.push((h.ts.0, h.seq, h.partition));
+        }
+        assert_eq!(
+            order,
+            [
+                (5, 5, 0),
+                (10, 1, 0),
+                (20, 3, 1),
+                (20, 4, 1),
+                (30, 2, 0),
+                (40, 7, 1)
+            ]
+        );
+        assert!(r.is_empty());
     }
 }

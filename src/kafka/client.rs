@@ -77,7 +77,11 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> Clie
         Role::Producer => (
             &[
                 ("enable.idempotence", "true"),
-                ("linger.ms", "5"),
+                // An alert waits this long for company before it is sent:
+                // 5 ms was half of the 10 ms churnwatch may add to an
+                // alert's latency (BENCHMARKS.md, issue #18); under load,
+                // in-flight requests still batch what arrives meanwhile.
+                ("linger.ms", "1"),
                 ("message.timeout.ms", "300000"),
             ],
             &kafka.producer,
