@@ -175,13 +175,15 @@ impl Ord for Held {
 /// Each partition is mostly in time order already, and `run` holds
 /// thousands of events whenever one partition's fetch runs ahead of the
 /// others': so events wait in one queue per partition (a push is an
-/// append) and a release takes the least of the queue heads, a k-way
-/// merge over the instance's partitions. An event older than its
-/// partition's last goes to a heap beside them; the release order is the
-/// same as one global heap's.
+/// append) and a small heap orders the queues' heads, a k-way merge over
+/// the instance's partitions (a release costs log of the partitions, not
+/// of the events). An event older than its partition's last goes to a
+/// heap beside them; the release order is the same as one global heap's.
 #[derive(Debug, Default)]
 pub struct Reorder {
     queues: Vec<(u16, VecDeque<Held>)>,
+    /// The release key of each non-empty queue's head, and the queue.
+    heads: BinaryHeap<Reverse<((Ts, u64), usize)>>,
     out_of_order: BinaryHeap<Reverse<Held>>,
     seq: u64,
     len: usize,
@@ -206,39 +208,45 @@ impl Reorder {
             }
         };
         let queue = &mut self.queues[i].1;
-        if queue.back().is_none_or(|last| last.ts <= held.ts) {
-            queue.push_back(held);
-        } else {
-            self.out_of_order.push(Reverse(held));
+        match queue.back() {
+            None => {
+                self.heads.push(Reverse((held.key(), i)));
+                queue.push_back(held);
+            }
+            Some(last) if last.ts <= held.ts => queue.push_back(held),
+            Some(_) => self.out_of_order.push(Reverse(held)),
         }
     }
 
-    /// The earliest held event's queue (`None`: the out-of-order heap).
-    fn earliest(&self) -> Option<Option<usize>> {
-        let mut best = self.out_of_order.peek().map(|h| (h.0.key(), None));
-        for (i, (_, queue)) in self.queues.iter().enumerate() {
-            if let Some(head) = queue.front()
-                && best.is_none_or(|(key, _)| head.key() < key)
-            {
-                best = Some((head.key(), Some(i)));
-            }
+    /// Whether the out-of-order heap holds the earliest event.
+    fn out_of_order_first(&self) -> bool {
+        match (self.out_of_order.peek(), self.heads.peek()) {
+            (Some(o), Some(Reverse((head, _)))) => o.0.key() < *head,
+            (o, _) => o.is_some(),
         }
-        best.map(|(_, at)| at)
     }
 
     /// The earliest held event's time.
     pub fn first_ts(&self) -> Option<Ts> {
-        Some(match self.earliest()? {
-            Some(i) => self.queues[i].1.front()?.ts,
-            None => self.out_of_order.peek()?.0.ts,
-        })
+        if self.out_of_order_first() {
+            self.out_of_order.peek().map(|o| o.0.ts)
+        } else {
+            self.heads.peek().map(|Reverse(((ts, _), _))| *ts)
+        }
     }
 
     /// Releases the earliest held event.
     pub fn pop(&mut self) -> Option<Held> {
-        let held = match self.earliest()? {
-            Some(i) => self.queues[i].1.pop_front(),
-            None => self.out_of_order.pop().map(|h| h.0),
+        let held = if self.out_of_order_first() {
+            self.out_of_order.pop().map(|o| o.0)
+        } else {
+            let Reverse((_, i)) = self.heads.pop()?;
+            let queue = &mut self.queues.get_mut(i)?.1;
+            let held = queue.pop_front();
+            if let Some(next) = queue.front() {
+                self.heads.push(Reverse((next.key(), i)));
+            }
+            held
         }?;
         self.len -= 1;
         Some(held)
@@ -256,10 +264,14 @@ impl Reorder {
 
     /// Drops the events held from `partition`.
     pub fn drop_partition(&mut self, partition: u16) {
-        self.queues.retain(|(p, _)| *p != partition);
+        if let Some(i) = self.queues.iter().position(|(p, _)| *p == partition) {
+            self.len -= self.queues[i].1.len();
+            self.queues[i].1.clear();
+            self.heads.retain(|Reverse((_, q))| *q != i);
+        }
+        let before = self.out_of_order.len();
         self.out_of_order.retain(|h| h.0.partition != partition);
-        self.len =
-            self.out_of_order.len() + self.queues.iter().map(|(_, q)| q.len()).sum::<usize>();
+        self.len -= before - self.out_of_order.len();
     }
 }
 
@@ -286,6 +298,7 @@ mod tests {
         }
         assert_eq!((r.len(), r.first_ts()), (7, Some(Ts(5))));
         r.drop_partition(2);
+        r.push(event(15), 2);
         let mut order = Vec::new();
         while let Some(h) = r.pop() {
             order.push((h.ts.0, h.seq, h.partition));
@@ -295,6 +308,7 @@ mod tests {
             [
                 (5, 5, 0),
                 (10, 1, 0),
+                (15, 8, 2),
                 (20, 3, 1),
                 (20, 4, 1),
                 (30, 2, 0),
