@@ -312,16 +312,20 @@ fn start(brokers: &str, dir: &Path, group: &str, extra: &str) -> (Process, Strin
     (Process(child), format!("http://{ops}"))
 }
 
-/// Input events counted by `churnwatch_events_total` (applied and rejected).
-async fn events_counted(ops: &str) -> Option<u64> {
+/// The instance's metrics, parsed.
+async fn scrape(ops: &str) -> Option<prometheus_parse::Scrape> {
     let text = reqwest::get(format!("{ops}/metrics"))
         .await
         .ok()?
         .text()
         .await
         .ok()?;
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()
+}
+
+/// Input events counted by `churnwatch_events_total` (applied and rejected).
+async fn events_counted(ops: &str) -> Option<u64> {
+    let scrape = scrape(ops).await?;
     let total = scrape
         .samples
         .iter()
@@ -507,19 +511,18 @@ async fn alert_latency(
 /// p50 and p99 of `churnwatch_alert_latency_seconds`, interpolated
 /// linearly inside its buckets (as PromQL's `histogram_quantile`).
 async fn own_latency(ops: &str) -> Option<(f64, f64)> {
-    let text = reqwest::get(format!("{ops}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
-    let buckets = scrape.samples.iter().find_map(|s| match &s.value {
-        prometheus_parse::Value::Histogram(b) if s.metric == "churnwatch_alert_latency_seconds" => {
-            Some(b.clone())
-        }
-        _ => None,
-    })?;
+    let buckets = scrape(ops)
+        .await?
+        .samples
+        .iter()
+        .find_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b)
+                if s.metric == "churnwatch_alert_latency_seconds" =>
+            {
+                Some(b.clone())
+            }
+            _ => None,
+        })?;
     let total = buckets.last()?.count;
     if total == 0.0 {
         return None;
