@@ -45,7 +45,7 @@ pub struct Metrics {
     events: IntCounterVec,
     /// `events`' applied series by [`EventType`] (in `EventType::ALL`'s
     /// order), resolved once: a label lookup per event hashes and locks.
-    applied: [IntCounter; 4],
+    applied: [IntCounter; EventType::ALL.len()],
     dead_letters: IntCounterVec,
     alerts: IntCounterVec,
     customers: IntGaugeVec,
