@@ -68,6 +68,11 @@ impl<V> PartitionMap<V> {
         self.entries.iter_mut().map(|(tp, v)| (&*tp, v))
     }
 
+    /// Whether no partition has a value.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Every value, in partition order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, v)| v)

@@ -22,6 +22,7 @@ use rustc_hash::FxHashMap;
 use crate::engine::alert::Alert;
 use crate::engine::event::Ts;
 use crate::kafka::offsets::TopicPartition;
+use crate::kafka::partition_map::PartitionMap;
 
 /// One rebuilt engine partition.
 #[derive(Debug, Default)]
@@ -38,7 +39,7 @@ struct Rebuild {
 #[derive(Debug, Default)]
 pub struct Recovery {
     /// Topic-partition → high watermark at assignment, until reached.
-    tail: BTreeMap<TopicPartition, i64>,
+    tail: PartitionMap<i64>,
     /// Engine partition → its rebuild.
     rebuilds: FxHashMap<u16, Rebuild>,
 }
@@ -57,7 +58,7 @@ impl Recovery {
     /// Notes a partition's tail: until a message at `high - 1` or beyond is
     /// applied (or the partition reports no lag), it is catching up.
     pub fn tail(&mut self, tp: TopicPartition, high: i64) {
-        self.tail.insert(tp, high);
+        *self.tail.get_or_insert_with(&tp.0, tp.1, || high) = high;
     }
 
     /// Starts rebuilding engine partition `partition` up to `committed`
@@ -91,19 +92,24 @@ impl Recovery {
 
     /// Notes a consumed message of an input topic-partition (engine
     /// partition `partition`) and says how to apply it.
-    pub fn message(&mut self, tp: &TopicPartition, partition: u16, offset: i64) -> Apply {
-        if let Some(&high) = self.tail.get(tp)
+    pub fn message(
+        &mut self,
+        (topic, kafka_partition): (&str, i32),
+        partition: u16,
+        offset: i64,
+    ) -> Apply {
+        if let Some(&mut high) = self.tail.get_mut(topic, kafka_partition)
             && offset + 1 >= high
         {
-            self.tail.remove(tp);
+            self.tail.remove(&(topic.to_string(), kafka_partition));
         }
         let Some(r) = self.rebuilds.get_mut(&partition) else {
             return Apply::Live;
         };
-        match r.pending.get(&tp.0) {
+        match r.pending.get(topic) {
             Some(&committed) if offset < committed => {
                 if offset + 1 >= committed {
-                    r.pending.remove(&tp.0);
+                    r.pending.remove(topic);
                     if r.pending.is_empty() {
                         tracing::info!(
                             partition,
@@ -116,7 +122,7 @@ impl Recovery {
                 Apply::Quiet
             }
             Some(_) => {
-                r.pending.remove(&tp.0);
+                r.pending.remove(topic);
                 Apply::Live
             }
             None => Apply::Live,
@@ -138,7 +144,7 @@ impl Recovery {
 
     /// The topic-partitions still catching up their tail.
     pub fn tails(&self) -> impl Iterator<Item = &TopicPartition> {
-        self.tail.keys()
+        self.tail.iter().map(|(tp, _)| tp)
     }
 
     /// Whether `alert` must be held back: its customer's partition is being
@@ -172,29 +178,29 @@ mod tests {
         let mut r = Recovery::default();
         r.rebuild(0, vec![("purchases".into(), 3), ("calls".into(), 1)]);
         assert!(r.catching_up());
-        assert_eq!(r.message(&tp("purchases", 0), 0, 0), Apply::Quiet);
-        assert_eq!(r.message(&tp("calls", 0), 0, 0), Apply::Quiet);
+        assert_eq!(r.message(("purchases", 0), 0, 0), Apply::Quiet);
+        assert_eq!(r.message(("calls", 0), 0, 0), Apply::Quiet);
         assert_eq!(
-            r.message(&tp("purchases", 1), 1, 0),
+            r.message(("purchases", 1), 1, 0),
             Apply::Live,
             "other partition"
         );
         assert!(r.catching_up());
-        assert_eq!(r.message(&tp("purchases", 0), 0, 1), Apply::Quiet);
-        assert_eq!(r.message(&tp("purchases", 0), 0, 2), Apply::Quiet);
+        assert_eq!(r.message(("purchases", 0), 0, 1), Apply::Quiet);
+        assert_eq!(r.message(("purchases", 0), 0, 2), Apply::Quiet);
         assert!(
             !r.catching_up(),
             "both topics reached their committed offset"
         );
-        assert_eq!(r.message(&tp("purchases", 0), 0, 3), Apply::Live);
+        assert_eq!(r.message(("purchases", 0), 0, 3), Apply::Live);
     }
 
     #[test]
     fn a_gap_before_the_committed_offset_still_ends_the_rebuild() {
         let mut r = Recovery::default();
         r.rebuild(0, vec![("purchases".into(), 5)]);
-        assert_eq!(r.message(&tp("purchases", 0), 0, 2), Apply::Quiet);
-        assert_eq!(r.message(&tp("purchases", 0), 0, 7), Apply::Live);
+        assert_eq!(r.message(("purchases", 0), 0, 2), Apply::Quiet);
+        assert_eq!(r.message(("purchases", 0), 0, 7), Apply::Live);
         assert!(!r.catching_up());
     }
 
@@ -203,9 +209,9 @@ mod tests {
         let mut r = Recovery::default();
         r.tail(tp("purchases", 0), 10);
         r.tail(tp("calls", 0), 4);
-        r.message(&tp("purchases", 0), 0, 8);
+        r.message(("purchases", 0), 0, 8);
         assert!(r.catching_up());
-        r.message(&tp("purchases", 0), 0, 9);
+        r.message(("purchases", 0), 0, 9);
         r.caught_up(&tp("calls", 0));
         assert!(!r.catching_up());
     }

@@ -151,11 +151,10 @@ impl Step {
             Origin::Input => u16::try_from(m.partition()).unwrap_or(ROSTER_PARTITION),
         };
         let apply = match origin {
-            Origin::Input if !self.recovery.is_idle() => self.recovery.message(
-                &(m.topic().to_string(), m.partition()),
-                partition,
-                m.offset(),
-            ),
+            Origin::Input if !self.recovery.is_idle() => {
+                self.recovery
+                    .message((m.topic(), m.partition()), partition, m.offset())
+            }
             _ => Apply::Live,
         };
         let mut ts = None;
