@@ -110,6 +110,23 @@ pub struct HttpConfig {
     /// `kafka.instances_topic`. None: `http://` (or `https://` under TLS)
     /// and `bind`.
     pub advertised_url: Option<String>,
+    /// The other instances' data listeners (e.g.
+    /// `["https://cw-1.internal:9898"]`), the only addresses a customer
+    /// page asks whether they hold a customer and sends the browser to.
+    /// An announcement on `kafka.instances_topic` naming any other address
+    /// is logged, counted in `churnwatch_inbox_untrusted_announcements_total`
+    /// and ignored. Empty: no other instance is ever asked.
+    pub peers: Vec<String>,
+    /// A file holding the token this instance presents to its peers as a
+    /// bearer token (give each peer a `viewer` entry for it in
+    /// `http.tokens`). A caller's own credentials are never forwarded.
+    /// None: peers are asked without a credential (loopback-only peers).
+    pub peer_token_file: Option<PathBuf>,
+    /// The inbox's address as browsers reach it (e.g.
+    /// `https://inbox.example.com`), for a reverse proxy that rewrites
+    /// `Host`: a write whose `Origin` names it is accepted, as is one whose
+    /// `Origin` names the request's own authority (`:authority` or `Host`).
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -127,6 +144,9 @@ impl Default for HttpConfig {
             session_key_file: None,
             session_ttl: Duration::from_secs(12 * 3600),
             advertised_url: None,
+            peers: Vec::new(),
+            peer_token_file: None,
+            public_url: None,
         }
     }
 }
@@ -1149,6 +1169,14 @@ impl Config {
                 "request_timeout, max_concurrent_requests and max_body_bytes must be positive",
             );
         }
+        for (i, peer) in h.peers.iter().enumerate() {
+            if let Err(why) = http_origin(peer) {
+                return invalid("http.peers", &format!("entry {i}: {why}"));
+            }
+        }
+        if let Some(Err(why)) = h.public_url.as_deref().map(http_origin) {
+            return invalid("http.public_url", &why);
+        }
         let mut token_names = std::collections::BTreeSet::new();
         for (index, t) in h.tokens.iter().enumerate() {
             let why = if t.name.is_empty() {
@@ -1275,6 +1303,27 @@ fn without_values(message: &str) -> String {
         }
     }
     out
+}
+
+/// An `http://` or `https://` address naming a host and nothing more (no
+/// credentials, path, query or fragment), as `http.peers` and
+/// `http.public_url` take.
+pub fn http_origin(address: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(address).map_err(|e| format!("`{address}` is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(format!("`{address}` must be an http:// or https:// address with a host"));
+    }
+    if !u.username().is_empty()
+        || u.password().is_some()
+        || u.path() != "/"
+        || u.query().is_some()
+        || u.fragment().is_some()
+    {
+        return Err(format!(
+            "`{address}` must be scheme, host and port only (no credentials, path or query)"
+        ));
+    }
+    Ok(u)
 }
 
 fn invalid<T>(key: &'static str, why: &str) -> Result<T, ConfigError> {

@@ -409,6 +409,18 @@ pub fn closed_alerts(registry: &Registry) -> Result<IntCounterVec, prometheus::E
     Ok(c)
 }
 
+/// `churnwatch_inbox_untrusted_announcements_total`, registered on
+/// `registry`: records of the instances topic naming an address outside
+/// `http.peers` (forged, or a peer missing from the config).
+pub fn untrusted_announcements(registry: &Registry) -> Result<IntCounter, prometheus::Error> {
+    let c = IntCounter::new(
+        "churnwatch_inbox_untrusted_announcements_total",
+        "Instance announcements ignored because they name an address outside http.peers.",
+    )?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 /// Moves a counter up to the engine's running total.
 fn catch_up(counter: &IntCounter, total: u64) {
     let seen = counter.get();

@@ -1811,12 +1811,16 @@ async fn the_inbox_lists_alerts_and_keeps_actions_across_a_restart() {
 
 /// Two instances split the partitions; a customer page asked of the one
 /// that does not hold the customer sends the browser to the one that does
-/// (found through the instances topic and asked with the caller's own
-/// credentials); a customer nobody holds is shown from what the alerts carried.
+/// (a configured peer, found through the instances topic and asked with
+/// the instance's own credential); a customer nobody holds is shown from
+/// what the alerts carried. A forged announcement on the instances topic
+/// (any address, dated far ahead) is counted and changes nothing: the
+/// address it names is never asked, least of all with the caller's
+/// credentials, and no page sends the browser there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_page_on_another_instance_sends_the_browser_to_the_owner() {
     let (_cluster, brokers) = cluster_with_topics(3);
-    let config = mock_config(&brokers);
+    let mut config = mock_config(&brokers);
     let lines = common::broker::population_lines(60, 2, 20);
     produce_lines(&config, &lines).await;
     let ids: BTreeSet<String> = lines
@@ -1824,10 +1828,53 @@ async fn a_customer_page_on_another_instance_sends_the_browser_to_the_owner() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["customer_id"].as_str().map(str::to_string))
         .collect();
+    // A trap where the forged announcement points: it records every
+    // request and claims to hold every customer.
+    let trapped: Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>> = Arc::default();
+    let trap = {
+        let trapped = trapped.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let trapped = trapped.clone();
+            async move {
+                trapped.lock().unwrap().push(headers);
+                axum::Json(serde_json::json!({"held_here": true}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    };
     let stop = CancellationToken::new();
     let (sa, sb) = (Store::default(), Store::default());
-    let a = spawn_run(&config, sa.clone(), &stop).await;
-    let b = spawn_run(&config, sb.clone(), &stop).await;
+    let (wa, wb) = (wiring(sa.clone()).await, wiring(sb.clone()).await);
+    config.http.peers = vec![data_url(&wa), data_url(&wb)];
+    let a = spawn_wired(&config, wa, &stop);
+    let b = spawn_wired(&config, wb, &stop);
+    let forged = serde_json::json!({
+        "instance": "x", "url": trap, "partitions": [], "at": "2100-01-01T00:00:00Z"
+    })
+    .to_string();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&config.kafka.instances_topic)
+                .key("x")
+                .payload(&forged),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("forged announcement produced");
+    let counted = until_some(Duration::from_secs(30), || async {
+        let text = try_scrape(&a.ops).await?;
+        (metric_value(&text, "churnwatch_inbox_untrusted_announcements_total", &[])? >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "the forged announcement is counted");
     let split = eventually(Duration::from_secs(90), || {
         ids.iter()
             .any(|c| sb.customer(c).is_some() && sa.customer(c).is_none())
@@ -1866,10 +1913,22 @@ async fn a_customer_page_on_another_instance_sends_the_browser_to_the_owner() {
     assert_eq!(held_here.status().as_u16(), 200, "the owner shows it");
     let nobody = client
         .get(format!("{}/ui/customers/nobody", a.api))
+        .header("authorization", "Bearer the-callers-own-token")
+        .header("cookie", "churnwatch_session=the-callers-own-session")
         .send()
         .await
         .unwrap();
-    assert_eq!(nobody.status().as_u16(), 404);
+    assert_eq!(
+        nobody.status().as_u16(),
+        404,
+        "not sent to the forged address: {:?}",
+        nobody.headers().get("location")
+    );
+    assert!(
+        trapped.lock().unwrap().is_empty(),
+        "the forged address was asked: {:?}",
+        trapped.lock().unwrap()
+    );
     stop.cancel();
     a.handle.await.expect("join").expect("first");
     b.handle.await.expect("join").expect("second");

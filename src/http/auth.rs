@@ -47,11 +47,39 @@ pub enum AuthError {
         /// The file.
         path: String,
     },
+    /// `http.peer_token_file` could not be read or holds nothing.
+    #[error("http.peer_token_file {path}: {why}")]
+    PeerToken {
+        /// The file.
+        path: String,
+        /// Why (never the content).
+        why: String,
+    },
     /// No tokens, and the data listener is not on a loopback address.
     #[error(
         "the data API listens on {0}, not a loopback address, and http.tokens is empty: configure [[http.tokens]] or bind to 127.0.0.1"
     )]
     OpenListener(String),
+}
+
+/// A token file's content, surrounding whitespace trimmed (`None`: empty).
+fn read_token(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.trim();
+    Ok((!token.is_empty()).then(|| token.to_string()))
+}
+
+/// The token in `http.peer_token_file`, if one is configured.
+pub fn peer_token(path: Option<&std::path::Path>) -> Result<Option<String>, AuthError> {
+    let Some(path) = path else { return Ok(None) };
+    let failed = |why: String| AuthError::PeerToken {
+        path: path.display().to_string(),
+        why,
+    };
+    read_token(path)
+        .map_err(|e| failed(e.to_string()))?
+        .ok_or_else(|| failed("the file is empty".into()))
+        .map(Some)
 }
 
 /// The caller of a request, put in its extensions for the handlers (write
@@ -85,21 +113,19 @@ impl Access {
             let sha256 = match (&t.token_file, &t.token_sha256) {
                 (Some(path), _) => {
                     let shown = path.display().to_string();
-                    let text =
-                        std::fs::read_to_string(path).map_err(|source| AuthError::TokenFile {
-                            index,
-                            name: t.name.clone(),
-                            path: shown.clone(),
-                            source,
-                        })?;
-                    let token = text.trim();
-                    if token.is_empty() {
+                    let token = read_token(path).map_err(|source| AuthError::TokenFile {
+                        index,
+                        name: t.name.clone(),
+                        path: shown.clone(),
+                        source,
+                    })?;
+                    let Some(token) = token else {
                         return Err(AuthError::EmptyToken {
                             index,
                             name: t.name.clone(),
                             path: shown,
                         });
-                    }
+                    };
                     Sha256::digest(token.as_bytes()).into()
                 }
                 (None, Some(hex_digest)) => {

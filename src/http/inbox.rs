@@ -29,6 +29,8 @@ pub struct InboxState {
     pub actions: Arc<Actions>,
     /// The other instances of the group, to find a customer's owner.
     pub instances: Arc<crate::inbox::instances::Instances>,
+    /// Asks them, with this instance's own credential.
+    pub peers: Arc<super::peers::Peers>,
     /// This instance's id.
     pub me: String,
 }

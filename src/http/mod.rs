@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod inbox;
+pub mod peers;
 pub mod session;
 pub mod tls;
 pub mod ui;

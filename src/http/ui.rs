@@ -336,14 +336,13 @@ async fn customer(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
 ) -> Response {
     let Some(i) = &s.inbox else { return no_inbox() };
     let now = now();
     let history = i.inbox.customer(&id, now);
     let live = s.store.customer(&id).map(|c| super::customer_view(&s, &c));
     if live.is_none()
-        && let Some(owner) = owner_of(i, &id, &headers, now).await
+        && let Some(owner) = i.peers.holder(&i.instances, &i.me, &id, now).await
     {
         return Redirect::to(owner.as_str()).into_response();
     }
@@ -414,62 +413,6 @@ async fn customer(
         }
     })
     .into_response()
-}
-
-/// The customer page on the instance that holds `id`, if another one of
-/// the group (as announced on the instances topic) says it does: each is
-/// asked `/api/v1/customers/{id}` with the caller's own credentials, two
-/// seconds at most, redirects not followed.
-async fn owner_of(
-    i: &super::inbox::InboxState,
-    id: &str,
-    headers: &axum::http::HeaderMap,
-    now: Ts,
-) -> Option<url::Url> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(2))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .ok()?;
-    for other in i.instances.others(&i.me, now) {
-        let Ok(base) = url::Url::parse(&other.url) else {
-            continue;
-        };
-        if !matches!(base.scheme(), "http" | "https") {
-            continue;
-        }
-        let at = |segments: &[&str]| {
-            let mut u = base.clone();
-            u.path_segments_mut()
-                .ok()?
-                .clear()
-                .extend(segments)
-                .push(id);
-            Some(u)
-        };
-        let (Some(api), Some(page)) = (at(&["api", "v1", "customers"]), at(&["ui", "customers"]))
-        else {
-            continue;
-        };
-        let mut ask = client.get(api);
-        for name in [header::AUTHORIZATION, header::COOKIE] {
-            if let Some(v) = headers.get(&name) {
-                ask = ask.header(name, v);
-            }
-        }
-        let held = match ask.send().await {
-            Ok(r) if r.status().is_success() => r
-                .json::<serde_json::Value>()
-                .await
-                .is_ok_and(|v| v["held_here"] == true),
-            _ => false,
-        };
-        if held {
-            return Some(page);
-        }
-    }
-    None
 }
 
 fn action_detail(a: &Action) -> String {

@@ -14,7 +14,7 @@ use rdkafka::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use super::instances::{Announcement, EVERY, Instances};
+use super::instances::{Announcement, EVERY, Heard, Instances};
 use super::lifecycle::{Action, Lifecycle, Refused};
 use super::{Inbox, Published};
 use crate::config::KafkaConfig;
@@ -111,6 +111,8 @@ pub struct Feed {
     pub instances: Arc<Instances>,
     /// This instance's announcer (none when the instances topic is off).
     pub announcer: Option<Announcer>,
+    /// Counts announcements naming an address outside `http.peers`.
+    pub untrusted: Option<prometheus::IntCounter>,
 }
 
 /// How long a lifecycle record or an announcement may take to be
@@ -141,7 +143,12 @@ pub async fn run(
         actions,
         instances,
         announcer,
+        untrusted,
     } = feed;
+    let me = announcer
+        .as_ref()
+        .map(|a| a.instance.clone())
+        .unwrap_or_default();
     let mut wake = tokio::time::interval(Duration::from_secs(1));
     wake.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut announce = tokio::time::interval(EVERY);
@@ -172,8 +179,18 @@ pub async fn run(
                 Ok(m) => {
                     let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
                     match m.payload().map(serde_json::from_slice::<Announcement>) {
-                        Some(Ok(a)) => instances.heard(&key, Some(a)),
-                        None => instances.heard(&key, None),
+                        Some(Ok(a)) => {
+                            let url = a.url.clone();
+                            if key != me && instances.heard(&key, Some(a)) == Heard::Untrusted {
+                                tracing::warn!(instance = %key, url = %url, offset = m.offset(), "inbox: an instance announcement names an address outside http.peers; ignored");
+                                if let Some(c) = &untrusted {
+                                    c.inc();
+                                }
+                            }
+                        }
+                        None => {
+                            instances.heard(&key, None);
+                        }
                         Some(Err(e)) => tracing::warn!(error = %e, "inbox: an instance announcement does not decode; skipped"),
                     }
                 }

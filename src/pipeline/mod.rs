@@ -181,7 +181,16 @@ pub async fn run(
         crate::inbox::feed::Actions::new(&config.kafka, brokers, inbox.clone())
             .map_err(SourceError::from)?,
     );
-    let instances = Arc::new(crate::inbox::instances::Instances::default());
+    let peers: Vec<url::Url> = config
+        .http
+        .peers
+        .iter()
+        .filter_map(|p| crate::config::http_origin(p).ok())
+        .collect();
+    let instances = Arc::new(crate::inbox::instances::Instances::new(&peers));
+    let untrusted = crate::metrics::untrusted_announcements(&registry)
+        .inspect_err(|e| tracing::warn!(error = %e, "no churnwatch_inbox_untrusted_announcements_total metric"))
+        .ok();
     let advertised = config.http.advertised_url.clone().unwrap_or_else(|| {
         let scheme = if config.http.tls_cert.is_some() {
             "https"
@@ -206,6 +215,7 @@ pub async fn run(
             inbox: inbox.clone(),
             actions: actions.clone(),
             instances: instances.clone(),
+            peers: Arc::new(crate::http::peers::Peers::new(&config.http)?),
             me: instance.clone(),
         },
     );
@@ -278,6 +288,7 @@ pub async fn run(
             actions,
             instances,
             announcer,
+            untrusted,
         },
         readers,
         move |customer| holder.customer(customer).is_some(),

@@ -427,7 +427,21 @@ pub async fn spawn_run(
     store: churnwatch::engine::store::Store,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Running {
-    let wiring = wiring(store).await;
+    spawn_wired(config, wiring(store).await, stop)
+}
+
+/// The data listener's address of `wiring`, as `http://127.0.0.1:port`.
+pub fn data_url(wiring: &churnwatch::pipeline::Wiring) -> String {
+    let l = wiring.http.as_ref().expect("listeners");
+    format!("http://{}", l.data.local_addr().expect("bound"))
+}
+
+/// [`spawn_run`] on listeners bound already (to configure `http.peers`).
+pub fn spawn_wired(
+    config: &Config,
+    wiring: churnwatch::pipeline::Wiring,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Running {
     let (addr, ops) = wiring
         .http
         .as_ref()
