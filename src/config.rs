@@ -1311,7 +1311,9 @@ fn without_values(message: &str) -> String {
 pub fn http_origin(address: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(address).map_err(|e| format!("`{address}` is not a URL: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(format!("`{address}` must be an http:// or https:// address with a host"));
+        return Err(format!(
+            "`{address}` must be an http:// or https:// address with a host"
+        ));
     }
     if !u.username().is_empty()
         || u.password().is_some()

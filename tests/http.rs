@@ -36,6 +36,11 @@ async fn api() -> Api {
 
 /// [`api`] with `http` (its addresses are replaced by free loopback ports).
 async fn api_with(http: HttpConfig) -> Api {
+    api_serving(http, |s| s).await
+}
+
+/// [`api_with`], the state passed through `extend` (to add an inbox).
+async fn api_serving(http: HttpConfig, extend: impl FnOnce(ApiState) -> ApiState) -> Api {
     let config = Config::default();
     let store = Store::default();
     let mut engine = Engine::with_store(&config.engine_settings(), Clock::Event, store.clone());
@@ -76,12 +81,12 @@ async fn api_with(http: HttpConfig) -> Api {
         Duration::from_secs(3600),
         Duration::from_secs(3600),
     ));
-    let state = ApiState::new(
+    let state = extend(ApiState::new(
         store,
         registry.clone(),
         ready.clone(),
         &config.engine_settings(),
-    );
+    ));
     let listeners = Listeners {
         data: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         ops: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -521,4 +526,202 @@ async fn tls_serves_the_data_api_and_picks_up_a_renewed_certificate() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(picked_up, "the renewed certificate is served");
+}
+
+/// An inbox holding one firing alert, `alert_id`, writing its actions to
+/// a topic of rdkafka's mock cluster (kept alive by the returned value).
+fn inbox_of_one(
+    http: &HttpConfig,
+    alert_id: &str,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    churnwatch::http::inbox::InboxState,
+) {
+    use churnwatch::inbox::{Inbox, Published, feed::Actions, instances::Instances};
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let config = Config::default();
+    cluster
+        .create_topic(&config.kafka.actions_topic, 1, 1)
+        .expect("topic");
+    let inbox = Arc::new(Inbox::default());
+    inbox.alert(Published {
+        alert_id: alert_id.into(),
+        status: "firing".into(),
+        rule: "purchase_recency".into(),
+        cause: None,
+        customer_id: "key1".into(),
+        tier: "A".into(),
+        at: Ts(chrono::Utc::now().timestamp_millis()),
+        reason: "no purchase for 31 days".into(),
+        signals: serde_json::json!({"risk": 80}),
+    });
+    let brokers = cluster.bootstrap_servers();
+    let state = churnwatch::http::inbox::InboxState {
+        actions: Arc::new(Actions::new(&config.kafka, &brokers, inbox.clone()).expect("producer")),
+        inbox,
+        instances: Arc::new(Instances::new(&[])),
+        peers: Arc::new(churnwatch::http::peers::Peers::new(http).expect("peers")),
+        me: "test".into(),
+    };
+    (cluster, state)
+}
+
+/// Browsers speak HTTP/2 over TLS, where `:authority` replaces `Host`: sign-in
+/// and an action by session cookie still pass the Origin check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_and_an_action_work_over_https_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = self_signed(dir.path());
+    let http = HttpConfig {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        tokens: tokens(dir.path()),
+        ..HttpConfig::default()
+    };
+    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
+    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(&der).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = |path: &str, body: &str| {
+        client
+            .post(format!("{}{path}", api.base))
+            .header("origin", &api.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+    };
+    let signed = form("/signin", "token=operator-token-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.version(), reqwest::Version::HTTP_2, "spoken over h2");
+    assert_eq!(signed.status().as_u16(), 303, "signed in over HTTP/2");
+    let cookie = signed
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let acked = form("/ui/alerts/alert-1/ack", "note=calling")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acked.status().as_u16(), 303, "the action is taken");
+    let one: serde_json::Value = client
+        .get(format!("{}/api/v1/alerts/alert-1", api.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["state"], "acknowledged", "{one}");
+    assert_eq!(one["lifecycle"]["acknowledged_by"], "retention-lead");
+    let elsewhere = client
+        .post(format!("{}/ui/alerts/alert-1/notes", api.base))
+        .header("origin", "https://evil.example")
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 403, "another site's post");
+}
+
+/// Input an operator (or a script) can send is bounded, and each bound is
+/// answered with what was wrong: a snooze of 300000 years, a body over
+/// `http.max_body_bytes`, a cursor this API never gave, notes that would
+/// push the record past what the broker takes. A full record can still be
+/// closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_input_is_refused_clearly_and_a_full_record_still_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpConfig {
+        tokens: tokens(dir.path()),
+        ..HttpConfig::default()
+    };
+    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
+    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let client = reqwest::Client::new();
+    let post = |verb: &str, body: String| {
+        client
+            .post(format!("{}/api/v1/alerts/alert-1/{verb}", api.base))
+            .bearer_auth("operator-token-7f3a")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let answer = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (
+            status,
+            r.json::<serde_json::Value>().await.unwrap_or_default(),
+        )
+    };
+    let (status, why) = answer(post("snooze", r#"{"for":"300000y"}"#.into()).await.unwrap()).await;
+    assert_eq!(status, 400, "{why}");
+    assert!(why["error"].as_str().unwrap().contains("`for`"), "{why}");
+    let huge = serde_json::json!({"text": "x".repeat(100 * 1024)}).to_string();
+    let (status, why) = answer(post("notes", huge).await.expect("an answer, not a reset")).await;
+    assert_eq!(status, 413, "{why}");
+    assert!(
+        why["error"].as_str().unwrap().contains("65536"),
+        "names the limit: {why}"
+    );
+    let garbage = client
+        .get(format!("{}/api/v1/alerts?cursor=garbage", api.base))
+        .bearer_auth("operator-token-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status().as_u16(), 400);
+    let note = serde_json::json!({"text": "n".repeat(4000)}).to_string();
+    let mut taken = 0;
+    let refusal = loop {
+        let (status, body) = answer(post("notes", note.clone()).await.unwrap()).await;
+        match status {
+            200 => taken += 1,
+            _ => break (status, body),
+        }
+        assert!(taken < 1000, "notes are never refused");
+    };
+    assert_eq!(refusal.0, 409, "{}", refusal.1);
+    assert!(
+        refusal.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("can still be closed"),
+        "{}",
+        refusal.1
+    );
+    assert!(taken > 50, "only {taken} notes of 4000 bytes fit");
+    let (status, closed) =
+        answer(post("close", r#"{"reason":"lost"}"#.into()).await.unwrap()).await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["closed_reason"], "lost");
+}
+
+/// Pages cannot be framed by another site (clickjacking the action buttons).
+#[tokio::test]
+async fn pages_refuse_to_be_framed() {
+    let api = api().await;
+    let r = reqwest::get(format!("{}/signin", api.base)).await.unwrap();
+    assert_eq!(
+        r.headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok()),
+        Some("frame-ancestors 'none'")
+    );
+    assert_eq!(
+        r.headers()
+            .get("x-frame-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("DENY")
+    );
 }

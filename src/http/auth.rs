@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -98,16 +98,32 @@ struct Token {
     sha256: [u8; 32],
 }
 
+impl Token {
+    fn caller(&self) -> Caller {
+        Caller {
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
+}
+
 /// The data API's access policy.
 pub struct Access {
     tokens: Vec<Token>,
     /// Session cookies of the inbox page.
     pub sessions: Sessions,
+    /// `http.public_url`'s origin (`scheme://host[:port]`), if configured.
+    public_origin: Option<String>,
 }
 
 impl Access {
-    /// Reads the configured tokens (files are read and hashed here).
-    pub fn load(configs: &[TokenConfig], sessions: Sessions) -> Result<Arc<Self>, AuthError> {
+    /// Reads the configured tokens (files are read and hashed here);
+    /// `public_url` is `http.public_url`, validated with the config.
+    pub fn load(
+        configs: &[TokenConfig],
+        sessions: Sessions,
+        public_url: Option<&str>,
+    ) -> Result<Arc<Self>, AuthError> {
         let mut tokens = Vec::with_capacity(configs.len());
         for (index, t) in configs.iter().enumerate() {
             let sha256 = match (&t.token_file, &t.token_sha256) {
@@ -144,12 +160,20 @@ impl Access {
                 sha256,
             });
         }
-        Ok(Arc::new(Self { tokens, sessions }))
+        let public_origin = public_url
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization());
+        Ok(Arc::new(Self {
+            tokens,
+            sessions,
+            public_origin,
+        }))
     }
 
-    /// The caller a presented token proves, if any (every configured token
-    /// is compared, so the time taken says nothing about which was close).
-    pub fn token_caller(&self, presented: &str) -> Option<Caller> {
+    /// The configured token a presented one is, if any (every configured
+    /// token is compared, so the time taken says nothing about which was
+    /// close).
+    fn token(&self, presented: &str) -> Option<&Token> {
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         let mut found = None;
         for t in &self.tokens {
@@ -157,10 +181,32 @@ impl Access {
                 found = Some(t);
             }
         }
-        found.map(|t| Caller {
-            name: t.name.clone(),
-            role: t.role,
-        })
+        found
+    }
+
+    /// The caller a presented token proves, if any.
+    pub fn token_caller(&self, presented: &str) -> Option<Caller> {
+        self.token(presented).map(Token::caller)
+    }
+
+    /// The session cookie signing in whoever `presented` proves, if anyone.
+    /// The cookie is bound to the token (see [`Access::session_caller`]).
+    pub fn sign_in(&self, presented: &str, now_ms: i64) -> Option<(Caller, String)> {
+        let t = self.token(presented)?;
+        let caller = t.caller();
+        let cookie = self.sessions.issue(&caller, &t.sha256, now_ms);
+        Some((caller, cookie))
+    }
+
+    /// The caller a session cookie value proves: signed by our key, not
+    /// expired, and its token still configured with the same name and
+    /// role, so removing a token or changing its role ends its sessions.
+    fn session_caller(&self, value: &str, now_ms: i64) -> Option<Caller> {
+        let (caller, bound) = self.sessions.verify(value, now_ms)?;
+        self.tokens
+            .iter()
+            .any(|t| session::binds(&t.sha256, &bound) && t.caller() == caller)
+            .then_some(caller)
     }
 
     /// Whether requests need a token.
@@ -181,9 +227,9 @@ impl Access {
     /// Writes whose `Origin` names another host are refused whatever the
     /// credential (a page elsewhere posting here), and writes authenticated
     /// by the session cookie need an `Origin` at all.
-    fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<Caller, Refusal> {
+    fn caller(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Caller, Refusal> {
         let writes = !matches!(*method, Method::GET | Method::HEAD);
-        let origin = origin_matches(headers);
+        let origin = self.origin_matches(uri, headers);
         if writes && origin == Some(false) {
             return Err(Refusal(
                 StatusCode::FORBIDDEN,
@@ -191,11 +237,7 @@ impl Access {
             ));
         }
         if !self.required() {
-            return match headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .is_some_and(is_loopback_host)
-            {
+            return match authority(uri, headers).is_some_and(is_loopback_host) {
                 true => Ok(Caller {
                     name: "local".into(),
                     role: Role::Operator,
@@ -222,7 +264,7 @@ impl Access {
             None => {
                 let now = chrono::Utc::now().timestamp_millis();
                 let caller = session::cookie_value(headers)
-                    .and_then(|v| self.sessions.verify(v, now))
+                    .and_then(|v| self.session_caller(v, now))
                     .ok_or(Refusal(
                         StatusCode::UNAUTHORIZED,
                         "a bearer token or a session (sign in at /signin) is required",
@@ -246,33 +288,45 @@ impl Access {
     }
 }
 
-/// Whether the request carries an `Origin` naming the host it was sent to.
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    origin_matches(headers) == Some(true)
+impl Access {
+    /// Whether the request carries an `Origin` naming this inbox.
+    pub(crate) fn same_origin(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        self.origin_matches(uri, headers) == Some(true)
+    }
+
+    /// Whether the `Origin` header names the authority the request was
+    /// sent to or `http.public_url`; `None` without one.
+    fn origin_matches(&self, uri: &Uri, headers: &HeaderMap) -> Option<bool> {
+        let origin = headers.get(header::ORIGIN)?;
+        let Some(url) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+            return Some(false);
+        };
+        if self.public_origin.as_deref() == Some(url.origin().ascii_serialization().as_str()) {
+            return Some(true);
+        }
+        let Some(asked) = authority(uri, headers) else {
+            return Some(false);
+        };
+        let named = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => return Some(false),
+        };
+        Some(named.eq_ignore_ascii_case(asked))
+    }
 }
 
-/// Whether the `Origin` header names the host the request was sent to
-/// (`Host`); `None` without one.
-fn origin_matches(headers: &HeaderMap) -> Option<bool> {
-    let origin = headers.get(header::ORIGIN)?.to_str().ok();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let Some((origin, host)) = origin.zip(host) else {
-        return Some(false);
-    };
-    let Ok(url) = url::Url::parse(origin) else {
-        return Some(false);
-    };
-    let authority = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        (None, _) => return Some(false),
-    };
-    Some(authority.eq_ignore_ascii_case(host))
+/// The authority a request was sent to: HTTP/2's `:authority` (which
+/// replaces `Host` there) or HTTP/1's `Host`.
+fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
 }
 
 /// The request with its [`Caller`], or why it is refused.
 fn admit(access: &Access, mut request: Request) -> Result<Request, Refusal> {
-    let caller = access.caller(request.method(), request.headers())?;
+    let caller = access.caller(request.method(), request.uri(), request.headers())?;
     request.extensions_mut().insert(caller);
     Ok(request)
 }
@@ -336,17 +390,23 @@ fn is_loopback_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_loopback_host, origin_matches};
+    use super::*;
+
+    fn access(public_url: Option<&str>) -> Arc<Access> {
+        let sessions = Sessions::new(None, std::time::Duration::from_secs(60), false).unwrap();
+        Access::load(&[], sessions, public_url).unwrap()
+    }
 
     #[test]
     fn an_origin_must_name_the_host_asked() {
+        let a = access(None);
         let h = |origin: Option<&str>, host: &str| {
-            let mut m = axum::http::HeaderMap::new();
-            m.insert(axum::http::header::HOST, host.parse().unwrap());
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, host.parse().unwrap());
             if let Some(o) = origin {
-                m.insert(axum::http::header::ORIGIN, o.parse().unwrap());
+                m.insert(header::ORIGIN, o.parse().unwrap());
             }
-            origin_matches(&m)
+            a.origin_matches(&Uri::from_static("/signin"), &m)
         };
         assert_eq!(h(None, "127.0.0.1:9898"), None);
         assert_eq!(
@@ -366,6 +426,63 @@ mod tests {
             Some(false)
         );
         assert_eq!(h(Some("null"), "127.0.0.1:9898"), Some(false));
+    }
+
+    #[test]
+    fn a_session_ends_when_its_token_is_removed_or_its_role_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("session.key");
+        std::fs::write(&key, [42u8; 32]).unwrap();
+        let with = |tokens: &[(&str, Role, &str)]| {
+            let configs: Vec<TokenConfig> = tokens
+                .iter()
+                .map(|(name, role, secret)| TokenConfig {
+                    name: (*name).into(),
+                    role: *role,
+                    token_file: None,
+                    token_sha256: Some(hex::encode(Sha256::digest(secret.as_bytes()))),
+                })
+                .collect();
+            let sessions = Sessions::new(Some(&key), std::time::Duration::from_secs(60), false);
+            Access::load(&configs, sessions.unwrap(), None).unwrap()
+        };
+        let anna = ("anna", Role::Operator, "anna-secret");
+        let (_, set) = with(&[anna]).sign_in("anna-secret", 0).unwrap();
+        let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
+        let caller = with(&[anna]).session_caller(value, 1);
+        assert_eq!(
+            caller.map(|c| c.name),
+            Some("anna".to_string()),
+            "same config"
+        );
+        let demoted = with(&[("anna", Role::Viewer, "anna-secret")]);
+        assert_eq!(demoted.session_caller(value, 1), None, "role changed");
+        let rotated = with(&[("anna", Role::Operator, "new-secret")]);
+        assert_eq!(rotated.session_caller(value, 1), None, "token replaced");
+        assert_eq!(with(&[]).session_caller(value, 1), None, "token removed");
+    }
+
+    #[test]
+    fn http2_authority_and_the_public_url_count_as_the_host() {
+        let mut m = HeaderMap::new();
+        m.insert(
+            header::ORIGIN,
+            "https://inbox.example:8443".parse().unwrap(),
+        );
+        let h2 = Uri::from_static("https://inbox.example:8443/signin");
+        assert_eq!(
+            access(None).origin_matches(&h2, &m),
+            Some(true),
+            "no Host, only :authority"
+        );
+        let proxied = Uri::from_static("/signin");
+        let mut behind = m.clone();
+        behind.insert(header::HOST, "10.0.0.7:9898".parse().unwrap());
+        assert_eq!(access(None).origin_matches(&proxied, &behind), Some(false));
+        let public = access(Some("https://inbox.example:8443"));
+        assert_eq!(public.origin_matches(&proxied, &behind), Some(true));
+        behind.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert_eq!(public.origin_matches(&proxied, &behind), Some(false));
     }
 
     #[test]

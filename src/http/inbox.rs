@@ -18,6 +18,7 @@ use super::ApiState;
 use super::auth::Caller;
 use crate::engine::event::Ts;
 use crate::inbox::feed::{ActError, Actions};
+use crate::inbox::lifecycle::MAX_SNOOZE;
 use crate::inbox::{Action, CloseReason, Filter, Inbox};
 
 /// What the inbox routes need: the view and the writer.
@@ -74,7 +75,11 @@ pub async fn list(
     if f.assigned_to.as_deref() == Some("me") {
         f.assigned_to = Some(caller.name.clone());
     }
-    Ok(Json(i.inbox.list(&f, now())).into_response())
+    let page = i
+        .inbox
+        .list(&f, now())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(page).into_response())
 }
 
 /// `GET /api/v1/alerts/{alert_id}`.
@@ -148,6 +153,26 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e))
 }
 
+/// When a snooze asked for `until` a time or `for` a duration ends, or
+/// why it is refused (naming the field): exactly one of the two, ending at
+/// most [`MAX_SNOOZE`] after `now`.
+pub(crate) fn snooze_until(
+    until: Option<Ts>,
+    for_: Option<std::time::Duration>,
+    now: Ts,
+) -> Result<Ts, String> {
+    let longest = MAX_SNOOZE.as_millis() as i64;
+    match (until, for_) {
+        (Some(t), None) if t.0.saturating_sub(now.0) > longest => {
+            Err("`until` must be at most 365d from now".into())
+        }
+        (Some(t), None) => Ok(t),
+        (None, Some(d)) if d > MAX_SNOOZE => Err("`for` must be at most 365d".into()),
+        (None, Some(d)) => Ok(Ts(now.0.saturating_add(d.as_millis() as i64))),
+        _ => Err("give exactly one of `until` and `for`".into()),
+    }
+}
+
 /// The action a `POST /api/v1/alerts/{id}/{verb}` asks for.
 fn action(verb: &str, body: &[u8]) -> Result<Action, ApiError> {
     Ok(match verb {
@@ -156,18 +181,9 @@ fn action(verb: &str, body: &[u8]) -> Result<Action, ApiError> {
         },
         "snooze" => {
             let b: SnoozeBody = parse(body)?;
-            let until = match (b.until, b.for_) {
-                (Some(t), None) => t,
-                (None, Some(d)) => Ts(now().0.saturating_add(d.as_millis() as i64)),
-                _ => {
-                    return Err(error(
-                        StatusCode::BAD_REQUEST,
-                        "give exactly one of `until` and `for`",
-                    ));
-                }
-            };
             Action::Snooze {
-                until,
+                until: snooze_until(b.until, b.for_, now())
+                    .map_err(|e| error(StatusCode::BAD_REQUEST, e))?,
                 reason: b.reason,
             }
         }

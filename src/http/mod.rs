@@ -15,6 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub mod auth;
 pub mod inbox;
@@ -197,7 +198,64 @@ pub fn data_router(state: ApiState, access: Arc<Access>, http: &HttpConfig) -> R
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             http.max_concurrent_requests,
         ));
-    bounded.merge(live)
+    bounded.merge(live).layer(
+        tower::ServiceBuilder::new()
+            // Around the whole router, outside the concurrency limit (a
+            // router is always ready): draining a refused body holds no
+            // permit.
+            .layer(axum::middleware::from_fn_with_state(
+                (http.max_body_bytes, http.request_timeout),
+                refuse_large_bodies,
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static("frame-ancestors 'none'"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_FRAME_OPTIONS,
+                header::HeaderValue::from_static("DENY"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            )),
+    )
+}
+
+/// Most of an oversized body read before the 413 is sent: a client still
+/// writing when the server closes gets a reset instead of the answer.
+const DRAIN_AT_MOST: usize = 4 << 20;
+
+/// Answers a request whose declared body is over `http.max_body_bytes`
+/// with 413 naming the limit, after reading (up to [`DRAIN_AT_MOST`]) what
+/// the client sends within `within` (`http.request_timeout`), so it gets
+/// the answer. Undeclared (chunked) bodies are cut by the limit layer
+/// beneath.
+async fn refuse_large_bodies(
+    State((limit, within)): State<(usize, Duration)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            // Only to let the client finish; what it holds is not wanted.
+            let drain = axum::body::to_bytes(request.into_body(), DRAIN_AT_MOST);
+            let _ = tokio::time::timeout(within, drain).await;
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(serde_json::json!({
+                    "error": format!("the request body is over http.max_body_bytes ({limit} bytes)")
+                })),
+            )
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// The operations routes: unauthenticated, no customer data.
@@ -269,7 +327,7 @@ pub async fn start(
         http.session_ttl,
         http.tls_cert.is_some(),
     )?;
-    let access = Access::load(&http.tokens, sessions)?;
+    let access = Access::load(&http.tokens, sessions, http.public_url.as_deref())?;
     access.check_listener(listeners.data.local_addr()?)?;
     let tls = match http.tls_cert.clone().zip(http.tls_key.clone()) {
         Some((cert, key)) => Some(tls::Tls::load(cert, key).await?),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
 use crate::config::Role;
@@ -56,6 +56,25 @@ struct Claims {
     o: bool,
     /// Expiry, Unix ms.
     e: i64,
+    /// The token it was signed in with, as [`binding`] (absent in
+    /// cookies of older versions, which then prove nobody).
+    #[serde(default)]
+    t: String,
+}
+
+/// What a cookie carries of the token it was signed in with: a digest of
+/// the token's SHA-256, so the cookie tells nothing of the token itself.
+fn binding(token_sha256: &[u8; 32]) -> String {
+    let d = Sha256::new_with_prefix(b"churnwatch session of ")
+        .chain_update(token_sha256)
+        .finalize();
+    b64().encode(&d[..16])
+}
+
+/// Whether a cookie's `bound` token is the one whose SHA-256 is `token_sha256`.
+pub fn binds(token_sha256: &[u8; 32], bound: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(binding(token_sha256).as_bytes().ct_eq(bound.as_bytes()))
 }
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -90,12 +109,14 @@ impl Sessions {
         mac
     }
 
-    /// The `Set-Cookie` value signing `caller` in until `now_ms` + ttl.
-    pub fn issue(&self, caller: &Caller, now_ms: i64) -> String {
+    /// The `Set-Cookie` value signing `caller` in with the token whose
+    /// SHA-256 is `token_sha256`, until `now_ms` + ttl.
+    pub fn issue(&self, caller: &Caller, token_sha256: &[u8; 32], now_ms: i64) -> String {
         let claims = Claims {
             n: caller.name.clone(),
             o: caller.role == Role::Operator,
             e: now_ms.saturating_add(self.ttl.as_millis() as i64),
+            t: binding(token_sha256),
         };
         let payload = b64().encode(serde_json::to_vec(&claims).unwrap_or_default());
         let tag = b64().encode(self.mac(payload.as_bytes()).finalize().into_bytes());
@@ -114,8 +135,10 @@ impl Sessions {
         )
     }
 
-    /// The caller a cookie value proves, if it is ours and not expired.
-    pub fn verify(&self, value: &str, now_ms: i64) -> Option<Caller> {
+    /// The caller a cookie value proves, if it is ours and not expired,
+    /// with the token binding it carries (checked by the caller against
+    /// the tokens configured now).
+    pub fn verify(&self, value: &str, now_ms: i64) -> Option<(Caller, String)> {
         let (payload, tag) = value.split_once('.')?;
         let tag = b64().decode(tag).ok()?;
         self.mac(payload.as_bytes()).verify_slice(&tag).ok()?;
@@ -125,10 +148,13 @@ impl Sessions {
         } else {
             Role::Viewer
         };
-        (claims.e > now_ms).then_some(Caller {
-            name: claims.n,
-            role,
-        })
+        (claims.e > now_ms).then_some((
+            Caller {
+                name: claims.n,
+                role,
+            },
+            claims.t,
+        ))
     }
 }
 
@@ -164,11 +190,14 @@ mod tests {
             name: "anna".into(),
             role: Role::Viewer,
         };
-        let set = s.issue(&anna, 1000);
+        let token = [7u8; 32];
+        let set = s.issue(&anna, &token, 1000);
         assert!(
             set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure")
         );
-        assert_eq!(s.verify(value(&set), 2000), Some(anna.clone()));
+        let (caller, bound) = s.verify(value(&set), 2000).unwrap();
+        assert_eq!(caller, anna);
+        assert!(binds(&token, &bound) && !binds(&[8u8; 32], &bound));
         assert_eq!(s.verify(value(&set), 1000 + 3_600_001), None, "expired");
         assert_eq!(sessions().verify(value(&set), 2000), None, "another key");
         // A viewer cannot make itself an operator: the claims are signed.
@@ -177,6 +206,6 @@ mod tests {
         assert_ne!(forged, payload);
         assert_eq!(s.verify(&format!("{forged}.{tag}"), 2000), None);
         let secure = Sessions::new(None, Duration::from_secs(60), true).unwrap();
-        assert!(secure.issue(&anna, 0).ends_with("; Secure"));
+        assert!(secure.issue(&anna, &token, 0).ends_with("; Secure"));
     }
 }

@@ -171,6 +171,7 @@ fn state_text(item: &Item) -> String {
     let l = item.lifecycle.as_ref();
     match item.state {
         Lifestate::Open => "open".into(),
+        Lifestate::Resolved => "resolved".into(),
         Lifestate::Acknowledged => format!(
             "acknowledged by {}",
             l.and_then(|l| l.acknowledged_by.clone())
@@ -283,7 +284,10 @@ async fn inbox(
 ) -> Response {
     let Some(i) = &s.inbox else { return no_inbox() };
     let now = now();
-    let page = i.inbox.list(&q.filter(&caller), now);
+    let page = match i.inbox.list(&q.filter(&caller), now) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
     layout(
         "Inbox",
         Some(&caller),
@@ -303,7 +307,10 @@ async fn rows(
 ) -> Response {
     let Some(i) = &s.inbox else { return no_inbox() };
     let now = now();
-    live_region(&s, &i.inbox.list(&q.filter(&caller), now), &caller, now).into_response()
+    match i.inbox.list(&q.filter(&caller), now) {
+        Ok(page) => live_region(&s, &page, &caller, now).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
 }
 
 async fn overview(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
@@ -452,9 +459,9 @@ fn form_action(verb: &str, f: ActionForm) -> Result<Action, String> {
         "ack" => Action::Ack { note: some(f.note) },
         "snooze" => {
             let d = humantime::parse_duration(f.for_.as_deref().unwrap_or("1d"))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("`for`: {e}"))?;
             Action::Snooze {
-                until: Ts(now().0.saturating_add(d.as_millis() as i64)),
+                until: super::inbox::snooze_until(None, Some(d), now())?,
                 reason: some(f.reason),
             }
         }
@@ -538,20 +545,20 @@ pub struct SigninForm {
 
 async fn signin(
     State(access): State<Arc<Access>>,
+    uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
     Form(f): Form<SigninForm>,
 ) -> Response {
-    if headers.get(header::ORIGIN).is_some() && !super::auth::same_origin(&headers) {
+    if headers.get(header::ORIGIN).is_some() && !access.same_origin(&uri, &headers) {
         return (
             StatusCode::FORBIDDEN,
             "the request's Origin is not this host",
         )
             .into_response();
     }
-    match access.token_caller(&f.token) {
-        Some(caller) => {
+    match access.sign_in(&f.token, now().0) {
+        Some((caller, cookie)) => {
             tracing::info!(by = %caller.name, "signed in to the inbox");
-            let cookie = access.sessions.issue(&caller, now().0);
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
         None => (

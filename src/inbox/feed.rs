@@ -277,8 +277,16 @@ impl Actions {
     ) -> Result<Lifecycle, ActError> {
         let _one = self.writing.lock().await;
         let now = wall_now();
-        if self.inbox.get(alert_id, now).is_none() {
+        let Some(item) = self.inbox.get(alert_id, now) else {
             return Err(ActError::UnknownAlert);
+        };
+        if item.state == super::State::Resolved
+            && matches!(
+                action,
+                Action::Ack { .. } | Action::Snooze { .. } | Action::Reopen
+            )
+        {
+            return Err(Refused::NotFiring.into());
         }
         let mut record = self.inbox.lifecycle_of(alert_id);
         // Times only move forward, so the new record supersedes the old even

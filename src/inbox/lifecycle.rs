@@ -9,11 +9,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::event::Ts;
 
-/// Longest note or reason kept, in characters; longer ones are refused.
-pub const MAX_TEXT: usize = 2000;
-/// Actions kept per alert; beyond, further actions are refused, so a record
-/// stays far below the broker's message size limit.
+/// Longest note, reason or name kept, in bytes of UTF-8 (what counts
+/// against the record size); longer ones are refused.
+pub const MAX_TEXT: usize = 4096;
+/// Actions kept per alert; beyond, further actions are refused.
 pub const MAX_HISTORY: usize = 200;
+/// Largest record (JSON), in bytes: half of Kafka's default
+/// `max.message.bytes` (1 MB), so a record is never refused by the broker.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+/// Room kept for the actions that move an alert on, so notes can never
+/// fill a record so far that it cannot be closed: notes stop this many
+/// entries and bytes short of the limits, other actions one entry short
+/// of them (a close always has the last).
+const NOTES_ROOM: (usize, usize) = (20, 64 * 1024);
+/// The longest snooze: a year (a longer one is a close in disguise, and
+/// far-future times break other readers).
+pub const MAX_SNOOZE: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 /// Why a customer is no longer a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +64,9 @@ pub enum State {
     Snoozed,
     /// Done with, for a reason.
     Closed,
+    /// The episode ended by itself (the customer bought again, say) and
+    /// nobody closed it: nothing left to acknowledge or snooze.
+    Resolved,
 }
 
 impl State {
@@ -63,6 +77,7 @@ impl State {
             State::Acknowledged => "acknowledged",
             State::Snoozed => "snoozed",
             State::Closed => "closed",
+            State::Resolved => "resolved",
         }
     }
 }
@@ -165,15 +180,25 @@ pub enum Refused {
     /// A closed alert takes notes only.
     #[error("the alert is closed; only notes can be added")]
     Closed,
+    /// Acknowledging, snoozing and reopening are for firing episodes.
+    #[error(
+        "the alert has resolved; it can be assigned, closed or noted, not acknowledged or snoozed"
+    )]
+    NotFiring,
     /// A snooze must end in the future.
     #[error("a snooze must end after now")]
     SnoozeInThePast,
     /// Too long a note, reason or name, or an empty one.
-    #[error("texts must be 1 to {MAX_TEXT} characters")]
+    #[error("texts must be 1 to {MAX_TEXT} bytes")]
     Text,
-    /// The history is full.
-    #[error("the alert has {MAX_HISTORY} actions already")]
-    HistoryFull,
+    /// A snooze beyond [`MAX_SNOOZE`].
+    #[error("a snooze may last at most 365d")]
+    SnoozeTooLong,
+    /// The record is as large as it may get for this kind of action.
+    #[error(
+        "the alert's record is full ({MAX_HISTORY} actions or {MAX_RECORD_BYTES} bytes, notes stop earlier): it can still be closed"
+    )]
+    RecordFull,
 }
 
 /// The lifecycle record of one alert.
@@ -222,7 +247,19 @@ impl Lifecycle {
         }
     }
 
-    /// The state at `now`: a snooze that ran out is open again.
+    /// The state at `now` of an episode that is still firing or not: a
+    /// snooze that ran out is open again.
+    pub fn state_of(lifecycle: Option<&Lifecycle>, firing: bool, now: Ts) -> State {
+        match lifecycle {
+            Some(l) if l.closed_reason.is_some() => State::Closed,
+            _ if !firing => State::Resolved,
+            Some(l) => l.state(now),
+            None => State::Open,
+        }
+    }
+
+    /// The state at `now` while the episode fires: a snooze that ran out
+    /// is open again.
     pub fn state(&self, now: Ts) -> State {
         if self.closed_reason.is_some() {
             State::Closed
@@ -235,21 +272,44 @@ impl Lifecycle {
         }
     }
 
-    /// Applies `action` by `by` at `at`.
+    /// Applies `action` by `by` at `at`; a refused action changes nothing.
     pub fn apply(&mut self, action: Action, by: &str, at: Ts) -> Result<(), Refused> {
-        let bad_text = |t: &str| t.trim().is_empty() || t.chars().count() > MAX_TEXT;
+        let bad_text = |t: &str| t.trim().is_empty() || t.len() > MAX_TEXT;
         if action.texts().any(bad_text) || bad_text(by) {
             return Err(Refused::Text);
-        }
-        if self.history.len() >= MAX_HISTORY {
-            return Err(Refused::HistoryFull);
         }
         if self.closed_reason.is_some() && !matches!(action, Action::Note { .. }) {
             return Err(Refused::Closed);
         }
+        let (entries, bytes) = match action {
+            Action::Note { .. } => (MAX_HISTORY - NOTES_ROOM.0, MAX_RECORD_BYTES - NOTES_ROOM.1),
+            Action::Close { .. } => (MAX_HISTORY, MAX_RECORD_BYTES),
+            _ => (MAX_HISTORY - 1, MAX_RECORD_BYTES - MAX_TEXT),
+        };
+        if self.history.len() >= entries {
+            return Err(Refused::RecordFull);
+        }
+        let mut next = self.clone();
+        next.change(action, by, at)?;
+        if next.bytes() > bytes {
+            return Err(Refused::RecordFull);
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// The record's size as stored (JSON).
+    pub fn bytes(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
+
+    fn change(&mut self, action: Action, by: &str, at: Ts) -> Result<(), Refused> {
         match &action {
             Action::Ack { .. } => self.acknowledged_by = Some(by.to_string()),
             Action::Snooze { until, .. } if *until <= at => return Err(Refused::SnoozeInThePast),
+            Action::Snooze { until, .. } if until.0 - at.0 > MAX_SNOOZE.as_millis() as i64 => {
+                return Err(Refused::SnoozeTooLong);
+            }
             // When the snooze runs out the alert needs somebody again: it
             // is open, not acknowledged (the acknowledgement stays in the
             // history).
@@ -257,7 +317,7 @@ impl Lifecycle {
                 self.snoozed_until = Some(*until);
                 self.acknowledged_by = None;
             }
-            Action::Assign { to } => self.assigned_to = Some(to.clone()),
+            Action::Assign { to } => self.assigned_to = Some(to.trim().to_string()),
             Action::Close { reason, .. } => {
                 self.closed_reason = Some(*reason);
                 self.snoozed_until = None;

@@ -111,6 +111,11 @@ pub struct Filter {
     pub cursor: Option<String>,
 }
 
+/// A `cursor` this inbox did not give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cursor is not one this API gave")]
+pub struct BadCursor;
+
 /// Listing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -257,7 +262,7 @@ impl Inbox {
         let v = self.view.read();
         let episode = v.episodes.get(alert_id)?.clone();
         let lifecycle = v.lifecycles.get(alert_id).cloned();
-        let state = lifecycle.as_ref().map_or(State::Open, |l| l.state(now));
+        let state = Lifecycle::state_of(lifecycle.as_ref(), episode.resolved_at.is_none(), now);
         Some(Item {
             episode,
             state,
@@ -302,7 +307,11 @@ impl Inbox {
     }
 
     /// Firing alerts that pass `f`, sorted and paged.
-    pub fn list(&self, f: &Filter, now: Ts) -> Page {
+    pub fn list(&self, f: &Filter, now: Ts) -> Result<Page, BadCursor> {
+        let after = match f.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(SortKey::parse(c).ok_or(BadCursor)?),
+        };
         let sort = f.sort.unwrap_or_default();
         let v = self.view.read();
         let mut counts = Counts::default();
@@ -312,14 +321,17 @@ impl Inbox {
             .filter(|e| e.resolved_at.is_none())
             .filter_map(|e| {
                 let lifecycle = v.lifecycles.get(&e.alert.alert_id).cloned();
-                let state = lifecycle.as_ref().map_or(State::Open, |l| l.state(now));
+                let state = Lifecycle::state_of(lifecycle.as_ref(), true, now);
                 let a = &e.alert;
                 let keep = f.tier.as_ref().is_none_or(|t| *t == a.tier)
                     && f.rule.as_ref().is_none_or(|r| *r == a.rule)
                     && f.rep.as_ref().is_none_or(|r| Some(r.as_str()) == e.rep())
                     && f.state.is_none_or(|s| s == state)
                     && f.assigned_to.as_ref().is_none_or(|p| {
-                        lifecycle.as_ref().and_then(|l| l.assigned_to.as_ref()) == Some(p)
+                        lifecycle
+                            .as_ref()
+                            .and_then(|l| l.assigned_to.as_deref())
+                            .is_some_and(|a| same_person(a, p))
                     });
                 keep.then(|| {
                     *counts.tier.entry(a.tier.clone()).or_default() += 1;
@@ -335,7 +347,6 @@ impl Inbox {
             .collect();
         drop(v);
         items.sort_by(|a, b| a.0.cmp(&b.0));
-        let after = f.cursor.as_deref().and_then(SortKey::parse);
         let start = after.map_or(0, |c| items.partition_point(|(k, _)| *k <= c));
         let limit = f.limit.unwrap_or(100).clamp(1, 1000);
         let rest = items.len().saturating_sub(start);
@@ -343,12 +354,18 @@ impl Inbox {
         let next = (rest > limit)
             .then(|| page.last().map(|(k, _)| k.render()))
             .flatten();
-        Page {
+        Ok(Page {
             alerts: page.into_iter().map(|(_, i)| i).collect(),
             next,
             counts,
-        }
+        })
     }
+}
+
+/// Whether two assignee names are one person's: compared trimmed and
+/// case-folded, so "Anna " is "anna".
+pub fn same_person(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
 /// The overview's figures.
@@ -479,34 +496,41 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let now = Ts(T + 10);
-        assert_eq!(ids(&inbox.list(&Filter::default(), now)), ["b", "c", "a"]);
+        assert_eq!(
+            ids(&inbox.list(&Filter::default(), now).unwrap()),
+            ["b", "c", "a"]
+        );
         let by_age = Filter {
             sort: Some(Sort::Age),
             ..Filter::default()
         };
-        assert_eq!(ids(&inbox.list(&by_age, now)), ["a", "b", "c"]);
-        let first = inbox.list(
-            &Filter {
-                limit: Some(2),
-                ..Filter::default()
-            },
-            now,
-        );
+        assert_eq!(ids(&inbox.list(&by_age, now).unwrap()), ["a", "b", "c"]);
+        let first = inbox
+            .list(
+                &Filter {
+                    limit: Some(2),
+                    ..Filter::default()
+                },
+                now,
+            )
+            .unwrap();
         assert_eq!(ids(&first), ["b", "c"]);
         assert_eq!(first.counts.tier.get("A"), Some(&2));
-        let second = inbox.list(
-            &Filter {
-                limit: Some(2),
-                cursor: first.next.clone(),
-                ..Filter::default()
-            },
-            now,
-        );
+        let second = inbox
+            .list(
+                &Filter {
+                    limit: Some(2),
+                    cursor: first.next.clone(),
+                    ..Filter::default()
+                },
+                now,
+            )
+            .unwrap();
         assert_eq!((ids(&second), second.next), (vec!["a".to_string()], None));
         inbox.alert(alert("b", "c2", "resolved", "A", T + 5, 10));
         inbox.alert(alert("b", "c2", "firing", "A", T + 1, 90));
         assert_eq!(
-            ids(&inbox.list(&Filter::default(), now)),
+            ids(&inbox.list(&Filter::default(), now).unwrap()),
             ["c", "a"],
             "a replayed firing stays resolved"
         );
@@ -538,7 +562,7 @@ mod tests {
             state: Some(State::Open),
             ..Filter::default()
         };
-        let listed = |now| inbox.list(&open, Ts(now)).alerts.len();
+        let listed = |now| inbox.list(&open, Ts(now)).unwrap().alerts.len();
         assert_eq!(listed(T + 50), 1, "snoozed is not open");
         assert_eq!(
             inbox.wake(Ts(T + 50), Ts(T + 100)),
