@@ -831,9 +831,11 @@ impl WebhookConfig {
                 }
                 url::Host::Domain(_) => None,
             };
-            if let Some(ip) = literal.filter(|ip| !crate::webhook::target::is_public(*ip)) {
+            if let Some((ip, why)) =
+                literal.and_then(|ip| Some((ip, crate::webhook::target::not_public(ip)?)))
+            {
                 return Err(format!(
-                    "url points at {ip}, a loopback, private, link-local or unspecified address; set allow_private_network = true if that is intended"
+                    "url points at {ip}, a {why} address, not a public one; set allow_private_network = true if that is intended"
                 ));
             }
         }
