@@ -529,8 +529,22 @@ async fn tls_serves_the_data_api_and_picks_up_a_renewed_certificate() {
 }
 
 /// An inbox holding one firing alert, `alert_id`, writing its actions to
-/// a topic of rdkafka's mock cluster (kept alive by the returned value).
+/// a topic of rdkafka's mock cluster (kept alive by the returned value),
+/// caught up with the stored actions.
 fn inbox_of_one(
+    http: &HttpConfig,
+    alert_id: &str,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    churnwatch::http::inbox::InboxState,
+) {
+    let (cluster, state) = inbox_catching_up(http, alert_id);
+    state.inbox.caught_up();
+    (cluster, state)
+}
+
+/// [`inbox_of_one`] before it has read the actions topic to its end.
+fn inbox_catching_up(
     http: &HttpConfig,
     alert_id: &str,
 ) -> (
@@ -724,4 +738,35 @@ async fn pages_refuse_to_be_framed() {
             .and_then(|v| v.to_str().ok()),
         Some("DENY")
     );
+}
+
+/// Until the inbox has read the stored lifecycles, an action could act on
+/// an older record than stored and supersede history: it is refused (503,
+/// saying why) and the instance is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_during_catch_up_are_refused_and_readiness_waits() {
+    let http = HttpConfig::default();
+    let (_cluster, inbox) = inbox_catching_up(&http, "alert-1");
+    let view = inbox.inbox.clone();
+    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    api.ready.report(true);
+    let ack = || {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/alerts/alert-1/ack", api.base))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    let early = ack().await.unwrap();
+    assert_eq!(early.status().as_u16(), 503);
+    assert!(early.text().await.unwrap().contains("catching up"));
+    let (status, why) = get(format!("{}/readyz", api.ops)).await;
+    assert_eq!((status, why.contains("catching up")), (503, true), "{why}");
+    assert!(
+        view.get("alert-1", Ts(0)).unwrap().lifecycle.is_none(),
+        "nothing written"
+    );
+    view.caught_up();
+    assert_eq!(ack().await.unwrap().status().as_u16(), 200);
+    assert_eq!(get(format!("{}/readyz", api.ops)).await.0, 200);
 }

@@ -430,6 +430,13 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.inbox.as_ref().is_some_and(|i| !i.inbox.is_caught_up()) {
+        return probe(
+            false,
+            "",
+            "not ready: the inbox is catching up on the actions and instances topics\n",
+        );
+    }
     probe(
         s.ready.is_ready(),
         "ready\n",

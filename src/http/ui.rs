@@ -293,6 +293,9 @@ async fn inbox(
         Some(&caller),
         html! {
             h2 { "Firing alerts" }
+            @if !i.inbox.is_caught_up() {
+                p class="departed" role="status" { "Catching up on the stored actions: actions are refused until then. Reload in a moment." }
+            }
             (filters(&q))
             div id="live-region" { (live_region(&s, &page, &caller, now)) }
         },

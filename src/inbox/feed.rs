@@ -27,6 +27,54 @@ pub struct Readers {
     alerts: InputConsumer,
     actions: InputConsumer,
     instances: Option<InputConsumer>,
+    /// The partitions of the actions and instances topics not yet read to
+    /// the end they had at start: (actions?, topic, partition, end).
+    behind: Vec<(bool, String, i32, i64)>,
+}
+
+/// The partitions of `reader`'s `topic` holding records, with the offset
+/// after their last one at this moment (a blocking metadata call; the
+/// readers are made at start, before the feed runs).
+fn ends(
+    reader: &InputConsumer,
+    topic: &str,
+    actions: bool,
+) -> Result<Vec<(bool, String, i32, i64)>, SourceError> {
+    use rdkafka::consumer::Consumer;
+    let mut out = Vec::new();
+    for p in reader.assignment()?.elements() {
+        let (low, high) = reader.fetch_watermarks(topic, p.partition(), WATERMARKS_WITHIN)?;
+        if high > low {
+            out.push((actions, topic.to_string(), p.partition(), high));
+        }
+    }
+    Ok(out)
+}
+
+/// How long the start-up's watermark queries may take, each.
+const WATERMARKS_WITHIN: Duration = Duration::from_secs(10);
+
+impl Readers {
+    /// Drops the partitions read to their start-time end; whether any is
+    /// left, i.e. the inbox is still catching up.
+    fn catching_up(&mut self) -> bool {
+        use rdkafka::consumer::Consumer;
+        let position = |c: &InputConsumer| c.position().ok();
+        let (actions, instances) = (
+            position(&self.actions),
+            self.instances.as_ref().and_then(position),
+        );
+        self.behind.retain(|(is_actions, topic, partition, end)| {
+            let at = match is_actions {
+                true => actions.as_ref(),
+                false => instances.as_ref(),
+            }
+            .and_then(|tpl| tpl.find_partition(topic, *partition))
+            .map(|e| e.offset());
+            !matches!(at, Some(rdkafka::Offset::Offset(o)) if o >= *end)
+        });
+        !self.behind.is_empty()
+    }
 }
 
 impl Readers {
@@ -36,13 +84,20 @@ impl Readers {
         let read = |topic: &str, purpose: &str| {
             whole_topic_reader(config, brokers, topic, purpose, instance).map(|(c, _)| c)
         };
+        let actions = read(&config.actions_topic, "inbox-actions")?;
+        let instances = match config.instances_topic.is_empty() {
+            true => None,
+            false => Some(read(&config.instances_topic, "inbox-instances")?),
+        };
+        let mut behind = ends(&actions, &config.actions_topic, true)?;
+        if let Some(i) = &instances {
+            behind.extend(ends(i, &config.instances_topic, false)?);
+        }
         Ok(Self {
             alerts: read(&config.alert_topic, "inbox-alerts")?,
-            actions: read(&config.actions_topic, "inbox-actions")?,
-            instances: match config.instances_topic.is_empty() {
-                true => None,
-                false => Some(read(&config.instances_topic, "inbox-instances")?),
-            },
+            actions,
+            instances,
+            behind,
         })
     }
 }
@@ -133,7 +188,7 @@ fn wall_now() -> Ts {
 /// view, the topics stay the record.
 pub async fn run(
     feed: Feed,
-    readers: Readers,
+    mut readers: Readers,
     holds: impl Fn(&str) -> bool,
     assigned: impl Fn() -> Vec<i32>,
     stop: CancellationToken,
@@ -154,7 +209,15 @@ pub async fn run(
     let mut announce = tokio::time::interval(EVERY);
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut since = wall_now();
+    let mut catching_up = true;
     loop {
+        if catching_up && !readers.catching_up() {
+            catching_up = false;
+            inbox.caught_up();
+            tracing::info!(
+                "inbox: the actions and instances topics are read to their end; actions are taken"
+            );
+        }
         tokio::select! {
             _ = stop.cancelled() => break,
             m = readers.alerts.recv() => match m {
@@ -239,6 +302,9 @@ pub enum ActError {
     /// The lifecycle refused it.
     #[error(transparent)]
     Refused(#[from] Refused),
+    /// The view has not read the stored lifecycles yet.
+    #[error("the inbox is catching up on the actions topic; try again in a moment")]
+    CatchingUp,
     /// The actions topic did not take it.
     #[error("the actions topic did not acknowledge the action: {0}")]
     NotStored(String),
@@ -275,6 +341,9 @@ impl Actions {
         action: Action,
         by: &str,
     ) -> Result<Lifecycle, ActError> {
+        if !self.inbox.is_caught_up() {
+            return Err(ActError::CatchingUp);
+        }
         let _one = self.writing.lock().await;
         let now = wall_now();
         let Some(item) = self.inbox.get(alert_id, now) else {

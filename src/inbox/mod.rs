@@ -165,6 +165,10 @@ pub struct Counts {
 pub struct Inbox {
     view: RwLock<View>,
     changes: broadcast::Sender<Change>,
+    /// Set by the feed once the actions and instances topics are read to
+    /// the end they had at start: before, the view may show an older
+    /// lifecycle than stored, and an action on it would supersede history.
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Inbox {
@@ -172,11 +176,23 @@ impl Default for Inbox {
         Self {
             view: RwLock::default(),
             changes: broadcast::channel(1024).0,
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl Inbox {
+    /// Says the view has caught up with the stored lifecycles.
+    pub fn caught_up(&self) {
+        self.caught_up
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the view has caught up (actions are taken only then).
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Live changes (a slow reader misses some and is told so by the channel).
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
