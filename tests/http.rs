@@ -770,3 +770,53 @@ async fn actions_during_catch_up_are_refused_and_readiness_waits() {
     assert_eq!(ack().await.unwrap().status().as_u16(), 200);
     assert_eq!(get(format!("{}/readyz", api.ops)).await.0, 200);
 }
+
+/// An action names the revision it was decided on; one decided on a record
+/// that has changed since is refused with 409 and changes nothing, so a
+/// page left open never overwrites what a colleague did meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_on_a_stale_revision_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpConfig {
+        tokens: tokens(dir.path()),
+        ..HttpConfig::default()
+    };
+    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
+    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let client = reqwest::Client::new();
+    let post = |verb: &str, body: serde_json::Value| {
+        let request = client
+            .post(format!("{}/api/v1/alerts/alert-1/{verb}", api.base))
+            .bearer_auth("operator-token-7f3a")
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, acked) = post("ack", serde_json::json!({"version": 0})).await;
+    assert_eq!(status, 200, "{acked}");
+    let revision = acked["revision"].as_u64().expect("a revision");
+    assert!(revision > 0, "{acked}");
+    let (status, stale) = post("assign", serde_json::json!({"to": "anna", "version": 0})).await;
+    assert_eq!(status, 409, "{stale}");
+    assert!(
+        stale["error"]
+            .as_str()
+            .unwrap()
+            .contains(&revision.to_string()),
+        "names the current revision: {stale}"
+    );
+    let (status, assigned) = post(
+        "assign",
+        serde_json::json!({"to": "anna", "version": revision}),
+    )
+    .await;
+    assert_eq!(status, 200, "{assigned}");
+    assert_eq!(assigned["assigned_to"], "anna");
+    assert_eq!(assigned["revision"].as_u64(), Some(revision + 1));
+}

@@ -144,13 +144,23 @@ struct NotesBody {
     text: String,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
+/// The body as a `T`, and the `version` (the lifecycle `revision` the
+/// action is meant for) it may carry beside `T`'s fields.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, Option<u64>), ApiError> {
+    let bad = |e: &dyn std::fmt::Display| error(StatusCode::BAD_REQUEST, e);
+    let mut fields = match body.iter().all(u8::is_ascii_whitespace) {
+        true => serde_json::Map::new(),
+        false => serde_json::from_slice(body).map_err(|e| bad(&e))?,
     };
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+    let version = match fields.remove("version") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| bad(&"`version` must be a whole number"))?,
+        ),
+    };
+    let t = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| bad(&e))?;
+    Ok((t, version))
 }
 
 /// When a snooze asked for `until` a time or `for` a duration ends, or
@@ -173,33 +183,44 @@ pub(crate) fn snooze_until(
     }
 }
 
-/// The action a `POST /api/v1/alerts/{id}/{verb}` asks for.
-fn action(verb: &str, body: &[u8]) -> Result<Action, ApiError> {
+/// The action a `POST /api/v1/alerts/{id}/{verb}` asks for, and the
+/// version it is meant for.
+fn action(verb: &str, body: &[u8]) -> Result<(Action, Option<u64>), ApiError> {
     Ok(match verb {
-        "ack" => Action::Ack {
-            note: parse::<NoteBody>(body)?.note,
-        },
+        "ack" => {
+            let (b, v) = parse::<NoteBody>(body)?;
+            (Action::Ack { note: b.note }, v)
+        }
         "snooze" => {
-            let b: SnoozeBody = parse(body)?;
-            Action::Snooze {
-                until: snooze_until(b.until, b.for_, now())
-                    .map_err(|e| error(StatusCode::BAD_REQUEST, e))?,
-                reason: b.reason,
-            }
+            let (b, v) = parse::<SnoozeBody>(body)?;
+            let until = snooze_until(b.until, b.for_, now())
+                .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+            (
+                Action::Snooze {
+                    until,
+                    reason: b.reason,
+                },
+                v,
+            )
         }
-        "assign" => Action::Assign {
-            to: parse::<AssignBody>(body)?.to,
-        },
+        "assign" => {
+            let (b, v) = parse::<AssignBody>(body)?;
+            (Action::Assign { to: b.to }, v)
+        }
         "close" => {
-            let b: CloseBody = parse(body)?;
-            Action::Close {
-                reason: b.reason,
-                note: b.note,
-            }
+            let (b, v) = parse::<CloseBody>(body)?;
+            (
+                Action::Close {
+                    reason: b.reason,
+                    note: b.note,
+                },
+                v,
+            )
         }
-        "notes" => Action::Note {
-            text: parse::<NotesBody>(body)?.text,
-        },
+        "notes" => {
+            let (b, v) = parse::<NotesBody>(body)?;
+            (Action::Note { text: b.text }, v)
+        }
         _ => {
             return Err(error(
                 StatusCode::NOT_FOUND,
@@ -217,23 +238,24 @@ pub async fn act(
     body: axum::body::Bytes,
 ) -> Answer {
     let i = inbox_of(&s)?;
-    let action = action(&verb, &body)?;
-    let record = perform(&s, i, &id, action, &caller).await?;
+    let (action, version) = action(&verb, &body)?;
+    let record = perform(&s, i, &id, (action, version), &caller).await?;
     Ok(Json(record).into_response())
 }
 
-/// Takes `action` on alert `id` for `caller`, the one path of the API and
-/// the pages: stored, logged with who, a close counted; refusals mapped to
-/// their status (404 unknown, 409 refused, 503 not stored).
+/// Takes `action` on alert `id` at `version` for `caller`, the one path of
+/// the API and the pages: stored, logged with who, a close counted;
+/// refusals mapped to their status (404 unknown, 409 refused or stale, 503
+/// catching up or not stored).
 pub(crate) async fn perform(
     s: &ApiState,
     i: &InboxState,
     id: &str,
-    action: Action,
+    (action, version): (Action, Option<u64>),
     caller: &Caller,
 ) -> Result<crate::inbox::Lifecycle, ApiError> {
     let name = action.name();
-    match i.actions.act(id, action, &caller.name).await {
+    match i.actions.act(id, action, &caller.name, version).await {
         Ok(record) => {
             tracing::info!(alert_id = %id, action = name, by = %caller.name, "inbox action");
             count_close(s, i, id, &record);

@@ -194,6 +194,8 @@ fn state_text(item: &Item) -> String {
 
 fn row(s: &ApiState, item: &Item, operator: bool, now: Ts) -> Markup {
     let a = &item.episode.alert;
+    // What the forms act on: a change made meanwhile refuses them (409).
+    let version = item.lifecycle.as_ref().map_or(0, |l| l.revision);
     let id = &a.alert_id;
     let rep = item.episode.rep().unwrap_or("");
     let assigned = item.lifecycle.as_ref().and_then(|l| l.assigned_to.clone());
@@ -225,17 +227,21 @@ fn row(s: &ApiState, item: &Item, operator: bool, now: Ts) -> Markup {
                 td class="actions" {
                     @if item.state != Lifestate::Closed {
                         form method="post" action={ "/ui/alerts/" (id) "/ack" } {
+                            input type="hidden" name="version" value=(version);
                             button type="submit" data-action="ack" { "Acknowledge" }
                         }
                         form method="post" action={ "/ui/alerts/" (id) "/snooze" } {
+                            input type="hidden" name="version" value=(version);
                             input name="for" aria-label="Snooze for" value="1d" size="4" list="snooze-durations" required;
                             button type="submit" data-action="snooze" { "Snooze" }
                         }
                         form method="post" action={ "/ui/alerts/" (id) "/assign" } {
+                            input type="hidden" name="version" value=(version);
                             input name="to" aria-label="Assign to" placeholder=(rep) size="8" required;
                             button type="submit" data-action="assign" { "Assign" }
                         }
                         form method="post" action={ "/ui/alerts/" (id) "/close" } {
+                            input type="hidden" name="version" value=(version);
                             select name="reason" aria-label="Close reason" {
                                 option value="won_back" { "won back" } option value="false_alarm" { "false alarm" }
                                 option value="lost" { "lost" } option value="other" { "other" }
@@ -454,11 +460,14 @@ pub struct ActionForm {
     reason: Option<String>,
     to: Option<String>,
     text: Option<String>,
+    /// The lifecycle revision the page showed.
+    version: Option<u64>,
 }
 
-fn form_action(verb: &str, f: ActionForm) -> Result<Action, String> {
+fn form_action(verb: &str, f: ActionForm) -> Result<(Action, Option<u64>), String> {
     let some = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    Ok(match verb {
+    let version = f.version;
+    let action = match verb {
         "ack" => Action::Ack { note: some(f.note) },
         "snooze" => {
             let d = humantime::parse_duration(f.for_.as_deref().unwrap_or("1d"))
@@ -486,7 +495,8 @@ fn form_action(verb: &str, f: ActionForm) -> Result<Action, String> {
             text: some(f.text).ok_or("a note needs text")?,
         },
         _ => return Err("no such action".into()),
-    })
+    };
+    Ok((action, version))
 }
 
 async fn act(

@@ -230,8 +230,12 @@ pub async fn run(
             },
             m = readers.actions.recv() => match m {
                 Ok(m) => match m.payload().map(serde_json::from_slice::<Lifecycle>) {
-                    Some(Ok(l)) => {
-                        inbox.lifecycle(l);
+                    Some(Ok(mut l)) => {
+                        // A record dated ahead (a forged one, a host's clock)
+                        // must not push every later action into its past.
+                        let latest = Ts(wall_now().0 + super::instances::SKEW.as_millis() as i64);
+                        l.updated_at = l.updated_at.min(latest);
+                        inbox.lifecycle(l, m.offset());
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "inbox: an actions record does not decode; skipped"),
                     None => {}
@@ -268,10 +272,16 @@ pub async fn run(
                 let now = wall_now();
                 for (id, customer) in inbox.wake(since, now) {
                     tracing::info!(alert_id = %id, "snooze ran out; the alert is open again");
-                    if holds(&customer)
-                        && let Err(e) = actions.act(&id, Action::Reopen, "churnwatch").await
-                    {
-                        tracing::warn!(alert_id = %id, error = %e, "the reopen record was not written");
+                    if holds(&customer) {
+                        // Off the feed loop: a slow broker must not hold the
+                        // readers (nor every action waiting on the writer).
+                        let actions = actions.clone();
+                        tokio::spawn(async move {
+                            match actions.act(&id, Action::Reopen, "churnwatch", None).await {
+                                Ok(_) | Err(ActError::Refused(Refused::NoSnoozeOver)) => {}
+                                Err(e) => tracing::warn!(alert_id = %id, error = %e, "the reopen record was not written"),
+                            }
+                        });
                     }
                 }
                 since = now;
@@ -334,12 +344,14 @@ impl Actions {
         })
     }
 
-    /// Applies `action` by `by` now, stores the record and returns it.
+    /// Applies `action` by `by` now to the record at `version` (any, if
+    /// `None`), stores the record and returns it.
     pub async fn act(
         &self,
         alert_id: &str,
         action: Action,
         by: &str,
+        version: Option<u64>,
     ) -> Result<Lifecycle, ActError> {
         if !self.inbox.is_caught_up() {
             return Err(ActError::CatchingUp);
@@ -358,20 +370,21 @@ impl Actions {
             return Err(Refused::NotFiring.into());
         }
         let mut record = self.inbox.lifecycle_of(alert_id);
-        // Times only move forward, so the new record supersedes the old even
-        // if the clock stepped back.
-        let at = Ts(now.0.max(record.updated_at.0.saturating_add(1)));
-        record.apply(action, by, at)?;
+        if let Some(v) = version.filter(|v| *v != record.revision) {
+            tracing::debug!(alert_id, asked = v, "a stale action");
+            return Err(Refused::Stale(record.revision).into());
+        }
+        record.apply(action, by, now)?;
         let body = serde_json::to_vec(&record).map_err(|e| ActError::NotStored(e.to_string()))?;
         let send = self.producer.send(
             FutureRecord::to(&self.topic).key(alert_id).payload(&body),
             STORE_WITHIN,
         );
-        tokio::time::timeout(STORE_WITHIN, send)
+        let stored = tokio::time::timeout(STORE_WITHIN, send)
             .await
             .map_err(|_| ActError::NotStored("not acknowledged in time".into()))?
             .map_err(|(e, _)| ActError::NotStored(e.to_string()))?;
-        self.inbox.lifecycle(record.clone());
+        self.inbox.lifecycle(record.clone(), stored.offset);
         Ok(record)
     }
 }

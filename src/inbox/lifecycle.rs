@@ -2,8 +2,11 @@
 //! assigned or closed it, and the notes, as one record per alert.
 //!
 //! Pure: actions and times in, the new record out. The record is what the
-//! actions topic holds (keyed by `alert_id`, compacted, last write wins by
-//! `updated_at`), so every instance that reads the topic agrees on it.
+//! actions topic holds (keyed by `alert_id`, compacted). One rule orders
+//! records everywhere: the later offset wins, as compaction keeps it, so
+//! running and restarted instances agree. An action names the `revision`
+//! it acts on and a stale one is refused, so nobody overwrites a change
+//! they have not seen.
 
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +194,13 @@ pub enum Refused {
     /// Too long a note, reason or name, or an empty one.
     #[error("texts must be 1 to {MAX_TEXT} bytes")]
     Text,
+    /// The action was meant for another revision than the one stored.
+    #[error("the alert changed since you saw it (now at version {0}); reload and try again")]
+    Stale(u64),
+    /// A reopen whose snooze is no longer the one in force (extended,
+    /// ended or reopened already by another instance).
+    #[error("no snooze has run out")]
+    NoSnoozeOver,
     /// A snooze beyond [`MAX_SNOOZE`].
     #[error("a snooze may last at most 365d")]
     SnoozeTooLong,
@@ -226,8 +236,12 @@ pub struct Lifecycle {
     pub closed_reason: Option<CloseReason>,
     /// Every action, oldest first.
     pub history: Vec<Done>,
-    /// The last action's time: the newer record wins.
+    /// The last action's time.
     pub updated_at: Ts,
+    /// How many actions made this record (0: nobody acted): the version an
+    /// action says it acts on.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Lifecycle {
@@ -244,6 +258,7 @@ impl Lifecycle {
             closed_reason: None,
             history: Vec::new(),
             updated_at: Ts(i64::MIN),
+            revision: 0,
         }
     }
 
@@ -322,6 +337,9 @@ impl Lifecycle {
                 self.closed_reason = Some(*reason);
                 self.snoozed_until = None;
             }
+            Action::Reopen if self.snoozed_until.is_none_or(|u| u > at) => {
+                return Err(Refused::NoSnoozeOver);
+            }
             Action::Reopen => self.snoozed_until = None,
             Action::Note { .. } => {}
         }
@@ -331,13 +349,8 @@ impl Lifecycle {
             at,
         });
         self.updated_at = self.updated_at.max(at);
+        self.revision += 1;
         Ok(())
-    }
-
-    /// Whether `self` should replace `other` (last write wins by
-    /// `updated_at`; at a tie, the longer history).
-    pub fn supersedes(&self, other: &Lifecycle) -> bool {
-        (self.updated_at, self.history.len()) > (other.updated_at, other.history.len())
     }
 
     /// When a snooze runs out, if one is pending at `now`.
@@ -448,13 +461,13 @@ mod tests {
     }
 
     #[test]
-    fn the_newer_record_wins_and_records_survive_json() {
+    fn each_action_is_a_revision_and_records_survive_json() {
         let mut a = Lifecycle::new("a1");
         a.apply(Action::Ack { note: None }, "anna", T).unwrap();
         let mut b = a.clone();
         b.apply(Action::Assign { to: "ben".into() }, "anna", Ts(T.0 + 1))
             .unwrap();
-        assert!(b.supersedes(&a) && !a.supersedes(&b));
+        assert_eq!((a.revision, b.revision), (1, 2));
         let json = serde_json::to_string(&b).unwrap();
         assert!(json.contains(r#""action":"assign""#), "{json}");
         assert_eq!(serde_json::from_str::<Lifecycle>(&json).unwrap(), b);

@@ -85,6 +85,9 @@ pub struct Change {
 struct View {
     episodes: HashMap<String, Episode>,
     lifecycles: HashMap<String, Lifecycle>,
+    /// The actions topic's offset of each held lifecycle: a record at a
+    /// later offset replaces it, an earlier one is old news.
+    offsets: HashMap<String, i64>,
     /// Episodes per customer, by firing time.
     by_customer: HashMap<String, BTreeMap<(Ts, String), ()>>,
 }
@@ -236,15 +239,18 @@ impl Inbox {
         self.notify(if firing { "firing" } else { "resolved" }, &id);
     }
 
-    /// Takes in a lifecycle record (from the actions topic or a local
-    /// write); an older one than held is ignored. Whether it was taken.
-    pub fn lifecycle(&self, l: Lifecycle) -> bool {
+    /// Takes in a lifecycle record stored at `offset` of the actions topic
+    /// (read back, or just written here): the later offset wins, as in
+    /// compaction, so every instance ends on the record a restarted one
+    /// reads. Whether it was taken.
+    pub fn lifecycle(&self, l: Lifecycle, offset: i64) -> bool {
         let id = l.alert_id.clone();
         let taken = {
             let mut v = self.view.write();
-            match v.lifecycles.get(&id) {
-                Some(held) if !l.supersedes(held) => false,
+            match v.offsets.get(&id) {
+                Some(held) if *held >= offset => false,
                 _ => {
+                    v.offsets.insert(id.clone(), offset);
                     v.lifecycles.insert(id.clone(), l);
                     true
                 }
@@ -568,12 +574,15 @@ mod tests {
             Ts(T + 1),
         )
         .unwrap();
-        assert!(inbox.lifecycle(l.clone()));
+        assert!(inbox.lifecycle(l.clone(), 5));
         let mut older = Lifecycle::new("a");
         older
-            .apply(Action::Ack { note: None }, "ben", Ts(T))
+            .apply(Action::Ack { note: None }, "ben", Ts(T + 50))
             .unwrap();
-        assert!(!inbox.lifecycle(older), "an older record is ignored");
+        assert!(
+            !inbox.lifecycle(older, 4),
+            "a record at an earlier offset is ignored, whatever its times"
+        );
         let open = Filter {
             state: Some(State::Open),
             ..Filter::default()
