@@ -95,7 +95,14 @@ async fn two_instances_split_the_partitions_and_emit_each_alert_once() {
         a.await.expect("join").expect("a"),
         b.await.expect("join").expect("b"),
     );
-    assert!(done, "both instances consumed; alerts arrived");
+    assert!(
+        done,
+        "both instances consumed ({} + {} customers of 20) and {} alerts of {} arrived",
+        store_a.len(),
+        store_b.len(),
+        read_topic(&tansu.brokers, "churn-alerts").len(),
+        expected.len()
+    );
     assert!(
         ra.applied > 0 && rb.applied > 0,
         "the group split the work: {ra:?} {rb:?}"

@@ -27,14 +27,15 @@ pub struct Readers {
     alerts: InputConsumer,
     actions: InputConsumer,
     instances: Option<InputConsumer>,
+    /// The actions and instances topics' names.
+    topics: (String, String),
     /// The partitions of the actions and instances topics not yet read to
     /// the end they had at start: (actions?, topic, partition, end).
     behind: Vec<(bool, String, i32, i64)>,
 }
 
 /// The partitions of `reader`'s `topic` holding records, with the offset
-/// after their last one at this moment (a blocking metadata call; the
-/// readers are made at start, before the feed runs).
+/// after their last one at this moment (blocking metadata calls).
 fn ends(
     reader: &InputConsumer,
     topic: &str,
@@ -89,16 +90,52 @@ impl Readers {
             true => None,
             false => Some(read(&config.instances_topic, "inbox-instances")?),
         };
-        let mut behind = ends(&actions, &config.actions_topic, true)?;
-        if let Some(i) = &instances {
-            behind.extend(ends(i, &config.instances_topic, false)?);
-        }
         Ok(Self {
             alerts: read(&config.alert_topic, "inbox-alerts")?,
             actions,
             instances,
-            behind,
+            topics: (config.actions_topic.clone(), config.instances_topic.clone()),
+            behind: Vec::new(),
         })
+    }
+
+    /// The start-time ends of the actions and instances topics.
+    fn ends(&self) -> Result<Vec<(bool, String, i32, i64)>, SourceError> {
+        let mut behind = ends(&self.actions, &self.topics.0, true)?;
+        if let Some(i) = &self.instances {
+            behind.extend(ends(i, &self.topics.1, false)?);
+        }
+        Ok(behind)
+    }
+}
+
+/// `readers` once they know the ends to catch up to, asked on a blocking
+/// thread: the watermark calls take seconds on a slow broker, and on the
+/// runtime they would hold back the input's first poll (and so the
+/// group's rebalance) for as long. Asked again each second until they
+/// answer; `None` when stopped first.
+async fn measured(mut readers: Readers, stop: &CancellationToken) -> Option<Readers> {
+    loop {
+        let (back, ends) = tokio::task::spawn_blocking(move || {
+            let ends = readers.ends();
+            (readers, ends)
+        })
+        .await
+        .ok()?;
+        readers = back;
+        match ends {
+            Ok(behind) => {
+                readers.behind = behind;
+                return Some(readers);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "inbox: the actions topic's end is not known yet; asking again")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -188,11 +225,14 @@ fn wall_now() -> Ts {
 /// view, the topics stay the record.
 pub async fn run(
     feed: Feed,
-    mut readers: Readers,
+    readers: Readers,
     holds: impl Fn(&str) -> bool,
     assigned: impl Fn() -> Vec<i32>,
     stop: CancellationToken,
 ) {
+    let Some(mut readers) = measured(readers, &stop).await else {
+        return;
+    };
     let Feed {
         inbox,
         actions,
