@@ -820,3 +820,42 @@ async fn an_action_on_a_stale_revision_is_refused() {
     assert_eq!(assigned["assigned_to"], "anna");
     assert_eq!(assigned["revision"].as_u64(), Some(revision + 1));
 }
+
+/// The inbox page opens on what needs work: a snoozed alert is a filter
+/// away ("any" or "snoozed"), not in the default view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_page_opens_on_what_needs_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpConfig {
+        tokens: tokens(dir.path()),
+        ..HttpConfig::default()
+    };
+    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
+    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let client = reqwest::Client::new();
+    let page = |query: &'static str| {
+        let request = client
+            .get(format!("{}/{query}", api.base))
+            .bearer_auth("operator-token-7f3a");
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let listed = "id=\"alert-alert-1\"";
+    assert!(page("").await.contains(listed), "an open alert needs work");
+    let snoozed = client
+        .post(format!("{}/api/v1/alerts/alert-1/snooze", api.base))
+        .bearer_auth("operator-token-7f3a")
+        .json(&serde_json::json!({"for": "1d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snoozed.status().as_u16(), 200);
+    assert!(
+        !page("").await.contains(listed),
+        "snoozed: not in the default view"
+    );
+    assert!(page("?state=any").await.contains(listed), "any state");
+    assert!(
+        page("?state=snoozed").await.contains(listed),
+        "snoozed filter"
+    );
+}

@@ -28,6 +28,27 @@ fn now() -> Ts {
     Ts(chrono::Utc::now().timestamp_millis())
 }
 
+/// The time ages are told against: the engine's (under the event clock,
+/// and in the demo, alerts carry simulated time), else the wall clock.
+fn engine_now(s: &ApiState) -> Ts {
+    s.store.watermark().unwrap_or_else(now)
+}
+
+/// `id` as one path segment: a customer or alert id with `/ ? # %` in it
+/// still links to itself.
+fn segment(id: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
+}
+
+/// Rows per inbox page (the API's largest page is 1000; a page of forms
+/// that long is slow to render and to scan).
+const PAGE_ROWS: usize = 200;
+
 /// The pages behind sign-in.
 pub fn pages(state: ApiState, access: Arc<Access>) -> Router {
     Router::new()
@@ -64,7 +85,9 @@ pub fn public(access: Arc<Access>) -> Router {
         .with_state(access)
 }
 
-fn layout(title: &str, caller: Option<&Caller>, body: Markup) -> Markup {
+/// A page; `live` says whether it updates itself (the inbox list does, the
+/// others show the state they were loaded with and say so).
+fn layout(title: &str, caller: Option<&Caller>, live: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -81,7 +104,11 @@ fn layout(title: &str, caller: Option<&Caller>, body: Markup) -> Markup {
                         a href="/" { "Inbox" }
                         a href="/overview" { "Overview" }
                     }
-                    span id="live" class="live" { "Live updates need JavaScript; reload to refresh" }
+                    @if live {
+                        span id="live" class="live" { "Live updates need JavaScript; reload to refresh" }
+                    } @else {
+                        span class="live" { "As loaded; reload to refresh" }
+                    }
                     @if let Some(c) = caller {
                         span { "Signed in as " strong { (c.name) } " (" (role_name(c.role)) ")" }
                         form method="post" action="/signout" { button type="submit" { "Sign out" } }
@@ -124,6 +151,7 @@ pub struct InboxQuery {
     state: Option<String>,
     mine: Option<String>,
     sort: Option<String>,
+    cursor: Option<String>,
 }
 
 impl InboxQuery {
@@ -135,17 +163,40 @@ impl InboxQuery {
             rep: some(&self.rep),
             state: some(&self.state)
                 .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok()),
+            // The default view is what needs work; "any" shows every state.
+            needs_work: self.state.as_deref().is_none_or(str::is_empty),
             assigned_to: self.mine.is_some().then(|| caller.name.clone()),
             sort: some(&self.sort)
                 .and_then(|s| serde_json::from_value::<Sort>(serde_json::Value::String(s)).ok()),
-            limit: Some(1000),
-            cursor: None,
+            limit: Some(PAGE_ROWS),
+            cursor: some(&self.cursor),
         }
+    }
+
+    /// This query's next page after `cursor`.
+    fn next(&self, cursor: &str) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        let fields = [
+            ("tier", &self.tier),
+            ("rule", &self.rule),
+            ("rep", &self.rep),
+            ("state", &self.state),
+            ("mine", &self.mine),
+            ("sort", &self.sort),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                q.append_pair(k, v);
+            }
+        }
+        q.append_pair("cursor", cursor);
+        format!("/?{}", q.finish())
     }
 }
 
-fn live_region(s: &ApiState, page: &Page, caller: &Caller, now: Ts) -> Markup {
+fn live_region(s: &ApiState, q: &InboxQuery, page: &Page, caller: &Caller) -> Markup {
     let operator = caller.role == Role::Operator;
+    let clock = engine_now(s);
     html! {
         div class="counts" {
             @for (tier, n) in &page.counts.tier { span { "Tier " (tier) ": " (n) } }
@@ -160,9 +211,12 @@ fn live_region(s: &ApiState, page: &Page, caller: &Caller, now: Ts) -> Markup {
                 } }
                 tbody {
                     @if page.alerts.is_empty() { tr { td colspan="9" class="note" { "No alerts match." } } }
-                    @for item in &page.alerts { (row(s, item, operator, now)) }
+                    @for item in &page.alerts { (row(s, item, operator, clock)) }
                 }
             }
+        }
+        @if let Some(next) = &page.next {
+            p class="paging" { a id="next-page" href=(q.next(next)) { "Next " (PAGE_ROWS) " →" } }
         }
     }
 }
@@ -192,11 +246,12 @@ fn state_text(item: &Item) -> String {
     }
 }
 
-fn row(s: &ApiState, item: &Item, operator: bool, now: Ts) -> Markup {
+/// One alert's row; ages against `clock`.
+fn row(s: &ApiState, item: &Item, operator: bool, clock: Ts) -> Markup {
     let a = &item.episode.alert;
     // What the forms act on: a change made meanwhile refuses them (409).
     let version = item.lifecycle.as_ref().map_or(0, |l| l.revision);
-    let id = &a.alert_id;
+    let id = segment(&a.alert_id);
     let rep = item.episode.rep().unwrap_or("");
     let assigned = item.lifecycle.as_ref().and_then(|l| l.assigned_to.clone());
     let departed = s
@@ -208,12 +263,12 @@ fn row(s: &ApiState, item: &Item, operator: bool, now: Ts) -> Markup {
         None => a.rule.clone(),
     };
     html! {
-        tr id={ "alert-" (id) } data-state=(item.state.as_str()) {
+        tr id={ "alert-" (a.alert_id) } data-state=(item.state.as_str()) {
             td class="tier" { (a.tier) }
-            td { a href={ "/ui/customers/" (a.customer_id) } { (a.customer_id) } }
+            td { a href={ "/ui/customers/" (segment(&a.customer_id)) } { (a.customer_id) } }
             td { (rule) }
             td class="reason" { (a.reason) }
-            td { (when(item.episode.fired_at)) br; span class="note" { (age(item.episode.fired_at, now)) " ago" } }
+            td { (when(item.episode.fired_at)) br; span class="note" { (age(item.episode.fired_at, clock)) " ago" } }
             td { (item.episode.risk().map_or("–".to_string(), |r| r.to_string())) }
             td {
                 @match &assigned {
@@ -269,8 +324,8 @@ fn filters(q: &InboxQuery) -> Markup {
             } }
             label { "Rep" input name="rep" value=(v(&q.rep)) size="8"; }
             label { "State" select name="state" {
-                (opt(&q.state, "", "any")) (opt(&q.state, "open", "open")) (opt(&q.state, "acknowledged", "acknowledged"))
-                (opt(&q.state, "snoozed", "snoozed")) (opt(&q.state, "closed", "closed"))
+                (opt(&q.state, "", "needs work")) (opt(&q.state, "any", "any")) (opt(&q.state, "open", "open"))
+                (opt(&q.state, "acknowledged", "acknowledged")) (opt(&q.state, "snoozed", "snoozed")) (opt(&q.state, "closed", "closed"))
             } }
             label { "Sort" select name="sort" { (opt(&q.sort, "risk", "risk")) (opt(&q.sort, "tier", "tier")) (opt(&q.sort, "age", "age")) } }
             label { span { "Assigned to me" } input type="checkbox" name="mine" value="1" checked[q.mine.is_some()]; }
@@ -297,13 +352,14 @@ async fn inbox(
     layout(
         "Inbox",
         Some(&caller),
+        true,
         html! {
             h2 { "Firing alerts" }
             @if !i.inbox.is_caught_up() {
                 p class="departed" role="status" { "Catching up on the stored actions: actions are refused until then. Reload in a moment." }
             }
             (filters(&q))
-            div id="live-region" { (live_region(&s, &page, &caller, now)) }
+            div id="live-region" { (live_region(&s, &q, &page, &caller)) }
         },
     )
     .into_response()
@@ -317,7 +373,7 @@ async fn rows(
     let Some(i) = &s.inbox else { return no_inbox() };
     let now = now();
     match i.inbox.list(&q.filter(&caller), now) {
-        Ok(page) => live_region(&s, &page, &caller, now).into_response(),
+        Ok(page) => live_region(&s, &q, &page, &caller).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }
@@ -325,7 +381,7 @@ async fn rows(
 async fn overview(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
     let Some(i) = &s.inbox else { return no_inbox() };
     let o = i.inbox.overview(now());
-    layout("Overview", Some(&caller), html! {
+    layout("Overview", Some(&caller), false, html! {
         h2 { "Open alerts by tier and rule" }
         div class="table" { table {
             thead { tr { th { "Tier" } th { "Rule" } th { "Open" } } }
@@ -368,6 +424,7 @@ async fn customer(
             layout(
                 "Unknown customer",
                 Some(&caller),
+                false,
                 html! { p { "No customer " (id) " here." } },
             ),
         )
@@ -390,7 +447,7 @@ async fn customer(
     };
     let t = s.store.thresholds();
     let operator = caller.role == Role::Operator;
-    layout(&format!("Customer {id}"), Some(&caller), html! {
+    layout(&format!("Customer {id}"), Some(&caller), false, html! {
         h2 { "Customer " (id) }
         @if live.is_none() {
             p class="note" { "This instance does not hold this customer; the signals below are the latest its alerts carried." }
@@ -420,7 +477,7 @@ async fn customer(
                     ul { @for d in &l.history { li { (when(d.at)) " " strong { (d.by) } " " (d.action.name()) (action_detail(&d.action)) } } }
                 }
                 @if operator {
-                    form method="post" action={ "/ui/alerts/" (item.episode.alert.alert_id) "/notes" } {
+                    form method="post" action={ "/ui/alerts/" (segment(&item.episode.alert.alert_id)) "/notes" } {
                         input name="text" aria-label="Note" placeholder="Add a note" required size="40";
                         button type="submit" data-action="note" { "Add note" }
                     }
@@ -537,6 +594,7 @@ fn signin_page(error: Option<&str>) -> Markup {
     layout(
         "Sign in",
         None,
+        false,
         html! {
             h2 { "Sign in" }
             @if let Some(e) = error { p class="departed" role="alert" { (e) } }
@@ -588,4 +646,26 @@ async fn signout(State(access): State<Arc<Access>>) -> Response {
         Redirect::to("/signin"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_link_to_themselves_whatever_they_hold() {
+        assert_eq!(segment("a/b?c#d%e f"), "a%2Fb%3Fc%23d%25e%20f");
+        assert_eq!(segment("cust-1_2.3~"), "cust-1_2.3~");
+    }
+
+    #[test]
+    fn the_next_page_keeps_the_filters() {
+        let q = InboxQuery {
+            tier: Some("A".into()),
+            state: Some("any".into()),
+            rep: Some(String::new()),
+            ..InboxQuery::default()
+        };
+        assert_eq!(q.next("k 1"), "/?tier=A&state=any&cursor=k+1");
+    }
 }

@@ -104,6 +104,10 @@ pub struct Filter {
     pub rep: Option<String>,
     /// Lifecycle state (`open`, `acknowledged`, `snoozed`, `closed`).
     pub state: Option<State>,
+    /// Only what needs work: open or acknowledged (not snoozed, not
+    /// closed); the inbox page's default view.
+    #[serde(default)]
+    pub needs_work: bool,
     /// Assigned to this person.
     pub assigned_to: Option<String>,
     /// `risk` (default: highest first), `tier` (A first) or `age` (oldest first).
@@ -349,6 +353,7 @@ impl Inbox {
                     && f.rule.as_ref().is_none_or(|r| *r == a.rule)
                     && f.rep.as_ref().is_none_or(|r| Some(r.as_str()) == e.rep())
                     && f.state.is_none_or(|s| s == state)
+                    && (!f.needs_work || matches!(state, State::Open | State::Acknowledged))
                     && f.assigned_to.as_ref().is_none_or(|p| {
                         lifecycle
                             .as_ref()
