@@ -1933,3 +1933,75 @@ async fn a_customer_page_on_another_instance_sends_the_browser_to_the_owner() {
     a.handle.await.expect("join").expect("first");
     b.handle.await.expect("join").expect("second");
 }
+
+/// A lifecycle webhook never arrives before its alert's `firing` webhook:
+/// an endpoint added after an alert was acknowledged reads the actions
+/// topic (one record) and the alert topic (the firing deep in its
+/// partition) side by side, and still announces the firing first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_webhook_never_overtakes_its_alerts_firing() {
+    use churnwatch::config::{Role, TokenConfig};
+    use sha2::Digest;
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = mock_config(&brokers);
+    let op = "operator-token-7f3a";
+    config.http.tokens = vec![TokenConfig {
+        name: "retention-lead".into(),
+        role: Role::Operator,
+        token_file: None,
+        token_sha256: Some(hex::encode(sha2::Sha256::digest(op.as_bytes()))),
+    }];
+    // A population with many customers slipping at its end.
+    produce_lines(&config, &common::broker::population_lines(300, 4, 90)).await;
+    let stop = CancellationToken::new();
+    let first = spawn_run(&config, Store::default(), &stop).await;
+    // The newest firing: far into its alert-topic partition.
+    let list = format!("{}/api/v1/alerts?sort=age", first.api);
+    let listed = until_some(Duration::from_secs(60), || async {
+        let (_, v) = get_json(&list, op).await;
+        v["alerts"].as_array().filter(|a| a.len() >= 5).cloned()
+    })
+    .await
+    .expect("firing alerts in the inbox");
+    let id = listed.last().unwrap()["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ack = format!("{}/api/v1/alerts/{id}/ack", first.api);
+    let (status, record) = post_json(&ack, op, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{record}");
+    stop.cancel();
+    first.handle.await.expect("join").expect("service");
+
+    let (hook_url, hooks) = receiver(Behaviour::Ok).await;
+    config.webhooks = team_webhook(&hook_url);
+    config.webhooks[0].statuses = ["firing", "acknowledged"]
+        .iter()
+        .map(|s| serde_json::from_value(serde_json::json!(s)).unwrap())
+        .collect();
+    let stop = CancellationToken::new();
+    let second = spawn_run(&config, Store::default(), &stop).await;
+    let order = |hooks: &Arc<std::sync::Mutex<Vec<Received>>>| -> Vec<String> {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| verify(r))
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter(|v| v["alert_id"] == id.as_str())
+            .filter_map(|v| v["status"].as_str().map(str::to_string))
+            .collect()
+    };
+    let both = until_some(Duration::from_secs(60), || async {
+        (order(&hooks).len() >= 2).then_some(())
+    })
+    .await;
+    stop.cancel();
+    second.handle.await.expect("join").expect("service");
+    assert!(both.is_some(), "both announced: {:?}", order(&hooks));
+    assert_eq!(
+        order(&hooks),
+        ["firing", "acknowledged"],
+        "the firing first"
+    );
+}

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::instances::{Announcement, EVERY, Heard, Instances};
-use super::lifecycle::{Action, Lifecycle, Refused};
+use super::lifecycle::{Action, Lifecycle, Position, Refused};
 use super::{Inbox, Published};
 use crate::config::KafkaConfig;
 use crate::engine::event::Ts;
@@ -262,7 +262,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             m = readers.alerts.recv() => match m {
                 Ok(m) => match m.payload().map(serde_json::from_slice::<Published>) {
-                    Some(Ok(a)) => inbox.alert(a),
+                    Some(Ok(a)) => inbox.alert_at(a, Some(Position { partition: m.partition(), offset: m.offset() })),
                     Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "inbox: an alert record does not decode; skipped"),
                     None => {}
                 },

@@ -242,6 +242,19 @@ pub struct Lifecycle {
     /// action says it acts on.
     #[serde(default)]
     pub revision: u64,
+    /// Where the alert's firing record is on the alert topic (absent in
+    /// records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firing: Option<Position>,
+}
+
+/// A record's place on a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
 }
 
 impl Lifecycle {
@@ -259,6 +272,7 @@ impl Lifecycle {
             history: Vec::new(),
             updated_at: Ts(i64::MIN),
             revision: 0,
+            firing: None,
         }
     }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::engine::event::Ts;
-pub use lifecycle::{Action, CloseReason, Lifecycle, Refused, State};
+pub use lifecycle::{Action, CloseReason, Lifecycle, Position, Refused, State};
 
 /// An alert as published on the alert topic (the fields the inbox uses;
 /// unknown ones are ignored, so older and newer producers both read).
@@ -55,6 +55,11 @@ pub struct Episode {
     /// The latest transition seen.
     #[serde(flatten)]
     pub alert: Published,
+    /// Where its firing record is on the alert topic, when read from there:
+    /// its lifecycle records carry it, so a webhook endpoint announces no
+    /// action before the firing.
+    #[serde(skip)]
+    pub firing_record: Option<Position>,
 }
 
 impl Episode {
@@ -215,6 +220,11 @@ impl Inbox {
 
     /// Takes in one alert from the alert topic (duplicates are harmless).
     pub fn alert(&self, a: Published) {
+        self.alert_at(a, None);
+    }
+
+    /// [`Inbox::alert`] for a record read at `position` of the alert topic.
+    pub fn alert_at(&self, a: Published, position: Option<Position>) {
         let id = a.alert_id.clone();
         let firing = a.status == "firing";
         {
@@ -224,9 +234,11 @@ impl Inbox {
                 fired_at: a.at,
                 resolved_at: None,
                 alert: a.clone(),
+                firing_record: None,
             });
             if firing {
                 e.fired_at = e.fired_at.min(a.at);
+                e.firing_record = e.firing_record.or(position);
             } else {
                 e.resolved_at = Some(a.at);
             }
@@ -279,6 +291,7 @@ impl Inbox {
             l.customer_id.clone_from(&e.alert.customer_id);
             l.rule.clone_from(&e.alert.rule);
             l.tier.clone_from(&e.alert.tier);
+            l.firing = l.firing.or(e.firing_record);
         }
         l
     }

@@ -38,7 +38,7 @@ use crate::config::{Delivered, KafkaConfig, WebhookConfig};
 use crate::engine::alert::Status;
 use crate::engine::rule::Rule;
 use crate::engine::tier::Tier;
-use crate::inbox::Lifecycle;
+use crate::inbox::{Lifecycle, Position};
 use crate::kafka::client::{Role, client_config};
 use crate::kafka::source::{InputConsumer, SourceContext};
 use crate::metrics::{DeliveryOutcome, Metrics};
@@ -114,12 +114,132 @@ pub fn backoff(n: u32, initial: Duration, max: Duration, jitter: f64) -> Duratio
     exp.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
 }
 
+/// The topics an endpoint reads.
+struct Topics {
+    alerts: String,
+    actions: String,
+}
+
+/// Lifecycle events waiting for their alert's firing, per actions
+/// partition in offset order: (partition, offset, job; `None` for a record
+/// this endpoint does not announce, which still waits its turn).
+#[derive(Default)]
+struct Held(std::collections::VecDeque<(i32, i64, Option<Job>)>);
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn push(&mut self, partition: i32, offset: i64, job: Option<Job>) {
+        self.0.push_back((partition, offset, job));
+    }
+
+    /// Whether something of actions `partition` waits.
+    fn waits(&self, partition: i32) -> bool {
+        self.0.iter().any(|(p, ..)| *p == partition)
+    }
+
+    /// The alert-topic partitions the held events wait on.
+    fn partitions(&self) -> Vec<i32> {
+        let mut p: Vec<i32> = self
+            .0
+            .iter()
+            .filter_map(|(_, _, j)| j.as_ref()?.after.map(|a| a.partition))
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
+    /// The first held event, per actions partition, whose firing `passed`.
+    fn ready(&self, passed: &impl Fn(Option<Position>) -> bool) -> Option<(i32, i64)> {
+        let mut seen = Vec::new();
+        for (p, o, job) in &self.0 {
+            if seen.contains(p) {
+                continue;
+            }
+            seen.push(*p);
+            if passed(job.as_ref().and_then(|j| j.after)) {
+                return Some((*p, *o));
+            }
+        }
+        None
+    }
+
+    /// Removes and returns the first held event of `partition`.
+    fn take(&mut self, partition: i32) -> Option<Option<Job>> {
+        let i = self.0.iter().position(|(p, ..)| *p == partition)?;
+        self.0.remove(i).map(|(_, _, j)| j)
+    }
+}
+
+/// Whether this consumer has read past `after` on the alert topic (no
+/// position to wait for counts as passed).
+fn passed(consumer: &InputConsumer, alerts: &str, after: Option<Position>) -> bool {
+    let Some(after) = after else { return true };
+    consumer
+        .position()
+        .ok()
+        .and_then(|tpl| {
+            tpl.find_partition(alerts, after.partition)
+                .map(|e| e.offset())
+        })
+        .is_some_and(|at| matches!(at, rdkafka::Offset::Offset(o) if o > after.offset))
+}
+
+/// The group's committed offsets on the alert topic's `partitions`
+/// (held by other instances too), asked on a blocking thread.
+async fn committed(
+    consumer: &Arc<InputConsumer>,
+    alerts: &str,
+    partitions: Vec<i32>,
+) -> Vec<(i32, i64)> {
+    let (consumer, alerts) = (consumer.clone(), alerts.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition(&alerts, *p);
+        }
+        consumer
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Pauses (or resumes) one actions partition.
+fn pause(consumer: &InputConsumer, topic: &str, partition: i32, paused: bool) {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let done = match paused {
+        true => consumer.pause(&tpl),
+        false => consumer.resume(&tpl),
+    };
+    if let Err(e) = done {
+        tracing::debug!(error = %e, partition, "actions partition not paused or resumed (revoked)");
+    }
+}
+
 /// One alert on its way to one endpoint.
 pub struct Job {
     webhook_id: String,
     body: Vec<u8>,
     /// When the alert was produced (Unix ms): `retry_for` counts from here.
     produced_ms: i64,
+    /// The alert-topic record (the alert's firing) this job may not
+    /// overtake: a lifecycle event is never announced before its alert.
+    after: Option<Position>,
 }
 
 /// The fields of an alert record an endpoint's filter reads.
@@ -181,8 +301,11 @@ pub fn start(
             topics.push(&kafka.actions_topic);
         }
         consumer.subscribe(&topics).map_err(consumer_error)?;
-        let actions_topic = kafka.actions_topic.clone();
-        tracker.spawn(endpoint.consume(consumer, actions_topic, stop.clone()));
+        let topics = Topics {
+            alerts: kafka.alert_topic.clone(),
+            actions: kafka.actions_topic.clone(),
+        };
+        tracker.spawn(endpoint.consume(consumer, topics, stop.clone()));
     }
     Ok(())
 }
@@ -241,6 +364,7 @@ impl Endpoint {
                 webhook_id: format!("{}-{}", head.alert_id, head.status.as_str()),
                 body: payload.to_vec(),
                 produced_ms,
+                after: None,
             })
     }
 
@@ -277,26 +401,33 @@ impl Endpoint {
             webhook_id: format!("{}-{status}-{}", record.alert_id, record.history.len()),
             body: serde_json::to_vec(&body).ok()?,
             produced_ms,
+            after: record.firing,
         })
     }
 
     /// Delivers the alert topic's records in order, storing each offset
-    /// once its alert is settled, until `stop`.
-    async fn consume(
-        self,
-        consumer: InputConsumer,
-        actions_topic: String,
-        stop: CancellationToken,
-    ) {
+    /// once its alert is settled, until `stop`. A lifecycle event whose
+    /// alert's firing this endpoint's group has not settled yet waits, its
+    /// actions partition paused (so no later offset is stored before it),
+    /// until the group's position on the alert topic has passed that firing
+    /// (here, or committed by the instance that holds that partition).
+    async fn consume(self, consumer: InputConsumer, topics: Topics, stop: CancellationToken) {
         let consumer = Arc::new(consumer);
-        let mut depth = tokio::time::interval(Duration::from_secs(1));
+        let mut held = Held::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let m = tokio::select! {
                 m = consumer.recv() => m,
-                _ = depth.tick() => {
+                _ = tick.tick() => {
                     let lag: i64 = consumer.context().lags().values().sum();
                     self.metrics
                         .webhook_queue_depth(&self.config.name, usize::try_from(lag).unwrap_or(0));
+                    if !held.is_empty() {
+                        let passed = committed(&consumer, &topics.alerts, held.partitions()).await;
+                        if !self.release(&consumer, &topics, &mut held, &passed, &stop).await {
+                            break;
+                        }
+                    }
                     continue;
                 }
                 _ = stop.cancelled() => break,
@@ -313,11 +444,21 @@ impl Endpoint {
                 .to_millis()
                 .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             let payload = m.payload().unwrap_or_default();
-            let job = if m.topic() == actions_topic {
-                self.lifecycle_job(payload, produced_ms)
-            } else {
-                self.job(payload, produced_ms)
+            let lifecycle = m.topic() == topics.actions;
+            let job = match lifecycle {
+                true => self.lifecycle_job(payload, produced_ms),
+                false => self.job(payload, produced_ms),
             };
+            if lifecycle
+                && (held.waits(m.partition())
+                    || job
+                        .as_ref()
+                        .is_some_and(|j| !passed(&consumer, &topics.alerts, j.after)))
+            {
+                pause(&consumer, &topics.actions, m.partition(), true);
+                held.push(m.partition(), m.offset(), job);
+                continue;
+            }
             let settled = match job {
                 Some(job) => self.deliver(&job, &stop).await,
                 None => true,
@@ -328,8 +469,55 @@ impl Endpoint {
             if let Err(e) = consumer.store_offset_from_message(&m) {
                 tracing::debug!(endpoint = %self.config.name, error = %e, "offset not stored (partition revoked)");
             }
+            if !lifecycle
+                && !held.is_empty()
+                && !self
+                    .release(&consumer, &topics, &mut held, &[], &stop)
+                    .await
+            {
+                break;
+            }
         }
         crate::kafka::source::commit_stored(consumer).await;
+    }
+
+    /// Delivers the held lifecycle events whose firing has been passed
+    /// (by this consumer, or in `committed`), in offset order per actions
+    /// partition, resuming a partition once nothing of it waits. False when
+    /// stopped during a delivery.
+    async fn release(
+        &self,
+        consumer: &InputConsumer,
+        topics: &Topics,
+        held: &mut Held,
+        committed: &[(i32, i64)],
+        stop: &CancellationToken,
+    ) -> bool {
+        let passed_now = |after: Option<Position>| {
+            passed(consumer, &topics.alerts, after)
+                || after.is_some_and(|p| {
+                    committed
+                        .iter()
+                        .any(|&(q, o)| q == p.partition && o > p.offset)
+                })
+        };
+        while let Some((partition, offset)) = held.ready(&passed_now) {
+            let Some(job) = held.take(partition) else {
+                continue;
+            };
+            if let Some(job) = job
+                && !self.deliver(&job, stop).await
+            {
+                return false;
+            }
+            if let Err(e) = consumer.store_offset(&topics.actions, partition, offset) {
+                tracing::debug!(endpoint = %self.config.name, error = %e, "offset not stored (partition revoked)");
+            }
+            if !held.waits(partition) {
+                pause(consumer, &topics.actions, partition, false);
+            }
+        }
+        true
     }
 
     /// Attempts until delivered or dead-lettered (true), or stopped while
