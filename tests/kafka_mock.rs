@@ -1157,9 +1157,10 @@ async fn webhooks_survive_a_kill_during_an_endpoint_outage() {
     );
 }
 
-/// Polls the async `probe` until it says yes or `limit` passes.
+/// Polls the async `probe` each `every` until it says yes or `limit` passes.
 async fn eventually_async<F: std::future::Future<Output = Option<bool>>>(
     limit: Duration,
+    every: Duration,
     mut probe: impl FnMut() -> F,
 ) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -1167,7 +1168,7 @@ async fn eventually_async<F: std::future::Future<Output = Option<bool>>>(
         if probe().await == Some(true) {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(every).await;
     }
     false
 }
@@ -1245,15 +1246,36 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
             metric_value(&text, "churnwatch_watermark_timestamp_seconds", &[]).map(|w| w > since)
         }
     };
+    // Events this process has applied (its counters start at zero).
+    let applied = |api: String| async move {
+        let text = try_scrape(&api).await?;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+        Some(
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == "churnwatch_events_total" && s.labels.get("outcome") == Some("applied"))
+                .filter_map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) => Some(v),
+                    _ => None,
+                })
+                .sum::<f64>(),
+        )
+    };
     let mut child = start();
     let mut kills = 0;
     while kills < 2 {
         let started = chrono::Utc::now().timestamp() as f64;
-        let assigned =
-            common::broker::ready(&format!("{api}/readyz"), Duration::from_secs(60)).await;
-        assert!(assigned, "the instance was assigned its partitions");
-        // A random point inside the backlog (seconds of work).
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_200))).await;
+        // A random point inside the backlog: once this process has applied
+        // that many events and is not yet caught up (a kill after readiness
+        // would land after the backlog, as readiness waits for the inbox).
+        let point = f64::from(rng.random_range(1_000..(lines.len() as u32 / 3)));
+        let reached = eventually_async(Duration::from_secs(60), Duration::from_millis(10), || {
+            let api = api.clone();
+            async move { applied(api).await.map(|n| n >= point) }
+        })
+        .await;
+        assert!(reached, "the instance started applying its backlog");
         if caught_up(started).await == Some(true) {
             break;
         }
@@ -1262,7 +1284,7 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
         kills += 1;
     }
     let restarted = chrono::Utc::now().timestamp() as f64;
-    let finished = eventually_async(Duration::from_secs(90), || caught_up(restarted)).await;
+    let finished = eventually_async(Duration::from_secs(90), Duration::from_millis(250), || caught_up(restarted)).await;
     let records = read_topic(&brokers, "churn-alerts");
     child.kill();
     assert_eq!(kills, 2, "killed twice mid-stream");
