@@ -1249,12 +1249,16 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
     // Events this process has applied (its counters start at zero).
     let applied = |api: String| async move {
         let text = try_scrape(&api).await?;
-        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
         Some(
             scrape
                 .samples
                 .iter()
-                .filter(|s| s.metric == "churnwatch_events_total" && s.labels.get("outcome") == Some("applied"))
+                .filter(|s| {
+                    s.metric == "churnwatch_events_total"
+                        && s.labels.get("outcome") == Some("applied")
+                })
                 .filter_map(|s| match s.value {
                     prometheus_parse::Value::Counter(v) => Some(v),
                     _ => None,
@@ -1284,7 +1288,10 @@ async fn wall_clock_kill_9_twice_never_refires_an_open_episode_under_a_new_id() 
         kills += 1;
     }
     let restarted = chrono::Utc::now().timestamp() as f64;
-    let finished = eventually_async(Duration::from_secs(90), Duration::from_millis(250), || caught_up(restarted)).await;
+    let finished = eventually_async(Duration::from_secs(90), Duration::from_millis(250), || {
+        caught_up(restarted)
+    })
+    .await;
     let records = read_topic(&brokers, "churn-alerts");
     child.kill();
     assert_eq!(kills, 2, "killed twice mid-stream");
