@@ -41,6 +41,28 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// Local partition snapshots (`run`).
     pub state: StateConfig,
+    /// The retention inbox (`run`, `demo`).
+    pub inbox: InboxConfig,
+}
+
+/// `[inbox]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxConfig {
+    /// How long a resolved episode stays in the inbox (and its lifecycle
+    /// on the actions topic) after it resolved, counted on the alerts'
+    /// own clock (the newest transition seen); then it is dropped and its
+    /// record tombstoned. Episodes still firing, closed or not, are kept.
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            keep: Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 /// `[state]`.
@@ -1081,6 +1103,9 @@ impl Config {
             );
         }
         let minute = Duration::from_secs(60);
+        if self.inbox.keep < minute || self.inbox.keep > Duration::from_secs(10 * 365 * 86_400) {
+            return invalid("inbox.keep", "must be between 1 minute and 10 years");
+        }
         for (key, d) in [
             ("tiers.window", t.window),
             ("windows.frequency", self.windows.frequency),

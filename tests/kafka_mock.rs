@@ -2034,3 +2034,202 @@ async fn a_lifecycle_webhook_never_overtakes_its_alerts_firing() {
         "the firing first"
     );
 }
+
+/// Gives `config` one operator token; returns it.
+fn with_operator(config: &mut churnwatch::config::Config) -> &'static str {
+    use sha2::Digest;
+    let secret = "operator-token-5be1";
+    config.http.tokens = vec![churnwatch::config::TokenConfig {
+        name: "retention-lead".into(),
+        role: churnwatch::config::Role::Operator,
+        token_file: None,
+        token_sha256: Some(hex::encode(sha2::Sha256::digest(secret))),
+    }];
+    secret
+}
+
+/// The ids of the firing alerts `api` lists, once it lists any.
+async fn firing_ids(api: &str, token: &str) -> Vec<String> {
+    until_some(Duration::from_secs(60), || async {
+        let (_, v) = get_json(&format!("{api}/api/v1/alerts?limit=1000"), token).await;
+        v["alerts"].as_array().filter(|a| !a.is_empty()).map(|a| {
+            a.iter()
+                .filter_map(|x| x["alert_id"].as_str().map(str::to_string))
+                .collect()
+        })
+    })
+    .await
+    .expect("firing alerts in the inbox")
+}
+
+/// An episode recorded once, whose firing record is not on the alert topic
+/// a later instance reads (it starts on a fresh one, as after retention
+/// deleted the record), is still in that instance's inbox: listed, acted
+/// on and closed. Old code built the inbox from the alert topic alone: 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_whose_firing_left_the_alert_topic_is_still_in_a_new_inbox() {
+    let (cluster, brokers) = cluster_with_topics(3);
+    let mut config = mock_config(&brokers);
+    let op = with_operator(&mut config);
+    produce_lines(&config, &scenario_lines()).await;
+    let stop = CancellationToken::new();
+    let first = spawn_run(&config, Store::default(), &stop).await;
+    let ids = firing_ids(&first.api, op).await;
+    let id = ids[0].clone();
+    // The holder keeps the episode in its lifecycle record.
+    let kept = until_some(Duration::from_secs(30), || async {
+        read_topic(&brokers, &config.kafka.actions_topic)
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).ok())
+            .any(|v| v["episode"]["alert_id"] == id.as_str() && v["quiet"] == true)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        kept.is_some(),
+        "the episode was kept in its record, quietly"
+    );
+    stop.cancel();
+    first.handle.await.expect("join").expect("service");
+
+    cluster
+        .create_topic("churn-alerts-fresh", 3, 1)
+        .expect("topic");
+    config.kafka.alert_topic = "churn-alerts-fresh".into();
+    let stop = CancellationToken::new();
+    let second = spawn_run(&config, Store::default(), &stop).await;
+    let url = format!("{}/api/v1/alerts/{id}", second.api);
+    let back = until_some(Duration::from_secs(60), || async {
+        let (s, v) = get_json(&url, op).await;
+        (s == 200).then_some(v)
+    })
+    .await
+    .expect("the episode is rebuilt from the actions topic");
+    assert_eq!(back["state"], "open", "{back}");
+    assert!(
+        firing_ids(&second.api, op).await.contains(&id),
+        "and listed"
+    );
+    let act = |verb: &str| format!("{url}/{verb}");
+    let (status, record) = post_json(&act("ack"), op, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{record}");
+    let (status, record) =
+        post_json(&act("close"), op, serde_json::json!({"reason": "won_back"})).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(get_json(&url, op).await.1["state"], "closed");
+    stop.cancel();
+    second.handle.await.expect("join").expect("service");
+    let refired = parse_alerts(&read_topic(&brokers, "churn-alerts-fresh"))
+        .iter()
+        .any(|a| a["alert_id"] == id.as_str());
+    assert!(!refired, "the fresh alert topic never carried it");
+}
+
+/// Two instances acknowledge and close the same alerts at the same moment,
+/// each on the revision it saw. Every action answered 200 is in the record
+/// every instance ends on, running or restarted; one that no longer goes
+/// (stale, or an ack that lost the race to the close) is answered 409.
+/// Old code answered both 200 when they crossed and kept only the later
+/// record: a 200 action was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_acknowledging_and_closing_at_once_converge() {
+    let (_cluster, brokers) = cluster_with_topics(3);
+    let mut config = mock_config(&brokers);
+    let op = with_operator(&mut config);
+    produce_lines(&config, &common::broker::population_lines(300, 4, 90)).await;
+    let stop = CancellationToken::new();
+    let a = spawn_run(&config, Store::default(), &stop).await;
+    let b = spawn_run(&config, Store::default(), &stop).await;
+    let ids: Vec<String> = firing_ids(&a.api, op).await.into_iter().take(12).collect();
+    // Both have caught up on the same revisions.
+    for id in &ids {
+        let seen = until_some(Duration::from_secs(60), || async {
+            let (s, v) = get_json(&format!("{}/api/v1/alerts/{id}", b.api), op).await;
+            (s == 200).then_some(v)
+        })
+        .await;
+        assert!(seen.is_some(), "{id} is in both inboxes");
+    }
+    let race: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (one, ack, close) = (
+                format!("{}/api/v1/alerts/{id}", a.api),
+                format!("{}/api/v1/alerts/{id}/ack", a.api),
+                format!("{}/api/v1/alerts/{id}/close", b.api),
+            );
+            let id = id.clone();
+            tokio::spawn(async move {
+                let (_, now) = get_json(&one, op).await;
+                let version = now["lifecycle"]["revision"].as_u64().unwrap_or(0);
+                let (ack, close) = tokio::join!(
+                    post_json(&ack, op, serde_json::json!({"version": version})),
+                    post_json(
+                        &close,
+                        op,
+                        serde_json::json!({"reason": "lost", "version": version})
+                    ),
+                );
+                (id, ack.0, close.0)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in race {
+        answers.push(r.await.expect("join"));
+    }
+    let history = |v: &serde_json::Value| -> Vec<String> {
+        v["lifecycle"]["history"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .filter_map(|d| d["action"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ids = &ids;
+    let state_on = |api: String| async move {
+        let mut out = Vec::new();
+        for id in ids {
+            let (_, v) = get_json(&format!("{api}/api/v1/alerts/{id}"), op).await;
+            out.push((
+                id.clone(),
+                v["state"].as_str().unwrap_or_default().to_string(),
+                history(&v),
+            ));
+        }
+        out
+    };
+    let settled = until_some(Duration::from_secs(30), || async {
+        let (on_a, on_b) = (state_on(a.api.clone()).await, state_on(b.api.clone()).await);
+        (on_a == on_b).then_some(on_a)
+    })
+    .await
+    .expect("the running instances agree");
+    stop.cancel();
+    a.handle.await.expect("join").expect("service");
+    b.handle.await.expect("join").expect("service");
+    let stop = CancellationToken::new();
+    let c = spawn_run(&config, Store::default(), &stop).await;
+    let restarted = until_some(Duration::from_secs(60), || async {
+        let on_c = state_on(c.api.clone()).await;
+        on_c.iter().all(|(_, s, _)| !s.is_empty()).then_some(on_c)
+    })
+    .await
+    .expect("the restarted instance lists them");
+    stop.cancel();
+    c.handle.await.expect("join").expect("service");
+    assert_eq!(restarted, settled, "restarted and running instances agree");
+    // A 200 is in the record, a 409 (stale, or lost the race) is not.
+    for ((id, ack, close), (_, state, actions)) in answers.iter().zip(&settled) {
+        let count = |name: &str| actions.iter().filter(|a| *a == name).count();
+        assert!(*ack == 200 || *close == 200, "{id}: one of them goes");
+        assert_eq!(
+            (count("ack"), count("close")),
+            (usize::from(*ack == 200), usize::from(*close == 200)),
+            "{id}: ack {ack}, close {close}, record {actions:?}"
+        );
+        assert_eq!(state == "closed", *close == 200, "{id}: {state}");
+    }
+}

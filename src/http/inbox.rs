@@ -262,7 +262,9 @@ pub(crate) async fn perform(
             Ok(record)
         }
         Err(ActError::UnknownAlert) => Err(error(StatusCode::NOT_FOUND, "unknown alert")),
-        Err(e @ ActError::Refused(_)) => Err(error(StatusCode::CONFLICT, e)),
+        Err(e @ (ActError::Refused(_) | ActError::Conflict(_))) => {
+            Err(error(StatusCode::CONFLICT, e))
+        }
         Err(e @ (ActError::NotStored(_) | ActError::CatchingUp)) => {
             Err(error(StatusCode::SERVICE_UNAVAILABLE, e))
         }

@@ -205,7 +205,15 @@ pub struct Feed {
     pub announcer: Option<Announcer>,
     /// Counts announcements naming an address outside `http.peers`.
     pub untrusted: Option<prometheus::IntCounter>,
+    /// `inbox.keep`.
+    pub keep: Duration,
 }
+
+/// Episodes written into their records per second, at most: a first
+/// start over a long alert topic catches up without flooding the broker.
+const KEEP_PER_SECOND: usize = 200;
+/// How often episodes resolved beyond `inbox.keep` are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// How long a lifecycle record or an announcement may take to be
 /// acknowledged before it counts as not stored.
@@ -216,11 +224,13 @@ fn wall_now() -> Ts {
 }
 
 /// Feeds the inbox until `stop`: alerts and lifecycle records as they
-/// come, the instances' announcements, and every second the snoozes that
-/// ran out (announced as `reopened`; the instance that `holds` the customer
-/// writes the reopen record that webhook endpoints hear of, so one instance
-/// does, whichever partitions move). Every [`EVERY`] it announces itself
-/// with the partitions `assigned` gives, and says it is gone when stopped.
+/// come, the instances' announcements, and once caught up, every second,
+/// the snoozes that ran out (announced as `reopened`). The instance that
+/// `holds` a customer writes its records: the reopens webhook endpoints
+/// hear of, the episodes its records do not keep yet, and the tombstones
+/// of episodes resolved beyond `inbox.keep` (every [`SWEEP_EVERY`]). Every
+/// [`EVERY`] it announces itself with the partitions `assigned` gives, and
+/// says it is gone when stopped.
 /// A record that does not decode is logged and skipped: the inbox is a
 /// view, the topics stay the record.
 pub async fn run(
@@ -230,6 +240,7 @@ pub async fn run(
     assigned: impl Fn() -> Vec<i32>,
     stop: CancellationToken,
 ) {
+    feed.inbox.reads_actions();
     let Some(mut readers) = measured(readers, &stop).await else {
         return;
     };
@@ -239,6 +250,7 @@ pub async fn run(
         instances,
         announcer,
         untrusted,
+        keep,
     } = feed;
     let me = announcer
         .as_ref()
@@ -248,7 +260,11 @@ pub async fn run(
     wake.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut announce = tokio::time::interval(EVERY);
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut since = wall_now();
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The holder's record writes (keeps, tombstones), one batch at a time.
+    let mut keeping: Option<tokio::task::JoinHandle<()>> = None;
+    let mut dropped: Vec<(String, String)> = Vec::new();
     let mut catching_up = true;
     loop {
         if catching_up && !readers.catching_up() {
@@ -269,17 +285,25 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "inbox: alert topic reader"),
             },
             m = readers.actions.recv() => match m {
-                Ok(m) => match m.payload().map(serde_json::from_slice::<Lifecycle>) {
-                    Some(Ok(mut l)) => {
-                        // A record dated ahead (a forged one, a host's clock)
-                        // must not push every later action into its past.
-                        let latest = Ts(wall_now().0 + super::instances::SKEW.as_millis() as i64);
-                        l.updated_at = l.updated_at.min(latest);
-                        inbox.lifecycle(l, m.offset());
+                Ok(m) => {
+                    match m.payload().map(serde_json::from_slice::<Lifecycle>) {
+                        Some(Ok(mut l)) => {
+                            // A record dated ahead (a forged one, a host's clock)
+                            // must not push every later action into its past.
+                            let latest = Ts(wall_now().0 + super::instances::SKEW.as_millis() as i64);
+                            l.updated_at = l.updated_at.min(latest);
+                            inbox.lifecycle(l, m.offset());
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "inbox: an actions record does not decode; skipped"),
+                        None => {
+                            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                                inbox.tombstone(key, m.offset());
+                            }
+                        }
                     }
-                    Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "inbox: an actions record does not decode; skipped"),
-                    None => {}
-                },
+                    inbox.read_to(m.partition(), m.offset() + 1);
+                    actions.moved();
+                }
                 Err(e) => tracing::warn!(error = %e, "inbox: actions topic reader"),
             },
             m = next_of(readers.instances.as_ref()) => match m {
@@ -308,9 +332,29 @@ pub async fn run(
                     a.say(Some(assigned())).await;
                 }
             }
-            _ = wake.tick() => {
+            _ = sweep.tick(), if !catching_up => {
+                dropped.extend(inbox.sweep(keep).into_iter().filter(|(_, c)| holds(c)));
+            }
+            _ = wake.tick(), if !catching_up => {
+                if keeping.as_ref().is_none_or(|k| k.is_finished()) {
+                    let keeps = inbox.unkept(KEEP_PER_SECOND, &holds);
+                    let forgets: Vec<String> = dropped.drain(..dropped.len().min(KEEP_PER_SECOND)).map(|(id, _)| id).collect();
+                    let actions = actions.clone();
+                    keeping = Some(tokio::spawn(async move {
+                        for id in keeps {
+                            if let Err(e) = actions.keep(&id).await {
+                                tracing::warn!(alert_id = %id, error = %e, "inbox: the episode was not kept in its record; trying again");
+                            }
+                        }
+                        for id in forgets {
+                            if let Err(e) = actions.forget(&id).await {
+                                tracing::warn!(alert_id = %id, error = %e, "inbox: the tombstone of an old episode was not stored");
+                            }
+                        }
+                    }));
+                }
                 let now = wall_now();
-                for (id, customer) in inbox.wake(since, now) {
+                for (id, customer) in inbox.wake(now) {
                     tracing::info!(alert_id = %id, "snooze ran out; the alert is open again");
                     if holds(&customer) {
                         // Off the feed loop: a slow broker must not hold the
@@ -324,9 +368,11 @@ pub async fn run(
                         });
                     }
                 }
-                since = now;
             }
         }
+    }
+    if let Some(k) = keeping {
+        k.abort();
     }
     if let Some(a) = &announcer {
         a.say(None).await;
@@ -352,6 +398,10 @@ pub enum ActError {
     /// The lifecycle refused it.
     #[error(transparent)]
     Refused(#[from] Refused),
+    /// Another instance stored an action on the same revision at the same
+    /// moment, and this one does not go with it: the other stands.
+    #[error("another action on this alert was stored at the same moment: {0}")]
+    Conflict(Refused),
     /// The view has not read the stored lifecycles yet.
     #[error("the inbox is catching up on the actions topic; try again in a moment")]
     CatchingUp,
@@ -360,14 +410,30 @@ pub enum ActError {
     NotStored(String),
 }
 
-/// Writes actions to the actions topic.
+/// Writes lifecycle records to the actions topic.
+///
+/// Compaction keeps a key's record at the latest offset, so that is the
+/// rule everywhere. Two instances writing one alert at once would each
+/// build on the record before, and the later would silently drop the
+/// other's action: so each record names its `base`, and a writer waits
+/// until it has read back its own record; if another was stored between
+/// its base and it, and its own is the latest, it applies its change again
+/// on top of the other's (or, when the change no longer goes, restores the
+/// other's record and says so with a conflict). Two concurrent writers
+/// always end on one record holding both changes or the first; more at
+/// once are settled pairwise the same way.
 pub struct Actions {
     producer: FutureProducer,
     topic: String,
     inbox: Arc<Inbox>,
-    /// One action at a time: each is applied to the record the last left.
+    /// One write at a time here: each is applied to the record the last left.
     writing: tokio::sync::Mutex<()>,
+    /// Woken each time the actions reader moves on.
+    read: Arc<tokio::sync::Notify>,
 }
+
+/// How many times a write is applied again on top of concurrent ones.
+const REBASES: usize = 3;
 
 impl Actions {
     /// A writer for `config.actions_topic`.
@@ -381,6 +447,7 @@ impl Actions {
             topic: config.actions_topic.clone(),
             inbox,
             writing: tokio::sync::Mutex::new(()),
+            read: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -409,13 +476,121 @@ impl Actions {
         {
             return Err(Refused::NotFiring.into());
         }
-        let mut record = self.inbox.lifecycle_of(alert_id);
+        let (record, base) = self.inbox.watch(alert_id);
         if let Some(v) = version.filter(|v| *v != record.revision) {
+            self.inbox.unwatch(alert_id);
             tracing::debug!(alert_id, asked = v, "a stale action");
             return Err(Refused::Stale(record.revision).into());
         }
-        record.apply(action, by, now)?;
-        let body = serde_json::to_vec(&record).map_err(|e| ActError::NotStored(e.to_string()))?;
+        self.store(alert_id, record, base, |mut r| {
+            r.apply(action.clone(), by, now)?;
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Writes the episode of `alert_id` into its record, if the record
+    /// does not keep it yet (quietly: no webhook hears of it).
+    pub async fn keep(&self, alert_id: &str) -> Result<(), ActError> {
+        let _one = self.writing.lock().await;
+        if self.inbox.to_keep(alert_id).is_none() {
+            return Ok(());
+        }
+        let (record, base) = self.inbox.watch(alert_id);
+        self.store(alert_id, record, base, |r| Ok(r.keeping()))
+            .await
+            .map(drop)
+    }
+
+    /// Stores a tombstone for `alert_id`: compaction forgets its record.
+    pub async fn forget(&self, alert_id: &str) -> Result<(), ActError> {
+        let send = self.producer.send(
+            FutureRecord::<str, [u8]>::to(&self.topic).key(alert_id),
+            STORE_WITHIN,
+        );
+        tokio::time::timeout(STORE_WITHIN, send)
+            .await
+            .map_err(|_| ActError::NotStored("not acknowledged in time".into()))?
+            .map_err(|(e, _)| ActError::NotStored(e.to_string()))
+            .map(drop)
+    }
+
+    /// Stores `change` of `record` (read at offset `base`, being watched),
+    /// checking for concurrent writers as the type's doc says.
+    async fn store(
+        &self,
+        alert_id: &str,
+        mut record: Lifecycle,
+        mut base: Option<i64>,
+        change: impl Fn(Lifecycle) -> Result<Lifecycle, Refused>,
+    ) -> Result<Lifecycle, ActError> {
+        let mut first = true;
+        let mut refused: Option<Refused>;
+        for _ in 0..=REBASES {
+            let mut next = match change(record.clone()) {
+                Ok(next) => {
+                    refused = None;
+                    next
+                }
+                Err(e) if first => {
+                    self.inbox.unwatch(alert_id);
+                    return Err(e.into());
+                }
+                // The other change stands: it is written back, on top.
+                Err(e) => {
+                    refused = Some(e);
+                    let mut back = record.clone();
+                    back.quiet = true;
+                    back
+                }
+            };
+            next.base = base;
+            let at = match self.send(alert_id, &next).await {
+                Ok(at) => at,
+                Err(e) => {
+                    self.inbox.unwatch(alert_id);
+                    return Err(e);
+                }
+            };
+            self.inbox.lifecycle(next.clone(), at.offset);
+            self.read_back(at).await;
+            let (seen, held) = self.inbox.unwatch(alert_id);
+            let missed = seen
+                .into_iter()
+                .filter(|(o, _)| base.is_none_or(|b| *o > b) && *o < at.offset)
+                .max_by_key(|(o, _)| *o);
+            match missed {
+                // Ours is the latest and missed another: build on that one.
+                Some((o, other)) if held == Some(at.offset) => {
+                    tracing::info!(
+                        alert_id,
+                        ours = at.offset,
+                        theirs = o,
+                        "inbox: a concurrent write; applying this one again on top of it"
+                    );
+                    record = other;
+                    base = Some(at.offset);
+                    first = false;
+                    self.inbox.watch(alert_id);
+                }
+                _ => {
+                    return match refused {
+                        Some(e) => Err(ActError::Conflict(e)),
+                        None => Ok(next),
+                    };
+                }
+            }
+        }
+        tracing::warn!(
+            alert_id,
+            "inbox: writes kept crossing; the latest stored one stands"
+        );
+        Ok(self.inbox.lifecycle_of(alert_id))
+    }
+
+    /// Produces `record`; where it was stored.
+    async fn send(&self, alert_id: &str, record: &Lifecycle) -> Result<Position, ActError> {
+        let body = serde_json::to_vec(record).map_err(|e| ActError::NotStored(e.to_string()))?;
         let send = self.producer.send(
             FutureRecord::to(&self.topic).key(alert_id).payload(&body),
             STORE_WITHIN,
@@ -424,7 +599,40 @@ impl Actions {
             .await
             .map_err(|_| ActError::NotStored("not acknowledged in time".into()))?
             .map_err(|(e, _)| ActError::NotStored(e.to_string()))?;
-        self.inbox.lifecycle(record.clone(), stored.offset);
-        Ok(record)
+        Ok(Position {
+            partition: stored.partition,
+            offset: stored.offset,
+        })
+    }
+
+    /// Waits (bounded) until the actions reader has read past `at`, so
+    /// every record stored before it has been seen (at once, when no feed
+    /// reads the topic into the view: nothing to check against).
+    async fn read_back(&self, at: Position) {
+        if !self.inbox.is_read() {
+            return;
+        }
+        let waited = tokio::time::timeout(STORE_WITHIN, async {
+            loop {
+                let moved = self.read.notified();
+                if self.inbox.read_past(at.partition, at.offset) {
+                    return;
+                }
+                moved.await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                partition = at.partition,
+                offset = at.offset,
+                "inbox: own record not read back in time; not checked for a concurrent write"
+            );
+        }
+    }
+
+    /// Wakes writers waiting to read their records back.
+    fn moved(&self) {
+        self.read.notify_waiters();
     }
 }

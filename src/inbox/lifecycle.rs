@@ -246,6 +246,20 @@ pub struct Lifecycle {
     /// records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing: Option<Position>,
+    /// The episode itself, kept here by the instance holding its customer
+    /// so the inbox is rebuilt from this compacted topic alone, whatever
+    /// the alert topic's retention left (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episode: Option<super::Episode>,
+    /// The offset of the record this one was made from (none: the first):
+    /// a writer that finds another record between the two missed it, and
+    /// writes again on top of it, so no acknowledged action is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<i64>,
+    /// Written by churnwatch to keep the record (the episode, a repair),
+    /// not by an action: announces nothing to webhook endpoints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiet: bool,
 }
 
 /// A record's place on a topic.
@@ -273,6 +287,9 @@ impl Lifecycle {
             updated_at: Ts(i64::MIN),
             revision: 0,
             firing: None,
+            episode: None,
+            base: None,
+            quiet: false,
         }
     }
 
@@ -364,7 +381,19 @@ impl Lifecycle {
         });
         self.updated_at = self.updated_at.max(at);
         self.revision += 1;
+        self.quiet = false;
         Ok(())
+    }
+
+    /// The record as churnwatch writes it to keep its episode: quiet, and
+    /// dated no earlier than the episode's latest transition (a record
+    /// nobody acted on has no date of its own).
+    pub fn keeping(mut self) -> Self {
+        self.quiet = true;
+        if let Some(e) = &self.episode {
+            self.updated_at = self.updated_at.max(e.alert.at);
+        }
+        self
     }
 
     /// When a snooze runs out, if one is pending at `now`.

@@ -4,14 +4,18 @@
 //! live views.
 //!
 //! [`Inbox`] is the view; `feed` keeps it up to date from Kafka and writes
-//! actions. The view holds each episode's latest transition and lifecycle,
-//! for as long as the alert topic retains it.
+//! actions. The view holds each episode's latest transition and lifecycle.
+//! The instance holding a customer also keeps its episodes in their
+//! lifecycle records (the compacted actions topic), so any instance
+//! rebuilds the same inbox whatever the alert topic's retention left; an
+//! episode resolved longer than `inbox.keep` ago is dropped and its record
+//! tombstoned, so memory is bounded by the firing episodes and that window.
 
 pub mod feed;
 pub mod instances;
 pub mod lifecycle;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -46,7 +50,7 @@ pub struct Published {
 }
 
 /// One episode: its first firing and latest transition.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Episode {
     /// When it fired.
     pub fired_at: Ts,
@@ -63,6 +67,40 @@ pub struct Episode {
 }
 
 impl Episode {
+    /// The episode as one transition tells it.
+    fn of(a: Published, position: Option<Position>) -> Self {
+        let firing = a.status == "firing";
+        Self {
+            fired_at: a.at,
+            resolved_at: (!firing).then_some(a.at),
+            firing_record: position.filter(|_| firing),
+            alert: a,
+        }
+    }
+
+    /// Takes in what `other` knows of the same episode, in any order: the
+    /// earliest firing, the latest resolution, and the latest transition
+    /// (a firing replayed after the resolution does not reopen it).
+    fn merge(&mut self, other: Episode) {
+        self.fired_at = self.fired_at.min(other.fired_at);
+        self.firing_record = self.firing_record.or(other.firing_record);
+        let newer = match (self.resolved_at, other.resolved_at) {
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) => b > a,
+            (None, None) => other.alert.at >= self.alert.at,
+            (Some(_), None) => false,
+        };
+        if newer {
+            self.resolved_at = other.resolved_at;
+            self.alert = other.alert;
+        }
+    }
+
+    /// When it fired and resolved: what its record must tell.
+    fn ends(&self) -> (Ts, Option<Ts>) {
+        (self.fired_at, self.resolved_at)
+    }
+
     /// The risk score at the latest transition, if it carries one.
     pub fn risk(&self) -> Option<u64> {
         self.alert.signals.get("risk").and_then(|r| r.as_u64())
@@ -95,6 +133,88 @@ struct View {
     offsets: HashMap<String, i64>,
     /// Episodes per customer, by firing time.
     by_customer: HashMap<String, BTreeMap<(Ts, String), ()>>,
+    /// Snooze ends to come, earliest first: the wake-up queue.
+    wakes: BTreeSet<(Ts, String)>,
+    /// Episodes whose lifecycle record does not tell their latest
+    /// transition yet (for the holder of their customer to write).
+    unkept: HashSet<String>,
+    /// The newest transition seen: the clock `inbox.keep` counts on.
+    clock: Ts,
+    /// Records read for an alert a writer is checking, while it checks.
+    watched: HashMap<String, Vec<(i64, Lifecycle)>>,
+    /// How far the actions topic is read: the next offset per partition.
+    read: HashMap<i32, i64>,
+}
+
+impl View {
+    /// Files `e` under its id, merged with what is known; whether that
+    /// changed when it fired or resolved (then its record has to say so).
+    fn put(&mut self, id: &str, e: Episode) -> bool {
+        let customer = e.alert.customer_id.clone();
+        self.clock = self.clock.max(e.alert.at);
+        let (held, changed) = match self.episodes.get_mut(id) {
+            Some(held) => {
+                let was = held.ends();
+                held.merge(e);
+                let changed = held.ends() != was;
+                (held, changed)
+            }
+            None => (self.episodes.entry(id.to_string()).or_insert(e), true),
+        };
+        let fired_at = held.fired_at;
+        self.by_customer
+            .entry(customer)
+            .or_default()
+            .insert((fired_at, id.to_string()), ());
+        changed
+    }
+
+    /// Replaces the lifecycle of `id`, moving its snooze's wake-up. The
+    /// episode it keeps joins the view's (held once, there).
+    fn set_lifecycle(&mut self, id: &str, mut l: Lifecycle, offset: i64) {
+        let wake = |l: &Lifecycle| {
+            l.snoozed_until
+                .filter(|_| l.closed_reason.is_none())
+                .map(|u| (u, id.to_string()))
+        };
+        if let Some(w) = self.lifecycles.get(id).and_then(wake) {
+            self.wakes.remove(&w);
+        }
+        if let Some(w) = wake(&l) {
+            self.wakes.insert(w);
+        }
+        let kept = l.episode.take();
+        self.offsets.insert(id.to_string(), offset);
+        self.lifecycles.insert(id.to_string(), l);
+        let told = kept.map(|e| {
+            let ends = e.ends();
+            self.put(id, e);
+            ends
+        });
+        match self.episodes.get(id) {
+            Some(e) if told != Some(e.ends()) => self.unkept.insert(id.to_string()),
+            _ => self.unkept.remove(id),
+        };
+    }
+
+    /// Forgets `id` altogether.
+    fn drop_episode(&mut self, id: &str) {
+        if let Some(l) = self.lifecycles.remove(id)
+            && let Some(u) = l.snoozed_until
+        {
+            self.wakes.remove(&(u, id.to_string()));
+        }
+        self.offsets.remove(id);
+        self.unkept.remove(id);
+        if let Some(e) = self.episodes.remove(id)
+            && let Some(ids) = self.by_customer.get_mut(&e.alert.customer_id)
+        {
+            ids.remove(&(e.fired_at, id.to_string()));
+            if ids.is_empty() {
+                self.by_customer.remove(&e.alert.customer_id);
+            }
+        }
+    }
 }
 
 /// Filters of an inbox listing.
@@ -181,6 +301,9 @@ pub struct Inbox {
     /// the end they had at start: before, the view may show an older
     /// lifecycle than stored, and an action on it would supersede history.
     caught_up: std::sync::atomic::AtomicBool,
+    /// Set once a feed reads the actions topic into this view: only then
+    /// can a writer read its own records back (and check for others').
+    reading: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Inbox {
@@ -189,6 +312,7 @@ impl Default for Inbox {
             view: RwLock::default(),
             changes: broadcast::channel(1024).0,
             caught_up: std::sync::atomic::AtomicBool::new(false),
+            reading: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -229,28 +353,9 @@ impl Inbox {
         let firing = a.status == "firing";
         {
             let mut v = self.view.write();
-            let customer = a.customer_id.clone();
-            let e = v.episodes.entry(id.clone()).or_insert_with(|| Episode {
-                fired_at: a.at,
-                resolved_at: None,
-                alert: a.clone(),
-                firing_record: None,
-            });
-            if firing {
-                e.fired_at = e.fired_at.min(a.at);
-                e.firing_record = e.firing_record.or(position);
-            } else {
-                e.resolved_at = Some(a.at);
+            if v.put(&id, Episode::of(a, position)) {
+                v.unkept.insert(id.clone());
             }
-            // A firing replayed after its resolution does not reopen it.
-            if !firing || e.resolved_at.is_none() {
-                e.alert = a;
-            }
-            let fired_at = e.fired_at;
-            v.by_customer
-                .entry(customer)
-                .or_default()
-                .insert((fired_at, id.clone()), ());
         }
         self.notify(if firing { "firing" } else { "resolved" }, &id);
     }
@@ -263,11 +368,13 @@ impl Inbox {
         let id = l.alert_id.clone();
         let taken = {
             let mut v = self.view.write();
+            if let Some(seen) = v.watched.get_mut(&id) {
+                seen.push((offset, l.clone()));
+            }
             match v.offsets.get(&id) {
                 Some(held) if *held >= offset => false,
                 _ => {
-                    v.offsets.insert(id.clone(), offset);
-                    v.lifecycles.insert(id.clone(), l);
+                    v.set_lifecycle(&id, l, offset);
                     true
                 }
             }
@@ -278,8 +385,128 @@ impl Inbox {
         taken
     }
 
+    /// A tombstone for `id` at `offset` of the actions topic: the episode
+    /// and its lifecycle are forgotten (unless a later record is held).
+    pub fn tombstone(&self, id: &str, offset: i64) {
+        let mut v = self.view.write();
+        if v.offsets.get(id).is_none_or(|held| *held < offset) {
+            v.drop_episode(id);
+        }
+    }
+
+    /// Notes that partition `partition` of the actions topic is read up
+    /// to (not including) `next`.
+    pub fn read_to(&self, partition: i32, next: i64) {
+        self.view.write().read.insert(partition, next);
+    }
+
+    /// Says a feed reads the actions topic into this view.
+    pub fn reads_actions(&self) {
+        self.reading
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a feed reads the actions topic into this view.
+    pub fn is_read(&self) -> bool {
+        self.reading.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the actions topic's `partition` is read past `offset`.
+    pub fn read_past(&self, partition: i32, offset: i64) -> bool {
+        self.view
+            .read()
+            .read
+            .get(&partition)
+            .is_some_and(|next| *next > offset)
+    }
+
+    /// The lifecycle of `alert_id` as [`Inbox::lifecycle_of`] gives it,
+    /// with the offset it is stored at (none: nothing stored), and from
+    /// now on every record read for it is kept for [`Inbox::unwatch`].
+    pub fn watch(&self, alert_id: &str) -> (Lifecycle, Option<i64>) {
+        let held = {
+            let mut v = self.view.write();
+            v.watched.entry(alert_id.to_string()).or_default();
+            v.offsets.get(alert_id).copied()
+        };
+        (self.lifecycle_of(alert_id), held)
+    }
+
+    /// The records read for `alert_id` since [`Inbox::watch`], and where
+    /// the view stands on it now (the offset it holds).
+    pub fn unwatch(&self, alert_id: &str) -> (Vec<(i64, Lifecycle)>, Option<i64>) {
+        let mut v = self.view.write();
+        let seen = v.watched.remove(alert_id).unwrap_or_default();
+        (seen, v.offsets.get(alert_id).copied())
+    }
+
+    /// An episode as its record should keep it, if its record does not
+    /// yet: with the customer it belongs to.
+    pub fn to_keep(&self, alert_id: &str) -> Option<Episode> {
+        let v = self.view.read();
+        v.unkept
+            .contains(alert_id)
+            .then(|| v.episodes.get(alert_id).cloned())
+            .flatten()
+    }
+
+    /// Up to `n` episodes whose records do not keep them yet, of
+    /// customers `held` here.
+    pub fn unkept(&self, n: usize, held: impl Fn(&str) -> bool) -> Vec<String> {
+        let v = self.view.read();
+        v.unkept
+            .iter()
+            .filter(|id| {
+                v.episodes
+                    .get(*id)
+                    .is_some_and(|e| held(&e.alert.customer_id))
+            })
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
+    /// Drops the episodes resolved more than `keep` before the newest
+    /// transition seen; returns those that had a record, with their
+    /// customers, for the holder to tombstone.
+    pub fn sweep(&self, keep: std::time::Duration) -> Vec<(String, String)> {
+        let mut v = self.view.write();
+        let before = Ts(v.clock.0.saturating_sub(keep.as_millis() as i64));
+        let old: Vec<(String, String, bool)> = v
+            .episodes
+            .iter()
+            .filter(|(_, e)| e.resolved_at.is_some_and(|r| r < before))
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    e.alert.customer_id.clone(),
+                    v.offsets.contains_key(id),
+                )
+            })
+            .collect();
+        let mut stored = Vec::new();
+        for (id, customer, recorded) in old {
+            v.drop_episode(&id);
+            if recorded {
+                stored.push((id, customer));
+            }
+        }
+        stored
+    }
+
+    /// How many episodes the view holds.
+    pub fn len(&self) -> usize {
+        self.view.read().episodes.len()
+    }
+
+    /// Whether the view holds no episode.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The lifecycle record of an alert (a fresh one if nobody acted),
-    /// with the alert's customer, rule and tier.
+    /// with the alert's customer, rule, tier and episode (so every record
+    /// written keeps the episode).
     pub fn lifecycle_of(&self, alert_id: &str) -> Lifecycle {
         let v = self.view.read();
         let mut l = v
@@ -292,6 +519,7 @@ impl Inbox {
             l.rule.clone_from(&e.alert.rule);
             l.tier.clone_from(&e.alert.tier);
             l.firing = l.firing.or(e.firing_record);
+            l.episode = Some(e.clone());
         }
         l
     }
@@ -321,23 +549,23 @@ impl Inbox {
         ids.iter().filter_map(|id| self.get(id, now)).collect()
     }
 
-    /// Snoozes that ran out between `since` and `now` on alerts still
-    /// firing: they are open again. Announced as `reopened` changes;
-    /// returned with their customers, for the reopen records.
-    pub fn wake(&self, since: Ts, now: Ts) -> Vec<(String, String)> {
+    /// Snoozes that ran out by `now` on alerts still firing, taken off
+    /// the wake-up queue: they are open again. Announced as `reopened`
+    /// changes; returned with their customers, for the reopen records.
+    pub fn wake(&self, now: Ts) -> Vec<(String, String)> {
         let woke: Vec<(String, String)> = {
-            let v = self.view.read();
-            v.lifecycles
-                .values()
-                .filter(|l| l.closed_reason.is_none())
-                .filter(|l| l.snoozed_until.is_some_and(|u| u > since && u <= now))
-                .filter_map(|l| {
-                    let e = v.episodes.get(&l.alert_id)?;
-                    e.resolved_at
-                        .is_none()
-                        .then(|| (l.alert_id.clone(), e.alert.customer_id.clone()))
-                })
-                .collect()
+            let mut v = self.view.write();
+            let mut woke = Vec::new();
+            while let Some((u, id)) = v.wakes.first().cloned() {
+                if u > now {
+                    break;
+                }
+                v.wakes.pop_first();
+                if let Some(e) = v.episodes.get(&id).filter(|e| e.resolved_at.is_none()) {
+                    woke.push((id, e.alert.customer_id.clone()));
+                }
+            }
+            woke
         };
         for (id, _) in &woke {
             self.notify("reopened", id);
@@ -607,11 +835,77 @@ mod tests {
         };
         let listed = |now| inbox.list(&open, Ts(now)).unwrap().alerts.len();
         assert_eq!(listed(T + 50), 1, "snoozed is not open");
+        assert_eq!(inbox.wake(Ts(T + 99)), []);
         assert_eq!(
-            inbox.wake(Ts(T + 50), Ts(T + 100)),
+            inbox.wake(Ts(T + 100)),
             [("a".to_string(), "c1".to_string())]
         );
         assert_eq!(listed(T + 100), 2, "open again once the snooze ran out");
-        assert!(inbox.wake(Ts(T + 100), Ts(T + 200)).is_empty());
+        assert!(inbox.wake(Ts(T + 200)).is_empty(), "each snooze wakes once");
+    }
+
+    #[test]
+    fn records_that_keep_the_episode_rebuild_it_without_the_alert_topic() {
+        let holder = Inbox::default();
+        holder.alert(alert("a", "c1", "firing", "A", T, 70));
+        assert_eq!(
+            holder.unkept(10, |_| true),
+            ["a"],
+            "the record must keep it"
+        );
+        assert!(
+            holder.unkept(10, |c| c != "c1").is_empty(),
+            "only its holder writes it"
+        );
+        let kept = holder.lifecycle_of("a").keeping();
+        let json = serde_json::to_vec(&kept).unwrap();
+        let kept: Lifecycle = serde_json::from_slice(&json).expect("the record reads back");
+        assert!(holder.lifecycle(kept.clone(), 0));
+        assert!(holder.unkept(10, |_| true).is_empty());
+
+        let fresh = Inbox::default();
+        assert!(fresh.lifecycle(kept, 0));
+        let now = Ts(T + 10);
+        let item = fresh.get("a", now).expect("rebuilt from the record alone");
+        assert_eq!((item.state, item.episode.fired_at), (State::Open, Ts(T)));
+        assert_eq!(fresh.customer("c1", now).len(), 1);
+        assert_eq!(fresh.list(&Filter::default(), now).unwrap().alerts.len(), 1);
+
+        holder.alert(alert("a", "c1", "resolved", "A", T + 5, 10));
+        assert_eq!(holder.unkept(10, |_| true), ["a"], "the resolution too");
+    }
+
+    #[test]
+    fn episodes_resolved_beyond_keep_are_dropped_firing_ones_stay() {
+        let day = 86_400_000;
+        let keep = std::time::Duration::from_secs(30 * 86_400);
+        let inbox = Inbox::default();
+        inbox.alert(alert("old", "c1", "firing", "A", T, 70));
+        inbox.alert(alert("old", "c1", "resolved", "A", T + day, 10));
+        assert!(inbox.lifecycle(inbox.lifecycle_of("old"), 3));
+        inbox.alert(alert("recent", "c2", "firing", "A", T, 70));
+        inbox.alert(alert("recent", "c2", "resolved", "A", T + 20 * day, 10));
+        inbox.alert(alert("firing", "c3", "firing", "A", T, 70));
+        assert!(
+            inbox.sweep(keep).is_empty(),
+            "nothing is older than keep yet"
+        );
+        inbox.alert(alert("new", "c4", "firing", "A", T + 32 * day, 70));
+        assert_eq!(
+            inbox.sweep(keep),
+            [("old".to_string(), "c1".to_string())],
+            "dropped, and its record is to be tombstoned"
+        );
+        let now = Ts(T + 32 * day);
+        assert!(inbox.get("old", now).is_none());
+        assert!(inbox.customer("c1", now).is_empty());
+        assert!(inbox.get("recent", now).is_some());
+        assert!(
+            inbox.get("firing", now).is_some(),
+            "a firing episode is kept however old"
+        );
+        assert_eq!(inbox.len(), 3);
+        inbox.tombstone("recent", 9);
+        assert!(inbox.get("recent", now).is_none(), "a tombstone forgets it");
     }
 }

@@ -289,6 +289,7 @@ pub async fn run(
             instances,
             announcer,
             untrusted,
+            keep: config.inbox.keep,
         },
         readers,
         move |customer| holder.customer(customer).is_some(),

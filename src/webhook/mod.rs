@@ -377,6 +377,10 @@ impl Endpoint {
         let record: Lifecycle = serde_json::from_slice(payload)
             .inspect_err(|e| tracing::debug!(endpoint = %self.config.name, error = %e, "record on the actions topic is not a lifecycle; skipped"))
             .ok()?;
+        // Records churnwatch writes to keep an episode announce nothing.
+        if record.quiet {
+            return None;
+        }
         let done = record.history.last()?;
         let status = done.action.announced()?;
         let delivered = Delivered::of_lifecycle(status)?;
