@@ -5,7 +5,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 use churnwatch::config::Config;
 use churnwatch::engine::Engine;
-use churnwatch::engine::event::decode;
+use churnwatch::engine::native::decode;
 use churnwatch::engine::watermark::Clock;
 
 const CUSTOMERS: usize = 100_000;

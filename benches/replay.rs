@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use churnwatch::config::Config;
 use churnwatch::engine::Engine;
-use churnwatch::engine::event::{DAY_MS, Ts, decode};
+use churnwatch::engine::event::{DAY_MS, Ts};
+use churnwatch::engine::native::decode;
 use churnwatch::engine::watermark::Clock;
 use churnwatch::generate::{Population, PopulationOptions, Shape, write};
 use churnwatch::replay::{ReplayOptions, replay};

@@ -539,7 +539,8 @@ fn rep_id(r: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::event::{DecodeLimits, decode};
+    use crate::engine::event::DecodeLimits;
+    use crate::engine::native::decode;
 
     fn days(seed: u64, n: u32) -> Vec<Generated> {
         shaped(Shape::Established, seed, n)

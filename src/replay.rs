@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::alert::Alert;
 use crate::engine::event::{self, RejectReason, Ts};
+use crate::engine::native;
 use crate::engine::watermark::Clock;
 
 /// What to replay and where rejects go.
@@ -144,7 +145,7 @@ pub fn replay(
                     continue;
                 }
                 let event = if whole {
-                    event::decode(line, limits)
+                    native::decode(line, limits)
                 } else {
                     Err(RejectReason::TooLarge {
                         size,
@@ -226,7 +227,7 @@ pub fn state_at(
                 continue;
             }
             let event = if size == buffer.len() {
-                event::decode(line, limits)
+                native::decode(line, limits)
             } else {
                 Err(RejectReason::TooLarge {
                     size,

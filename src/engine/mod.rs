@@ -25,6 +25,7 @@ pub mod bgnbd;
 pub mod customer;
 pub mod event;
 pub(crate) mod ids;
+pub mod native;
 mod partition;
 mod reconcile;
 pub mod rep;

@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 
 use super::alert::{Alert, Status};
-use super::event::{DAY_MS, Ts, decode};
+use super::event::{DAY_MS, Ts};
+use super::native::decode;
 use super::rule::Check;
 use super::tier::Tier;
 use super::watermark::Clock;

@@ -116,7 +116,7 @@ impl Step {
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.extend(batch.iter().map(|m| match m.payload() {
             None => Err(RejectReason::NullPayload),
-            Some(payload) => event::decode(payload, self.engine.decode_limits()),
+            Some(payload) => crate::engine::native::decode(payload, self.engine.decode_limits()),
         }));
         self.engine
             .prefetch(decoded.iter().filter_map(|d| d.as_ref().ok()));

@@ -224,7 +224,7 @@ pub fn fold(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::engine::event::decode;
+    use crate::engine::native::decode;
     use crate::engine::watermark::Clock;
     use crate::engine::{Engine, PartitionState};
 

@@ -257,7 +257,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::engine::Engine;
-    use crate::engine::event::decode;
+    use crate::engine::native::decode;
     use crate::engine::watermark::Clock;
 
     fn snapshot() -> Snapshot {

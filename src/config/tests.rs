@@ -1,0 +1,153 @@
+use super::*;
+
+#[test]
+fn shipped_default_file_equals_builtin_defaults() {
+    let text = include_str!("../../config/churnwatch.toml");
+    let parsed = Config::parse(text).expect("shipped config parses");
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = Config::parse("[tiers]\na_percnt = 5\n").unwrap_err();
+    assert!(err.to_string().contains("a_percnt"), "{err}");
+}
+
+#[test]
+fn inconsistent_percentages_name_the_key() {
+    let err = Config::parse("[tiers]\na_percent = 60\nb_percent = 50\n").unwrap_err();
+    assert!(err.to_string().contains("tiers.b_percent"), "{err}");
+}
+
+#[test]
+fn webhook_errors_name_the_entry_and_never_echo_the_secret() {
+    let text = "[[webhooks]]\nname = \"team\"\nurl = \"ftp://x\"\nsecret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
+    let err = Config::parse(text).unwrap_err().to_string();
+    assert!(err.contains("webhooks[0]") && err.contains("url"), "{err}");
+    let ok = Config::parse(&text.replace("ftp://x", "https://x")).unwrap();
+    assert!(
+        !format!("{ok:?}").contains("MDEyMzQ1"),
+        "Debug redacts the secret"
+    );
+}
+
+#[test]
+fn a_bad_secret_is_named_by_key_and_position_and_never_echoed() {
+    let text =
+        "[[webhooks]]\nname = \"team\"\nurl = \"https://x\"\nsecret = \"not-base64 s3cr3t!\"\n";
+    let err = Config::parse(text).unwrap_err().to_string();
+    assert!(
+        err.contains("webhooks[0].secret") && err.contains("<text>:4:"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn parse_errors_never_echo_a_value() {
+    for text in [
+        "[kafka]\nbrokers = \"sasl-secret-1\"\ngroup_id = 3\n[kafka.consumer]\n\"sasl.password\" = 5\n",
+        "[engine]\nclock = \"sasl-secret-2\"\n",
+        "[http]\nliveness_timeout = \"sasl-secret-3\"\n",
+        "[kafka.consumer]\n\"sasl.password\" = \"sasl-secret-4\n",
+        "[[webhooks]]\nname = \"t\"\nurl = \"https://x\"\nsecret = 42\nproxy = \"sasl-secret-5\"\n",
+    ] {
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(!err.contains("sasl-secret"), "{err}");
+        assert!(err.contains("<text>:"), "names the position: {err}");
+    }
+}
+
+#[test]
+fn debug_of_a_config_shows_no_secret() {
+    let text = "[kafka.consumer]\n\"sasl.password\" = \"pw-value-1\"\n\
+         [[http.tokens]]\nname = \"ops\"\nrole = \"viewer\"\ntoken_sha256 = \"aa00000000000000000000000000000000000000000000000000000000000000\"\n\
+         [[webhooks]]\nname = \"t\"\nurl = \"https://user:pw-value-2@example.com/x\"\n\
+         secret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\nproxy = \"http://u:pw-value-3@proxy:3128\"\n";
+    let c = Config::parse(text).expect("parses");
+    let shown = format!("{c:?}");
+    for secret in ["pw-value", "aa0000", "MDEyMzQ1"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("sasl.password"), "keys stay visible");
+}
+
+#[test]
+fn a_short_webhook_secret_or_an_inward_target_is_refused_naming_the_entry() {
+    let entry = |url: &str, secret: &str| {
+        format!("[[webhooks]]\nname = \"team\"\nurl = \"{url}\"\nsecret = \"{secret}\"\n")
+    };
+    let long = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let err = Config::parse(&entry("https://x.example", "whsec_c2hvcnQ="))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("webhooks[0]") && err.contains("24 bytes"),
+        "{err}"
+    );
+    for url in [
+        "http://169.254.169.254/latest",
+        "http://127.0.0.1:8080/",
+        "http://[::1]/",
+        "http://10.0.0.5/",
+        "http://localhost/",
+        "http://2130706433/",
+    ] {
+        let err = Config::parse(&entry(url, long)).unwrap_err().to_string();
+        assert!(
+            err.contains("webhooks[0]") && err.contains("allow_private_network"),
+            "{url}: {err}"
+        );
+        let allowed = entry(url, long) + "allow_private_network = true\n";
+        assert!(Config::parse(&allowed).is_ok(), "{url} allowed when asked");
+    }
+    assert!(Config::parse(&entry("https://retention.example.com/churn", long)).is_ok());
+}
+
+#[test]
+fn a_public_data_listener_needs_tokens_and_tokens_need_exactly_one_source() {
+    let err = Config::parse("[http]\nbind = \"0.0.0.0:9898\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("http.tokens"), "{err}");
+    let token = |extra: &str| {
+        format!(
+            "[http]\nbind = \"0.0.0.0:9898\"\n[[http.tokens]]\nname = \"a\"\nrole = \"operator\"\n{extra}"
+        )
+    };
+    assert!(Config::parse(&token("token_file = \"/run/secrets/t\"\n")).is_ok());
+    for bad in [
+        "",
+        "token_file = \"/t\"\ntoken_sha256 = \"00\"\n",
+        "token_sha256 = \"not-hex\"\n",
+    ] {
+        let err = Config::parse(&token(bad)).unwrap_err().to_string();
+        assert!(err.contains("http.tokens[0]"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn pass_through_may_not_override_what_the_guarantees_rest_on() {
+    for (table, key) in [
+        ("consumer", "partition.assignment.strategy"),
+        ("consumer", "enable.auto.offset.store"),
+        ("consumer", "isolation.level"),
+        ("producer", "enable.idempotence"),
+    ] {
+        let text = format!("[kafka.{table}]\n\"{key}\" = \"x\"\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("kafka.{table}.\"{key}\"")), "{err}");
+    }
+    let ok = "[kafka.consumer]\n\"security.protocol\" = \"SASL_SSL\"\n";
+    assert!(Config::parse(ok).is_ok(), "other properties pass through");
+}
+
+#[test]
+fn durations_parse_in_human_form() {
+    let c = Config::parse("[rules.purchase_recency]\nA = \"10d\"\n").unwrap();
+    assert_eq!(c.rules.purchase_recency.a, Some(days(10)));
+    assert_eq!(
+        c.rules.purchase_recency.b, None,
+        "an unlisted tier has the rule off"
+    );
+}
