@@ -234,7 +234,8 @@ pub fn state_at(
                     limit: limits.max_event_bytes,
                 })
             };
-            let applied = event.and_then(|ev| {
+            let applied = event.and_then(|mut ev| {
+                engine.to_base(&mut ev)?;
                 if cut.is_some_and(|c| ev.ts > c) {
                     later(&ev);
                     Ok(())

@@ -1,11 +1,13 @@
 //! `[engine]`, `[tiers]`, `[windows]`: time, input limits, tiering and the
 //! rolling windows.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::days;
+use crate::engine::money::{Currency, Money};
 
 /// How the engine treats time and what input it accepts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -116,6 +118,61 @@ impl Default for TierConfig {
             recompute_interval: Duration::from_secs(3600),
             recompute_change: 1.0,
         }
+    }
+}
+
+/// `[money]`: the currency amounts are kept in, and the rate of every
+/// other currency a purchase may name. Absent, purchases are taken as they
+/// are while they all name one currency (or none); a purchase naming a
+/// second one is refused (`unknown_currency`), never summed with the first.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoneyConfig {
+    /// ISO 4217 code monetary, tier thresholds and alerts are in.
+    pub base_currency: Option<String>,
+    /// Base units per unit of each other currency (`{ USD = 0.92 }`); a
+    /// purchase in a currency with no rate is refused (`unknown_currency`).
+    pub rates: BTreeMap<String, f64>,
+}
+
+impl MoneyConfig {
+    /// The engine's form; call on a validated config.
+    pub(super) fn money(&self) -> Money {
+        Money {
+            base: self.base_currency.as_deref().and_then(Currency::parse),
+            rates: self
+                .rates
+                .iter()
+                .filter_map(|(code, &rate)| Some((Currency::parse(code)?, rate)))
+                .collect(),
+        }
+    }
+
+    /// Codes are three letters, rates positive and finite, and rates need
+    /// a base to convert into.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        match &self.base_currency {
+            None if !self.rates.is_empty() => {
+                return Err("money.rates needs money.base_currency".into());
+            }
+            Some(b) if Currency::parse(b).is_none() => {
+                return Err(format!(
+                    "money.base_currency `{b}` is not a currency code (three letters, as in ISO 4217)"
+                ));
+            }
+            _ => {}
+        }
+        for (code, rate) in &self.rates {
+            if Currency::parse(code).is_none() {
+                return Err(format!(
+                    "money.rates: `{code}` is not a currency code (three letters, as in ISO 4217)"
+                ));
+            }
+            if !(rate.is_finite() && *rate > 0.0) {
+                return Err(format!("money.rates.{code} must be a positive number"));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use engine::{EngineConfig, RunClock, TierConfig, WindowConfig};
+pub use engine::{EngineConfig, MoneyConfig, RunClock, TierConfig, WindowConfig};
 pub use http::{HttpConfig, Role, TokenConfig};
 pub use kafka::{KafkaConfig, Properties};
 pub use rules::{
@@ -43,6 +43,8 @@ pub struct Config {
     pub tiers: TierConfig,
     /// Trailing windows of the rolling counters.
     pub windows: WindowConfig,
+    /// The currency amounts are kept in, and conversion rates.
+    pub money: MoneyConfig,
     /// Churn rules and their per-tier limits.
     pub rules: RulesConfig,
     /// The churn-risk score.
@@ -193,6 +195,7 @@ impl Config {
                 },
                 model: self.risk.model.unwrap_or_default(),
             },
+            money: self.money.money(),
         }
     }
 }

@@ -114,6 +114,9 @@ impl Config {
         if !pct_ok(t.recompute_change) {
             return invalid("tiers.recompute_change", "must be between 0 and 100");
         }
+        if let Err(why) = self.money.validate() {
+            return Err(ConfigError::Invalid { key: "money", why });
+        }
         let e = &self.engine;
         if !(e.max_amount.is_finite() && e.max_amount > 0.0) {
             return invalid("engine.max_amount", "must be a positive finite number");

@@ -6,6 +6,8 @@ use std::fmt;
 
 use compact_str::CompactString;
 
+use super::money::Currency;
+
 /// Milliseconds since the Unix epoch, UTC. Engine time is only ever this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Ts(pub i64);
@@ -86,8 +88,11 @@ pub enum EventKind {
     Purchase {
         /// The customer.
         customer: CustomerKey,
-        /// Amount in the customer's currency; negative is a refund.
+        /// Amount in `currency`; negative is a refund. The engine converts
+        /// it into the base currency before anything sums it.
         amount: f64,
+        /// The amount's currency; None: the base currency.
+        currency: Option<Currency>,
     },
     /// A rep contacted the customer (visit, phone, email, chat).
     Call {
@@ -280,6 +285,18 @@ pub enum RejectReason {
         /// Its length in characters.
         chars: usize,
     },
+    /// A purchase in a currency that cannot be converted into the base
+    /// currency (no rate, not a currency code, or, without `[money]`, not
+    /// the one earlier purchases named): refused, never summed.
+    #[error("{}", unknown_currency(currency, base, *configured))]
+    UnknownCurrency {
+        /// The currency given.
+        currency: String,
+        /// The base currency.
+        base: String,
+        /// Whether the base is `money.base_currency` (else the first seen).
+        configured: bool,
+    },
     /// An enumerated field has a value outside its set.
     #[error("field `{field}` has unknown value `{value}`")]
     BadValue {
@@ -330,6 +347,7 @@ reject_codes! {
     BadAmount => "bad_amount",
     BadId => "bad_id",
     BadValue => "bad_value",
+    UnknownCurrency => "unknown_currency",
     WrongTopic => "wrong_topic",
 }
 
@@ -340,6 +358,20 @@ pub struct DecodeLimits {
     pub max_amount: f64,
     /// `engine.max_event_bytes`.
     pub max_event_bytes: usize,
+}
+
+fn unknown_currency(currency: &str, base: &str, configured: bool) -> String {
+    if base.is_empty() {
+        format!("`{currency}` is not a currency code (three letters, as in ISO 4217)")
+    } else if configured {
+        format!(
+            "no rate for currency `{currency}` in money.rates (amounts are kept in money.base_currency = {base})"
+        )
+    } else {
+        format!(
+            "a purchase in `{currency}` after purchases in `{base}`: churnwatch never sums two currencies; set money.base_currency and money.rates to convert"
+        )
+    }
 }
 
 /// Echoed input is cut so a huge field cannot bloat logs and dead letters.

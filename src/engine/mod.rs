@@ -25,6 +25,7 @@ pub mod bgnbd;
 pub mod customer;
 pub mod event;
 pub(crate) mod ids;
+pub mod money;
 pub mod native;
 mod partition;
 mod reconcile;
@@ -46,6 +47,7 @@ use customer::{Customer, MaybeTs, Windows};
 use event::{
     CustomerKey, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts,
 };
+use money::Converter;
 use reconcile::Scope;
 use rep::RepCustomers;
 use rule::{Limits, Point};
@@ -131,6 +133,8 @@ struct Core {
     /// event clock.
     horizon: Option<Ts>,
     stats: Stats,
+    /// `[money]`: purchases into the base currency.
+    money: Converter,
     /// Scratch of [`Engine::prefetch`]: buyers found, whose rank-bin
     /// entries are requested once their positions have arrived.
     prefetched: Vec<u32>,
@@ -204,6 +208,7 @@ impl Engine {
                 rep_customers: RepCustomers::default(),
                 horizon: None,
                 stats: Stats::default(),
+                money: Converter::new(s.money.clone()),
                 prefetched: Vec::new(),
             },
         }
@@ -322,6 +327,8 @@ impl Engine {
         partition: u16,
         out: &mut Vec<Alert>,
     ) -> Result<Applied, RejectReason> {
+        let mut event = event;
+        self.to_base(&mut event)?;
         let ts = event.ts;
         let wm = &mut self.core.watermark;
         if let Some(now) = wm.reference(self.core.horizon)
@@ -360,6 +367,27 @@ impl Engine {
                 Ok(Applied::Now)
             }
         }
+    }
+
+    /// Converts a purchase's amount into the base currency (`[money]`), or
+    /// refuses it; [`Engine::apply`] does this itself, callers that look
+    /// at amounts before applying (evaluate's later purchases) call it.
+    pub fn to_base(&mut self, event: &mut Event) -> Result<(), RejectReason> {
+        if let EventKind::Purchase {
+            amount, currency, ..
+        } = &mut event.kind
+        {
+            *amount = self
+                .core
+                .money
+                .to_base(*amount, currency.take())
+                .map_err(|u| RejectReason::UnknownCurrency {
+                    currency: u.currency.to_string(),
+                    base: u.base.to_string(),
+                    configured: u.configured,
+                })?;
+        }
+        Ok(())
     }
 
     /// Moves the watermark to `now`: fires every deadline < `now`, runs due
@@ -426,7 +454,9 @@ impl Engine {
                 self.roster_event(&rep, status, t, ts, out);
                 return;
             }
-            EventKind::Purchase { customer, amount } => (customer, Body::Purchase(amount)),
+            EventKind::Purchase {
+                customer, amount, ..
+            } => (customer, Body::Purchase(amount)),
             EventKind::Call { customer, rep, .. } => {
                 let roster = &self.store.inner().roster;
                 let found = roster.read().lookup(&rep);

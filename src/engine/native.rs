@@ -15,6 +15,7 @@ use super::event::{
     Channel, DecodeLimits, Direction, Event, EventKind, MAX_ID_CHARS, RejectReason, RepStatus,
     TicketStatus, Ts, shorten,
 };
+use super::money::Currency;
 
 /// A JSON string borrowed from the input when it has no escapes, owned
 /// otherwise. serde borrows a bare `Cow<str>` field but not one inside an
@@ -67,6 +68,8 @@ struct Wire<'a> {
     customer_id: Option<Text<'a>>,
     amount: Option<f64>,
     #[serde(borrow)]
+    currency: Option<Text<'a>>,
+    #[serde(borrow)]
     rep_id: Option<Text<'a>>,
     #[serde(borrow)]
     channel: Option<Text<'a>>,
@@ -113,7 +116,22 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
             }
             // -0.0 is not a refund: normalise so no sign leaks into sums.
             let amount = if amount == 0.0 { 0.0 } else { amount };
-            EventKind::Purchase { customer, amount }
+            let currency =
+                match wire.currency.as_deref() {
+                    None => None,
+                    Some(code) => Some(Currency::parse(code).ok_or_else(|| {
+                        RejectReason::UnknownCurrency {
+                            currency: shorten(code),
+                            base: String::new(),
+                            configured: false,
+                        }
+                    })?),
+                };
+            EventKind::Purchase {
+                customer,
+                amount,
+                currency,
+            }
         }
         "call" => EventKind::Call {
             customer: id(&wire.customer_id, "customer_id")?,
@@ -273,7 +291,8 @@ mod tests {
             p.kind,
             EventKind::Purchase {
                 customer: "c1".into(),
-                amount: 12.5
+                amount: 12.5,
+                currency: None
             }
         );
         let c = decode(

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::money::Money;
 use super::risk::RiskSettings;
 use super::tier::Tier;
 
@@ -32,6 +33,8 @@ pub struct Settings {
     pub rules: RuleSettings,
     /// The churn-risk score.
     pub risk: RiskSettings,
+    /// The base currency and conversion rates.
+    pub money: Money,
 }
 
 /// Tier shares and the spend window that ranks customers.

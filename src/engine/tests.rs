@@ -971,3 +971,56 @@ fn adaptive_recency_measures_a_customer_against_its_own_gap() {
         "{new_reason}"
     );
 }
+
+#[test]
+fn currencies_are_converted_and_never_summed_unconverted() {
+    let purchase = |currency: &str| {
+        format!(
+            r#"{{"type":"purchase","ts":"{}","customer_id":"c","amount":1000,"currency":"{currency}"}}"#,
+            day(1.0)
+        )
+    };
+    let monetary = |h: &Harness| h.engine.store().customer("c").unwrap().monetary_total();
+    let config =
+        Config::parse("[money]\nbase_currency = \"EUR\"\nrates = { USD = 0.92 }\n").unwrap();
+    let mut h = Harness::new(&config);
+    for ok in ["USD", "EUR", "eur"] {
+        h.push(&purchase(ok)).unwrap();
+    }
+    for refused in ["JPY", "not-a-currency"] {
+        assert_eq!(
+            h.push(&purchase(refused)).unwrap_err().code(),
+            "unknown_currency"
+        );
+    }
+    assert!((monetary(&h) - 2920.0).abs() < 1e-3, "{}", monetary(&h));
+    // Without [money]: one currency is taken as it is, a second refused.
+    let mut h = Harness::defaults();
+    h.push(&purchase("USD")).unwrap();
+    h.purchase("c", day(1.0), 1000.0);
+    let err = h.push(&purchase("EUR")).unwrap_err();
+    assert_eq!(err.code(), "unknown_currency");
+    assert!(
+        err.to_string().contains("never sums two currencies"),
+        "{err}"
+    );
+    assert_eq!(monetary(&h), 2000.0);
+}
+
+#[test]
+fn money_config_refuses_rates_without_a_base_and_bad_codes() {
+    for (text, said) in [
+        (
+            "[money]\nrates = { USD = 0.9 }\n",
+            "needs money.base_currency",
+        ),
+        ("[money]\nbase_currency = \"EURO\"\n", "not a currency code"),
+        (
+            "[money]\nbase_currency = \"EUR\"\nrates = { USD = 0 }\n",
+            "positive",
+        ),
+    ] {
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.contains(said) && err.contains("money"), "{err}");
+    }
+}

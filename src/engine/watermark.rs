@@ -286,6 +286,7 @@ mod tests {
             kind: EventKind::Purchase {
                 customer: "c".into(),
                 amount: 1.0,
+                currency: None,
             },
         }
     }

@@ -201,7 +201,9 @@ pub fn evaluate(config: &Config, o: &EvaluateOptions) -> Result<Evaluation, Eval
     let mut input_ends: Option<Ts> = None;
     let mut label = |e: &crate::engine::event::Event| {
         input_ends = Some(input_ends.map_or(e.ts, |t| t.max(e.ts)));
-        if let EventKind::Purchase { customer, amount } = &e.kind
+        if let EventKind::Purchase {
+            customer, amount, ..
+        } = &e.kind
             && *amount >= 0.0
             && e.ts <= end
         {
