@@ -6,7 +6,9 @@
 //! from the rest of the crate; [`config`] builds its plain settings.
 //! - [`engine`]: the pure core (events and time in, alerts out; no I/O, no clock).
 //!   - `settings`: the plain data the engine runs on.
-//!   - `event`: event types, JSON decoding at the edge, reject reasons.
+//!   - `event`: event types, time, reject reasons.
+//!   - `native`: churnwatch's own JSON event format, decoded at the edge.
+//!   - `money`: currencies and their conversion into the base currency.
 //!   - `customer`: per-customer RFM state in fixed memory, and its signals.
 //!   - `window`: bucketed rolling counters.
 //!   - `ids`: the compact id index of customers and reps.
@@ -21,7 +23,7 @@
 //!     eviction, forgotten customers).
 //!   - `alert`: alerts, ids, JSON.
 //!   - `watermark`: engine time, due timers, reorder buffer.
-//! - [`config`]: the config tree, defaults, validation, engine settings.
+//! - [`config`]: the config tree by section, defaults, validation, engine settings.
 //! - [`pipeline`]: `run`, the engine inside the Kafka adapters: wiring and
 //!   phases; `step` (the engine step), `partitions` (restore, snapshot
 //!   rounds, revocation), `restore` (the pure restore choice), `recovery`
