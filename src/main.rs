@@ -35,6 +35,11 @@ enum Command {
         /// Write rejected lines with their reasons to this JSON-lines file.
         #[arg(long)]
         dead_letter: Option<PathBuf>,
+        /// Exit 3 when more lines than this are rejected: a count (`10`)
+        /// or a share of the lines read (`0.5%`). Without it, only a
+        /// replay that applies nothing from a non-empty input exits 3.
+        #[arg(long)]
+        max_rejected: Option<churnwatch::replay::MaxRejected>,
         /// Input files in order; `-` reads standard input.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -148,6 +153,12 @@ fn parse_ts(s: &str) -> Result<Ts, String> {
     Ts::parse_rfc3339(s).ok_or_else(|| format!("`{s}` is not an RFC 3339 timestamp with offset"))
 }
 
+/// The command ran, but its input was not good enough to call it a
+/// success: exit code 3, apart from failures (1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Shortfall(String);
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     match path {
         Some(p) => Config::load(p).with_context(|| format!("loading config {}", p.display())),
@@ -196,6 +207,10 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Shortfall>() => {
+            eprintln!("churnwatch: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("churnwatch: {e:#}");
             ExitCode::FAILURE
@@ -209,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             until,
             dead_letter,
+            max_rejected,
             inputs,
         } => {
             let config = load_config(config.as_ref())?;
@@ -223,7 +239,10 @@ fn run(cli: Cli) -> Result<()> {
             let mut err = std::io::stderr();
             let summary = replay(&config, &options, &mut out, &mut err).context("replay failed")?;
             eprintln!("{summary}");
-            Ok(())
+            match summary.shortfall(max_rejected) {
+                Some(why) => Err(Shortfall(why).into()),
+                None => Ok(()),
+            }
         }
         Command::Fit {
             config,
@@ -234,15 +253,15 @@ fn run(cli: Cli) -> Result<()> {
             let config = load_config(config.as_ref())?;
             let now = Ts(chrono::Utc::now().timestamp_millis());
             let settings = config.engine_settings();
-            let (engine, rejected) =
+            let (engine, outcomes) =
                 churnwatch::replay::state_at(&settings, &inputs, until, now, |_| {})
                     .context("reading the history")?;
             let at = until.or(engine.watermark()).unwrap_or(now);
-            let fit =
-                churnwatch::evaluate::fit_engine(engine.store(), at).context("fitting BG/NBD")?;
+            let fit = churnwatch::evaluate::fit_engine(engine.store(), at)
+                .with_context(|| format!("fitting BG/NBD (input: {outcomes})"))?;
             let m = &fit.model;
             eprintln!(
-                "fit: {} customers up to {at} ({rejected} lines rejected): r = {:.4}, alpha = {:.4}, a = {:.4}, b = {:.4}, log-likelihood {:.2}",
+                "fit: {} customers up to {at} (input: {outcomes}): r = {:.4}, alpha = {:.4}, a = {:.4}, b = {:.4}, log-likelihood {:.2}",
                 fit.customers, m.r, m.alpha, m.a, m.b, fit.log_likelihood
             );
             let fragment = fit.toml(&format!("up to {at}"));

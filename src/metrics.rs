@@ -62,6 +62,7 @@ pub struct Metrics {
     produce_failures: IntCounterVec,
     tickets_forgotten: IntCounter,
     customers_forgotten: IntCounter,
+    duplicates: IntCounterVec,
     restores: IntCounterVec,
     rebalances: IntCounterVec,
     paused: IntGauge,
@@ -141,6 +142,13 @@ impl Metrics {
                 "churnwatch_customers_forgotten_total",
                 "Idle customers without spend forgotten under engine.forget_after.",
             )?,
+            duplicates: IntCounterVec::new(
+                Opts::new(
+                    "churnwatch_duplicate_events_total",
+                    "Events skipped as redeliveries: an event_id the customer had within engine.dedup_window, by type.",
+                ),
+                &["type"],
+            )?,
             paused: IntGauge::new(
                 "churnwatch_paused_partitions",
                 "Input partitions paused because engine.max_held_events are held (back-pressure).",
@@ -190,6 +198,10 @@ impl Metrics {
             m.rebalances.with_label_values(&[kind]);
         }
         registry.register(Box::new(m.customers_forgotten.clone()))?;
+        registry.register(Box::new(m.duplicates.clone()))?;
+        for t in EventType::ALL {
+            m.duplicates.with_label_values(&[t.as_str()]);
+        }
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.pauses.clone()))?;
         for source in ["snapshot", "changelog", "rebuild"] {
@@ -294,6 +306,12 @@ impl Metrics {
         catch_up(&self.late_events, stats.late_events);
         catch_up(&self.tickets_forgotten, stats.tickets_forgotten);
         catch_up(&self.customers_forgotten, stats.customers_forgotten);
+        for t in EventType::ALL {
+            catch_up(
+                &self.duplicates.with_label_values(&[t.as_str()]),
+                stats.duplicates[t as usize],
+            );
+        }
         self.held_events.set(held as i64);
     }
 

@@ -3,6 +3,7 @@
 //! The same engine as `run`; only the source (files) and the clock (event
 //! time) differ, so a replay and a live run over the same events agree.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -30,13 +31,77 @@ pub struct ReplayOptions {
     pub now: Ts,
 }
 
+/// Input lines that became no applied event, by reason: rejected ones
+/// (dead-lettered) by code, skipped ones (counted only: redeliveries) by
+/// cause. Every command that reads history ends by saying these, so an
+/// empty result is never silently the product of a wrong input.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcomes {
+    /// Rejected lines per reason code.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Skipped lines per cause.
+    pub skipped: BTreeMap<&'static str, u64>,
+}
+
+impl Outcomes {
+    /// Counts a rejected line.
+    pub fn reject(&mut self, reason: &RejectReason) {
+        *self.rejected.entry(reason.code()).or_default() += 1;
+    }
+
+    /// Takes the redeliveries the engine skipped.
+    pub fn skipped_by(&mut self, engine: &Engine) {
+        let duplicates: u64 = engine.stats().duplicates.iter().sum();
+        if duplicates > 0 {
+            self.skipped.insert("duplicate", duplicates);
+        }
+    }
+
+    /// Rejected lines.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Skipped lines.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+impl std::fmt::Display for Outcomes {
+    /// `2 rejected (bad_timestamp 1, missing_field 1), 1 skipped (duplicate 1)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        by_reason(f, "rejected", &self.rejected)?;
+        f.write_str(", ")?;
+        by_reason(f, "skipped", &self.skipped)
+    }
+}
+
+/// `3 rejected (a 2, b 1)`, or `0 rejected`.
+fn by_reason(
+    f: &mut std::fmt::Formatter<'_>,
+    verb: &str,
+    by: &BTreeMap<&str, u64>,
+) -> std::fmt::Result {
+    write!(f, "{} {verb}", by.values().sum::<u64>())?;
+    let mut sep = " (";
+    for (reason, n) in by {
+        write!(f, "{sep}{reason} {n}")?;
+        sep = ", ";
+    }
+    if !by.is_empty() {
+        f.write_str(")")?;
+    }
+    Ok(())
+}
+
 /// Totals printed as the last line on stderr.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
-    /// Events applied.
+    /// Events applied (redeliveries skipped are not).
     pub applied: u64,
-    /// Lines rejected.
-    pub rejected: u64,
+    /// Lines rejected or skipped, by reason.
+    pub outcomes: Outcomes,
     /// Events older than the watermark.
     pub late: u64,
     /// Alerts written.
@@ -57,9 +122,53 @@ impl std::fmt::Display for Summary {
         };
         write!(
             f,
-            "replay: {} events applied, {} rejected, {} late, {} alerts, {} customers, {:.3}s elapsed, {:.0} events/s",
-            self.applied, self.rejected, self.late, self.alerts, self.customers, secs, rate
+            "replay: {} events applied, {}, {} late, {} alerts, {} customers, {:.3}s elapsed, {:.0} events/s",
+            self.applied, self.outcomes, self.late, self.alerts, self.customers, secs, rate
         )
+    }
+}
+
+/// `--max-rejected`: how many rejected lines a replay may have and still
+/// succeed, as a count or a percentage of the lines read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxRejected {
+    /// At most this many.
+    Count(u64),
+    /// At most this share of the lines read, in percent.
+    Percent(f64),
+}
+
+impl std::str::FromStr for MaxRejected {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a count (e.g. 10) or a percentage (e.g. 0.5%)");
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(Self::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => s.trim().parse().map(Self::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl Summary {
+    /// Why the replay must not count as a success: nothing applied from a
+    /// non-empty input, or more rejects than `max` allows.
+    pub fn shortfall(&self, max: Option<MaxRejected>) -> Option<String> {
+        let rejected = self.outcomes.rejected_total();
+        let read = self.applied + rejected + self.outcomes.skipped_total();
+        if read > 0 && self.applied == 0 {
+            return Some(format!(
+                "no event applied: all {read} lines were rejected or skipped"
+            ));
+        }
+        let (over, limit) = match max? {
+            MaxRejected::Count(n) => (rejected > n, n.to_string()),
+            MaxRejected::Percent(p) => (rejected as f64 > read as f64 * p / 100.0, format!("{p}%")),
+        };
+        over.then(|| format!("{rejected} of {read} lines rejected, over --max-rejected {limit}"))
     }
 }
 
@@ -164,7 +273,7 @@ pub fn replay(
                 match l.event.and_then(|ev| engine.apply(ev, 0, &mut pending)) {
                     Ok(_) => summary.applied += 1,
                     Err(reason) => {
-                        summary.rejected += 1;
+                        summary.outcomes.reject(&reason);
                         // Diagnostics are best effort: a closed stderr must not stop the replay.
                         let _ = writeln!(diagnostics, "{shown}:{}: {reason}", l.no);
                         let raw = l.whole.then(|| trim_line(&buffer[l.text]));
@@ -184,6 +293,8 @@ pub fn replay(
     }
     sink.out.flush().map_err(ReplayError::Output)?;
     dead.flush()?;
+    summary.outcomes.skipped_by(&engine);
+    summary.applied -= summary.outcomes.skipped_total();
     summary.late = engine.stats().late_events;
     summary.alerts = sink.count;
     summary.customers = engine.store().len();
@@ -193,8 +304,8 @@ pub fn replay(
 
 /// The engine's state at `cut` over `inputs`: every event up to `cut`
 /// applied in input order (its alerts dropped), every later one handed to
-/// `later` instead, the watermark then moved to `cut`. Rejected lines are
-/// counted, not fatal. What `fit` and `evaluate` start from; without a cut,
+/// `later` instead, the watermark then moved to `cut`. Rejected and skipped
+/// lines are counted, not fatal. What `fit` and `evaluate` start from; without a cut,
 /// the whole input is applied.
 pub fn state_at(
     settings: &crate::engine::Settings,
@@ -202,13 +313,13 @@ pub fn state_at(
     cut: Option<Ts>,
     now: Ts,
     mut later: impl FnMut(&event::Event),
-) -> Result<(Engine, u64), ReplayError> {
+) -> Result<(Engine, Outcomes), ReplayError> {
     let mut engine = Engine::new(settings, Clock::Event);
     engine.set_horizon(now);
     let limits = engine.decode_limits();
     let mut pending = Vec::new();
     let mut buffer = Vec::new();
-    let mut rejected = 0;
+    let mut outcomes = Outcomes::default();
     for path in inputs {
         let input_err = |source| ReplayError::Input {
             path: path.display().to_string(),
@@ -243,14 +354,17 @@ pub fn state_at(
                     engine.apply(ev, 0, &mut pending).map(drop)
                 }
             });
-            rejected += u64::from(applied.is_err());
+            if let Err(reason) = applied {
+                outcomes.reject(&reason);
+            }
             pending.clear();
         }
     }
     if let Some(cut) = cut {
         engine.advance_to(cut, &mut pending);
     }
-    Ok((engine, rejected))
+    outcomes.skipped_by(&engine);
+    Ok((engine, outcomes))
 }
 
 /// Lines decoded ahead of being applied (see [`Engine::prefetch`]).

@@ -244,3 +244,62 @@ fn shipped_config_replays_like_the_defaults() {
     let b = churnwatch(&["replay", "--until", "2026-04-11T00:00:00Z", SCENARIO]);
     assert_eq!(a.stdout, b.stdout);
 }
+
+/// Writes `lines` to a file in a fresh directory.
+fn input(lines: &[&str]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let shown = path.to_str().unwrap().to_string();
+    (dir, shown)
+}
+
+#[test]
+fn redeliveries_count_once_and_are_reported_as_skipped() {
+    let order = r#"{"type":"purchase","ts":"2026-01-01T00:00:00Z","customer_id":"c","amount":1000,"event_id":"o-1"}"#;
+    let (_dir, file) = input(&[order, order, order]);
+    let out = churnwatch(&["replay", &file]);
+    assert!(out.status.success());
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("1 events applied, 0 rejected, 2 skipped (duplicate 2)"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn the_summary_counts_rejects_by_reason_and_nothing_applied_exits_3() {
+    let (_dir, file) = input(&[
+        r#"{"type":"purchase","ts":"2026-01-01T00:00:00Z","amount":1}"#,
+        r#"{"type":"purchase","ts":"2026-01-01T00:00:00Z","amount":2}"#,
+        r#"{"type":"purchase","ts":"yesterday","customer_id":"c","amount":3}"#,
+    ]);
+    let out = churnwatch(&["replay", &file]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("0 events applied, 3 rejected (bad_timestamp 1, missing_field 2)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no event applied"), "{stderr}");
+}
+
+#[test]
+fn max_rejected_fails_a_replay_past_its_limit() {
+    let out = churnwatch(&["replay", "--max-rejected", "2", SCENARIO]);
+    assert!(out.status.success(), "2 rejects are within 2");
+    let out = churnwatch(&["replay", "--max-rejected", "1", SCENARIO]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("2 of 44 lines rejected, over --max-rejected 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = churnwatch(&["replay", "--max-rejected", "5%", SCENARIO]);
+    assert!(out.status.success(), "2 of 44 is under 5%");
+    let out = churnwatch(&["replay", "--max-rejected", "4%", SCENARIO]);
+    assert_eq!(out.status.code(), Some(3), "2 of 44 is over 4%");
+    let out = churnwatch(&["replay", "--max-rejected", "lots", SCENARIO]);
+    assert_eq!(out.status.code(), Some(2), "a bad limit is a usage error");
+}

@@ -52,6 +52,11 @@ pub struct EngineConfig {
     /// ("" or absent), since a forgotten customer is new when it returns.
     #[serde(with = "humantime_serde")]
     pub forget_after: Option<Duration>,
+    /// An event whose `event_id` the same customer had within this much
+    /// event time is a redelivery and skipped (counted, not dead-lettered);
+    /// "0s" turns de-duplication off. Whole hours, at most 32767 h.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
 }
 
 /// Where `run` takes time from.
@@ -80,6 +85,7 @@ impl Default for EngineConfig {
             max_open_tickets: 100,
             max_held_events: 1_000_000,
             forget_after: None,
+            dedup_window: days(7),
         }
     }
 }

@@ -155,6 +155,7 @@ impl Config {
             max_event_bytes: e.max_event_bytes,
             max_open_tickets: e.max_open_tickets,
             forget_after: e.forget_after,
+            dedup_window: e.dedup_window,
             tiers: TierSettings {
                 a_percent: t.a_percent,
                 b_percent: t.b_percent,

@@ -130,6 +130,16 @@ impl Config {
         if e.max_open_tickets == 0 {
             return invalid("engine.max_open_tickets", "must be at least 1");
         }
+        let hours = e.dedup_window.as_secs() / 3600;
+        if e.dedup_window.as_secs() % 3600 != 0 || e.dedup_window.subsec_nanos() != 0 {
+            return invalid("engine.dedup_window", "must be whole hours (or 0s: off)");
+        }
+        if hours > u64::from(crate::engine::duplicate::MAX_WINDOW_HOURS) {
+            return invalid(
+                "engine.dedup_window",
+                "must be at most 32767h (about 3.7 years)",
+            );
+        }
         if e.max_held_events < 2 {
             return invalid("engine.max_held_events", "must be at least 2");
         }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use compact_str::CompactString;
 
+use super::duplicate::EventId;
 use super::money::Currency;
 
 /// Milliseconds since the Unix epoch, UTC. Engine time is only ever this.
@@ -78,6 +79,8 @@ pub struct Event {
     pub ts: Ts,
     /// What happened.
     pub kind: EventKind,
+    /// The producer's `event_id`, if it gave one: a redelivery is skipped.
+    pub id: Option<EventId>,
 }
 
 /// What an event says happened.
@@ -128,12 +131,7 @@ pub enum EventKind {
 impl Event {
     /// The event's `type`.
     pub fn event_type(&self) -> EventType {
-        match self.kind {
-            EventKind::Purchase { .. } => EventType::Purchase,
-            EventKind::Call { .. } => EventType::Call,
-            EventKind::Ticket { .. } => EventType::Ticket,
-            EventKind::Roster { .. } => EventType::Rep,
-        }
+        self.kind.event_type()
     }
 
     /// The customer the event concerns (roster events concern none).
@@ -143,6 +141,18 @@ impl Event {
             | EventKind::Call { customer, .. }
             | EventKind::Ticket { customer, .. } => Some(customer),
             EventKind::Roster { .. } => None,
+        }
+    }
+}
+
+impl EventKind {
+    /// The event's `type`.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            EventKind::Purchase { .. } => EventType::Purchase,
+            EventKind::Call { .. } => EventType::Call,
+            EventKind::Ticket { .. } => EventType::Ticket,
+            EventKind::Roster { .. } => EventType::Rep,
         }
     }
 }

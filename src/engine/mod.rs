@@ -23,6 +23,7 @@
 pub mod alert;
 pub mod bgnbd;
 pub mod customer;
+pub mod duplicate;
 pub mod event;
 pub(crate) mod ids;
 pub mod money;
@@ -80,6 +81,8 @@ pub struct Stats {
     pub tickets_forgotten: u64,
     /// Customers forgotten under `engine.forget_after`.
     pub customers_forgotten: u64,
+    /// Redelivered events skipped, per [`EventType`] (as index).
+    pub duplicates: [u64; 4],
 }
 
 /// [`Settings`] compiled once for the hot path.
@@ -97,6 +100,8 @@ struct Tuned {
     handoff_window_days: f64,
     max_open_tickets: u16,
     forget_after_ms: Option<i64>,
+    /// `engine.dedup_window` in hours, if on.
+    dedup_hours: Option<u16>,
 }
 
 /// Everything but the store, so a customer's shard guard (borrowed from the
@@ -186,6 +191,9 @@ impl Engine {
             handoff_window_days: s.windows.handoffs.as_secs_f64() / 86_400.0,
             max_open_tickets: s.max_open_tickets,
             forget_after_ms: s.forget_after.map(|d| d.as_millis() as i64),
+            dedup_hours: u16::try_from(s.dedup_window.as_secs() / 3600)
+                .ok()
+                .filter(|&h| h > 0),
         };
         Self {
             store,
@@ -449,6 +457,7 @@ impl Engine {
             self.core.next_recompute = Some(Ts((ts.0.div_euclid(every) + 1) * every));
         }
         let t = self.core.watermark.current().map_or(ts, |w| w.max(ts));
+        let kind = event.kind.event_type();
         let (customer, body) = match event.kind {
             EventKind::Roster { rep, status } => {
                 self.roster_event(&rep, status, t, ts, out);
@@ -480,6 +489,12 @@ impl Engine {
         };
         if created {
             self.core.tiers.insert(idx);
+        }
+        if let (Some(id), Some(hours)) = (event.id, self.core.settings.dedup_hours) {
+            if c.seen.repeat(id, ts, hours) {
+                self.core.stats.duplicates[kind as usize] += 1;
+                return;
+            }
         }
         let scope = &mut Scope {
             roster: &inner.roster,

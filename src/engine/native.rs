@@ -11,6 +11,7 @@ use std::fmt;
 use compact_str::CompactString;
 use serde::Deserialize;
 
+use super::duplicate::EventId;
 use super::event::{
     Channel, DecodeLimits, Direction, Event, EventKind, MAX_ID_CHARS, RejectReason, RepStatus,
     TicketStatus, Ts, shorten,
@@ -81,6 +82,8 @@ struct Wire<'a> {
     status: Option<Text<'a>>,
     #[serde(borrow)]
     kind: Option<Text<'a>>,
+    #[serde(borrow)]
+    event_id: Option<Text<'a>>,
 }
 
 /// Decodes one message (one JSON object) into an event.
@@ -188,10 +191,22 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
         },
         other => return Err(RejectReason::UnknownType(shorten(other))),
     };
-    Ok(Event { ts, kind })
+    let id = match wire.event_id.as_deref() {
+        None => None,
+        Some(_) => Some(EventId::new(
+            kind.event_type(),
+            checked(&wire.event_id, "event_id")?,
+        )),
+    };
+    Ok(Event { ts, kind, id })
 }
 
 fn id(value: &Option<Text<'_>>, field: &'static str) -> Result<CompactString, RejectReason> {
+    checked(value, field).map(CompactString::from)
+}
+
+/// A present id of 1 to [`MAX_ID_CHARS`] characters.
+fn checked<'s>(value: &'s Option<Text<'_>>, field: &'static str) -> Result<&'s str, RejectReason> {
     let s = value.as_deref().ok_or(RejectReason::MissingField(field))?;
     if s.is_empty() {
         return Err(RejectReason::BadId { field, chars: 0 });
@@ -203,7 +218,7 @@ fn id(value: &Option<Text<'_>>, field: &'static str) -> Result<CompactString, Re
             return Err(RejectReason::BadId { field, chars });
         }
     }
-    Ok(CompactString::from(s))
+    Ok(s)
 }
 
 /// An optional enumerated field: `default` when absent.

@@ -5,6 +5,7 @@
 use rustc_hash::FxHashMap;
 
 use super::customer::{self, Customer};
+use super::duplicate::Seen;
 use super::event::{CustomerKey, RepKey, Ts};
 use super::rule::Check;
 use super::tier::{self, Thresholds};
@@ -34,6 +35,9 @@ pub struct CustomerState {
     pub episodes: Vec<(Check, Ts)>,
     /// Open tickets: hash and whether a complaint.
     pub tickets: Vec<(u64, bool)>,
+    /// The record's recent event ids (kept out of the record's own
+    /// serialisation, see [`Customer::seen`]).
+    pub seen: Seen,
 }
 
 /// Engine-wide time state, so a restored engine ranks and rolls windows as
@@ -84,6 +88,7 @@ impl Engine {
                 customer: c.clone(),
                 episodes,
                 tickets: self.core.tickets.get(&idx).cloned().unwrap_or_default(),
+                seen: c.seen,
             });
         });
         states
@@ -138,9 +143,11 @@ impl Engine {
             mut customer,
             episodes,
             tickets,
+            seen,
         } in state.customers
         {
             customer.partition = state.partition;
+            customer.seen = seen;
             customer.account_rep = customer
                 .account_rep
                 .get()

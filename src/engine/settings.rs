@@ -25,6 +25,9 @@ pub struct Settings {
     pub max_open_tickets: u16,
     /// Idle customers without spend are forgotten after this long (off: None).
     pub forget_after: Option<Duration>,
+    /// Redeliveries of an `event_id` within this much event time are
+    /// skipped; zero: off. Whole hours, at most 32767.
+    pub dedup_window: Duration,
     /// Dynamic ABC tiering.
     pub tiers: TierSettings,
     /// Trailing windows of the rolling counters.

@@ -288,6 +288,7 @@ mod tests {
                 amount: 1.0,
                 currency: None,
             },
+            id: None,
         }
     }
 

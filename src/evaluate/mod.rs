@@ -54,8 +54,13 @@ pub enum EvaluateError {
     #[error(transparent)]
     Replay(#[from] ReplayError),
     /// No purchase history up to the cut to fit BG/NBD on.
-    #[error("fitting BG/NBD on the history up to the cut: {0}")]
-    Fit(#[from] FitError),
+    #[error("fitting BG/NBD on the history up to the cut: {source} (input: {outcomes})")]
+    Fit {
+        /// Why the fit failed.
+        source: FitError,
+        /// What the input lost, often the reason there is no history.
+        outcomes: crate::replay::Outcomes,
+    },
     /// An output file could not be written.
     #[error("cannot write {path}: {source}")]
     Output {
@@ -164,6 +169,8 @@ pub struct Evaluation {
     pub model_source: &'static str,
     /// Rejected input lines.
     pub rejected_lines: u64,
+    /// Rejected and skipped lines by reason.
+    pub outcomes: crate::replay::Outcomes,
     /// The latest event time in the input, if any: labels need it past T + D.
     pub input_ends: Option<Ts>,
     /// Per tier group.
@@ -213,19 +220,22 @@ pub fn evaluate(config: &Config, o: &EvaluateOptions) -> Result<Evaluation, Eval
     let (model, model_source) = match config.risk.model {
         Some(m) => (m, "config"),
         None => {
-            let (engine, _) = state_at(&settings, &o.inputs, Some(o.cut), o.now, |_| {})?;
-            (fit_engine(engine.store(), o.cut)?.model, "fitted")
+            let (engine, outcomes) = state_at(&settings, &o.inputs, Some(o.cut), o.now, |_| {})?;
+            let fit = fit_engine(engine.store(), o.cut)
+                .map_err(|source| EvaluateError::Fit { source, outcomes })?;
+            (fit.model, "fitted")
         }
     };
     settings.risk.model = model;
-    let (engine, rejected_lines) = state_at(&settings, &o.inputs, Some(o.cut), o.now, &mut label)?;
+    let (engine, outcomes) = state_at(&settings, &o.inputs, Some(o.cut), o.now, &mut label)?;
     let rows = rows(&settings, engine.store(), o.cut, &bought);
     let evaluation = Evaluation {
         cut: o.cut,
         horizon_days: o.horizon.as_secs_f64() / 86_400.0,
         model,
         model_source,
-        rejected_lines,
+        rejected_lines: outcomes.rejected_total(),
+        outcomes,
         input_ends,
         groups: GROUPS
             .iter()
@@ -425,6 +435,7 @@ impl Evaluation {
             "cut {}, horizon {} days; BG/NBD ({}) r={:.4} alpha={:.4} a={:.4} b={:.4}",
             self.cut, self.horizon_days, self.model_source, m.r, m.alpha, m.a, m.b
         );
+        let _ = writeln!(s, "input: {}", self.outcomes);
         for g in &self.groups {
             let _ = writeln!(
                 s,

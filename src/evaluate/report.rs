@@ -136,9 +136,9 @@ pub fn html(e: &Evaluation) -> String {
          td:first-child,th:first-child{{text-align:left}}svg{{margin:.3em}}</style></head><body>\
          <h1>churnwatch evaluate</h1>\
          <p>Cut {}, horizon {} days: churned = no purchase in (cut, cut + horizon]. \
-         BG/NBD ({}): r = {:.4}, α = {:.4}, a = {:.4}, b = {:.4}. {} input lines rejected.</p>\
+         BG/NBD ({}): r = {:.4}, α = {:.4}, a = {:.4}, b = {:.4}. Input: {}.</p>\
          <p>Scores: <b>risk</b> (churnwatch's score), <b>recency</b> (days since the last purchase), \
          <b>bgnbd</b> (1 − P(alive)).</p>{body}<h2>Curves</h2><div>{charts}</div></body></html>\n",
-        e.cut, e.horizon_days, e.model_source, m.r, m.alpha, m.a, m.b, e.rejected_lines
+        e.cut, e.horizon_days, e.model_source, m.r, m.alpha, m.a, m.b, e.outcomes
     )
 }

@@ -23,9 +23,11 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::engine::customer::MaybeRep;
+use crate::engine::customer::{Customer, MaybeRep};
+use crate::engine::duplicate::Seen;
 use crate::engine::event::{CustomerKey, RepKey, Ts};
 use crate::engine::rep::RepIdx;
+use crate::engine::rule::Check;
 use crate::engine::{ClockState, CustomerState, PartitionState};
 
 /// Key of the per-round `Meta` entry (compaction keeps the newest).
@@ -38,11 +40,16 @@ pub const REP_KEY_PREFIX: &[u8] = b"__churnwatch.rep/";
 /// One changelog record's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Entry {
-    /// A customer as of a round; `rep` names its account rep (indexes are
-    /// local to an engine).
-    Customer {
-        /// The customer and its open episodes and tickets.
-        state: CustomerState,
+    /// A customer as changelogs before event ids were remembered wrote it
+    /// (postcard is positional, so the old shape keeps its own variant):
+    /// read on upgrade, never written.
+    CustomerBeforeIds {
+        /// The record.
+        customer: Customer,
+        /// Firing checks and when each fired.
+        episodes: Vec<(Check, Ts)>,
+        /// Open tickets.
+        tickets: Vec<(u64, bool)>,
         /// Its account rep's id.
         rep: Option<RepKey>,
     },
@@ -65,6 +72,14 @@ pub enum Entry {
     /// A customer forgotten (`engine.forget_after`): drops its earlier
     /// entries, so a hand-over does not bring it back.
     Forgotten(CustomerKey),
+    /// A customer as of a round; `rep` names its account rep (indexes are
+    /// local to an engine).
+    Customer {
+        /// The customer, its open episodes and tickets, its recent ids.
+        state: CustomerState,
+        /// Its account rep's id.
+        rep: Option<RepKey>,
+    },
 }
 
 impl Entry {
@@ -169,6 +184,20 @@ pub fn fold(
     for e in entries {
         match e {
             Entry::Customer { state, rep } => pending.push((state, rep)),
+            Entry::CustomerBeforeIds {
+                customer,
+                episodes,
+                tickets,
+                rep,
+            } => pending.push((
+                CustomerState {
+                    customer,
+                    episodes,
+                    tickets,
+                    seen: Seen::default(),
+                },
+                rep,
+            )),
             Entry::Rep { id, departed } => pending_reps.push((id, departed)),
             Entry::Forgotten(id) => pending_forgotten.push(id),
             Entry::Meta { offsets, clock } => {
@@ -292,6 +321,31 @@ mod tests {
 
         let log: Vec<Entry> = [r1, again, r2].iter().flat_map(|r| decoded(r)).collect();
         assert_folds_to(log, 2, &second);
+    }
+
+    /// A round for [`A`] and [`B`] as the release before event ids wrote
+    /// it (record values, hex): an upgrade must read it, not stall on it.
+    const BEFORE_IDS: [&str; 4] = [
+        "00016114323032362d30312d30315430303a30303a30305affffffffffffffffff0180a0d5edee66ffffffffffffffffff01000c0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000009000000000000000000000600000000000000000000ffff03000200000001027231",
+        "00016214323032362d30312d30325430303a30303a30305a809088c0ef66ffffffffffffffffff01ffffffffffffffffff01a0050c0000a0400000000000000000000000000000000000000000000000000000000000000000000000000000000000000000fd0f090000010000000000000006000000000000ffffffff0f000001e79f01000200000000",
+        "0302723100",
+        "01010563616c6c73040114323032362d30312d30325430303a30303a30305a0114323032362d30312d30325430303a30303a30305a01a005000000000000f07f000000000000f07f",
+    ];
+
+    #[test]
+    fn a_changelog_from_before_event_ids_still_folds() {
+        let log: Vec<Entry> = BEFORE_IDS
+            .iter()
+            .map(|h| {
+                let bytes: Vec<u8> = (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                    .collect();
+                Entry::decode(&bytes).unwrap()
+            })
+            .collect();
+        assert!(matches!(log[0], Entry::CustomerBeforeIds { .. }));
+        assert_folds_to(log, 2, &engine_after(&[A, B]));
     }
 
     #[test]
