@@ -211,7 +211,7 @@ fn memory_child(n: usize) {
     let ts = "2026-03-01T10:00:00Z";
     for i in 0..n {
         let p = format!(
-            r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5}}"#,
+            r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5,"event_id":"o{i}"}}"#,
             i % 997
         );
         engine

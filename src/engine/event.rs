@@ -174,6 +174,11 @@ impl EventType {
     /// Every type, for pre-registering metric labels.
     pub const ALL: [EventType; 4] = [Self::Purchase, Self::Call, Self::Ticket, Self::Rep];
 
+    /// The type a `type` value names.
+    pub fn parse(s: &str) -> Option<EventType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
     /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -13,15 +13,15 @@ use serde::Deserialize;
 
 use super::duplicate::EventId;
 use super::event::{
-    Channel, DecodeLimits, Direction, Event, EventKind, MAX_ID_CHARS, RejectReason, RepStatus,
-    TicketStatus, Ts, shorten,
+    Channel, DecodeLimits, Direction, Event, EventKind, EventType, MAX_ID_CHARS, RejectReason,
+    RepStatus, TicketStatus, Ts, shorten,
 };
 use super::money::Currency;
 
 /// A JSON string borrowed from the input when it has no escapes, owned
 /// otherwise. serde borrows a bare `Cow<str>` field but not one inside an
 /// `Option`, which allocated (and freed) every string of every event.
-struct Text<'a>(Cow<'a, str>);
+pub struct Text<'a>(pub Cow<'a, str>);
 
 impl std::ops::Deref for Text<'_> {
     type Target = str;
@@ -107,10 +107,84 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
         Some(ts) if ts.0 >= 0 => ts,
         _ => return Err(RejectReason::BadTimestamp(shorten(ts_text))),
     };
-    let kind = match kind_name {
-        "purchase" => {
-            let customer = id(&wire.customer_id, "customer_id")?;
-            let amount = wire.amount.ok_or(RejectReason::MissingField("amount"))?;
+    let kind =
+        EventType::parse(kind_name).ok_or_else(|| RejectReason::UnknownType(shorten(kind_name)))?;
+    let parts = Parts {
+        customer_id: wire.customer_id.as_deref(),
+        amount: wire.amount,
+        currency: wire.currency.as_deref(),
+        rep_id: wire.rep_id.as_deref(),
+        channel: wire.channel.as_deref(),
+        direction: wire.direction.as_deref(),
+        ticket_id: wire.ticket_id.as_deref(),
+        status: wire.status.as_deref(),
+        complaint: wire.kind.as_deref() == Some("complaint"),
+        event_id: wire.event_id.as_deref(),
+    };
+    assemble(kind, ts, &parts, limits)
+}
+
+/// An event's fields before validation: what the native format and the
+/// input mappings both produce, so both accept and refuse alike.
+#[derive(Debug, Default)]
+pub struct Parts<'a> {
+    /// `customer_id`.
+    pub customer_id: Option<&'a str>,
+    /// `amount`, in `currency`.
+    pub amount: Option<f64>,
+    /// `currency`.
+    pub currency: Option<&'a str>,
+    /// `rep_id`.
+    pub rep_id: Option<&'a str>,
+    /// `channel`.
+    pub channel: Option<&'a str>,
+    /// `direction`.
+    pub direction: Option<&'a str>,
+    /// `ticket_id`.
+    pub ticket_id: Option<&'a str>,
+    /// `status`.
+    pub status: Option<&'a str>,
+    /// Whether a ticket is a complaint (`kind = "complaint"`).
+    pub complaint: bool,
+    /// `event_id`.
+    pub event_id: Option<&'a str>,
+}
+
+/// The values each enumerated field accepts, in the order messages list them.
+pub const CHANNELS: &[(&str, Channel)] = &[
+    ("visit", Channel::Visit),
+    ("phone", Channel::Phone),
+    ("email", Channel::Email),
+    ("chat", Channel::Chat),
+];
+/// See [`CHANNELS`].
+pub const DIRECTIONS: &[(&str, Direction)] = &[
+    ("outbound", Direction::Outbound),
+    ("inbound", Direction::Inbound),
+];
+/// See [`CHANNELS`].
+pub const TICKET_STATUSES: &[(&str, TicketStatus)] = &[
+    ("opened", TicketStatus::Opened),
+    ("resolved", TicketStatus::Resolved),
+];
+/// See [`CHANNELS`].
+pub const REP_STATUSES: &[(&str, RepStatus)] = &[
+    ("active", RepStatus::Active),
+    ("departed", RepStatus::Departed),
+];
+
+/// Validates `parts` as an event of type `kind` at `ts`.
+pub fn assemble(
+    kind: EventType,
+    ts: Ts,
+    parts: &Parts<'_>,
+    limits: DecodeLimits,
+) -> Result<Event, RejectReason> {
+    let p = parts;
+    let kind = match kind {
+        EventType::Purchase => {
+            let customer = id(p.customer_id, "customer_id")?;
+            let amount = p.amount.ok_or(RejectReason::MissingField("amount"))?;
             if !amount.is_finite() || amount.abs() > limits.max_amount {
                 return Err(RejectReason::BadAmount {
                     amount,
@@ -120,7 +194,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
             // -0.0 is not a refund: normalise so no sign leaks into sums.
             let amount = if amount == 0.0 { 0.0 } else { amount };
             let currency =
-                match wire.currency.as_deref() {
+                match p.currency {
                     None => None,
                     Some(code) => Some(Currency::parse(code).ok_or_else(|| {
                         RejectReason::UnknownCurrency {
@@ -136,78 +210,44 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
                 currency,
             }
         }
-        "call" => EventKind::Call {
-            customer: id(&wire.customer_id, "customer_id")?,
-            rep: id(&wire.rep_id, "rep_id")?,
-            channel: one_of(
-                &wire.channel,
-                "channel",
-                Channel::Phone,
-                &[
-                    ("visit", Channel::Visit),
-                    ("phone", Channel::Phone),
-                    ("email", Channel::Email),
-                    ("chat", Channel::Chat),
-                ],
-            )?,
-            direction: one_of(
-                &wire.direction,
-                "direction",
-                Direction::Outbound,
-                &[
-                    ("outbound", Direction::Outbound),
-                    ("inbound", Direction::Inbound),
-                ],
-            )?,
+        EventType::Call => EventKind::Call {
+            customer: id(p.customer_id, "customer_id")?,
+            rep: id(p.rep_id, "rep_id")?,
+            channel: one_of(p.channel, "channel", Channel::Phone, CHANNELS)?,
+            direction: one_of(p.direction, "direction", Direction::Outbound, DIRECTIONS)?,
         },
-        "ticket" => {
-            let customer = id(&wire.customer_id, "customer_id")?;
-            let ticket = id(&wire.ticket_id, "ticket_id")?;
-            let status = required_one_of(
-                &wire.status,
-                "status",
-                &[
-                    ("opened", TicketStatus::Opened),
-                    ("resolved", TicketStatus::Resolved),
-                ],
-            )?;
+        EventType::Ticket => {
+            let customer = id(p.customer_id, "customer_id")?;
+            let ticket = checked(p.ticket_id, "ticket_id")?;
             EventKind::Ticket {
                 customer,
                 ticket: xxhash_rust::xxh3::xxh3_64(ticket.as_bytes()),
-                status,
-                complaint: wire.kind.as_deref() == Some("complaint"),
+                status: required_one_of(p.status, "status", TICKET_STATUSES)?,
+                complaint: p.complaint,
             }
         }
-        "rep" => EventKind::Roster {
-            rep: id(&wire.rep_id, "rep_id")?,
-            status: required_one_of(
-                &wire.status,
-                "status",
-                &[
-                    ("active", RepStatus::Active),
-                    ("departed", RepStatus::Departed),
-                ],
-            )?,
+        EventType::Rep => EventKind::Roster {
+            rep: id(p.rep_id, "rep_id")?,
+            status: required_one_of(p.status, "status", REP_STATUSES)?,
         },
-        other => return Err(RejectReason::UnknownType(shorten(other))),
     };
-    let id = match wire.event_id.as_deref() {
+    let id = match p.event_id {
         None => None,
-        Some(_) => Some(EventId::new(
+        Some(raw) => Some(EventId::new(
             kind.event_type(),
-            checked(&wire.event_id, "event_id")?,
+            checked(Some(raw), "event_id")?,
         )),
     };
     Ok(Event { ts, kind, id })
 }
 
-fn id(value: &Option<Text<'_>>, field: &'static str) -> Result<CompactString, RejectReason> {
+fn id(value: Option<&str>, field: &'static str) -> Result<CompactString, RejectReason> {
     checked(value, field).map(CompactString::from)
 }
 
 /// A present id of 1 to [`MAX_ID_CHARS`] characters.
-fn checked<'s>(value: &'s Option<Text<'_>>, field: &'static str) -> Result<&'s str, RejectReason> {
-    let s = value.as_deref().ok_or(RejectReason::MissingField(field))?;
+fn checked<'s>(value: Option<&'s str>, field: &'static str) -> Result<&'s str, RejectReason> {
+    let s = value.ok_or(RejectReason::MissingField(field))?;
     if s.is_empty() {
         return Err(RejectReason::BadId { field, chars: 0 });
     }
@@ -223,24 +263,22 @@ fn checked<'s>(value: &'s Option<Text<'_>>, field: &'static str) -> Result<&'s s
 
 /// An optional enumerated field: `default` when absent.
 fn one_of<T: Copy>(
-    value: &Option<Text<'_>>,
+    value: Option<&str>,
     field: &'static str,
     default: T,
     choices: &[(&str, T)],
 ) -> Result<T, RejectReason> {
-    value
-        .as_deref()
-        .map_or(Ok(default), |v| pick(v, field, choices))
+    value.map_or(Ok(default), |v| pick(v, field, choices))
 }
 
 /// A required enumerated field.
 fn required_one_of<T: Copy>(
-    value: &Option<Text<'_>>,
+    value: Option<&str>,
     field: &'static str,
     choices: &[(&str, T)],
 ) -> Result<T, RejectReason> {
     pick(
-        value.as_deref().ok_or(RejectReason::MissingField(field))?,
+        value.ok_or(RejectReason::MissingField(field))?,
         field,
         choices,
     )
