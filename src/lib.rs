@@ -55,6 +55,7 @@ pub mod generate;
 pub mod http;
 pub mod inbox;
 pub mod kafka;
+pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;

@@ -7,6 +7,7 @@
 
 mod engine;
 mod http;
+mod inputs;
 mod kafka;
 mod rules;
 mod validation;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 pub use engine::{EngineConfig, MoneyConfig, RunClock, TierConfig, WindowConfig};
 pub use http::{HttpConfig, Role, TokenConfig};
+pub use inputs::{EventSource, FieldSource, FieldTable, InputConfig, Literal, Unwrap, When};
 pub use kafka::{KafkaConfig, Properties};
 pub use rules::{
     PurchaseRecencyConfig, RecencyMode, RepTurnoverConfig, RiskConfig, RiskRuleConfig, RiskWeights,
@@ -59,6 +61,9 @@ pub struct Config {
     pub state: StateConfig,
     /// The retention inbox (`run`, `demo`).
     pub inbox: InboxConfig,
+    /// Mappings of the company's own topics (`[[inputs]]`); topics
+    /// without one are read in the native format.
+    pub inputs: Vec<InputConfig>,
 }
 
 /// `[inbox]`.

@@ -68,6 +68,17 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: String,
     },
+    /// An `[[inputs]]` mapping that cannot work (the index counts from 0).
+    #[error("invalid config value `{0}`")]
+    Input(#[from] crate::mapping::MappingError),
+    /// Two `[[inputs]]` entries for one topic.
+    #[error("invalid config value `inputs[{index}].topic`: `{topic}` is mapped twice")]
+    InputTwice {
+        /// The second entry's position.
+        index: usize,
+        /// The topic.
+        topic: String,
+    },
     /// A `[[webhooks]]` entry is unusable (the index counts from 0).
     #[error("invalid config value `webhooks[{index}]`: {why}")]
     Webhook {
@@ -131,7 +142,7 @@ impl Config {
             return invalid("engine.max_open_tickets", "must be at least 1");
         }
         let hours = e.dedup_window.as_secs() / 3600;
-        if e.dedup_window.as_secs() % 3600 != 0 || e.dedup_window.subsec_nanos() != 0 {
+        if !e.dedup_window.as_secs().is_multiple_of(3600) || e.dedup_window.subsec_nanos() != 0 {
             return invalid("engine.dedup_window", "must be whole hours (or 0s: off)");
         }
         if hours > u64::from(crate::engine::duplicate::MAX_WINDOW_HOURS) {
@@ -139,6 +150,15 @@ impl Config {
                 "engine.dedup_window",
                 "must be at most 32767h (about 3.7 years)",
             );
+        }
+        for (index, input) in self.inputs.iter().enumerate() {
+            crate::mapping::compile(index, input)?;
+            if self.inputs[..index].iter().any(|i| i.topic == input.topic) {
+                return Err(ConfigError::InputTwice {
+                    index,
+                    topic: input.topic.clone(),
+                });
+            }
         }
         if e.max_held_events < 2 {
             return invalid("engine.max_held_events", "must be at least 2");

@@ -328,6 +328,48 @@ pub enum RejectReason {
         /// The event's `type`.
         kind: &'static str,
     },
+    /// A value of the wrong kind for what a mapping reads it as (code
+    /// `wrong_type`, or `bad_timestamp` for times).
+    #[error("{detail}")]
+    Mismatch {
+        /// `wrong_type` or `bad_timestamp`.
+        code: &'static str,
+        /// "the string \"abc\" is not epoch_us", "expected a number, got …".
+        detail: String,
+    },
+    /// A record whose Kafka key is not the customer id it maps to, on a
+    /// topic declared keyed by customer: applying it would split the
+    /// customer's state across partitions.
+    #[error(
+        "record key \"{key}\" is not its customer id \"{customer}\": topic {topic} is not keyed by customer id (set keyed_by_customer = false in its [[inputs]] entry to have churnwatch re-key it)"
+    )]
+    WrongKey {
+        /// The topic.
+        topic: String,
+        /// The record's key.
+        key: String,
+        /// The customer id it maps to.
+        customer: String,
+    },
+    /// A value outside a field's `map`, which has no `default`.
+    #[error("\"{value}\" is not in the field's map (mapped: {accepted})")]
+    UnmappedValue {
+        /// The value.
+        value: String,
+        /// The values the map takes.
+        accepted: String,
+    },
+    /// A record of an `[[inputs]]` topic its mapping could not turn into
+    /// an event: where (the input and the JSON Pointer) and why.
+    #[error("{pointer}: {problem} ({input})")]
+    Mapped {
+        /// `inputs[N] (topic)`.
+        input: String,
+        /// The JSON Pointer read, or the churnwatch field when unmapped.
+        pointer: String,
+        /// The problem; its code is this reason's code.
+        problem: Box<RejectReason>,
+    },
 }
 
 /// The code table: each variant's stable code, written once; `CODES`
@@ -341,6 +383,8 @@ macro_rules! reject_codes {
             /// The stable code: dead-letter reason, metric label, log field.
             pub fn code(&self) -> &'static str {
                 match self {
+                    Self::Mismatch { code, .. } => code,
+                    Self::Mapped { problem, .. } => problem.code(),
                     $(Self::$variant { .. } => $code,)*
                 }
             }
@@ -364,6 +408,8 @@ reject_codes! {
     BadValue => "bad_value",
     UnknownCurrency => "unknown_currency",
     WrongTopic => "wrong_topic",
+    UnmappedValue => "unmapped_value",
+    WrongKey => "wrong_key",
 }
 
 /// Limits the decoder enforces; taken from `[engine]`.

@@ -490,11 +490,11 @@ impl Engine {
         if created {
             self.core.tiers.insert(idx);
         }
-        if let (Some(id), Some(hours)) = (event.id, self.core.settings.dedup_hours) {
-            if c.seen.repeat(id, ts, hours) {
-                self.core.stats.duplicates[kind as usize] += 1;
-                return;
-            }
+        if let (Some(id), Some(hours)) = (event.id, self.core.settings.dedup_hours)
+            && c.seen.repeat(id, ts, hours)
+        {
+            self.core.stats.duplicates[kind as usize] += 1;
+            return;
         }
         let scope = &mut Scope {
             roster: &inner.roster,
