@@ -202,6 +202,7 @@ async fn mock(options: &Options) {
                 &Config::default(),
                 &churnwatch::replay::ReplayOptions {
                     inputs: vec![file.clone()],
+                    mapped: Vec::new(),
                     until: None,
                     dead_letter: None,
                     now: churnwatch::engine::event::Ts(i64::MAX / 2),

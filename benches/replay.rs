@@ -94,6 +94,7 @@ fn minimal_engine(path: &Path) -> (u64, Duration) {
 fn engine_replay(path: &Path) -> (u64, Duration, usize) {
     let options = ReplayOptions {
         inputs: vec![path.to_path_buf()],
+        mapped: Vec::new(),
         until: None,
         dead_letter: None,
         now: Ts(i64::MAX / 2),

@@ -40,9 +40,8 @@ enum Command {
         /// replay that applies nothing from a non-empty input exits 3.
         #[arg(long)]
         max_rejected: Option<churnwatch::replay::MaxRejected>,
-        /// Input files in order; `-` reads standard input.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
     },
     /// Consume the input topics as one member of a consumer group.
     Run {
@@ -80,9 +79,8 @@ enum Command {
         /// Also write the fragment to this file.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Input files in order; `-` reads standard input.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
     },
     /// Measure alerts and the risk score against what happened after a cut.
     Evaluate {
@@ -104,9 +102,8 @@ enum Command {
         /// Print the figures as one JSON object instead of tables.
         #[arg(long)]
         json: bool,
-        /// Input files in order; `-` reads standard input.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
     },
     /// Write a synthetic population as JSON lines, or produce it to Kafka.
     Generate {
@@ -151,6 +148,28 @@ enum Command {
 
 fn parse_ts(s: &str) -> Result<Ts, String> {
     Ts::parse_rfc3339(s).ok_or_else(|| format!("`{s}` is not an RFC 3339 timestamp with offset"))
+}
+
+/// Where history comes from: native files and mapped topic files.
+#[derive(clap::Args, Debug)]
+struct InputArgs {
+    /// Records of a topic mapped by the config's `[[inputs]]` entry for it,
+    /// as TOPIC=FILE (repeatable); all inputs are merged in event time.
+    #[arg(long = "input", value_name = "TOPIC=FILE", value_parser = parse_input)]
+    mapped: Vec<(String, PathBuf)>,
+    /// Native JSON-lines files, read in order as one stream; `-` reads
+    /// standard input.
+    #[arg(required_unless_present = "mapped")]
+    inputs: Vec<PathBuf>,
+}
+
+fn parse_input(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((topic, file)) if !topic.is_empty() && !file.is_empty() => {
+            Ok((topic.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("`{s}` is not TOPIC=FILE")),
+    }
 }
 
 /// The command ran, but its input was not good enough to call it a
@@ -225,11 +244,12 @@ fn run(cli: Cli) -> Result<()> {
             until,
             dead_letter,
             max_rejected,
-            inputs,
+            input,
         } => {
             let config = load_config(config.as_ref())?;
             let options = ReplayOptions {
-                inputs,
+                inputs: input.inputs,
+                mapped: input.mapped,
                 until,
                 dead_letter,
                 now: Ts(chrono::Utc::now().timestamp_millis()),
@@ -248,14 +268,21 @@ fn run(cli: Cli) -> Result<()> {
             config,
             until,
             output,
-            inputs,
+            input,
         } => {
             let config = load_config(config.as_ref())?;
             let now = Ts(chrono::Utc::now().timestamp_millis());
             let settings = config.engine_settings();
-            let (engine, outcomes) =
-                churnwatch::replay::state_at(&settings, &inputs, until, now, |_| {})
-                    .context("reading the history")?;
+            let (engine, outcomes) = churnwatch::replay::state_at(
+                &config,
+                &settings,
+                &input.inputs,
+                &input.mapped,
+                until,
+                now,
+                |_| {},
+            )
+            .context("reading the history")?;
             let at = until.or(engine.watermark()).unwrap_or(now);
             let fit = churnwatch::evaluate::fit_engine(engine.store(), at)
                 .with_context(|| format!("fitting BG/NBD (input: {outcomes})"))?;
@@ -279,11 +306,12 @@ fn run(cli: Cli) -> Result<()> {
             scores,
             report,
             json,
-            inputs,
+            input,
         } => {
             let config = load_config(config.as_ref())?;
             let options = churnwatch::evaluate::EvaluateOptions {
-                inputs,
+                inputs: input.inputs,
+                mapped: input.mapped,
                 cut,
                 horizon,
                 scores,

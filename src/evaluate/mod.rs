@@ -33,8 +33,10 @@ pub use curve::{pr_auc, roc_auc};
 /// What to evaluate and where the results go.
 #[derive(Debug, Clone)]
 pub struct EvaluateOptions {
-    /// Input files in order.
+    /// Native input files in order.
     pub inputs: Vec<PathBuf>,
+    /// `--input TOPIC=FILE`: files read through their topic's mapping.
+    pub mapped: Vec<(String, PathBuf)>,
     /// The cut T.
     pub cut: Ts,
     /// The horizon D after T that labels churn.
@@ -220,14 +222,30 @@ pub fn evaluate(config: &Config, o: &EvaluateOptions) -> Result<Evaluation, Eval
     let (model, model_source) = match config.risk.model {
         Some(m) => (m, "config"),
         None => {
-            let (engine, outcomes) = state_at(&settings, &o.inputs, Some(o.cut), o.now, |_| {})?;
+            let (engine, outcomes) = state_at(
+                config,
+                &settings,
+                &o.inputs,
+                &o.mapped,
+                Some(o.cut),
+                o.now,
+                |_| {},
+            )?;
             let fit = fit_engine(engine.store(), o.cut)
                 .map_err(|source| EvaluateError::Fit { source, outcomes })?;
             (fit.model, "fitted")
         }
     };
     settings.risk.model = model;
-    let (engine, outcomes) = state_at(&settings, &o.inputs, Some(o.cut), o.now, &mut label)?;
+    let (engine, outcomes) = state_at(
+        config,
+        &settings,
+        &o.inputs,
+        &o.mapped,
+        Some(o.cut),
+        o.now,
+        &mut label,
+    )?;
     let rows = rows(&settings, engine.store(), o.cut, &bought);
     let evaluation = Evaluation {
         cut: o.cut,

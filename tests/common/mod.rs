@@ -117,6 +117,7 @@ pub fn replay_alerts(config: &Config, lines: &[String]) -> Vec<serde_json::Value
     std::fs::write(&path, lines.join("\n") + "\n").expect("write");
     let options = ReplayOptions {
         inputs: vec![path],
+        mapped: Vec::new(),
         until: None,
         dead_letter: None,
         now: Ts(chrono::Utc::now().timestamp_millis()),

@@ -15,14 +15,20 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::alert::Alert;
 use crate::engine::event::{self, RejectReason, Ts};
-use crate::engine::native;
 use crate::engine::watermark::Clock;
+use crate::mapping::Mapping;
+
+mod input;
+use input::{Decoded, Line, Sources};
 
 /// What to replay and where rejects go.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// Files in order; `-` is standard input.
+    /// Native files in order; `-` is standard input.
     pub inputs: Vec<PathBuf>,
+    /// `--input TOPIC=FILE`: files read through their topic's mapping,
+    /// merged with the native stream in event time.
+    pub mapped: Vec<(String, PathBuf)>,
     /// Advance the watermark to this time after the input, so due deadlines fire.
     pub until: Option<Ts>,
     /// JSON-lines file receiving every rejected line with its reason.
@@ -39,8 +45,8 @@ pub struct ReplayOptions {
 pub struct Outcomes {
     /// Rejected lines per reason code.
     pub rejected: BTreeMap<&'static str, u64>,
-    /// Skipped lines per cause.
-    pub skipped: BTreeMap<&'static str, u64>,
+    /// Skipped lines per cause (and input: `filtered in shop.orders`).
+    pub skipped: BTreeMap<String, u64>,
 }
 
 impl Outcomes {
@@ -49,11 +55,19 @@ impl Outcomes {
         *self.rejected.entry(reason.code()).or_default() += 1;
     }
 
+    /// Counts a line its input's mapping skipped.
+    pub fn skip(&mut self, cause: &str, topic: &str) {
+        *self
+            .skipped
+            .entry(format!("{cause} in {topic}"))
+            .or_default() += 1;
+    }
+
     /// Takes the redeliveries the engine skipped.
     pub fn skipped_by(&mut self, engine: &Engine) {
         let duplicates: u64 = engine.stats().duplicates.iter().sum();
         if duplicates > 0 {
-            self.skipped.insert("duplicate", duplicates);
+            self.skipped.insert("duplicate".into(), duplicates);
         }
     }
 
@@ -78,10 +92,10 @@ impl std::fmt::Display for Outcomes {
 }
 
 /// `3 rejected (a 2, b 1)`, or `0 rejected`.
-fn by_reason(
+fn by_reason<K: std::fmt::Display>(
     f: &mut std::fmt::Formatter<'_>,
     verb: &str,
-    by: &BTreeMap<&str, u64>,
+    by: &BTreeMap<K, u64>,
 ) -> std::fmt::Result {
     write!(f, "{} {verb}", by.values().sum::<u64>())?;
     let mut sep = " (";
@@ -183,6 +197,12 @@ pub enum ReplayError {
         /// What the OS said.
         source: io::Error,
     },
+    /// `--input` names a topic without an `[[inputs]]` entry.
+    #[error("--input {0}=...: the config has no [[inputs]] entry with topic = \"{0}\"")]
+    Unmapped(String),
+    /// A mapping of the config cannot work (refused at load already).
+    #[error(transparent)]
+    Mapping(crate::mapping::MappingError),
     /// Alerts could not be written (e.g. stdout closed).
     #[error("cannot write alerts: {0}")]
     Output(io::Error),
@@ -196,8 +216,8 @@ pub enum ReplayError {
     },
 }
 
-/// Replays `options.inputs`; alerts go to `alerts` as JSON lines, one
-/// `file:line: reason` per reject to `diagnostics`.
+/// Replays `options.inputs` and `options.mapped`; alerts go to `alerts`
+/// as JSON lines, one `file:line: reason` per reject to `diagnostics`.
 pub fn replay(
     config: &Config,
     options: &ReplayOptions,
@@ -213,78 +233,63 @@ pub fn replay(
         count: 0,
     };
     let mut summary = Summary::default();
-    let mut buffer = Vec::with_capacity(BATCH * 256);
+    let mappings = compile(config)?;
+    let mut sources = Sources::new(
+        &options.inputs,
+        &options.mapped,
+        &mappings,
+        engine.decode_limits(),
+    )?;
     let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
     let mut pending: Vec<Alert> = Vec::new();
-    let limits = engine.decode_limits();
-    for path in &options.inputs {
-        let shown = path.display().to_string();
-        let input_err = |source| ReplayError::Input {
-            path: shown.clone(),
-            source,
-        };
-        let mut reader = open_input(path).map_err(input_err)?;
-        let mut line_no = 0u64;
-        let mut end = false;
-        while !end {
-            // Decode a batch, let the engine prefetch its customers, then
-            // apply it in order: the same events in the same order as one
-            // by one, with the memory misses overlapped.
-            buffer.clear();
-            let mut failure = None;
-            while batch.len() < BATCH {
-                let start = buffer.len();
-                let size = match read_line_bounded(&mut reader, &mut buffer, limits.max_event_bytes)
-                {
-                    Ok(Some(size)) => size,
-                    Ok(None) => {
-                        end = true;
-                        break;
-                    }
-                    Err(e) => {
-                        failure = Some(input_err(e));
-                        end = true;
-                        break;
-                    }
-                };
-                line_no += 1;
-                let line = trim_line(&buffer[start..]);
-                let whole = size == buffer.len() - start;
-                if whole && line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+    let mut end = false;
+    while !end {
+        // Decode a batch, let the engine prefetch its customers, then
+        // apply it in order: the same events in the same order as one
+        // by one, with the memory misses overlapped.
+        let mut failure = None;
+        while batch.len() < BATCH {
+            match sources.next() {
+                Ok(Some(line)) => batch.push(line),
+                Ok(None) => {
+                    end = true;
+                    break;
                 }
-                let event = if whole {
-                    native::decode(line, limits)
-                } else {
-                    Err(RejectReason::TooLarge {
-                        size,
-                        limit: limits.max_event_bytes,
-                    })
-                };
-                batch.push(Line {
-                    no: line_no,
-                    text: start..buffer.len(),
-                    whole,
-                    event,
-                });
-            }
-            engine.prefetch(batch.iter().filter_map(|l| l.event.as_ref().ok()));
-            for l in batch.drain(..) {
-                match l.event.and_then(|ev| engine.apply(ev, 0, &mut pending)) {
-                    Ok(_) => summary.applied += 1,
-                    Err(reason) => {
-                        summary.outcomes.reject(&reason);
-                        // Diagnostics are best effort: a closed stderr must not stop the replay.
-                        let _ = writeln!(diagnostics, "{shown}:{}: {reason}", l.no);
-                        let raw = l.whole.then(|| trim_line(&buffer[l.text]));
-                        dead.write(&shown, l.no, &reason, raw)?;
-                    }
+                Err(e) => {
+                    failure = Some(e);
+                    end = true;
+                    break;
                 }
-                sink.write_all(&mut pending)?;
             }
-            if let Some(e) = failure {
-                return Err(e);
+        }
+        engine.prefetch(batch.iter().filter_map(|l| match &l.decoded {
+            Decoded::Event(e) => Some(e),
+            _ => None,
+        }));
+        for l in batch.drain(..) {
+            let applied = match l.decoded {
+                Decoded::Event(ev) => engine.apply(ev, 0, &mut pending).map(drop),
+                Decoded::Skipped(cause, topic) => {
+                    summary.outcomes.skip(cause, &topic);
+                    Ok(())
+                }
+                Decoded::Rejected(reason) => Err(reason),
+            };
+            match applied {
+                Ok(()) => summary.applied += 1,
+                Err(reason) => {
+                    summary.outcomes.reject(&reason);
+                    // Diagnostics are best effort: a closed stderr must not stop the replay.
+                    let _ = writeln!(diagnostics, "{}:{}: {reason}", l.file, l.no);
+                    let whole = !matches!(reason, RejectReason::TooLarge { .. });
+                    dead.write(&l.file, l.no, &reason, whole.then_some(&l.raw[..]))?;
+                }
             }
+            sources.recycle(l.raw);
+            sink.write_all(&mut pending)?;
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
     }
     if let Some(until) = options.until {
@@ -302,63 +307,57 @@ pub fn replay(
     Ok(summary)
 }
 
-/// The engine's state at `cut` over `inputs`: every event up to `cut`
-/// applied in input order (its alerts dropped), every later one handed to
-/// `later` instead, the watermark then moved to `cut`. Rejected and skipped
-/// lines are counted, not fatal. What `fit` and `evaluate` start from; without a cut,
-/// the whole input is applied.
+/// Every `[[inputs]]` mapping of a validated config.
+fn compile(config: &Config) -> Result<Vec<Mapping>, ReplayError> {
+    config
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| crate::mapping::compile(i, input).map_err(ReplayError::Mapping))
+        .collect()
+}
+
+/// The engine's state at `cut` over the inputs: every event up to `cut`
+/// applied in merge order (its alerts dropped), every later one handed to
+/// `later` instead, the watermark then moved to `cut`. Rejected and
+/// skipped lines are counted, not fatal. What `fit` and `evaluate` start
+/// from; without a cut, the whole input is applied.
 pub fn state_at(
+    config: &Config,
     settings: &crate::engine::Settings,
-    inputs: &[PathBuf],
+    files: &[PathBuf],
+    mapped: &[(String, PathBuf)],
     cut: Option<Ts>,
     now: Ts,
     mut later: impl FnMut(&event::Event),
 ) -> Result<(Engine, Outcomes), ReplayError> {
     let mut engine = Engine::new(settings, Clock::Event);
     engine.set_horizon(now);
-    let limits = engine.decode_limits();
+    let mappings = compile(config)?;
+    let mut sources = Sources::new(files, mapped, &mappings, engine.decode_limits())?;
     let mut pending = Vec::new();
-    let mut buffer = Vec::new();
     let mut outcomes = Outcomes::default();
-    for path in inputs {
-        let input_err = |source| ReplayError::Input {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut reader = open_input(path).map_err(input_err)?;
-        loop {
-            buffer.clear();
-            let Some(size) = read_line_bounded(&mut reader, &mut buffer, limits.max_event_bytes)
-                .map_err(input_err)?
-            else {
-                break;
-            };
-            let line = trim_line(&buffer);
-            if size == buffer.len() && line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let event = if size == buffer.len() {
-                native::decode(line, limits)
-            } else {
-                Err(RejectReason::TooLarge {
-                    size,
-                    limit: limits.max_event_bytes,
-                })
-            };
-            let applied = event.and_then(|mut ev| {
-                engine.to_base(&mut ev)?;
+    while let Some(line) = sources.next()? {
+        let applied = match line.decoded {
+            Decoded::Event(mut ev) => engine.to_base(&mut ev).and_then(|()| {
                 if cut.is_some_and(|c| ev.ts > c) {
                     later(&ev);
                     Ok(())
                 } else {
                     engine.apply(ev, 0, &mut pending).map(drop)
                 }
-            });
-            if let Err(reason) = applied {
-                outcomes.reject(&reason);
+            }),
+            Decoded::Skipped(cause, topic) => {
+                outcomes.skip(cause, &topic);
+                Ok(())
             }
-            pending.clear();
+            Decoded::Rejected(reason) => Err(reason),
+        };
+        if let Err(reason) = applied {
+            outcomes.reject(&reason);
         }
+        sources.recycle(line.raw);
+        pending.clear();
     }
     if let Some(cut) = cut {
         engine.advance_to(cut, &mut pending);
@@ -369,16 +368,6 @@ pub fn state_at(
 
 /// Lines decoded ahead of being applied (see [`Engine::prefetch`]).
 const BATCH: usize = 32;
-
-/// A decoded line waiting in a batch; its text stays in the batch buffer
-/// for the dead letter.
-struct Line {
-    no: u64,
-    text: std::ops::Range<usize>,
-    /// The line was kept in full (not over the size limit).
-    whole: bool,
-    event: Result<event::Event, RejectReason>,
-}
 
 struct AlertSink<'a> {
     out: &'a mut dyn Write,
