@@ -303,3 +303,129 @@ fn max_rejected_fails_a_replay_past_its_limit() {
     let out = churnwatch(&["replay", "--max-rejected", "lots", SCENARIO]);
     assert_eq!(out.status.code(), Some(2), "a bad limit is a usage error");
 }
+
+const COMPANY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/company");
+
+/// `--input` options for the four raw streams of the company fixture.
+fn company_inputs() -> Vec<String> {
+    [
+        ("shop.orders", "orders"),
+        ("crm.activities", "activities"),
+        ("helpdesk.tickets", "tickets"),
+        ("hr.employees", "hr"),
+    ]
+    .iter()
+    .flat_map(|(topic, file)| {
+        [
+            "--input".to_string(),
+            format!("{topic}={COMPANY}/{file}.jsonl"),
+        ]
+    })
+    .collect()
+}
+
+#[test]
+fn four_raw_streams_replay_like_their_native_conversion() {
+    let config = format!("{COMPANY}/churnwatch.toml");
+    let native_file = format!("{COMPANY}/native.jsonl");
+    let until = "2026-06-01T00:00:00Z";
+    let native = churnwatch(&[
+        "replay",
+        "--config",
+        &config,
+        "--until",
+        until,
+        &native_file,
+    ]);
+    assert!(native.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dead.jsonl");
+    let mut args = vec![
+        "replay".to_string(),
+        "--config".into(),
+        config.clone(),
+        "--until".into(),
+        until.into(),
+        "--dead-letter".into(),
+        dlq.to_str().unwrap().into(),
+    ];
+    args.extend(company_inputs());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mapped = churnwatch(&args);
+    assert!(mapped.status.success());
+    assert!(alerts(&native).len() >= 10, "the fixture fires alerts");
+    assert_eq!(
+        String::from_utf8_lossy(&mapped.stdout),
+        String::from_utf8_lossy(&native.stdout),
+        "alert for alert"
+    );
+    let summary = String::from_utf8_lossy(&mapped.stderr);
+    let summary = summary.lines().last().unwrap();
+    assert!(
+        summary.contains("42 events applied, 2 rejected (missing_field 1, unknown_currency 1), 6 skipped (deleted in shop.orders 1, duplicate 2, filtered in crm.activities 1, filtered in hr.employees 1, filtered in shop.orders 1)"),
+        "{summary}"
+    );
+    let dead: Vec<Value> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["reason"], "unknown_currency");
+    assert!(dead[0]["raw"].as_str().unwrap().contains("JPY"));
+    assert_eq!(dead[1]["reason"], "missing_field");
+    assert!(
+        dead[1]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("/customer_ref: missing field"),
+        "{}",
+        dead[1]["detail"]
+    );
+    assert!(
+        dead[1]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("orders.jsonl")
+    );
+}
+
+#[test]
+fn fit_and_evaluate_read_mapped_inputs_and_say_what_they_lost() {
+    let config = format!("{COMPANY}/churnwatch.toml");
+    let mut args = vec!["fit".to_string(), "--config".into(), config.clone()];
+    args.extend(company_inputs());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fit = churnwatch(&args);
+    let stderr = String::from_utf8_lossy(&fit.stderr);
+    assert!(
+        stderr.contains("2 rejected (missing_field 1, unknown_currency 1)"),
+        "{stderr}"
+    );
+    let mut args = vec![
+        "evaluate".to_string(),
+        "--config".into(),
+        config.clone(),
+        "--cut".into(),
+        "2026-03-20T00:00:00Z".into(),
+        "--horizon".into(),
+        "30d".into(),
+    ];
+    args.extend(company_inputs());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let evaluated = churnwatch(&args);
+    let stdout = String::from_utf8_lossy(&evaluated.stdout);
+    assert!(
+        stdout.contains("input: 2 rejected (missing_field 1, unknown_currency 1)"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&evaluated.stderr)
+    );
+    let unmapped = churnwatch(&["fit", "--input", "nowhere=x.jsonl"]);
+    assert!(!unmapped.status.success());
+    assert!(
+        String::from_utf8_lossy(&unmapped.stderr)
+            .contains("no [[inputs]] entry with topic = \"nowhere\""),
+        "{}",
+        String::from_utf8_lossy(&unmapped.stderr)
+    );
+}

@@ -303,7 +303,15 @@ impl Mapping {
                 .map_err(|_| self.at(&f.pointer, mismatch("wrong_type", "a number", &v)))?,
             _ => return Err(self.at(&f.pointer, mismatch("wrong_type", "a number", &v))),
         };
-        Ok(Some(f.scale.map_or(n, |s| n * s)))
+        Ok(Some(match f.scale {
+            None => n,
+            // 0.01 is not exact in binary: dividing by 100 gives cents the
+            // very amount their decimal spelling would.
+            Some(s) if (1.0 / s).fract() == 0.0 || (1.0 / s).round() * s == 1.0 => {
+                n / (1.0 / s).round()
+            }
+            Some(s) => n * s,
+        }))
     }
 
     /// The field's value after `contains`, `default` and `map`.
