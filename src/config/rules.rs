@@ -9,19 +9,73 @@ use crate::engine::bgnbd::Model;
 use crate::engine::risk::Weights;
 use crate::engine::tier::Tier;
 
-/// A limit per tier; a tier left out has the rule off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// A limit per tier; None: the rule is off for that tier.
+///
+/// In the file a table names only the tiers it changes (`A = "21d"`
+/// leaves B and C at their defaults) and turns a tier off explicitly with
+/// `"off"`, so a partial table never switches a default off silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TierLimits {
     /// Tier A's limit.
-    #[serde(rename = "A", default, with = "humantime_serde")]
     pub a: Option<Duration>,
     /// Tier B's limit.
-    #[serde(rename = "B", default, with = "humantime_serde")]
     pub b: Option<Duration>,
     /// Tier C's limit.
-    #[serde(rename = "C", default, with = "humantime_serde")]
     pub c: Option<Duration>,
+}
+
+/// A tier table as written: each key absent, `"off"`, or a duration.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierTable {
+    #[serde(rename = "A", default, deserialize_with = "limit")]
+    a: Option<Option<Duration>>,
+    #[serde(rename = "B", default, deserialize_with = "limit")]
+    b: Option<Option<Duration>>,
+    #[serde(rename = "C", default, deserialize_with = "limit")]
+    c: Option<Option<Duration>>,
+}
+
+/// `"off"` (None) or a duration such as `"30d"`.
+fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Duration>>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(Some(None));
+    }
+    humantime::parse_duration(&text)
+        .map(|v| Some(Some(v)))
+        .map_err(|_| serde::de::Error::custom("expected `off` or a duration such as `30d`"))
+}
+
+impl TierTable {
+    /// `defaults` with the tiers this table names replaced.
+    fn over(self, defaults: TierLimits) -> TierLimits {
+        TierLimits {
+            a: self.a.unwrap_or(defaults.a),
+            b: self.b.unwrap_or(defaults.b),
+            c: self.c.unwrap_or(defaults.c),
+        }
+    }
+}
+
+/// A tier table over `defaults` (the field's own default).
+fn tiers_over<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    defaults: TierLimits,
+) -> Result<TierLimits, D::Error> {
+    TierTable::deserialize(d).map(|t| t.over(defaults))
+}
+
+fn contact_gap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TierLimits, D::Error> {
+    tiers_over(d, RulesConfig::default().contact_gap)
+}
+
+fn adaptive_min<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TierLimits, D::Error> {
+    tiers_over(d, default_adaptive_min())
+}
+
+fn adaptive_max<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TierLimits, D::Error> {
+    tiers_over(d, default_adaptive_max())
 }
 
 impl TierLimits {
@@ -35,39 +89,103 @@ impl TierLimits {
     }
 }
 
-/// `[rules.purchase_recency]`: the fixed limit per tier (a tier left out has
-/// the rule off) and, in `adaptive` mode, the per-customer limit. The tier
-/// keys repeat [`TierLimits`]' because serde cannot flatten a struct into
-/// one that denies unknown keys.
+/// `[rules.purchase_recency]`: the fixed limit per tier (None: off) and,
+/// in `adaptive` mode, the per-customer limit. Every key left out keeps
+/// its default, a tier is turned off with `"off"` (see [`TierLimits`]).
+/// The tier keys repeat [`TierLimits`]' because serde cannot flatten a
+/// struct into one that denies unknown keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RecencyTable")]
 pub struct PurchaseRecencyConfig {
     /// Tier A's fixed limit.
-    #[serde(rename = "A", default, with = "humantime_serde")]
     pub a: Option<Duration>,
     /// Tier B's fixed limit.
-    #[serde(rename = "B", default, with = "humantime_serde")]
     pub b: Option<Duration>,
     /// Tier C's fixed limit.
-    #[serde(rename = "C", default, with = "humantime_serde")]
     pub c: Option<Duration>,
     /// `fixed` (default) or `adaptive`.
-    #[serde(default)]
     pub mode: RecencyMode,
     /// Adaptive: the limit is this multiple of the customer's mean gap
     /// between purchase days.
-    #[serde(default = "default_recency_factor")]
     pub factor: f64,
     /// Adaptive: purchase days a customer needs before its own gap is
     /// trusted; until then the fixed limit applies.
-    #[serde(default = "default_min_purchase_days")]
     pub min_purchase_days: u32,
     /// Adaptive: the lowest limit per tier.
-    #[serde(default = "default_adaptive_min")]
     pub min: TierLimits,
     /// Adaptive: the highest limit per tier.
-    #[serde(default = "default_adaptive_max")]
     pub max: TierLimits,
+}
+
+/// `[rules.purchase_recency]` as written (see [`TierTable`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecencyTable {
+    #[serde(rename = "A", default, deserialize_with = "limit")]
+    a: Option<Option<Duration>>,
+    #[serde(rename = "B", default, deserialize_with = "limit")]
+    b: Option<Option<Duration>>,
+    #[serde(rename = "C", default, deserialize_with = "limit")]
+    c: Option<Option<Duration>>,
+    #[serde(default)]
+    mode: Option<RecencyMode>,
+    #[serde(default)]
+    factor: Option<f64>,
+    #[serde(default)]
+    min_purchase_days: Option<u32>,
+    #[serde(default, deserialize_with = "some_adaptive_min")]
+    min: Option<TierLimits>,
+    #[serde(default, deserialize_with = "some_adaptive_max")]
+    max: Option<TierLimits>,
+}
+
+fn some_adaptive_min<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<TierLimits>, D::Error> {
+    adaptive_min(d).map(Some)
+}
+
+fn some_adaptive_max<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<TierLimits>, D::Error> {
+    adaptive_max(d).map(Some)
+}
+
+impl From<RecencyTable> for PurchaseRecencyConfig {
+    fn from(t: RecencyTable) -> Self {
+        let d = PurchaseRecencyConfig::default();
+        let fixed = TierTable {
+            a: t.a,
+            b: t.b,
+            c: t.c,
+        }
+        .over(d.fixed());
+        Self {
+            a: fixed.a,
+            b: fixed.b,
+            c: fixed.c,
+            mode: t.mode.unwrap_or(d.mode),
+            factor: t.factor.unwrap_or(d.factor),
+            min_purchase_days: t.min_purchase_days.unwrap_or(d.min_purchase_days),
+            min: t.min.unwrap_or(d.min),
+            max: t.max.unwrap_or(d.max),
+        }
+    }
+}
+
+impl Default for PurchaseRecencyConfig {
+    fn default() -> Self {
+        Self {
+            a: Some(days(30)),
+            b: Some(days(45)),
+            c: None,
+            mode: RecencyMode::Fixed,
+            factor: default_recency_factor(),
+            min_purchase_days: default_min_purchase_days(),
+            min: default_adaptive_min(),
+            max: default_adaptive_max(),
+        }
+    }
 }
 
 /// How `purchase_recency` sets a customer's limit.
@@ -213,6 +331,7 @@ pub struct RulesConfig {
     /// Longest allowed time since the last purchase, per tier.
     pub purchase_recency: PurchaseRecencyConfig,
     /// Longest allowed time since the last rep contact (or first seen), per tier.
+    #[serde(deserialize_with = "contact_gap")]
     pub contact_gap: TierLimits,
     /// Rep departures and frequent rep changes.
     pub rep_turnover: RepTurnoverConfig,
@@ -223,16 +342,7 @@ pub struct RulesConfig {
 impl Default for RulesConfig {
     fn default() -> Self {
         Self {
-            purchase_recency: PurchaseRecencyConfig {
-                a: Some(days(30)),
-                b: Some(days(45)),
-                c: None,
-                mode: RecencyMode::Fixed,
-                factor: default_recency_factor(),
-                min_purchase_days: default_min_purchase_days(),
-                min: default_adaptive_min(),
-                max: default_adaptive_max(),
-            },
+            purchase_recency: PurchaseRecencyConfig::default(),
             contact_gap: TierLimits {
                 a: Some(days(14)),
                 b: Some(days(30)),

@@ -147,7 +147,44 @@ fn durations_parse_in_human_form() {
     let c = Config::parse("[rules.purchase_recency]\nA = \"10d\"\n").unwrap();
     assert_eq!(c.rules.purchase_recency.a, Some(days(10)));
     assert_eq!(
-        c.rules.purchase_recency.b, None,
-        "an unlisted tier has the rule off"
+        c.rules.purchase_recency.b,
+        Some(days(45)),
+        "an unlisted tier keeps its default"
+    );
+}
+
+#[test]
+fn a_partial_rule_table_overrides_only_the_keys_it_names() {
+    let d30 = Some(days(30));
+    let d45 = Some(days(45));
+    let rules = |toml: &str| Config::parse(toml).unwrap().rules;
+    let adaptive = rules("[rules.purchase_recency]\nmode = \"adaptive\"\n").purchase_recency;
+    assert_eq!(
+        (adaptive.mode, adaptive.a, adaptive.b),
+        (RecencyMode::Adaptive, d30, d45)
+    );
+    let a_only = rules("[rules.purchase_recency]\nA = \"45d\"\n").purchase_recency;
+    assert_eq!((a_only.a, a_only.b, a_only.c), (d45, d45, None));
+    let off = rules(
+        "[rules.purchase_recency]\nB = \"off\"\n[rules.contact_gap]\nA = \"off\"\nC = \"60d\"\n",
+    );
+    assert_eq!(
+        (off.purchase_recency.a, off.purchase_recency.b),
+        (d30, None)
+    );
+    assert_eq!(
+        (off.contact_gap.a, off.contact_gap.b, off.contact_gap.c),
+        (None, d30, Some(days(60)))
+    );
+    let min = rules("[rules.purchase_recency.min]\nA = \"7d\"\n")
+        .purchase_recency
+        .min;
+    assert_eq!((min.a, min.b), (Some(days(7)), Some(days(21))));
+    let bad = Config::parse("[rules.contact_gap]\nA = \"never\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("rules.contact_gap") && bad.contains("expected `off` or a duration"),
+        "{bad}"
     );
 }

@@ -882,7 +882,7 @@ fn forget_after_forgets_idle_customers_without_spend_and_keeps_the_rest() {
 /// Only the `risk` rule, for every tier, at `threshold`.
 fn risk_only(threshold: u8) -> Config {
     Config::parse(&format!(
-        "[rules.purchase_recency]\n[rules.contact_gap]\n[rules.rep_turnover]\ntiers = []\n\
+        "[rules.purchase_recency]\nA = \"off\"\nB = \"off\"\n[rules.contact_gap]\nA = \"off\"\nB = \"off\"\n[rules.rep_turnover]\ntiers = []\n\
          [rules.risk]\nA = {threshold}\nB = {threshold}\nC = {threshold}\nhysteresis = 10\n"
     ))
     .unwrap()
@@ -939,7 +939,7 @@ fn adaptive_recency_measures_a_customer_against_its_own_gap() {
     let config = Config::parse(
         "[rules.purchase_recency]\nA = \"30d\"\nB = \"30d\"\nC = \"30d\"\nmode = \"adaptive\"\nfactor = 2.0\nmin_purchase_days = 4\n\
          [rules.purchase_recency.min]\nA = \"5d\"\nB = \"5d\"\nC = \"5d\"\n\
-         [rules.contact_gap]\n[rules.rep_turnover]\ntiers = []\n",
+         [rules.contact_gap]\nA = \"off\"\nB = \"off\"\n[rules.rep_turnover]\ntiers = []\n",
     )
     .unwrap();
     let mut h = Harness::new(&config);
