@@ -46,6 +46,7 @@
 //! - [`http`]: the read-only HTTP API.
 //! - [`webhook`]: signed callbacks with per-endpoint queues and retries.
 
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -105,6 +105,22 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    /// Validate a config and show what its mappings make of sample
+    /// records: the first events, then every reject and skip reason with
+    /// an example.
+    Check {
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Events to print.
+        #[arg(long, default_value_t = 5)]
+        sample: usize,
+        /// Records of a mapped topic, as TOPIC=FILE (repeatable).
+        #[arg(long = "input", value_name = "TOPIC=FILE", value_parser = parse_input)]
+        mapped: Vec<(String, PathBuf)>,
+        /// Native JSON-lines files.
+        inputs: Vec<PathBuf>,
+    },
     /// Write a synthetic population as JSON lines, or produce it to Kafka.
     Generate {
         /// Number of customers.
@@ -394,6 +410,18 @@ fn run(cli: Cli) -> Result<()> {
                 summary.report.alerts,
                 summary.alerts
             );
+            Ok(())
+        }
+        Command::Check {
+            config,
+            sample,
+            mapped,
+            inputs,
+        } => {
+            let config = load_config(Some(&config))?;
+            let stdout = std::io::stdout();
+            churnwatch::check::check(&config, &inputs, &mapped, sample, &mut stdout.lock())
+                .context("check failed")?;
             Ok(())
         }
         Command::Generate {

@@ -429,3 +429,45 @@ fn fit_and_evaluate_read_mapped_inputs_and_say_what_they_lost() {
         String::from_utf8_lossy(&unmapped.stderr)
     );
 }
+
+#[test]
+fn check_shows_sample_events_and_every_reason_with_an_example() {
+    let config = format!("{COMPANY}/churnwatch.toml");
+    let mut args = vec![
+        "check".to_string(),
+        "--config".into(),
+        config,
+        "--sample".into(),
+        "2".into(),
+    ];
+    args.extend(company_inputs());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = churnwatch(&args);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("config: valid; 4 mapped topic(s): shop.orders"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("event ")).count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("rejected missing_field (1), e.g. "), "{text}");
+    assert!(
+        text.contains("orders.jsonl:31: /customer_ref: missing field"),
+        "{text}"
+    );
+    assert!(text.contains("rejected unknown_currency (1)"), "{text}");
+    assert!(
+        text.contains("skipped filtered in hr.employees (1)"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[inputs]]\ntopic = \"t\"\nevent = \"purchase\"\n[inputs.fields]\ncustomer_id = \"/c\"\nts = \"/t\"\n").unwrap();
+    let out = churnwatch(&["check", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inputs[0].fields.amount"));
+}

@@ -98,7 +98,7 @@ impl<'m> Sources<'m> {
     }
 
     /// The next line in merge order; `None` when every input is exhausted.
-    pub fn next(&mut self) -> Result<Option<Line>, ReplayError> {
+    pub fn next_line(&mut self) -> Result<Option<Line>, ReplayError> {
         let mut best: Option<(usize, Option<Ts>)> = None;
         for i in 0..self.inputs.len() {
             let input = &mut self.inputs[i];

@@ -18,7 +18,7 @@ use crate::engine::event::{self, RejectReason, Ts};
 use crate::engine::watermark::Clock;
 use crate::mapping::Mapping;
 
-mod input;
+pub mod input;
 use input::{Decoded, Line, Sources};
 
 /// What to replay and where rejects go.
@@ -249,7 +249,7 @@ pub fn replay(
         // by one, with the memory misses overlapped.
         let mut failure = None;
         while batch.len() < BATCH {
-            match sources.next() {
+            match sources.next_line() {
                 Ok(Some(line)) => batch.push(line),
                 Ok(None) => {
                     end = true;
@@ -308,7 +308,7 @@ pub fn replay(
 }
 
 /// Every `[[inputs]]` mapping of a validated config.
-fn compile(config: &Config) -> Result<Vec<Mapping>, ReplayError> {
+pub fn compile(config: &Config) -> Result<Vec<Mapping>, ReplayError> {
     config
         .inputs
         .iter()
@@ -337,7 +337,7 @@ pub fn state_at(
     let mut sources = Sources::new(files, mapped, &mappings, engine.decode_limits())?;
     let mut pending = Vec::new();
     let mut outcomes = Outcomes::default();
-    while let Some(line) = sources.next()? {
+    while let Some(line) = sources.next_line()? {
         let applied = match line.decoded {
             Decoded::Event(mut ev) => engine.to_base(&mut ev).and_then(|()| {
                 if cut.is_some_and(|c| ev.ts > c) {
