@@ -109,6 +109,90 @@ fn engine_replay(path: &Path) -> (u64, Duration, usize) {
     (summary.applied, summary.elapsed, summary.customers)
 }
 
+/// An `[[inputs]]` mapping that reads the native format through the
+/// mapping decoder: every field by pointer, the type mapped, rep events
+/// filtered (a customer topic's mapping cannot carry them).
+const IDENTITY_MAPPING: &str = r#"
+[[inputs]]
+topic = "native"
+event = { path = "/type", map = { purchase = "purchase", call = "call", ticket = "ticket" } }
+when = { path = "/type", in = ["purchase", "call", "ticket"] }
+[inputs.fields]
+customer_id = "/customer_id"
+amount = "/amount"
+currency = "/currency"
+ts = "/ts"
+event_id = "/event_id"
+rep_id = "/rep_id"
+channel = "/channel"
+direction = "/direction"
+ticket_id = "/ticket_id"
+status = "/status"
+kind = "/kind"
+"#;
+
+/// Records per second of a replay of `path`, native or through the
+/// identity mapping.
+fn records_per_second(path: &Path, mapped: bool) -> f64 {
+    let config = if mapped {
+        Config::parse(IDENTITY_MAPPING).expect("mapping")
+    } else {
+        Config::default()
+    };
+    let file = vec![path.to_path_buf()];
+    let options = ReplayOptions {
+        inputs: if mapped { Vec::new() } else { file },
+        mapped: if mapped {
+            vec![("native".to_string(), path.to_path_buf())]
+        } else {
+            Vec::new()
+        },
+        until: None,
+        dead_letter: None,
+        now: Ts(i64::MAX / 2),
+    };
+    let s = replay(
+        &config,
+        &options,
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+    )
+    .expect("replay");
+    let records = s.applied + s.outcomes.rejected_total() + s.outcomes.skipped_total();
+    records as f64 / s.elapsed.as_secs_f64()
+}
+
+/// Mapped against native decoding, three rounds each, on the generator's
+/// established book.
+fn mapped_vs_native(customers: usize, events: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let options = PopulationOptions {
+        customers,
+        seed: 7,
+        start: Ts(1_767_225_600_000),
+        shape: Shape::Established,
+    };
+    write(Population::new(options), 400, events, &path).expect("generate");
+    let _ = parse_only(&path);
+    let (mut native, mut mapped) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        let n = records_per_second(&path, false);
+        let m = records_per_second(&path, true);
+        println!(
+            "mapped {customers} customers round {round}: native {n:.0} records/s, mapped {m:.0}, ratio {:.2}",
+            m / n
+        );
+        native.push(n);
+        mapped.push(m);
+    }
+    let (n, m) = (median(native), median(mapped));
+    println!(
+        "mapped {customers} customers, medians: native {n:.0} records/s, mapped {m:.0}, ratio {:.2}",
+        m / n
+    );
+}
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -342,11 +426,16 @@ fn main() {
         }
         return;
     }
+    if args.iter().any(|a| a == "--mapped") {
+        mapped_vs_native(100_000, 1_000_000);
+        return;
+    }
     if full {
         for shape in [Shape::Established, Shape::Young] {
             throughput(shape, 20_000, 300_000);
             throughput(shape, 1_000_000, 10_000_000);
         }
+        mapped_vs_native(1_000_000, 10_000_000);
         memory(1_000_000);
         memory(10_000_000);
         timers(10_000_000);
@@ -354,6 +443,7 @@ fn main() {
         for shape in [Shape::Established, Shape::Young] {
             throughput(shape, 100_000, 1_000_000);
         }
+        mapped_vs_native(100_000, 1_000_000);
         memory(1_000_000);
         timers(1_000_000);
     }

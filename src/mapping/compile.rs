@@ -24,7 +24,7 @@ pub struct MappingError {
 }
 
 /// The fields an event type takes, required ones first.
-fn takes(kind: EventType) -> (&'static [Target], &'static [Target]) {
+pub(super) fn takes(kind: EventType) -> (&'static [Target], &'static [Target]) {
     use Target::*;
     match kind {
         EventType::Purchase => (&[CustomerId, Amount, Ts], &[Currency, EventId]),
@@ -185,13 +185,19 @@ pub fn compile(index: usize, input: &InputConfig) -> Result<Mapping, MappingErro
     let op = b
         .debezium
         .then(|| b.raw_slot("/op", &["op"], &["payload", "op"]));
+    // Unreachable with the fields there are; kept as a refusal, not a panic.
+    if b.slots.len() > super::MAX_SLOTS {
+        return Err(err(
+            "fields",
+            format!("reads more than {} distinct pointers", super::MAX_SLOTS),
+        ));
+    }
     Ok(Mapping {
         topic: input.topic.clone(),
         label: format!("inputs[{index}] ({})", input.topic),
         keyed_by_customer: input.keyed_by_customer,
         roster: input.roster,
         debezium: b.debezium,
-        slots: b.slots.len(),
         trie: b.root,
         event,
         when,
