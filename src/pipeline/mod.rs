@@ -70,6 +70,13 @@ const READINESS_STALE: Duration = Duration::from_secs(5);
 /// Why `run` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// The config maps topics (`[[inputs]]`), which `run` does not consume
+    /// yet: refused rather than reading them in the native format and
+    /// dead-lettering every record.
+    #[error(
+        "[[inputs]] maps {0}: mapped topics are read by replay, fit, evaluate and check (--input TOPIC=FILE); run does not consume them yet"
+    )]
+    MappedInputs(String),
     /// The Kafka clients could not be set up (bad config, topics missing or
     /// not co-partitioned, brokers unreachable).
     #[error(transparent)]
@@ -150,6 +157,10 @@ pub async fn run(
     wiring: Wiring,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Report, PipelineError> {
+    if !config.inputs.is_empty() {
+        let topics: Vec<&str> = config.inputs.iter().map(|i| i.topic.as_str()).collect();
+        return Err(PipelineError::MappedInputs(topics.join(", ")));
+    }
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let Wiring {
