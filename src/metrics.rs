@@ -63,6 +63,7 @@ pub struct Metrics {
     tickets_forgotten: IntCounter,
     customers_forgotten: IntCounter,
     duplicates: IntCounterVec,
+    skipped: IntCounterVec,
     restores: IntCounterVec,
     rebalances: IntCounterVec,
     paused: IntGauge,
@@ -149,6 +150,13 @@ impl Metrics {
                 ),
                 &["type"],
             )?,
+            skipped: IntCounterVec::new(
+                Opts::new(
+                    "churnwatch_skipped_records_total",
+                    "Records a mapping skipped by design, by input topic and cause (filtered: failed `when`; deleted: Debezium delete or tombstone).",
+                ),
+                &["input", "cause"],
+            )?,
             paused: IntGauge::new(
                 "churnwatch_paused_partitions",
                 "Input partitions paused because engine.max_held_events are held (back-pressure).",
@@ -199,6 +207,7 @@ impl Metrics {
         }
         registry.register(Box::new(m.customers_forgotten.clone()))?;
         registry.register(Box::new(m.duplicates.clone()))?;
+        registry.register(Box::new(m.skipped.clone()))?;
         for t in EventType::ALL {
             m.duplicates.with_label_values(&[t.as_str()]);
         }
@@ -260,6 +269,11 @@ impl Metrics {
         let t = t.map_or("unknown", EventType::as_str);
         self.events.with_label_values(&[t, "rejected"]).inc();
         self.dead_letters.with_label_values(&[reason.code()]).inc();
+    }
+
+    /// A record of `input` its mapping skipped.
+    pub fn record_skipped(&self, input: &str, cause: &str) {
+        self.skipped.with_label_values(&[input, cause]).inc();
     }
 
     /// An alert emitted.

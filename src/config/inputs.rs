@@ -32,6 +32,56 @@ pub struct InputConfig {
     pub fields: BTreeMap<String, FieldSource>,
 }
 
+/// What `run` consumes, from `[kafka]` and `[[inputs]]` together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Topics {
+    /// Read by the group and co-partitioned with the state: the native
+    /// topics, the mapped ones keyed by customer, and the repartition topic.
+    pub inputs: Vec<String>,
+    /// Mapped topics keyed by something else, re-keyed into `repartition`.
+    pub rekeyed: Vec<String>,
+    /// `<group>-repartition`, when a topic is re-keyed.
+    pub repartition: Option<String>,
+    /// Read in full by every instance: `kafka.roster_topic` (unless "") and
+    /// the mapped roster topics.
+    pub roster: Vec<String>,
+}
+
+impl Topics {
+    /// The topics of `kafka` and `inputs`.
+    pub fn new(kafka: &super::KafkaConfig, inputs: &[InputConfig]) -> Self {
+        let mut t = Topics {
+            inputs: kafka.input_topics.clone(),
+            roster: Vec::new(),
+            rekeyed: Vec::new(),
+            repartition: None,
+        };
+        if !kafka.roster_topic.is_empty() {
+            t.roster.push(kafka.roster_topic.clone());
+        }
+        for i in inputs {
+            match (i.roster, i.keyed_by_customer) {
+                (true, _) => t.roster.push(i.topic.clone()),
+                (false, true) => t.inputs.push(i.topic.clone()),
+                (false, false) => t.rekeyed.push(i.topic.clone()),
+            }
+        }
+        if !t.rekeyed.is_empty() {
+            let topic = format!("{}-repartition", kafka.group_id);
+            t.inputs.push(topic.clone());
+            t.repartition = Some(topic);
+        }
+        t
+    }
+
+    /// The group's topics that come from outside (not the repartition one).
+    pub fn external(&self) -> impl Iterator<Item = &String> {
+        self.inputs
+            .iter()
+            .filter(|t| Some(*t) != self.repartition.as_ref())
+    }
+}
+
 fn yes() -> bool {
     true
 }

@@ -70,6 +70,12 @@ pub struct KafkaConfig {
     /// payload), so an input the broker accepted always fits as a dead
     /// letter under the producer's `message.max.bytes`.
     pub dead_letter_max_bytes: usize,
+    /// librdkafka's `partitioner` for the repartition topic (see README,
+    /// "Your own topics"): it must place a customer id where the producers
+    /// of the other input topics do, so `murmur2_random` (the Java
+    /// client's, hence Kafka Connect's, Debezium's and Kafka Streams')
+    /// unless they are librdkafka clients (`consistent_random`).
+    pub repartition_partitioner: String,
 }
 
 impl Default for KafkaConfig {
@@ -87,6 +93,7 @@ impl Default for KafkaConfig {
             consumer: Properties::default(),
             producer: Properties::default(),
             dead_letter_max_bytes: 256 * 1024,
+            repartition_partitioner: "murmur2_random".into(),
         }
     }
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 pub use engine::{EngineConfig, MoneyConfig, RunClock, TierConfig, WindowConfig};
 pub use http::{HttpConfig, Role, TokenConfig};
-pub use inputs::{EventSource, FieldSource, FieldTable, InputConfig, Literal, Unwrap, When};
+pub use inputs::{EventSource, FieldSource, FieldTable, InputConfig, Literal, Topics, Unwrap, When};
 pub use kafka::{KafkaConfig, Properties};
 pub use rules::{
     PurchaseRecencyConfig, RecencyMode, RepTurnoverConfig, RiskConfig, RiskRuleConfig, RiskWeights,
@@ -64,6 +64,13 @@ pub struct Config {
     /// Mappings of the company's own topics (`[[inputs]]`); topics
     /// without one are read in the native format.
     pub inputs: Vec<InputConfig>,
+}
+
+impl Config {
+    /// What `run` consumes.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.kafka, &self.inputs)
+    }
 }
 
 /// `[inbox]`.

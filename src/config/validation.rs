@@ -5,6 +5,17 @@ use std::time::Duration;
 
 use super::{Config, days};
 
+/// librdkafka's `partitioner` values.
+const PARTITIONERS: [&str; 7] = [
+    "random",
+    "consistent",
+    "consistent_random",
+    "murmur2",
+    "murmur2_random",
+    "fnv1a",
+    "fnv1a_random",
+];
+
 /// librdkafka properties the pass-through tables may not set: one owner per
 /// customer (range assignment over co-partitioned topics), offsets stored
 /// only once the output is safe, no duplicates from producer retries, and
@@ -75,6 +86,16 @@ pub enum ConfigError {
     #[error("invalid config value `inputs[{index}].topic`: `{topic}` is mapped twice")]
     InputTwice {
         /// The second entry's position.
+        index: usize,
+        /// The topic.
+        topic: String,
+    },
+    /// A mapped topic also named as a native one.
+    #[error(
+        "invalid config value `inputs[{index}].topic`: `{topic}` is also in kafka.input_topics or kafka.roster_topic (read natively); name it in one place"
+    )]
+    InputNative {
+        /// The entry's position.
         index: usize,
         /// The topic.
         topic: String,
@@ -171,15 +192,38 @@ impl Config {
                 });
             }
         }
-        if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.is_empty()) {
+        let topics = self.topics();
+        if topics.inputs.is_empty() || k.input_topics.iter().any(|t| t.is_empty()) {
             return invalid(
                 "kafka.input_topics",
-                "must name at least one topic, none empty",
+                "must name at least one topic (unless [[inputs]] maps one), none empty",
+            );
+        }
+        if let Some((index, input)) = self
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(_, i)| k.input_topics.contains(&i.topic) || k.roster_topic == i.topic)
+        {
+            return Err(ConfigError::InputNative {
+                index,
+                topic: input.topic.clone(),
+            });
+        }
+        if topics.roster.is_empty() {
+            return invalid(
+                "kafka.roster_topic",
+                "must not be empty (unless a roster = true input maps one)",
+            );
+        }
+        if !PARTITIONERS.contains(&k.repartition_partitioner.as_str()) {
+            return invalid(
+                "kafka.repartition_partitioner",
+                &format!("must be one of {}", PARTITIONERS.join(", ")),
             );
         }
         for (key, v) in [
             ("kafka.group_id", &k.group_id),
-            ("kafka.roster_topic", &k.roster_topic),
             ("kafka.alert_topic", &k.alert_topic),
             ("kafka.actions_topic", &k.actions_topic),
             ("kafka.dead_letter_topic", &k.dead_letter_topic),

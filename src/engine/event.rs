@@ -328,6 +328,16 @@ pub enum RejectReason {
         /// The event's `type`.
         kind: &'static str,
     },
+    /// A record on the repartition topic whose source topic no
+    /// `[[inputs]]` entry re-keys (the config changed since it was
+    /// republished, or another producer wrote it).
+    #[error(
+        "a repartitioned record from `{topic}`, which no [[inputs]] entry with keyed_by_customer = false maps"
+    )]
+    UnknownSource {
+        /// The `churnwatch.source.topic` header (or "" without one).
+        topic: String,
+    },
     /// A value of the wrong kind for what a mapping reads it as (code
     /// `wrong_type`, or `bad_timestamp` for times).
     #[error("{detail}")]
@@ -410,6 +420,7 @@ reject_codes! {
     WrongTopic => "wrong_topic",
     UnmappedValue => "unmapped_value",
     WrongKey => "wrong_key",
+    UnknownSource => "unknown_source",
 }
 
 /// Limits the decoder enforces; taken from `[engine]`.

@@ -151,7 +151,7 @@ impl Sink {
         let mut headers = OwnedHeaders::new()
             .insert(header("churnwatch.reason", reason.code()))
             .insert(header("churnwatch.detail", &detail))
-            .insert(header("churnwatch.source.topic", source.topic))
+            .insert(header(SOURCE_TOPIC_HEADER, source.topic))
             .insert(header("churnwatch.source.partition", &partition))
             .insert(header("churnwatch.source.offset", &offset));
         let mut payload = source.payload;
@@ -170,6 +170,30 @@ impl Sink {
             topic: self.dead_letter_topic.clone(),
             partition: None,
             key: key.to_vec(),
+            payload: payload.to_vec(),
+            headers: Some(headers),
+            delivery: None,
+            refused: None,
+        };
+        self.enqueue(out).await
+    }
+
+    /// Queues a record re-keyed to the repartition topic: the source's
+    /// bytes, keyed by customer id, the source topic in a header.
+    pub async fn republish(
+        &self,
+        topic: &str,
+        customer: &[u8],
+        payload: &[u8],
+        source: &str,
+    ) -> Outgoing {
+        let headers =
+            OwnedHeaders::new().insert(header(SOURCE_TOPIC_HEADER, source));
+        let out = Outgoing {
+            since: None,
+            topic: topic.to_string(),
+            partition: None,
+            key: customer.to_vec(),
             payload: payload.to_vec(),
             headers: Some(headers),
             delivery: None,
@@ -276,6 +300,9 @@ impl Sink {
     }
 }
 
+/// Header of a dead letter and of a repartitioned record: the topic the
+/// record came from.
+pub const SOURCE_TOPIC_HEADER: &str = "churnwatch.source.topic";
 /// Header of a cut dead letter: the payload's original size in bytes.
 pub const TRUNCATED_SIZE_HEADER: &str = "churnwatch.payload.size";
 /// Header of a cut dead letter: hex SHA-256 of the whole original payload.

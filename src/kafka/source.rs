@@ -17,7 +17,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::client::{Role, client_config};
 use super::offsets::TopicPartition;
-use crate::config::KafkaConfig;
+use super::topics::Policy;
+use crate::config::{KafkaConfig, Topics};
 
 /// A rebalance seen by the consumer, handed to the service loop (the
 /// callback runs inside `recv`, where the engine cannot be reached).
@@ -288,23 +289,30 @@ pub enum SourceError {
 
 /// The group consumer over the input topics, checked for co-partitioning,
 /// and their partition count;
-/// the state changelog (if on) is created when missing, and refused when
-/// not compacted or not co-partitioned with the inputs; the inbox's actions
+/// the repartition topic (when a topic is re-keyed) and the state changelog
+/// (if on) are created when missing, and refused when their cleanup policy
+/// is wrong or they are not co-partitioned with the inputs; the inbox's actions
 /// topic is created when missing (compacted, as many partitions as the
 /// inputs) and refused when not compacted.
 pub async fn input_consumer(
     config: &KafkaConfig,
+    topics: &Topics,
     brokers: &str,
 ) -> Result<(InputConsumer, usize), SourceError> {
     let consumer: InputConsumer =
         client_config(config, brokers, Role::Input).create_with_context(SourceContext::default())?;
-    let partitions = check_co_partitioned(&consumer, &config.input_topics)?;
-    let topic = &config.changelog_topic;
-    if !topic.is_empty() {
+    let external: Vec<String> = topics.external().cloned().collect();
+    let mut partitions = check_co_partitioned(&consumer, &external)?;
+    if let Some(topic) = &topics.repartition {
         let (found, brokers_up) = partition_count(&consumer, topic)?;
+        if partitions == 0 {
+            partitions = match found {
+                Some(n) => n,
+                None => rekeyed_partitions(&consumer, config, topics)?,
+            };
+        }
         if let Some(n) = found.filter(|&n| n != partitions) {
-            let mut shown: Vec<String> = config
-                .input_topics
+            let mut shown: Vec<String> = external
                 .iter()
                 .map(|t| format!("{t}={partitions}"))
                 .collect();
@@ -312,7 +320,37 @@ pub async fn input_consumer(
             return Err(SourceError::NotCoPartitioned(shown.join(", ")));
         }
         let admin = client_config(config, brokers, Role::Admin);
-        super::topics::ensure_compacted(&admin, topic, partitions, brokers_up, found.is_some())
+        super::topics::ensure(
+            &admin,
+            topic,
+            Policy::Delete,
+            partitions,
+            brokers_up,
+            found.is_some(),
+        )
+        .await?;
+    }
+    let topic = &config.changelog_topic;
+    if !topic.is_empty() {
+        let (found, brokers_up) = partition_count(&consumer, topic)?;
+        if let Some(n) = found.filter(|&n| n != partitions) {
+            let mut shown: Vec<String> = topics
+                .inputs
+                .iter()
+                .map(|t| format!("{t}={partitions}"))
+                .collect();
+            shown.push(format!("{topic}={n}"));
+            return Err(SourceError::NotCoPartitioned(shown.join(", ")));
+        }
+        let admin = client_config(config, brokers, Role::Admin);
+        super::topics::ensure(
+            &admin,
+            topic,
+            Policy::Compact,
+            partitions,
+            brokers_up,
+            found.is_some(),
+        )
             .await?;
     }
     for topic in [&config.actions_topic, &config.instances_topic] {
@@ -320,9 +358,32 @@ pub async fn input_consumer(
             ensure_inbox_topic(&consumer, config, brokers, topic, partitions).await?;
         }
     }
-    let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = topics.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok((consumer, partitions))
+}
+
+/// The partition count of a new repartition topic when every input is
+/// re-keyed: the changelog's if it exists, else the largest re-keyed
+/// topic's (as Kafka Streams sizes its repartition topics).
+fn rekeyed_partitions(
+    consumer: &InputConsumer,
+    config: &KafkaConfig,
+    topics: &Topics,
+) -> Result<usize, SourceError> {
+    if !config.changelog_topic.is_empty()
+        && let (Some(n), _) = partition_count(consumer, &config.changelog_topic)?
+    {
+        return Ok(n);
+    }
+    let mut most = 0;
+    for topic in &topics.rekeyed {
+        let n = partition_count(consumer, topic)?
+            .0
+            .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
+        most = most.max(n);
+    }
+    Ok(most)
 }
 
 /// Creates one of the inbox's compacted topics (actions, instances) when
@@ -340,9 +401,10 @@ async fn ensure_inbox_topic(
     let admin = client_config(config, brokers, Role::Admin);
     let topic = topic.to_string();
     let check = async move {
-        super::topics::ensure_compacted(
+        super::topics::ensure(
             &admin,
             &topic,
+            Policy::Compact,
             found.unwrap_or(partitions),
             brokers_up,
             found.is_some(),
@@ -413,10 +475,11 @@ pub fn check_co_partitioned<C: Consumer<SourceContext>>(
 /// outside the group: a departure concerns customers on every partition.
 pub fn roster_consumer(
     config: &KafkaConfig,
+    topics: &Topics,
     brokers: &str,
     instance: &str,
 ) -> Result<(InputConsumer, Vec<TopicPartition>), SourceError> {
-    whole_topic_reader(config, brokers, &config.roster_topic, "roster", instance)
+    whole_topic_reader(config, brokers, &topics.roster, "roster", instance)
 }
 
 /// A reader of every partition of `topic` from the beginning, outside the
@@ -426,29 +489,32 @@ pub fn roster_consumer(
 pub fn whole_topic_reader(
     config: &KafkaConfig,
     brokers: &str,
-    topic: &str,
+    topics: &[String],
     purpose: &str,
     instance: &str,
 ) -> Result<(InputConsumer, Vec<TopicPartition>), SourceError> {
     let group = format!("{}-{purpose}-{instance}", config.group_id);
     let consumer: InputConsumer = client_config(config, brokers, Role::Reader(&group))
         .create_with_context(SourceContext::default())?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if parts.is_empty() {
-        return Err(SourceError::MissingTopic(topic.to_string()));
-    }
     let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    let mut tps = Vec::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let parts: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if parts.is_empty() {
+            return Err(SourceError::MissingTopic(topic.clone()));
+        }
+        for p in parts {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            tps.push((topic.clone(), p));
+        }
     }
     consumer.assign(&tpl)?;
-    let tps = parts.into_iter().map(|p| (topic.to_string(), p)).collect();
     Ok((consumer, tps))
 }
 
@@ -456,6 +522,26 @@ pub fn whole_topic_reader(
 pub fn changelog_reader(config: &KafkaConfig, brokers: &str, instance: &str) -> ClientConfig {
     let group = format!("{}-changelog-{instance}", config.group_id);
     client_config(config, brokers, Role::Reader(&group))
+}
+
+/// The re-keying task's consumer of the topics not keyed by customer id,
+/// in its own group (each partition read by one instance), and the
+/// producer of the repartition topic, partitioning customer ids as
+/// `kafka.repartition_partitioner` says.
+pub fn repartitioner_clients(
+    config: &KafkaConfig,
+    topics: &Topics,
+    brokers: &str,
+) -> Result<(InputConsumer, rdkafka::producer::FutureProducer), SourceError> {
+    let group = format!("{}-repartitioner", config.group_id);
+    let consumer: InputConsumer = client_config(config, brokers, Role::Subscriber(&group))
+        .create_with_context(SourceContext::default())?;
+    let rekeyed: Vec<&str> = topics.rekeyed.iter().map(String::as_str).collect();
+    consumer.subscribe(&rekeyed)?;
+    let producer = client_config(config, brokers, Role::Producer)
+        .set("partitioner", &config.repartition_partitioner)
+        .create()?;
+    Ok((consumer, producer))
 }
 
 /// The idempotent producer for alerts, dead letters and changelog rounds.

@@ -154,6 +154,23 @@ fn view<'x>(s: &'x Scalar<'_>) -> Scalar<'x> {
     }
 }
 
+/// Reads one record through `mapping`, or in the native format without
+/// one: the one decoding step replay and `run` share.
+pub fn decode(
+    mapping: Option<&Mapping>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    limits: DecodeLimits,
+) -> Result<Mapped, RejectReason> {
+    match mapping {
+        Some(m) => m.decode(key, value, limits),
+        None => match value {
+            Some(v) => crate::engine::native::decode(v, limits).map(Mapped::Event),
+            None => Err(RejectReason::NullPayload),
+        },
+    }
+}
+
 impl Mapping {
     /// Maps one record; `key` is its Kafka key, if any.
     pub fn decode(

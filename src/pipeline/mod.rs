@@ -14,8 +14,10 @@
 //! HTTP server; a [`TaskTracker`] waits for them.
 
 pub mod acker;
+pub mod decoders;
 pub mod partitions;
 pub mod recovery;
+pub mod repartition;
 pub mod restore;
 pub mod step;
 
@@ -40,7 +42,9 @@ use crate::metrics::Metrics;
 use crate::state::snapshot::Owner;
 use crate::webhook::WebhookError;
 use acker::Ack;
+use decoders::Decoders;
 use partitions::{Changelog, Local, Partitions};
+use repartition::Repartitioner;
 use step::{Origin, Outputs, Step, Timing};
 
 /// How long shutdown waits for in-flight records before giving up on them
@@ -70,13 +74,9 @@ const READINESS_STALE: Duration = Duration::from_secs(5);
 /// Why `run` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The config maps topics (`[[inputs]]`), which `run` does not consume
-    /// yet: refused rather than reading them in the native format and
-    /// dead-lettering every record.
-    #[error(
-        "[[inputs]] maps {0}: mapped topics are read by replay, fit, evaluate and check (--input TOPIC=FILE); run does not consume them yet"
-    )]
-    MappedInputs(String),
+    /// An `[[inputs]]` mapping did not compile (validation refuses it first).
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
     /// The Kafka clients could not be set up (bad config, topics missing or
     /// not co-partitioned, brokers unreachable).
     #[error(transparent)]
@@ -144,6 +144,8 @@ pub enum Phase {
 /// The Kafka clients, owned by the engine task.
 struct Clients {
     consumer: Arc<InputConsumer>,
+    /// The group's input topics.
+    topics: Vec<String>,
     /// The input topics' partition count at start.
     partitions: usize,
     roster: InputConsumer,
@@ -157,10 +159,7 @@ pub async fn run(
     wiring: Wiring,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Report, PipelineError> {
-    if !config.inputs.is_empty() {
-        let topics: Vec<&str> = config.inputs.iter().map(|i| i.topic.as_str()).collect();
-        return Err(PipelineError::MappedInputs(topics.join(", ")));
-    }
+    let topics = config.topics();
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let Wiring {
@@ -239,9 +238,10 @@ pub async fn run(
     )
     .await?;
 
-    let (consumer, partitions) = source::input_consumer(&config.kafka, brokers).await?;
+    let (consumer, partitions) = source::input_consumer(&config.kafka, &topics, brokers).await?;
     let consumer = Arc::new(consumer);
-    let (roster, roster_parts) = source::roster_consumer(&config.kafka, brokers, &instance)?;
+    let (roster, roster_parts) =
+        source::roster_consumer(&config.kafka, &topics, brokers, &instance)?;
     let readers = crate::inbox::feed::Readers::new(&config.kafka, brokers, &instance)?;
 
     let sink = Sink::new(
@@ -269,6 +269,7 @@ pub async fn run(
         Outputs {
             sink: sink.clone(),
             metrics,
+            decoders: Decoders::new(config)?,
         },
     );
     for tp in roster_parts {
@@ -285,7 +286,7 @@ pub async fn run(
             owner: Owner {
                 cluster_id: cluster_id(&consumer).await,
                 group_id: config.kafka.group_id.clone(),
-                topics: config.kafka.input_topics.clone(),
+                topics: topics.inputs.clone(),
             },
         }),
     };
@@ -315,6 +316,18 @@ pub async fn run(
         },
         stopping.clone(),
     ));
+    if let Some(topic) = topics.repartition.clone() {
+        let (consumer, producer) = source::repartitioner_clients(&config.kafka, &topics, brokers)?;
+        let repartitioner = Repartitioner {
+            consumer,
+            decoders: Decoders::new(config)?,
+            limits: step.engine.decode_limits(),
+            sink: Sink::new(producer, &config.kafka, step.metrics().clone()),
+            topic,
+            metrics: step.metrics().clone(),
+        };
+        tracker.spawn(repartitioner.run(stopping.clone(), token.child_token()));
+    }
     crate::webhook::start(
         &config.webhooks,
         &config.kafka,
@@ -326,7 +339,7 @@ pub async fn run(
     let mut parts = Partitions::new(
         stopping.clone(),
         local,
-        config.kafka.input_topics.clone(),
+        topics.inputs.clone(),
         (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
             topic: config.kafka.changelog_topic.clone(),
             reader: source::changelog_reader(&config.kafka, brokers, &instance),
@@ -337,6 +350,7 @@ pub async fn run(
     );
     let clients = Clients {
         consumer,
+        topics: topics.inputs.clone(),
         partitions,
         roster,
         sink,
@@ -521,7 +535,7 @@ impl Consuming<'_> {
                     self.parts.seek_back(back);
                 }
                 _ = topology.tick() => {
-                    if let Some(counts) = repartitioned(&c.consumer, &config.kafka.input_topics, c.partitions).await {
+                    if let Some(counts) = repartitioned(&c.consumer, &c.topics, c.partitions).await {
                         tracing::error!(was = c.partitions, now = %counts, "an input topic's partition count changed: customers would be split between partitions; stopping");
                         return Some(counts);
                     }

@@ -10,16 +10,18 @@ use rdkafka::message::BorrowedMessage;
 
 use super::Report;
 use super::acker::Ack;
+use super::decoders::Decoders;
 use super::recovery::{Apply, Recovery};
 use crate::config::RunClock;
 use crate::engine::alert::{Alert, Trigger};
-use crate::engine::event::{self, EventType, RejectReason, Ts};
+use crate::engine::event::{EventType, RejectReason, Ts};
 use crate::engine::watermark::Clock;
 use crate::engine::{Applied, Engine};
 use crate::kafka::offsets::{PendingOffsets, TopicPartition};
 use crate::kafka::progress::Progress;
 use crate::kafka::sink::{Outgoing, Rejected, Sink};
 use crate::kafka::source::InputConsumer;
+use crate::mapping::Mapped;
 use crate::metrics::Metrics;
 
 /// Engine partition of roster events (never assigned, never evicted).
@@ -51,6 +53,8 @@ pub struct Outputs {
     pub sink: Sink,
     /// Shared with the HTTP API and the acker.
     pub metrics: Metrics,
+    /// How each topic's records are read.
+    pub decoders: Decoders,
 }
 
 /// How `run` moves engine time.
@@ -74,7 +78,7 @@ pub struct Step {
     records: Vec<Outgoing>,
     offsets: PendingOffsets,
     /// Scratch of [`Step::input`]: the batch decoded.
-    decoded: Vec<Result<event::Event, RejectReason>>,
+    decoded: Vec<Result<Mapped, RejectReason>>,
     /// Per-partition event-time progress (event clock).
     pub progress: Progress,
     /// Tails and rebuilds still to re-read.
@@ -114,12 +118,12 @@ impl Step {
     /// does, so their cache misses overlap instead of stalling one by one.
     pub async fn input(&mut self, batch: &[BorrowedMessage<'_>], origin: Origin, arrived: Instant) {
         let mut decoded = std::mem::take(&mut self.decoded);
-        decoded.extend(batch.iter().map(|m| match m.payload() {
-            None => Err(RejectReason::NullPayload),
-            Some(payload) => crate::engine::native::decode(payload, self.engine.decode_limits()),
+        let limits = self.engine.decode_limits();
+        decoded.extend(batch.iter().map(|m| self.out.decoders.decode(m, limits)));
+        self.engine.prefetch(decoded.iter().filter_map(|d| match d {
+            Ok(Mapped::Event(e)) => Some(e),
+            _ => None,
         }));
-        self.engine
-            .prefetch(decoded.iter().filter_map(|d| d.as_ref().ok()));
         let mut applied = [0u64; EventType::ALL.len()];
         for (m, event) in batch.iter().zip(decoded.drain(..)) {
             if let Some(kind) = self.message(m, event, origin, arrived).await {
@@ -140,7 +144,7 @@ impl Step {
     async fn message(
         &mut self,
         m: &BorrowedMessage<'_>,
-        decoded: Result<event::Event, RejectReason>,
+        decoded: Result<Mapped, RejectReason>,
         origin: Origin,
         arrived: Instant,
     ) -> Option<EventType> {
@@ -159,20 +163,30 @@ impl Step {
         };
         let mut ts = None;
         let mut kind = None;
-        let outcome = decoded.and_then(|ev| {
-            ts = Some(ev.ts);
-            kind = Some(ev.event_type());
-            origin.carries(ev.event_type())?;
-            self.engine.apply(ev, partition, &mut self.alerts)
+        let outcome = decoded.and_then(|mapped| match mapped {
+            Mapped::Skipped(cause) => {
+                // (The repartition topic carries events only: a skip is the
+                // topic's own.)
+                if apply != Apply::Quiet {
+                    self.out.metrics.record_skipped(m.topic(), cause.as_str());
+                }
+                Ok(None)
+            }
+            Mapped::Event(ev) => {
+                ts = Some(ev.ts);
+                kind = Some(ev.event_type());
+                origin.carries(ev.event_type())?;
+                self.engine.apply(ev, partition, &mut self.alerts).map(Some)
+            }
         });
         let mut applied = None;
         let held_until = match (outcome, kind) {
-            (Ok(outcome), Some(kind)) => {
+            (Ok(Some(outcome)), Some(kind)) => {
                 self.report.applied += 1;
                 applied = Some(kind);
                 ts.filter(|_| outcome == Applied::Held)
             }
-            (Ok(_), None) => None,
+            (Ok(_), _) => None,
             // Dead-lettered before the rebuilt commit already.
             (Err(_), _) if apply == Apply::Quiet => None,
             (Err(reason), kind) => {

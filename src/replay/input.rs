@@ -15,7 +15,6 @@ use std::rc::Rc;
 
 use super::{ReplayError, open_input, read_line_bounded, trim_line};
 use crate::engine::event::{DecodeLimits, Event, RejectReason, Ts};
-use crate::engine::native;
 use crate::mapping::{Mapped, Mapping};
 
 /// One line, decoded.
@@ -181,16 +180,10 @@ impl<'m> Input<'m> {
                     limit: limits.max_event_bytes,
                 })
             } else {
-                match self.mapping {
-                    None => match native::decode(line, limits) {
-                        Ok(e) => Decoded::Event(e),
-                        Err(r) => Decoded::Rejected(r),
-                    },
-                    Some(m) => match m.decode(None, Some(line), limits) {
-                        Ok(Mapped::Event(e)) => Decoded::Event(e),
-                        Ok(Mapped::Skipped(s)) => Decoded::Skipped(s.as_str(), self.topic.clone()),
-                        Err(r) => Decoded::Rejected(r),
-                    },
+                match crate::mapping::decode(self.mapping, None, Some(line), limits) {
+                    Ok(Mapped::Event(e)) => Decoded::Event(e),
+                    Ok(Mapped::Skipped(s)) => Decoded::Skipped(s.as_str(), self.topic.clone()),
+                    Err(r) => Decoded::Rejected(r),
                 }
             };
             let len = trim_line(&raw).len();

@@ -1,0 +1,88 @@
+//! How each consumed topic's records become events in `run`: natively, through
+//! the topic's `[[inputs]]` mapping, or, on the repartition topic, through
+//! the mapping of the topic the record was re-keyed from (its
+//! [`SOURCE_TOPIC_HEADER`]). The decoding itself is replay's
+//! ([`crate::mapping::decode`]), so both read a record alike.
+
+use rdkafka::Message;
+use rdkafka::message::Headers;
+
+use crate::config::Config;
+use crate::engine::event::{DecodeLimits, RejectReason};
+use crate::kafka::sink::SOURCE_TOPIC_HEADER;
+use crate::mapping::{Mapped, Mapping, MappingError};
+
+/// How one topic is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Through `mappings[i]`.
+    Mapped(usize),
+    /// The repartition topic: through the source topic's mapping.
+    Repartitioned,
+}
+
+/// Every consumed topic's decoder; topics not listed are native.
+pub struct Decoders {
+    /// A handful of topics: a linear search beats hashing the name.
+    routes: Vec<(String, Route)>,
+    mappings: Vec<Mapping>,
+}
+
+impl Decoders {
+    /// The decoders of `config`'s topics (mappings compiled once).
+    pub fn new(config: &Config) -> Result<Self, MappingError> {
+        let mut routes = Vec::new();
+        let mut mappings = Vec::new();
+        for (i, input) in config.inputs.iter().enumerate() {
+            mappings.push(crate::mapping::compile(i, input)?);
+            routes.push((input.topic.clone(), Route::Mapped(i)));
+        }
+        if let Some(t) = config.topics().repartition {
+            routes.push((t, Route::Repartitioned));
+        }
+        Ok(Self { routes, mappings })
+    }
+
+    fn mapping(&self, topic: &str) -> Option<&Mapping> {
+        self.routes.iter().find_map(|(t, r)| match r {
+            Route::Mapped(i) if t == topic => self.mappings.get(*i),
+            _ => None,
+        })
+    }
+
+    /// Decodes `m`.
+    pub fn decode<M: Message>(&self, m: &M, limits: DecodeLimits) -> Result<Mapped, RejectReason> {
+        let topic = m.topic();
+        let route = self
+            .routes
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, r)| *r);
+        match route {
+            None => crate::mapping::decode(None, m.key(), m.payload(), limits),
+            Some(Route::Mapped(i)) => {
+                crate::mapping::decode(self.mappings.get(i), m.key(), m.payload(), limits)
+            }
+            Some(Route::Repartitioned) => {
+                let source = source_topic(m).unwrap_or("");
+                match self.mapping(source).filter(|m| !m.keyed_by_customer) {
+                    // Re-keyed by customer id: the key check has passed.
+                    Some(mapping) => mapping.decode(None, m.payload(), limits),
+                    None => Err(RejectReason::UnknownSource {
+                        topic: crate::engine::event::shorten(source),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// The source topic a repartitioned record names.
+fn source_topic<M: Message>(m: &M) -> Option<&str> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == SOURCE_TOPIC_HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
