@@ -471,12 +471,3 @@ fn check_shows_sample_events_and_every_reason_with_an_example() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("inputs[0].fields.amount"));
 }
-
-#[test]
-fn run_refuses_mapped_inputs_it_cannot_consume_yet() {
-    let config = format!("{COMPANY}/churnwatch.toml");
-    let out = churnwatch(&["run", "--config", &config, "--brokers", "127.0.0.1:9"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("run does not consume them yet"), "{stderr}");
-}

@@ -20,7 +20,9 @@ use serde::Deserialize;
 
 pub use engine::{EngineConfig, MoneyConfig, RunClock, TierConfig, WindowConfig};
 pub use http::{HttpConfig, Role, TokenConfig};
-pub use inputs::{EventSource, FieldSource, FieldTable, InputConfig, Literal, Topics, Unwrap, When};
+pub use inputs::{
+    EventSource, FieldSource, FieldTable, InputConfig, Literal, Topics, Unwrap, When,
+};
 pub use kafka::{KafkaConfig, Properties};
 pub use rules::{
     PurchaseRecencyConfig, RecencyMode, RepTurnoverConfig, RiskConfig, RiskRuleConfig, RiskWeights,

@@ -83,7 +83,8 @@ impl Readers {
     /// beginnings (no instances reader when that topic is off).
     pub fn new(config: &KafkaConfig, brokers: &str, instance: &str) -> Result<Self, SourceError> {
         let read = |topic: &str, purpose: &str| {
-            whole_topic_reader(config, brokers, &[topic.to_string()], purpose, instance).map(|(c, _)| c)
+            whole_topic_reader(config, brokers, &[topic.to_string()], purpose, instance)
+                .map(|(c, _)| c)
         };
         let actions = read(&config.actions_topic, "inbox-actions")?;
         let instances = match config.instances_topic.is_empty() {

@@ -187,8 +187,7 @@ impl Sink {
         payload: &[u8],
         source: &str,
     ) -> Outgoing {
-        let headers =
-            OwnedHeaders::new().insert(header(SOURCE_TOPIC_HEADER, source));
+        let headers = OwnedHeaders::new().insert(header(SOURCE_TOPIC_HEADER, source));
         let out = Outgoing {
             since: None,
             topic: topic.to_string(),

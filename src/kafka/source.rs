@@ -351,7 +351,7 @@ pub async fn input_consumer(
             brokers_up,
             found.is_some(),
         )
-            .await?;
+        .await?;
     }
     for topic in [&config.actions_topic, &config.instances_topic] {
         if !topic.is_empty() {

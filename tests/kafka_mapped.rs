@@ -1,0 +1,232 @@
+//! A company's own topics on a real broker (`tansu`): mapped by
+//! `[[inputs]]`, the orders topic keyed by order id and re-keyed through
+//! `<group>-repartition`, equal to replay over the same raw files.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use churnwatch::config::Config;
+use churnwatch::engine::event::Ts;
+use churnwatch::engine::store::Store;
+use churnwatch::generate::Publisher;
+use churnwatch::replay::{ReplayOptions, replay};
+use common::broker::Tansu;
+use common::*;
+
+const COMPANY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/company");
+
+/// Each raw stream's topic, file, and the pointer its records are keyed by
+/// (orders by order id, as Debezium keys them; the rest by customer or rep).
+const STREAMS: [(&str, &str, &[&str]); 4] = [
+    ("shop.orders", "orders", &["/after/id", "/before/id"]),
+    ("crm.activities", "activities", &["/account_id"]),
+    (
+        "helpdesk.tickets",
+        "tickets",
+        &["/ticket/requester/account"],
+    ),
+    ("hr.employees", "hr", &["/employee_email"]),
+];
+
+/// The fixture's config on `brokers`, with only mapped topics (no native
+/// input or roster topic) and the event clock.
+fn company_config(brokers: &str) -> Config {
+    let text = std::fs::read_to_string(format!("{COMPANY}/churnwatch.toml")).unwrap();
+    let mut config = event_clock_config(brokers);
+    let mapped = Config::parse(&text).unwrap();
+    config.money = mapped.money;
+    config.inputs = mapped.inputs;
+    config.kafka.input_topics = Vec::new();
+    config.kafka.roster_topic = String::new();
+    config
+}
+
+/// Creates `topics` (name, partitions) with the default (delete) policy.
+async fn create(tansu: &Tansu, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| {
+            let n = NewTopic::new(t, *p, TopicReplication::Fixed(1));
+            match *t == "churnwatch-state" {
+                true => n.set("cleanup.policy", "compact"),
+                false => n,
+            }
+        })
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// Publishes `records` (topic, key, payload) as the company's Java
+/// producers would: partitioned by murmur2 of the key, one per batch
+/// (tansu 0.6 cannot resume inside a batch; see kafka_tansu.rs).
+async fn publish(brokers: &str, records: &[(String, String, String)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("batch.num.messages", "1")
+        .create()
+        .unwrap();
+    let mut publisher = Publisher::new(producer);
+    for (topic, key, payload) in records {
+        publisher
+            .send(topic, key.as_bytes(), payload.as_bytes())
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+}
+
+/// The fixture's records, keyed as their systems key them.
+fn company_records() -> Vec<(String, String, String)> {
+    let mut records = Vec::new();
+    for (topic, file, keys) in STREAMS {
+        let text = std::fs::read_to_string(format!("{COMPANY}/{file}.jsonl")).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let key = keys
+                .iter()
+                .find_map(|k| v.pointer(k).filter(|v| !v.is_null()))
+                .map(|k| k.as_str().map_or_else(|| k.to_string(), str::to_string))
+                .unwrap_or_default();
+            records.push((topic.to_string(), key, line.to_string()));
+        }
+    }
+    records
+}
+
+/// Replay's alerts over the raw files, read through the same mappings.
+fn replay_company(config: &Config) -> Vec<Value> {
+    let options = ReplayOptions {
+        inputs: Vec::new(),
+        mapped: STREAMS
+            .iter()
+            .map(|(t, f, _)| (t.to_string(), PathBuf::from(format!("{COMPANY}/{f}.jsonl"))))
+            .collect(),
+        until: None,
+        dead_letter: None,
+        now: Ts(chrono::Utc::now().timestamp_millis()),
+    };
+    let mut out = Vec::new();
+    replay(config, &options, &mut out, &mut std::io::sink()).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_topics_with_orders_repartitioned_equal_replay_and_a_wrong_key_is_dead_lettered() {
+    let tansu = Tansu::start().await;
+    let config = company_config(&tansu.brokers);
+    create(
+        &tansu,
+        &[
+            // One partition: re-keying keeps each source partition's order.
+            ("shop.orders", 1),
+            ("crm.activities", 3),
+            ("helpdesk.tickets", 3),
+            ("hr.employees", 1),
+            ("churn-alerts", 3),
+            ("churn-dead-letters", 1),
+            ("churnwatch-state", 3),
+        ],
+    )
+    .await;
+    let expected = replay_company(&config);
+    assert!(!expected.is_empty(), "the fixture alerts");
+    let mut records = company_records();
+    // A customer-keyed topic's record under another key: refused, since
+    // applying it would put key1's calls on another partition than its state.
+    records.push((
+        "crm.activities".into(),
+        "someone-else".into(),
+        r#"{"activity_id":"A-99","account_id":"key1","owner_email":"r1@corp.example","kind":"call","occurred_at":"2026-03-02 09:00:00"}"#.into(),
+    ));
+    publish(&tansu.brokers, &records).await;
+
+    let stop = CancellationToken::new();
+    let running = spawn_run(&config, Store::default(), &stop).await;
+    let arrived = eventually(Duration::from_secs(90), || {
+        read_topic(&tansu.brokers, "churn-alerts").len() >= expected.len()
+            && read_topic(&tansu.brokers, "churn-dead-letters").len() >= 3
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", running.ops))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop.cancel();
+    running.handle.await.unwrap().unwrap();
+    assert!(arrived, "alerts and dead letters arrived");
+    assert_eq!(
+        alert_set(&parse_alerts(&read_topic(&tansu.brokers, "churn-alerts"))),
+        alert_set(&expected),
+        "run over the raw topics alerts as replay over their files"
+    );
+    let dead: BTreeMap<String, (String, String)> = read_topic(&tansu.brokers, "churn-dead-letters")
+        .iter()
+        .map(|r| {
+            let h = |k: &str| r.header(k).unwrap_or_default().to_string();
+            (
+                h("churnwatch.reason"),
+                (h("churnwatch.source.topic"), h("churnwatch.detail")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dead.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["missing_field", "unknown_currency", "wrong_key"].map(String::from)),
+        "{dead:?}"
+    );
+    // Dead-lettered by the re-keying, with the orders topic's coordinates.
+    assert_eq!(dead["missing_field"].0, "shop.orders");
+    assert!(
+        dead["missing_field"]
+            .1
+            .starts_with("/customer_ref: missing field")
+    );
+    assert_eq!(dead["wrong_key"].0, "crm.activities");
+    assert!(
+        dead["wrong_key"].1.contains("keyed_by_customer"),
+        "names the setting: {}",
+        dead["wrong_key"].1
+    );
+    for line in [
+        r#"churnwatch_skipped_records_total{cause="filtered",input="shop.orders"} 1"#,
+        r#"churnwatch_skipped_records_total{cause="deleted",input="shop.orders"} 1"#,
+        r#"churnwatch_skipped_records_total{cause="filtered",input="crm.activities"} 1"#,
+        r#"churnwatch_skipped_records_total{cause="filtered",input="hr.employees"} 1"#,
+        r#"churnwatch_duplicate_events_total{type="purchase"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    let repartitioned = read_topic(&tansu.brokers, "churnwatch-repartition");
+    assert!(
+        repartitioned
+            .iter()
+            .all(|r| r.header("churnwatch.source.topic") == Some("shop.orders")),
+        "only the orders are re-keyed"
+    );
+}
