@@ -58,7 +58,7 @@ pub fn check(
         let decoded = match line.decoded {
             Decoded::Event(mut e) => match engine.to_base(&mut e) {
                 Ok(()) => Decoded::Event(e),
-                Err(r) => Decoded::Rejected(r),
+                Err(r) => Decoded::Rejected(sources.locate(line.input, r)),
             },
             other => other,
         };

@@ -207,6 +207,10 @@ async fn raw_topics_with_orders_repartitioned_equal_replay_and_a_wrong_key_is_de
             .1
             .starts_with("/customer_ref: missing field")
     );
+    assert!(
+        dead["unknown_currency"].1.starts_with("/currency: "),
+        "{dead:?}"
+    );
     assert_eq!(dead["wrong_key"].0, "crm.activities");
     assert!(
         dead["wrong_key"].1.contains("keyed_by_customer"),

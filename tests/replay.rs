@@ -373,6 +373,14 @@ fn four_raw_streams_replay_like_their_native_conversion() {
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0]["reason"], "unknown_currency");
     assert!(dead[0]["raw"].as_str().unwrap().contains("JPY"));
+    assert!(
+        dead[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("/currency: "),
+        "names the pointer: {}",
+        dead[0]["detail"]
+    );
     assert_eq!(dead[1]["reason"], "missing_field");
     assert!(
         dead[1]["detail"]

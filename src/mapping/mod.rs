@@ -403,8 +403,10 @@ impl Mapping {
         }
     }
 
-    /// Names the pointer of the field a validation reason is about.
-    fn locate(&self, reason: RejectReason) -> RejectReason {
+    /// Names the pointer of the field a validation reason is about (also
+    /// for reasons found after decoding, such as `unknown_currency`; one
+    /// already located is kept).
+    pub fn locate(&self, reason: RejectReason) -> RejectReason {
         let field = match &reason {
             RejectReason::MissingField(f) | RejectReason::BadId { field: f, .. } => *f,
             RejectReason::BadValue { field, .. } => *field,

@@ -43,6 +43,13 @@ impl Decoders {
         Ok(Self { routes, mappings })
     }
 
+    fn route(&self, topic: &str) -> Option<Route> {
+        self.routes
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, r)| *r)
+    }
+
     fn mapping(&self, topic: &str) -> Option<&Mapping> {
         self.routes.iter().find_map(|(t, r)| match r {
             Route::Mapped(i) if t == topic => self.mappings.get(*i),
@@ -50,15 +57,24 @@ impl Decoders {
         })
     }
 
+    /// Names the pointer of the field `reason` concerns when `m` was read
+    /// through a mapping (for reasons found after decoding, such as
+    /// `unknown_currency`).
+    pub fn locate<M: Message>(&self, m: &M, reason: RejectReason) -> RejectReason {
+        let mapping = match self.route(m.topic()) {
+            Some(Route::Mapped(i)) => self.mappings.get(i),
+            Some(Route::Repartitioned) => source_topic(m).and_then(|t| self.mapping(t)),
+            None => None,
+        };
+        match mapping {
+            Some(mapping) => mapping.locate(reason),
+            None => reason,
+        }
+    }
+
     /// Decodes `m`.
     pub fn decode<M: Message>(&self, m: &M, limits: DecodeLimits) -> Result<Mapped, RejectReason> {
-        let topic = m.topic();
-        let route = self
-            .routes
-            .iter()
-            .find(|(t, _)| t == topic)
-            .map(|(_, r)| *r);
-        match route {
+        match self.route(m.topic()) {
             None => crate::mapping::decode(None, m.key(), m.payload(), limits),
             Some(Route::Mapped(i)) => {
                 crate::mapping::decode(self.mappings.get(i), m.key(), m.payload(), limits)

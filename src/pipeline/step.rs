@@ -176,7 +176,10 @@ impl Step {
                 ts = Some(ev.ts);
                 kind = Some(ev.event_type());
                 origin.carries(ev.event_type())?;
-                self.engine.apply(ev, partition, &mut self.alerts).map(Some)
+                self.engine
+                    .apply(ev, partition, &mut self.alerts)
+                    .map(Some)
+                    .map_err(|r| self.out.decoders.locate(m, r))
             }
         });
         let mut applied = None;

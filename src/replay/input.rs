@@ -27,6 +27,8 @@ pub struct Line {
     pub raw: Vec<u8>,
     /// What it became.
     pub decoded: Decoded,
+    /// Which of the inputs it came from (see [`Sources::locate`]).
+    pub input: usize,
 }
 
 /// What a line became.
@@ -101,6 +103,7 @@ impl<'m> Sources<'m> {
         // One input has nothing to merge: no head is parked (each line is
         // moved once less, measurable on the native path).
         if let [input] = &mut self.inputs[..] {
+            // Its lines are input 0 already.
             return input.read(self.limits, &mut self.pool);
         }
         let mut best: Option<(usize, Option<Ts>)> = None;
@@ -120,7 +123,20 @@ impl<'m> Sources<'m> {
                 best = Some((i, ts));
             }
         }
-        Ok(best.and_then(|(i, _)| self.inputs[i].head.take()))
+        Ok(best.and_then(|(i, _)| {
+            let mut line = self.inputs[i].head.take()?;
+            line.input = i;
+            Some(line)
+        }))
+    }
+
+    /// Names the pointer of the field `reason` concerns when the line of
+    /// `input` (its [`Line::input`]) was mapped (a reason found after decoding, such as `unknown_currency`).
+    pub fn locate(&self, input: usize, reason: RejectReason) -> RejectReason {
+        match self.inputs.get(input).and_then(|i| i.mapping) {
+            Some(m) => m.locate(reason),
+            None => reason,
+        }
     }
 
     /// Hands a line's buffer back for reuse.
@@ -193,6 +209,7 @@ impl<'m> Input<'m> {
                 no: *no,
                 raw,
                 decoded,
+                input: 0,
             }));
         }
     }

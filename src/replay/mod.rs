@@ -268,7 +268,10 @@ pub fn replay(
         }));
         for l in batch.drain(..) {
             let applied = match l.decoded {
-                Decoded::Event(ev) => engine.apply(ev, 0, &mut pending).map(drop),
+                Decoded::Event(ev) => engine
+                    .apply(ev, 0, &mut pending)
+                    .map(drop)
+                    .map_err(|r| sources.locate(l.input, r)),
                 Decoded::Skipped(cause, topic) => {
                     summary.outcomes.skip(cause, &topic);
                     Ok(())
@@ -339,14 +342,17 @@ pub fn state_at(
     let mut outcomes = Outcomes::default();
     while let Some(line) = sources.next_line()? {
         let applied = match line.decoded {
-            Decoded::Event(mut ev) => engine.to_base(&mut ev).and_then(|()| {
-                if cut.is_some_and(|c| ev.ts > c) {
-                    later(&ev);
-                    Ok(())
-                } else {
-                    engine.apply(ev, 0, &mut pending).map(drop)
-                }
-            }),
+            Decoded::Event(mut ev) => engine
+                .to_base(&mut ev)
+                .and_then(|()| {
+                    if cut.is_some_and(|c| ev.ts > c) {
+                        later(&ev);
+                        Ok(())
+                    } else {
+                        engine.apply(ev, 0, &mut pending).map(drop)
+                    }
+                })
+                .map_err(|r| sources.locate(line.input, r)),
             Decoded::Skipped(cause, topic) => {
                 outcomes.skip(cause, &topic);
                 Ok(())
