@@ -45,9 +45,7 @@ use rustc_hash::FxHashMap;
 
 use alert::Alert;
 use customer::{Customer, MaybeTs, Windows};
-use event::{
-    CustomerKey, DecodeLimits, Event, EventKind, RejectReason, RepStatus, TicketStatus, Ts,
-};
+use event::{CustomerKey, DecodeLimits, Event, EventKind, RejectReason, TicketStatus, Ts};
 use money::Converter;
 use reconcile::Scope;
 use rep::RepCustomers;
@@ -557,130 +555,6 @@ impl Engine {
             since: None,
         };
         self.core.reconcile(&mut c, idx, t, Point::Timer, scope);
-    }
-
-    fn roster_event(
-        &mut self,
-        rep: &event::RepKey,
-        status: RepStatus,
-        t: Ts,
-        ts: Ts,
-        out: &mut Vec<Alert>,
-    ) {
-        let inner = self.store.inner();
-        let departed = (status == RepStatus::Departed).then_some(t);
-        let changed = {
-            let mut roster = inner.roster.write();
-            // A rep the full roster cannot hold is nobody's account rep.
-            roster
-                .intern(rep)
-                .filter(|&idx| roster.set_departed(idx, departed))
-        };
-        let Some(rep_idx) = changed else { return };
-        let scope = &mut Scope {
-            roster: &inner.roster,
-            inner,
-            out,
-            since: self.core.since(ts),
-        };
-        // Only this rep's customers, in the order a full scan would visit
-        // them (so alerts come out as they always did).
-        let mut served = self.core.rep_customers.of(rep_idx).to_vec();
-        served.sort_unstable_by_key(|&idx| store::scan_order(idx));
-        for idx in served {
-            if let Some(mut c) = inner.customers.get_mut(idx) {
-                self.core.reconcile(&mut c, idx, t, Point::Before, scope);
-                self.core.reconcile(&mut c, idx, t, Point::Roster, scope);
-            }
-        }
-    }
-
-    /// Under the wall clock, recomputes early once the population moved by
-    /// more than `tiers.recompute_change` (or a restore asked for it); the
-    /// hourly schedule stays as it was.
-    fn recompute_if_moved(&mut self, t: Ts, out: &mut Vec<Alert>) {
-        let c = &self.core;
-        let Some(change) = c.settings.recompute_change.filter(|_| c.on_wall_clock()) else {
-            return;
-        };
-        let moved = |now: f64, then: f64| (now - then).abs() > change * then.max(1.0);
-        let (purchases, then) = c.purchases;
-        if c.recompute_soon
-            || moved(purchases as f64, then as f64)
-            || moved(c.tiers.ranked() as f64, c.ranked_at_recompute as f64)
-        {
-            self.recompute(t, out, false);
-        }
-    }
-
-    /// Recomputes tier thresholds at `t` and re-tiers the customers they
-    /// move; `scheduled`: the hourly one, which schedules the next.
-    fn recompute(&mut self, t: Ts, out: &mut Vec<Alert>, scheduled: bool) {
-        let core = &mut self.core;
-        if scheduled {
-            core.next_recompute = Some(Ts(t.0 + core.settings.recompute_ms));
-            self.forget_idle(t);
-        }
-        let core = &mut self.core;
-        core.stats.recomputes += 1;
-        core.purchases.1 = core.purchases.0;
-        core.ranked_at_recompute = core.tiers.ranked();
-        core.recompute_soon = false;
-        let inner = self.store.inner();
-        let epoch = core.settings.windows.monetary.index(t.0);
-        let rollover = core.monetary_epoch.is_some_and(|e| e != epoch);
-        core.monetary_epoch = Some(epoch);
-        if rollover {
-            // Old spend left the window for everyone: rebuild the index.
-            core.stats.monetary_rollovers += 1;
-            inner.customers.for_each_mut(|idx, c| {
-                c.monetary.rotate(epoch);
-                core.tiers.place(idx, c.monetary_total());
-            });
-            core.dirty = true;
-        }
-        if !core.dirty {
-            return;
-        }
-        core.dirty = false;
-        let old = core.thresholds;
-        let new = core
-            .tiers
-            .thresholds(core.settings.a_percent, core.settings.b_percent, |i| {
-                inner
-                    .customers
-                    .read(i, Customer::monetary_total)
-                    .unwrap_or(0.0)
-            });
-        core.thresholds = new;
-        *inner.thresholds.write() = new;
-        let scope = &mut Scope {
-            roster: &inner.roster,
-            inner,
-            out,
-            since: None,
-        };
-        if rollover {
-            inner
-                .customers
-                .for_each_mut(|idx, c| core.retier(c, idx, t, scope));
-        } else if old != new {
-            let span = |x: f64, y: f64| (x.min(y), x.max(y));
-            let (a_lo, a_hi) = span(old.a, new.a);
-            let (b_lo, b_hi) = span(old.b, new.b);
-            let mut moved: Vec<u32> = core
-                .tiers
-                .between(a_lo, a_hi)
-                .chain(core.tiers.between(b_lo, b_hi))
-                .collect();
-            moved.sort_unstable();
-            moved.dedup();
-            for idx in moved {
-                if let Some(mut c) = inner.customers.get_mut(idx) {
-                    core.retier(&mut c, idx, t, scope);
-                }
-            }
-        }
     }
 }
 

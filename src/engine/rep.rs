@@ -6,8 +6,11 @@
 //! hostile input gets there); calls by reps beyond that still count as
 //! contacts but change no account rep (see [`super::customer::Customer::call`]).
 
-use super::event::{RepKey, Ts};
+use super::alert::Alert;
+use super::event::{RepKey, RepStatus, Ts};
 use super::ids::{IdHasher, IdIndex, prefetch};
+use super::reconcile::Scope;
+use super::rule::Point;
 
 /// Compact index of an interned rep id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +152,47 @@ impl RepCustomers {
     /// The customers `rep` serves, in no particular order.
     pub fn of(&self, rep: RepIdx) -> &[u32] {
         self.by_rep.get(rep.0 as usize).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The roster side of the engine.
+impl super::Engine {
+    /// Applies a roster change at `t` (event time `ts`) and re-evaluates
+    /// only the rep's customers.
+    pub(super) fn roster_event(
+        &mut self,
+        rep: &RepKey,
+        status: RepStatus,
+        t: Ts,
+        ts: Ts,
+        out: &mut Vec<Alert>,
+    ) {
+        let inner = self.store.inner();
+        let departed = (status == RepStatus::Departed).then_some(t);
+        let changed = {
+            let mut roster = inner.roster.write();
+            // A rep the full roster cannot hold is nobody's account rep.
+            roster
+                .intern(rep)
+                .filter(|&idx| roster.set_departed(idx, departed))
+        };
+        let Some(rep_idx) = changed else { return };
+        let scope = &mut Scope {
+            roster: &inner.roster,
+            inner,
+            out,
+            since: self.core.since(ts),
+        };
+        // Only this rep's customers, in the order a full scan would visit
+        // them (so alerts come out as they always did).
+        let mut served = self.core.rep_customers.of(rep_idx).to_vec();
+        served.sort_unstable_by_key(|&idx| super::store::scan_order(idx));
+        for idx in served {
+            if let Some(mut c) = inner.customers.get_mut(idx) {
+                self.core.reconcile(&mut c, idx, t, Point::Before, scope);
+                self.core.reconcile(&mut c, idx, t, Point::Roster, scope);
+            }
+        }
     }
 }
 
