@@ -16,6 +16,7 @@
 pub mod acker;
 mod consuming;
 pub mod decoders;
+mod handover;
 pub mod partitions;
 pub mod recovery;
 pub mod repartition;

@@ -13,22 +13,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::acker::Ack;
+use super::handover::local_snapshots;
 use super::restore::{self, Candidates, Choice};
 use super::step::Step;
-use crate::engine::PartitionState;
-use crate::kafka::changelog::read_to_fence;
 use crate::kafka::offsets::TopicPartition;
 use crate::kafka::sink::Sink;
 use crate::kafka::source::InputConsumer;
-use crate::state::changelog::{self, Changes, Entry};
+use crate::state::changelog::{self, Changes};
 use crate::state::snapshot::{self, Owner, Snapshot};
 
 /// How long a new owner reads a changelog partition at most before giving
 /// up on it (and rebuilding the partition from its input instead).
 const CHANGELOG_READ_LIMIT: Duration = Duration::from_secs(120);
-
-/// How long a committed-offsets lookup may take.
-const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The state changelog's writer and reader settings.
 pub struct Changelog {
@@ -92,10 +88,11 @@ pub struct Partitions {
     last_round: u64,
     /// Local snapshots, if on.
     local: Option<Local>,
-    input_topics: Vec<String>,
-    changelog: Option<Changelog>,
+    /// The group's input topics.
+    pub(super) input_topics: Vec<String>,
+    pub(super) changelog: Option<Changelog>,
     /// The service's graceful stop: a barrier gives up waiting on it.
-    stopping: CancellationToken,
+    pub(super) stopping: CancellationToken,
 }
 
 impl Partitions {
@@ -360,7 +357,7 @@ impl Partitions {
     /// What a wait on the broker gives up on: the graceful stop while
     /// consuming (an outage must not hold shutdown), the hard stop in the
     /// final round, which runs after the graceful one.
-    fn give_up<'a>(&'a self, hard: &'a CancellationToken) -> &'a CancellationToken {
+    pub(super) fn give_up<'a>(&'a self, hard: &'a CancellationToken) -> &'a CancellationToken {
         if self.stopping.is_cancelled() {
             hard
         } else {
@@ -557,134 +554,6 @@ impl Partitions {
     pub fn seeks_settled(&mut self) {
         self.fresh_seeks.clear();
     }
-
-    /// The group's committed input offsets of partition `p`, looked up off
-    /// the engine task (a blocking broker call). A failed lookup is retried
-    /// (it must never read as "nothing committed", which would skip the
-    /// rebuild); `None` once the service is stopping.
-    async fn committed(&self, p: i32, consumer: &Arc<InputConsumer>) -> Option<Vec<(String, i64)>> {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            for t in &self.input_topics {
-                tpl.add_partition(t, p);
-            }
-            let consumer = consumer.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                consumer.committed_offsets(tpl, COMMITTED_TIMEOUT)
-            })
-            .await;
-            match found {
-                Ok(Ok(c)) => {
-                    return Some(
-                        c.elements()
-                            .iter()
-                            .filter_map(|e| match e.offset() {
-                                rdkafka::Offset::Offset(o) => Some((e.topic().to_string(), o)),
-                                _ => None,
-                            })
-                            .collect(),
-                    );
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(partition = p, error = %e, "committed offsets unknown; asking again")
-                }
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "committed offsets lookup failed; asking again")
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = self.stopping.cancelled() => return None,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    /// The low and high watermarks of each input topic's partition `p`,
-    /// looked up off the engine task; a failed lookup leaves that topic out
-    /// (then no snapshot is refused for it, and a rebuild starts at the log
-    /// start).
-    async fn watermarks(&self, p: i32, consumer: &Arc<InputConsumer>) -> Vec<(String, i64, i64)> {
-        let (topics, consumer) = (self.input_topics.clone(), consumer.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            topics
-                .into_iter()
-                .filter_map(|t| match consumer.fetch_watermarks(&t, p, COMMITTED_TIMEOUT) {
-                    Ok((low, high)) => Some((t, low, high)),
-                    Err(e) => {
-                        tracing::warn!(topic = t, partition = p, error = %e, "watermarks unknown");
-                        None
-                    }
-                })
-                .collect()
-        })
-        .await;
-        found.unwrap_or_default()
-    }
-
-    /// The given partitions' states as of their last complete changelog
-    /// round, read in parallel (one blocking reader each), so restoring
-    /// several partitions takes as long as the slowest one
-    /// (`read_limit` at most), well inside the group's
-    /// `max.poll.interval.ms`. A partition left out had nothing readable.
-    async fn changelog_states(
-        &self,
-        partitions: &[i32],
-        sink: &Sink,
-    ) -> BTreeMap<i32, (PartitionState, Vec<(String, i64)>)> {
-        let mut found = BTreeMap::new();
-        let Some(c) = self.changelog.as_ref() else {
-            return found;
-        };
-        let mut reads = tokio::task::JoinSet::new();
-        for &p in partitions {
-            let Some(nonce) = self.fence(p, sink).await else {
-                continue;
-            };
-            let (reader, topic, limit) = (c.reader.clone(), c.topic.clone(), c.read_limit);
-            reads.spawn_blocking(move || (p, read_to_fence(&reader, &topic, p, nonce, limit)));
-        }
-        while let Some(read) = reads.join_next().await {
-            match read {
-                Ok((p, Ok(entries))) => {
-                    if let Some(state) = u16::try_from(p)
-                        .ok()
-                        .and_then(|n| changelog::fold(n, entries))
-                    {
-                        found.insert(p, state);
-                    }
-                }
-                Ok((p, Err(e))) => {
-                    tracing::warn!(partition = p, error = %e, "changelog unreadable; rebuilding from Kafka")
-                }
-                Err(e) => tracing::warn!(error = %e, "changelog reader failed"),
-            }
-        }
-        found
-    }
-
-    /// Writes a fresh fence to changelog partition `p`; its nonce once the
-    /// broker has it.
-    async fn fence(&self, p: i32, sink: &Sink) -> Option<u128> {
-        let c = self.changelog.as_ref()?;
-        let nonce: u128 = rand::random();
-        let fence = match Entry::Fence(nonce).encode() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "changelog fence not encodable");
-                return None;
-            }
-        };
-        let fence = sink
-            .to_partition(&c.topic, p, changelog::FENCE_KEY.to_vec(), fence)
-            .await;
-        if let Err(e) = sink.confirm(fence, self.give_up(&c.stop)).await {
-            tracing::warn!(partition = p, error = %e, "changelog fence not written");
-            return None;
-        }
-        Some(nonce)
-    }
 }
 
 /// The distinct partition numbers of `tps`, in order (every input topic
@@ -694,23 +563,4 @@ fn partition_numbers(tps: &[TopicPartition]) -> Vec<i32> {
     numbers.sort_unstable();
     numbers.dedup();
     numbers
-}
-
-/// Partition `p`'s valid local snapshots (current and previous); a refused
-/// file is logged and skipped, so the partition is rebuilt another way.
-fn local_snapshots(local: &Local, p: u16) -> Vec<Snapshot> {
-    let (dir, owner) = (&local.dir, &local.owner);
-    [
-        snapshot::read(dir, p, owner),
-        snapshot::read_previous(dir, p, owner),
-    ]
-        .into_iter()
-        .filter_map(|r| match r {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "snapshot refused; restoring from the changelog or rebuilding from Kafka");
-                None
-            }
-        })
-        .collect()
 }
