@@ -18,6 +18,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub mod auth;
 mod customers;
+mod forms;
 pub(crate) use customers::customer_view;
 use customers::{alerts, customer};
 pub mod inbox;
