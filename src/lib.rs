@@ -43,6 +43,7 @@
 //! - [`generate`]: the deterministic synthetic population.
 //! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.
 //! - [`metrics`]: Prometheus metrics on an injected registry.
+//! - [`log`]: stderr logs as text or JSON lines (`[log]`).
 //! - [`http`]: the read-only HTTP API.
 //! - [`webhook`]: signed callbacks with per-endpoint queues and retries.
 
@@ -56,6 +57,7 @@ pub mod generate;
 pub mod http;
 pub mod inbox;
 pub mod kafka;
+pub mod log;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;

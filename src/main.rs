@@ -14,7 +14,7 @@ use churnwatch::replay::{ReplayOptions, replay};
 #[derive(Parser)]
 #[command(
     name = "churnwatch",
-    version,
+    version = env!("CHURNWATCH_VERSION"),
     about = "Streaming churn alerts for key customers"
 )]
 struct Cli {
@@ -224,6 +224,20 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+impl Command {
+    /// The config file the command reads, if any.
+    fn config(&self) -> Option<&PathBuf> {
+        match self {
+            Command::Replay { config, .. }
+            | Command::Fit { config, .. }
+            | Command::Evaluate { config, .. }
+            | Command::Generate { config, .. } => config.as_ref(),
+            Command::Run { config, .. } | Command::Check { config, .. } => Some(config),
+            Command::Demo { .. } => None,
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -232,25 +246,46 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Shortfall>() => {
-            eprintln!("churnwatch: {e}");
-            ExitCode::from(3)
-        }
-        Err(e) => {
-            eprintln!("churnwatch: {e:#}");
-            ExitCode::FAILURE
-        }
+    let cli = Cli::parse();
+    // Logs start as the config says; a config that does not load is
+    // reported by the command itself, logged with the defaults.
+    let log = cli
+        .command
+        .config()
+        .and_then(|p| Config::load(p).ok())
+        .map(|c| c.log)
+        .unwrap_or_default();
+    churnwatch::log::init(&log);
+    let (message, code) = match run(cli) {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(e) if e.is::<Shortfall>() => (e.to_string(), ExitCode::from(3)),
+        Err(e) => (chain(&e), ExitCode::FAILURE),
+    };
+    match log.format {
+        // A log reader parses every line.
+        churnwatch::config::LogFormat::Json => tracing::error!("{message}"),
+        churnwatch::config::LogFormat::Text => eprintln!("churnwatch: {message}"),
     }
+    code
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose
+/// text the message before it already carries (librdkafka's errors repeat
+/// their source in their own text).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        last = text;
+    }
+    out
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -366,7 +401,9 @@ fn run(cli: Cli) -> Result<()> {
                     },
                     shutdown_signal(),
                 ))
-                .context("run failed")?;
+                .with_context(|| {
+                    format!("run failed (brokers {brokers}; check they are reachable from here and kafka.consumer's security settings)")
+                })?;
             eprintln!(
                 "run: {} events applied, {} rejected, {} alerts",
                 report.applied, report.rejected, report.alerts

@@ -66,6 +66,8 @@ pub struct Config {
     /// Mappings of the company's own topics (`[[inputs]]`); topics
     /// without one are read in the native format.
     pub inputs: Vec<InputConfig>,
+    /// Log level and format.
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -73,6 +75,38 @@ impl Config {
     pub fn topics(&self) -> Topics {
         Topics::new(&self.kafka, &self.inputs)
     }
+}
+
+/// `[log]`: what the process writes to stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `debug`, `info,churnwatch::pipeline=debug`);
+    /// `RUST_LOG` overrides it. librdkafka's own logs stay at `warn` unless
+    /// the filter names a target.
+    pub level: String,
+    /// `text` (colours only when stderr is a terminal) or `json` (one
+    /// object per line, for journald, Loki, Elasticsearch).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, message, fields.
+    Json,
 }
 
 /// `[inbox]`.

@@ -181,6 +181,23 @@ impl Config {
                 });
             }
         }
+        // A bare word is a target to `tracing` ("loud" would log
+        // everything of a target named loud): only levels stand alone.
+        let levels = ["error", "warn", "info", "debug", "trace", "off"];
+        let directives_ok = self.log.level.split(',').all(|d| {
+            let d = d.trim();
+            d.contains('=') || levels.contains(&d.to_ascii_lowercase().as_str())
+        });
+        if !directives_ok
+            || tracing_subscriber::EnvFilter::builder()
+                .parse(&self.log.level)
+                .is_err()
+        {
+            return invalid(
+                "log.level",
+                "must be a level (error, warn, info, debug, trace) or a tracing filter like info,churnwatch::pipeline=debug",
+            );
+        }
         if e.max_held_events < 2 {
             return invalid("engine.max_held_events", "must be at least 2");
         }
