@@ -17,6 +17,14 @@ const CONSUMER_ENFORCED: [(&str, &str); 2] = [
     ("enable.auto.commit", "true"),
 ];
 
+/// librdkafka's static membership key.
+const STATIC_MEMBER: &str = "group.instance.id";
+
+/// Where an orchestrator names the instance (a StatefulSet pod's name):
+/// the group consumer's `group.instance.id` unless `[kafka.consumer]` sets
+/// one, so a restarted pod takes its partitions back without a rebalance.
+pub const INSTANCE_ID_ENV: &str = "CHURNWATCH_INSTANCE_ID";
+
 /// What a client is for, which picks its defaults and enforced keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role<'a> {
@@ -104,7 +112,19 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, role: Role<'_>) -> Clie
         }
         Role::Producer | Role::Loader | Role::Admin => {}
     }
+    if role == Role::Input
+        && let Some(id) = static_member(kafka, std::env::var(INSTANCE_ID_ENV).ok())
+    {
+        c.set(STATIC_MEMBER, id);
+    }
     c
+}
+
+/// The group consumer's `group.instance.id` from [`INSTANCE_ID_ENV`]'s
+/// value, unless the pass-through sets one.
+fn static_member(kafka: &KafkaConfig, env: Option<String>) -> Option<String> {
+    let id = env?.trim().to_string();
+    (!id.is_empty() && !kafka.consumer.contains_key(STATIC_MEMBER)).then_some(id)
 }
 
 /// Bootstrap servers, then churnwatch's defaults, then the pass-through.
@@ -131,6 +151,21 @@ fn layered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_id_comes_from_the_environment_unless_configured() {
+        let mut kafka = KafkaConfig::default();
+        assert_eq!(
+            static_member(&kafka, Some(" churnwatch-1 ".into())).as_deref(),
+            Some("churnwatch-1")
+        );
+        assert_eq!(static_member(&kafka, Some(" ".into())), None);
+        assert_eq!(static_member(&kafka, None), None);
+        kafka
+            .consumer
+            .insert(STATIC_MEMBER.into(), "configured".into());
+        assert_eq!(static_member(&kafka, Some("churnwatch-1".into())), None);
+    }
 
     #[test]
     fn pass_through_reaches_every_role_and_enforced_keys_win() {
