@@ -13,6 +13,7 @@ command -v make >/dev/null 2>&1 || need_debs+=(make)
 # The inbox's browser test: Debian's chromium and its WebDriver.
 command -v chromium >/dev/null 2>&1 || need_debs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_debs+=(chromium-driver)
+command -v python3 >/dev/null 2>&1 || need_debs+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_debs+=(python3-venv)
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "tests/run.sh: installing Debian packages: ${need_debs[*]}"
