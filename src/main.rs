@@ -401,9 +401,7 @@ fn run(cli: Cli) -> Result<()> {
                     },
                     shutdown_signal(),
                 ))
-                .with_context(|| {
-                    format!("run failed (brokers {brokers}; check they are reachable from here and kafka.consumer's security settings)")
-                })?;
+                .context("run failed")?;
             eprintln!(
                 "run: {} events applied, {} rejected, {} alerts",
                 report.applied, report.rejected, report.alerts

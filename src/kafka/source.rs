@@ -272,6 +272,16 @@ pub enum SourceError {
     /// librdkafka refused the configuration or a call.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// No broker answered at start.
+    #[error(
+        "no broker of {brokers} answered in {waited} s: check the addresses, that they are reachable from here (DNS, firewall, advertised listeners), and kafka.consumer's security settings (TLS, SASL)"
+    )]
+    Unreachable {
+        /// `--brokers` or `kafka.brokers`.
+        brokers: String,
+        /// How long it was tried.
+        waited: u64,
+    },
     /// An input topic does not exist on the cluster.
     #[error("input topic `{0}` does not exist")]
     MissingTopic(String),
@@ -285,6 +295,71 @@ pub enum SourceError {
     /// compacted.
     #[error(transparent)]
     Topic(#[from] super::topics::TopicError),
+}
+
+/// How long `run` waits for a reachable broker before it gives up (an
+/// orchestrator restarts it with its own back-off: a tight crash loop
+/// helps nobody, a silent hang neither).
+pub const BROKER_WAIT: Duration = Duration::from_secs(30);
+
+/// A client context that says nothing: the start-up probe reports one
+/// line itself instead of librdkafka's line per connection attempt.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: KafkaError, _: &str) {}
+}
+
+impl ConsumerContext for Quiet {}
+
+/// Waits (at most `limit`, asking again with back-off) until a broker of
+/// `brokers` answers a metadata request, so a missing or unreachable
+/// cluster is one warning and one error naming the brokers, not a page of
+/// librdkafka connection errors from every client.
+pub async fn wait_for_brokers(
+    config: &KafkaConfig,
+    brokers: &str,
+    limit: Duration,
+) -> Result<(), SourceError> {
+    let probe: BaseConsumer<Quiet> = client_config(config, brokers, Role::Admin)
+        .set("group.id", format!("{}-probe", config.group_id))
+        .create_with_context(Quiet)?;
+    let probe = Arc::new(probe);
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    let mut warned = false;
+    loop {
+        let asking = probe.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            asking.fetch_metadata(None, Duration::from_secs(2)).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if answered {
+            if warned {
+                tracing::info!(brokers, "a broker answered");
+            }
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited >= limit {
+            return Err(SourceError::Unreachable {
+                brokers: brokers.to_string(),
+                waited: waited.as_secs(),
+            });
+        }
+        if !warned {
+            tracing::warn!(
+                brokers,
+                limit_s = limit.as_secs(),
+                "no broker answers yet; retrying (check the addresses, that they are reachable from here, and kafka.consumer's security settings)"
+            );
+            warned = true;
+        }
+        tokio::time::sleep(backoff.min(limit.saturating_sub(waited))).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// The group consumer over the input topics, checked for co-partitioning,

@@ -153,6 +153,7 @@ pub async fn run(
         registry,
         http,
     } = wiring;
+    source::wait_for_brokers(&config.kafka, brokers, source::BROKER_WAIT).await?;
     let names: Vec<String> = config.webhooks.iter().map(|w| w.name.clone()).collect();
     let metrics = Metrics::new(&registry, &names)?;
     let listeners = match http {
