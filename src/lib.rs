@@ -32,9 +32,10 @@
 //! - [`kafka`]: `client` (the one client builder), `source` (group consumer,
 //!   roster reader, start-up checks), `sink` (producers), `changelog`
 //!   (reading the state changelog), `topics` (creating and checking
-//!   churnwatch's own topics), `offsets` and `progress` (pure bookkeeping).
-//! - [`state`]: partition state at rest: `snapshot` files and the
-//!   `changelog` record format.
+//!   churnwatch's own topics), `republished` (the repartition topic read
+//!   back), `offsets` and `progress` (pure bookkeeping).
+//! - [`state`]: state at rest: `snapshot` files, the `changelog` record
+//!   format, and the re-keying's progress file (`rekeying`).
 //! - [`replay`]: runs the engine over JSON-lines files in event time.
 //! - [`fit`]: BG/NBD parameters by maximum likelihood.
 //! - [`inbox`]: the retention inbox: every alert with its lifecycle

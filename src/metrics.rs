@@ -153,7 +153,7 @@ impl Metrics {
             skipped: IntCounterVec::new(
                 Opts::new(
                     "churnwatch_skipped_records_total",
-                    "Records a mapping skipped by design, by input topic and cause (filtered: failed `when`; deleted: Debezium delete or tombstone).",
+                    "Records skipped by design, by input topic and cause (filtered: failed `when`; deleted: Debezium delete or tombstone; already_republished: re-keyed before a restart).",
                 ),
                 &["input", "cause"],
             )?,

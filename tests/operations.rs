@@ -47,7 +47,10 @@ fn run_log(config: &str, enough: impl Fn(&str) -> bool) -> (String, Option<ExitS
 fn text_logs_to_a_file_carry_no_escape_codes() {
     let (text, _) = run_log("", |t| t.contains("WARN"));
     assert!(!text.contains('\x1b'), "escape codes in:\n{text}");
-    assert!(text.contains("WARN"), "levels are written as words:\n{text}");
+    assert!(
+        text.contains("WARN"),
+        "levels are written as words:\n{text}"
+    );
 }
 
 #[test]
@@ -86,7 +89,10 @@ fn no_broker_is_said_in_two_lines_naming_the_brokers() {
     assert!(!status.success(), "{status}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "it logged:\n{text}");
-    assert!(lines[0].contains("WARN") && lines[0].contains("127.0.0.1:9"), "{text}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("127.0.0.1:9"),
+        "{text}"
+    );
     assert!(
         lines[1].contains("no broker of 127.0.0.1:9 answered")
             && lines[1].contains("security settings"),

@@ -41,8 +41,9 @@ pub struct Outgoing {
     refused: Option<&'static str>,
 }
 
-/// A rejected input message and where it came from.
-pub struct Rejected<'a> {
+/// A consumed message and where it came from: what a dead letter or a
+/// republished record carries.
+pub struct Consumed<'a> {
     /// The input topic.
     pub topic: &'a str,
     /// Its partition.
@@ -53,6 +54,19 @@ pub struct Rejected<'a> {
     pub key: Option<&'a [u8]>,
     /// The original bytes.
     pub payload: &'a [u8],
+}
+
+impl<'a> Consumed<'a> {
+    /// `m`'s coordinates and bytes.
+    pub fn of<M: rdkafka::Message>(m: &'a M) -> Self {
+        Consumed {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload().unwrap_or_default(),
+        }
+    }
 }
 
 impl Outgoing {
@@ -144,16 +158,16 @@ impl Sink {
 
     /// Queues a rejected message: original bytes (the first
     /// `dead_letter_max_bytes` of them), reason and source in headers.
-    pub async fn dead_letter(&self, source: &Rejected<'_>, reason: &RejectReason) -> Outgoing {
+    pub async fn dead_letter(&self, source: &Consumed<'_>, reason: &RejectReason) -> Outgoing {
         let detail = reason.to_string();
-        let partition = source.partition.to_string();
-        let offset = source.offset.to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(header("churnwatch.reason", reason.code()))
-            .insert(header("churnwatch.detail", &detail))
-            .insert(header(SOURCE_TOPIC_HEADER, source.topic))
-            .insert(header("churnwatch.source.partition", &partition))
-            .insert(header("churnwatch.source.offset", &offset));
+        let mut headers = source_headers(
+            OwnedHeaders::new()
+                .insert(header("churnwatch.reason", reason.code()))
+                .insert(header("churnwatch.detail", &detail)),
+            source.topic,
+            source.partition,
+            source.offset,
+        );
         let mut payload = source.payload;
         let mut key = source.key.unwrap_or_default();
         if payload.len() + key.len() > self.dead_letter_max_bytes {
@@ -179,21 +193,20 @@ impl Sink {
     }
 
     /// Queues a record re-keyed to the repartition topic: the source's
-    /// bytes, keyed by customer id, the source topic in a header.
-    pub async fn republish(
-        &self,
-        topic: &str,
-        customer: &[u8],
-        payload: &[u8],
-        source: &str,
-    ) -> Outgoing {
-        let headers = OwnedHeaders::new().insert(header(SOURCE_TOPIC_HEADER, source));
+    /// bytes, keyed by customer id, its coordinates in headers.
+    pub async fn republish(&self, topic: &str, customer: &[u8], source: &Consumed<'_>) -> Outgoing {
+        let headers = source_headers(
+            OwnedHeaders::new(),
+            source.topic,
+            source.partition,
+            source.offset,
+        );
         let out = Outgoing {
             since: None,
             topic: topic.to_string(),
             partition: None,
             key: customer.to_vec(),
-            payload: payload.to_vec(),
+            payload: source.payload.to_vec(),
             headers: Some(headers),
             delivery: None,
             refused: None,
@@ -255,12 +268,13 @@ impl Sink {
     }
 
     /// Waits until the broker acknowledged the record, sending it again
-    /// after a failed delivery; a permanent refusal ends the wait.
+    /// after a failed delivery; a permanent refusal ends the wait. Returns
+    /// the partition and offset it landed at.
     pub async fn confirm(
         &self,
         mut out: Outgoing,
         stop: &CancellationToken,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(i32, i64), SinkError> {
         let mut backoff = Duration::from_millis(100);
         loop {
             if let Some(reason) = out.refused {
@@ -280,7 +294,7 @@ impl Sink {
                 _ = stop.cancelled() => return Err(SinkError::Cancelled { topic: out.topic }),
             };
             match result {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(d)) => return Ok((d.partition, d.offset)),
                 Ok(Err((e, _))) if let Some(reason) = permanent(&e) => {
                     out.refused = Some(reason);
                     continue;
@@ -302,6 +316,28 @@ impl Sink {
 /// Header of a dead letter and of a repartitioned record: the topic the
 /// record came from.
 pub const SOURCE_TOPIC_HEADER: &str = "churnwatch.source.topic";
+/// Header of a dead letter and of a repartitioned record: its partition.
+pub const SOURCE_PARTITION_HEADER: &str = "churnwatch.source.partition";
+/// Header of a dead letter and of a repartitioned record: its offset.
+pub const SOURCE_OFFSET_HEADER: &str = "churnwatch.source.offset";
+
+/// The UTF-8 value of `m`'s header `key`.
+pub fn header_str<'a, M: rdkafka::Message>(m: &'a M, key: &str) -> Option<&'a str> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// `headers` and where the record came from.
+fn source_headers(headers: OwnedHeaders, topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
+    headers
+        .insert(header(SOURCE_TOPIC_HEADER, topic))
+        .insert(header(SOURCE_PARTITION_HEADER, &partition.to_string()))
+        .insert(header(SOURCE_OFFSET_HEADER, &offset.to_string()))
+}
 /// Header of a cut dead letter: the payload's original size in bytes.
 pub const TRUNCATED_SIZE_HEADER: &str = "churnwatch.payload.size";
 /// Header of a cut dead letter: hex SHA-256 of the whole original payload.

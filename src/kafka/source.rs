@@ -568,9 +568,8 @@ pub fn whole_topic_reader(
     purpose: &str,
     instance: &str,
 ) -> Result<(InputConsumer, Vec<TopicPartition>), SourceError> {
-    let group = format!("{}-{purpose}-{instance}", config.group_id);
-    let consumer: InputConsumer = client_config(config, brokers, Role::Reader(&group))
-        .create_with_context(SourceContext::default())?;
+    let consumer: InputConsumer =
+        reader(config, brokers, purpose, instance).create_with_context(SourceContext::default())?;
     let mut tpl = TopicPartitionList::new();
     let mut tps = Vec::new();
     for topic in topics {
@@ -593,10 +592,17 @@ pub fn whole_topic_reader(
     Ok((consumer, tps))
 }
 
-/// Settings of a group-less reader of the state changelog.
-pub fn changelog_reader(config: &KafkaConfig, brokers: &str, instance: &str) -> ClientConfig {
-    let group = format!("{}-changelog-{instance}", config.group_id);
+/// Settings of a group-less reader (`{group_id}-{purpose}-{instance}`,
+/// committing nothing), such as the changelog's.
+pub fn reader(config: &KafkaConfig, brokers: &str, purpose: &str, instance: &str) -> ClientConfig {
+    let group = format!("{}-{purpose}-{instance}", config.group_id);
     client_config(config, brokers, Role::Reader(&group))
+}
+
+/// The re-keying task's group: each re-keyed partition is read by one
+/// instance.
+pub fn repartitioner_group(config: &KafkaConfig) -> String {
+    format!("{}-repartitioner", config.group_id)
 }
 
 /// The re-keying task's consumer of the topics not keyed by customer id,
@@ -608,7 +614,7 @@ pub fn repartitioner_clients(
     topics: &Topics,
     brokers: &str,
 ) -> Result<(InputConsumer, rdkafka::producer::FutureProducer), SourceError> {
-    let group = format!("{}-repartitioner", config.group_id);
+    let group = repartitioner_group(config);
     let consumer: InputConsumer = client_config(config, brokers, Role::Subscriber(&group))
         .create_with_context(SourceContext::default())?;
     let rekeyed: Vec<&str> = topics.rekeyed.iter().map(String::as_str).collect();

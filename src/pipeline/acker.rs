@@ -60,7 +60,7 @@ pub async fn run(
         for record in records {
             let since = record.since();
             match sink.confirm(record, &stop).await {
-                Ok(()) => {
+                Ok(_) => {
                     if let Some(since) = since {
                         metrics.alert_acknowledged(since.elapsed().as_secs_f64());
                     }

@@ -5,11 +5,10 @@
 //! ([`crate::mapping::decode`]), so both read a record alike.
 
 use rdkafka::Message;
-use rdkafka::message::Headers;
 
 use crate::config::Config;
 use crate::engine::event::{DecodeLimits, RejectReason};
-use crate::kafka::sink::SOURCE_TOPIC_HEADER;
+use crate::kafka::sink::{SOURCE_TOPIC_HEADER, header_str};
 use crate::mapping::{Mapped, Mapping, MappingError};
 
 /// How one topic is read.
@@ -95,10 +94,5 @@ impl Decoders {
 
 /// The source topic a repartitioned record names.
 fn source_topic<M: Message>(m: &M) -> Option<&str> {
-    let headers = m.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == SOURCE_TOPIC_HEADER)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+    header_str(m, SOURCE_TOPIC_HEADER)
 }

@@ -306,12 +306,15 @@ pub async fn run(
     if let Some(topic) = topics.repartition.clone() {
         let (consumer, producer) = source::repartitioner_clients(&config.kafka, &topics, brokers)?;
         let repartitioner = Repartitioner {
-            consumer,
+            consumer: std::sync::Arc::new(consumer),
             decoders: Decoders::new(config)?,
             limits: step.engine.decode_limits(),
             sink: Sink::new(producer, &config.kafka, step.metrics().clone()),
             topic,
             metrics: step.metrics().clone(),
+            state_dir: config.state.dir.clone(),
+            group: source::repartitioner_group(&config.kafka),
+            reader: source::reader(&config.kafka, brokers, "rekeying", &instance),
         };
         tracker.spawn(repartitioner.run(stopping.clone(), token.child_token()));
     }
@@ -329,7 +332,7 @@ pub async fn run(
         topics.inputs.clone(),
         (!config.kafka.changelog_topic.is_empty()).then(|| Changelog {
             topic: config.kafka.changelog_topic.clone(),
-            reader: source::changelog_reader(&config.kafka, brokers, &instance),
+            reader: source::reader(&config.kafka, brokers, "changelog", &instance),
             changes: Default::default(),
             stop: token.child_token(),
             read_limit: partitions::read_limit(max_poll_interval(&config.kafka)),

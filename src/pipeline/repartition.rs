@@ -8,14 +8,21 @@
 //! co-partitioned with the state.
 //!
 //! A source offset is stored only once its republished record (or its
-//! dead letter) is acknowledged, in order: a crash republishes what was not
-//! acknowledged, which de-duplication (`event_id`) absorbs, and loses
-//! nothing. Records the mapping rejects are dead-lettered here, with their
+//! dead letter) is acknowledged, in order, and committed once per batch; so
+//! a crash loses nothing. What was acknowledged but not yet committed is
+//! recorded in `state.dir` ([`crate::state::rekeying`]), and a restart on
+//! the same disk skips it rather than republishing it; where that record is
+//! missing (a partition taken over by another instance after a crash, a
+//! lost disk) at most the batches in flight are republished again, and
+//! de-duplication (`event_id`) absorbs them. Records the mapping rejects are dead-lettered here, with their
 //! source's coordinates; skipped ones are counted here. A record the broker
 //! refuses for good (larger than the repartition topic takes) is counted in
 //! `churnwatch_produce_failures_total` and logged, as an alert would be, so
 //! it cannot stall the topic.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -25,18 +32,30 @@ use tokio_util::sync::CancellationToken;
 
 use super::decoders::Decoders;
 use crate::engine::event::{DecodeLimits, RejectReason};
-use crate::kafka::sink::{Outgoing, Rejected, Sink};
-use crate::kafka::source::InputConsumer;
+use crate::kafka::republished;
+use crate::kafka::sink::{Consumed, Outgoing, Sink};
+use crate::kafka::source::{InputConsumer, Rebalanced};
 use crate::mapping::Mapped;
 use crate::metrics::Metrics;
+use crate::state::rekeying::{self, Progress, Skip};
 
 /// Records republished per round trip to the broker.
 const BATCH: usize = 512;
 
+/// How long the committed-offsets lookup after an assignment may take.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the read-back of the repartition topic after a restart may take.
+const READ_BACK: Duration = Duration::from_secs(30);
+
+/// Counted in `churnwatch_skipped_records_total` for a record republished
+/// before a restart.
+const ALREADY_REPUBLISHED: &str = "already_republished";
+
 /// The re-keying task's parts.
 pub struct Repartitioner {
     /// Subscribed to the re-keyed topics in `<group>-repartitioner`.
-    pub consumer: InputConsumer,
+    pub consumer: Arc<InputConsumer>,
     /// Their mappings.
     pub decoders: Decoders,
     /// The engine's limits on a record.
@@ -48,61 +67,189 @@ pub struct Repartitioner {
     pub topic: String,
     /// Rejects and skips are counted here.
     pub metrics: Metrics,
+    /// `state.dir`, where the acknowledged offsets are recorded.
+    pub state_dir: PathBuf,
+    /// The re-keying group, which the record belongs to.
+    pub group: String,
+    /// Settings of a group-less reader of the repartition topic.
+    pub reader: rdkafka::ClientConfig,
 }
 
 impl Repartitioner {
     /// Republishes until `stop`, then waits for what is in flight until
     /// `hard`; what was not acknowledged is read again at the next start.
     pub async fn run(self, stop: CancellationToken, hard: CancellationToken) {
+        let consumer = &self.consumer;
+        // What the last process recorded, for the first assignment's skip.
+        let previous = rekeying::read(&self.state_dir, &self.group);
+        let mut progress = Progress {
+            acked: previous.acked.clone(),
+            landed: self.ends().await,
+        };
+        // Per assigned partition: what was republished before a restart.
+        let mut skip: BTreeMap<(String, i32), Skip> = BTreeMap::new();
         let mut batch = Vec::with_capacity(BATCH);
         'consume: loop {
             let first = tokio::select! {
-                m = self.consumer.recv() => m,
+                m = consumer.recv() => m,
                 () = stop.cancelled() => break,
             };
             batch.push(first);
             while batch.len() < BATCH {
-                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
+                }
+            }
+            // An assignment's callback ran inside `recv`, before any of its
+            // partitions' messages in this batch.
+            for r in consumer.context().take_rebalances() {
+                match r {
+                    Rebalanced::Assigned(tps) => {
+                        skip.extend(self.already_republished(tps, &previous).await)
+                    }
+                    Rebalanced::Revoked { partitions, .. } => {
+                        partitions.iter().for_each(|tp| _ = skip.remove(tp))
+                    }
                 }
             }
             let mut sent = Vec::with_capacity(batch.len());
             for m in batch.drain(..) {
                 match m {
                     Ok(m) => {
-                        let out = self.record(&m).await;
+                        let done = skip
+                            .get(&(m.topic().to_string(), m.partition()))
+                            .is_some_and(|s| s.covers(m.offset()));
+                        let out = match done {
+                            true => {
+                                self.metrics.record_skipped(m.topic(), ALREADY_REPUBLISHED);
+                                None
+                            }
+                            false => self.record(&m).await,
+                        };
                         sent.push((m, out));
                     }
                     Err(e) => tracing::warn!(error = %e, "re-keyed topic consumer error"),
                 }
             }
+            let before = progress.clone();
             for (m, out) in sent {
-                if let Some(out) = out
-                    && self.sink.confirm(out, &hard).await.is_err()
-                    && hard.is_cancelled()
-                {
-                    break 'consume;
+                if let Some((out, republished)) = out {
+                    match self.sink.confirm(out, &hard).await {
+                        Ok((p, o)) if republished => {
+                            let next = progress.landed.entry(p).or_insert(0);
+                            *next = (*next).max(o + 1);
+                        }
+                        Err(_) if hard.is_cancelled() => break 'consume,
+                        _ => {}
+                    }
                 }
-                if let Err(e) = self.consumer.store_offset_from_message(&m) {
+                if let Err(e) = consumer.store_offset_from_message(&m) {
                     tracing::debug!(error = %e, "offset not stored (partition revoked)");
+                    continue;
                 }
+                progress
+                    .acked
+                    .insert((m.topic().to_string(), m.partition()), m.offset());
+            }
+            if progress != before
+                && let Err(e) = rekeying::write(&self.state_dir, &self.group, &progress)
+            {
+                tracing::warn!(dir = %self.state_dir.display(), error = %e, "re-keying progress not recorded (a restart republishes more)");
             }
             // Committed per batch, not per auto-commit second: a crash then
-            // republishes at most the batches in flight, few enough per
-            // customer for de-duplication to absorb.
-            if let Err(e) = self
-                .consumer
-                .commit_consumer_state(rdkafka::consumer::CommitMode::Async)
-            {
+            // leaves at most the batches in flight uncommitted.
+            if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Async) {
                 tracing::debug!(error = %e, "re-keyed offsets not committed yet");
             }
         }
-        crate::kafka::source::commit_stored(std::sync::Arc::new(self.consumer)).await;
+        crate::kafka::source::commit_stored(self.consumer.clone()).await;
     }
 
-    /// Sends `m` on: republished, dead-lettered, or (skipped) nothing.
-    async fn record(&self, m: &BorrowedMessage<'_>) -> Option<Outgoing> {
+    /// The repartition topic's ends before this process republishes
+    /// anything: nothing it republishes can land before them. Unknown
+    /// (logged) leaves them out, which only narrows the next restart's
+    /// read-back.
+    async fn ends(&self) -> BTreeMap<i32, i64> {
+        let (reader, topic) = (self.reader.clone(), self.topic.clone());
+        match tokio::task::spawn_blocking(move || republished::ends(&reader, &topic)).await {
+            Ok(Ok(ends)) => ends,
+            Ok(Err(e)) => {
+                tracing::warn!(topic = self.topic, error = %e, "repartition topic ends unknown");
+                BTreeMap::new()
+            }
+            Err(e) => {
+                tracing::warn!(topic = self.topic, error = %e, "repartition topic ends lookup failed");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Of the partitions just assigned, the last offset of each that was
+    /// republished beyond the group's committed offset: acknowledged (as
+    /// `previous` recorded) or landed unacknowledged (read back from the
+    /// repartition topic past `previous.landed`). A failed lookup skips
+    /// nothing (more redeliveries, which de-duplication absorbs).
+    async fn already_republished(
+        &self,
+        tps: Vec<(String, i32)>,
+        previous: &Progress,
+    ) -> BTreeMap<(String, i32), Skip> {
+        let mut out = BTreeMap::new();
+        if !tps.iter().any(|tp| previous.acked.contains_key(tp)) {
+            return out;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (t, p) in &tps {
+            tpl.add_partition(t, *p);
+        }
+        let consumer = self.consumer.clone();
+        let (reader, topic, from) = (
+            self.reader.clone(),
+            self.topic.clone(),
+            previous.landed.clone(),
+        );
+        let looked = tokio::task::spawn_blocking(move || {
+            let committed = consumer.committed_offsets(tpl, COMMITTED_TIMEOUT)?;
+            let found = republished::last_republished(&reader, &topic, &from, READ_BACK)?;
+            Ok::<_, rdkafka::error::KafkaError>((committed, found))
+        })
+        .await;
+        let (committed, found) = match looked {
+            Ok(Ok(both)) => both,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "re-keying progress unknown; republishing from the committed offsets");
+                return out;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-keying progress lookup failed; republishing from the committed offsets");
+                return out;
+            }
+        };
+        for e in committed.elements() {
+            let tp = (e.topic().to_string(), e.partition());
+            let at = match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            if let Some(skip) = Skip::of(previous.acked.get(&tp).copied(), found.get(&tp), at) {
+                tracing::info!(
+                    topic = tp.0,
+                    partition = tp.1,
+                    from = at,
+                    through = skip.through,
+                    landed_after = skip.also.len(),
+                    "resuming re-keying: records republished before the restart are skipped"
+                );
+                out.insert(tp, skip);
+            }
+        }
+        out
+    }
+
+    /// Sends `m` on: republished (true), dead-lettered (false), or
+    /// (skipped) nothing.
+    async fn record(&self, m: &BorrowedMessage<'_>) -> Option<(Outgoing, bool)> {
         let reason = match self.decoders.decode(m, self.limits) {
             Ok(Mapped::Skipped(cause)) => {
                 self.metrics.record_skipped(m.topic(), cause.as_str());
@@ -110,16 +257,11 @@ impl Repartitioner {
             }
             Ok(Mapped::Event(event)) => match event.customer() {
                 Some(customer) => {
-                    return Some(
-                        self.sink
-                            .republish(
-                                &self.topic,
-                                customer.as_bytes(),
-                                m.payload().unwrap_or_default(),
-                                m.topic(),
-                            )
-                            .await,
-                    );
+                    let out = self
+                        .sink
+                        .republish(&self.topic, customer.as_bytes(), &Consumed::of(m))
+                        .await;
+                    return Some((out, true));
                 }
                 None => RejectReason::WrongTopic {
                     kind: event.event_type().as_str(),
@@ -128,13 +270,9 @@ impl Repartitioner {
             Err(reason) => reason,
         };
         self.metrics.event_rejected(None, &reason);
-        let rejected = Rejected {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            payload: m.payload().unwrap_or_default(),
-        };
-        Some(self.sink.dead_letter(&rejected, &reason).await)
+        Some((
+            self.sink.dead_letter(&Consumed::of(m), &reason).await,
+            false,
+        ))
     }
 }

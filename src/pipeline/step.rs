@@ -19,7 +19,7 @@ use crate::engine::watermark::Clock;
 use crate::engine::{Applied, Engine};
 use crate::kafka::offsets::{PendingOffsets, TopicPartition};
 use crate::kafka::progress::Progress;
-use crate::kafka::sink::{Outgoing, Rejected, Sink};
+use crate::kafka::sink::{Consumed, Outgoing, Sink};
 use crate::kafka::source::InputConsumer;
 use crate::mapping::Mapped;
 use crate::metrics::Metrics;
@@ -203,14 +203,7 @@ impl Step {
                     reason = reason.code(),
                     "rejected"
                 );
-                let rejected = Rejected {
-                    topic: m.topic(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key(),
-                    payload: m.payload().unwrap_or_default(),
-                };
-                let out = self.out.sink.dead_letter(&rejected, &reason).await;
+                let out = self.out.sink.dead_letter(&Consumed::of(m), &reason).await;
                 self.records.push(out);
                 None
             }

@@ -2,6 +2,7 @@
 //! format. Plain data in, plain data out; the Kafka side is `kafka::changelog`.
 
 pub mod changelog;
+pub mod rekeying;
 pub mod snapshot;
 
 /// Open options for a file that holds customer data (snapshots, dead

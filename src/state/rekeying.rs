@@ -1,0 +1,200 @@
+//! How far the re-keying task got, kept in `state.dir`: per source
+//! partition, the last offset whose republished record (or dead letter) the
+//! broker acknowledged, and per repartition partition the offset past the
+//! last acknowledged republish. Offsets are committed to the group once per
+//! batch, so after a crash the group's committed offset is behind what was
+//! already republished; a restart on the same disk reads this file, reads
+//! the repartition topic back from the recorded positions (what landed
+//! while unacknowledged when the process died), and skips all of it rather
+//! than republishing it again (tansu, like many brokers, has no
+//! transactions to make the republish and the commit one step).
+//!
+//! The file is advisory: written after the acknowledgement (never ahead of
+//! it) and replaced atomically, but not synced, so a power cut may leave an
+//! older or unreadable file, which only means republishing (and
+//! de-duplicating) more. Only the stretch from the group's committed offset
+//! up to the recorded one is ever skipped, so a file of another group, or
+//! of a topic since recreated, skips nothing the group has not consumed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file's name in `state.dir`.
+const FILE: &str = "rekeyed.json";
+
+/// Acknowledged source offsets per topic and partition.
+pub type Acked = BTreeMap<(String, i32), i64>;
+
+/// What the file holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// The last acknowledged source offset per source partition.
+    pub acked: Acked,
+    /// Per repartition partition, an offset no record republished after the
+    /// acknowledged ones can be before.
+    pub landed: BTreeMap<i32, i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    /// The re-keying group the offsets belong to.
+    group: String,
+    /// `[topic, partition, offset]` triples.
+    acked: Vec<(String, i32, i64)>,
+    /// `[partition, offset]` pairs of the repartition topic.
+    landed: Vec<(i32, i64)>,
+}
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// The offsets `group` recorded in `dir`; none if the file is missing,
+/// unreadable or another group's (said in a warning: it costs redeliveries,
+/// not data).
+pub fn read(dir: &Path, group: &str) -> Progress {
+    let p = path(dir);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Progress::default(),
+        Err(e) => {
+            tracing::warn!(path = %p.display(), error = %e, "re-keying progress unreadable; republishing from the committed offsets");
+            return Progress::default();
+        }
+    };
+    match serde_json::from_str::<Body>(&text) {
+        Ok(b) if b.group == group => Progress {
+            acked: b.acked.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
+            landed: b.landed.into_iter().collect(),
+        },
+        Ok(b) => {
+            tracing::warn!(path = %p.display(), found = b.group, group, "re-keying progress of another group ignored");
+            Progress::default()
+        }
+        Err(e) => {
+            tracing::warn!(path = %p.display(), error = %e, "re-keying progress unreadable; republishing from the committed offsets");
+            Progress::default()
+        }
+    }
+}
+
+/// Replaces the file with `progress`.
+pub fn write(dir: &Path, group: &str, progress: &Progress) -> io::Result<()> {
+    let body = Body {
+        group: group.to_string(),
+        acked: progress
+            .acked
+            .iter()
+            .map(|((t, p), o)| (t.clone(), *p, *o))
+            .collect(),
+        landed: progress.landed.iter().map(|(p, o)| (*p, *o)).collect(),
+    };
+    let text = serde_json::to_vec(&body).map_err(io::Error::other)?;
+    std::fs::create_dir_all(dir)?;
+    let target = path(dir);
+    let tmp = target.with_extension("json.tmp");
+    let mut f = super::owner_only()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(&text)?;
+    drop(f);
+    std::fs::rename(&tmp, &target)
+}
+
+/// What a restarted partition skips: every offset up to `through`, and
+/// those in `also` beyond it (records that landed while unacknowledged: the
+/// ones before them may not have, as they went to other partitions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skip {
+    /// Acknowledged up to here.
+    pub through: i64,
+    /// Read back from the repartition topic.
+    pub also: BTreeSet<i64>,
+}
+
+impl Skip {
+    /// Whether the record at `offset` was republished already.
+    pub fn covers(&self, offset: i64) -> bool {
+        offset <= self.through || self.also.contains(&offset)
+    }
+
+    /// For a partition whose group offset is `committed`, of which `acked`
+    /// was recorded as acknowledged and `found` read back from the
+    /// repartition topic, what was republished from `committed` on. Only a
+    /// partition nobody took further since the record counts (else `found`
+    /// could be another instance's records, since committed).
+    pub fn of(
+        acked: Option<i64>,
+        found: Option<&BTreeSet<i64>>,
+        committed: Option<i64>,
+    ) -> Option<Skip> {
+        let (through, c) = (acked?, committed?);
+        if through + 1 < c {
+            return None;
+        }
+        let also: BTreeSet<i64> = found
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&o| o > through)
+            .collect();
+        (through >= c || !also.is_empty()).then_some(Skip { through, also })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_per_group_and_survives_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read(dir.path(), "g"),
+            Progress::default(),
+            "no file: nothing"
+        );
+        let progress = Progress {
+            acked: [
+                (("orders".to_string(), 0), 41),
+                (("orders".to_string(), 1), 7),
+            ]
+            .into_iter()
+            .collect(),
+            landed: [(0, 12), (1, 0)].into_iter().collect(),
+        };
+        write(dir.path(), "g", &progress).unwrap();
+        assert_eq!(read(dir.path(), "g"), progress);
+        assert_eq!(
+            read(dir.path(), "other"),
+            Progress::default(),
+            "another group's"
+        );
+        std::fs::write(path(dir.path()), b"{\"group\":").unwrap();
+        assert_eq!(read(dir.path(), "g"), Progress::default(), "a torn file");
+    }
+
+    #[test]
+    fn only_what_landed_from_the_committed_offset_on_is_skipped() {
+        let found: BTreeSet<i64> = [44, 46].into_iter().collect();
+        let skip = Skip::of(Some(41), Some(&found), Some(30)).unwrap();
+        assert!((30..=41).all(|o| skip.covers(o)));
+        assert!(skip.covers(44) && skip.covers(46));
+        // 42, 43 and 45 went to partitions they had not reached yet.
+        assert!(!skip.covers(42) && !skip.covers(45) && !skip.covers(47));
+        // Nothing acknowledged since the commit, but some landed.
+        let skip = Skip::of(Some(29), Some(&found), Some(30)).unwrap();
+        assert!(!skip.covers(30) && skip.covers(44));
+        assert_eq!(Skip::of(Some(29), None, Some(30)), None);
+        // The group is past the record (another instance went on): nothing.
+        assert_eq!(Skip::of(Some(41), Some(&found), Some(50)), None);
+        // No group offset (a new group, a recreated topic), no record: nothing.
+        assert_eq!(Skip::of(Some(41), Some(&found), None), None);
+        assert_eq!(Skip::of(None, Some(&found), Some(3)), None);
+    }
+}
