@@ -454,6 +454,11 @@ fn run(cli: Cli) -> Result<()> {
             inputs,
         } => {
             let config = load_config(Some(&config))?;
+            for w in &config.webhooks {
+                w.signing_key()
+                    .map_err(|why| anyhow::anyhow!("webhook `{}`: {why}", w.name))
+                    .context("check failed")?;
+            }
             let stdout = std::io::stdout();
             churnwatch::check::check(&config, &inputs, &mapped, sample, &mut stdout.lock())
                 .context("check failed")?;

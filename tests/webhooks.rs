@@ -282,3 +282,41 @@ async fn retry_after_is_honoured_within_a_floor_and_the_backoff_cap() {
         );
     }
 }
+
+/// A secret from a file (a mounted Kubernetes Secret) signs as the inline
+/// one does; a missing or bad file stops the endpoint from starting with
+/// an error naming the file, never what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_file_signs_and_a_bad_one_is_named_without_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, seen) = receiver(Behaviour::Ok).await;
+    let dead = dir.path().join("dead.jsonl");
+    let key_file = dir.path().join("webhook-secret");
+    std::fs::write(&key_file, format!("  {}\n", secret())).unwrap();
+    let mut config = endpoint("team", &url, &dead);
+    config.secret = None;
+    config.secret_file = Some(key_file.clone());
+    let letters = deliver_one(&config, &dead).await;
+    assert!(letters.is_empty(), "{letters:?}");
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!(verify(&got[0]), "signed with the file's key");
+
+    let metrics = Metrics::new(&prometheus::Registry::new(), &["team".to_string()]).unwrap();
+    std::fs::write(&key_file, "whsec_not base64 at all, secret-ish\n").unwrap();
+    let err = Endpoint::new(&config, metrics.clone())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("webhook-secret") && err.contains("whsec_<base64 key>"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret-ish"),
+        "the content is never shown: {err}"
+    );
+    config.secret_file = Some(dir.path().join("missing"));
+    let err = Endpoint::new(&config, metrics).err().unwrap().to_string();
+    assert!(err.contains("team") && err.contains("missing"), "{err}");
+}

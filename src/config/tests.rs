@@ -188,3 +188,23 @@ fn a_partial_rule_table_overrides_only_the_keys_it_names() {
         "{bad}"
     );
 }
+
+#[test]
+fn a_webhook_takes_exactly_one_of_secret_and_secret_file() {
+    let entry =
+        |keys: &str| format!("[[webhooks]]\nname = \"team\"\nurl = \"https://x.example\"\n{keys}");
+    let long = "secret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n";
+    let file = "secret_file = \"/run/secrets/webhook\"\n";
+    assert!(Config::parse(&entry(long)).is_ok());
+    assert!(
+        Config::parse(&entry(file)).is_ok(),
+        "read when the endpoint starts"
+    );
+    for keys in [String::new(), format!("{long}{file}")] {
+        let err = Config::parse(&entry(&keys)).unwrap_err().to_string();
+        assert!(
+            err.contains("webhooks[0]") && err.contains("exactly one of secret and secret_file"),
+            "{err}"
+        );
+    }
+}

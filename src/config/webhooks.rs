@@ -19,8 +19,14 @@ pub struct WebhookConfig {
     /// Where alerts are POSTed (`http://` or `https://`).
     pub url: String,
     /// Standard Webhooks secret, `whsec_<base64 key>`, decoded once here.
-    /// Never logged.
-    pub secret: WebhookSecret,
+    /// Never logged. Give this or `secret_file`.
+    #[serde(default)]
+    pub secret: Option<WebhookSecret>,
+    /// A file holding the secret (a mounted Kubernetes Secret, a systemd
+    /// credential), read when the endpoint starts so the config itself can
+    /// live in a ConfigMap. Surrounding whitespace is ignored.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     /// Deliver only alerts of these tiers (all when empty).
     #[serde(default)]
     pub tiers: Vec<Tier>,
@@ -71,6 +77,7 @@ impl std::fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("name", &self.name)
             .field("secret", &self.secret)
+            .field("secret_file", &self.secret_file)
             .field("tiers", &self.tiers)
             .field("rules", &self.rules)
             .field("statuses", &self.statuses)
@@ -136,6 +143,25 @@ impl WebhookConfig {
             && status_wanted
     }
 
+    /// The signing key: `secret`, or what `secret_file` holds (read now;
+    /// the error names the file, never its content).
+    pub fn signing_key(&self) -> Result<WebhookSecret, String> {
+        let Some(path) = &self.secret_file else {
+            return self
+                .secret
+                .clone()
+                .ok_or_else(|| "give exactly one of secret and secret_file".to_string());
+        };
+        let shown = path.display();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("secret_file {shown}: {e}"))?;
+        let key = WebhookSecret::decode(text.trim())
+            .ok_or_else(|| format!("secret_file {shown}: must hold whsec_<base64 key>"))?;
+        key.long_enough()
+            .map_err(|why| format!("secret_file {shown}: {why}"))?;
+        Ok(key)
+    }
+
     /// Whether the endpoint asked for any lifecycle event (it then reads
     /// the actions topic too).
     pub fn lifecycle_events(&self) -> bool {
@@ -155,10 +181,10 @@ impl WebhookConfig {
         if self.backoff_initial > self.backoff_max {
             return Err("backoff_initial must not exceed backoff_max".into());
         }
-        if self.secret.key().len() < 24 {
-            return Err(
-                "secret must decode to at least 24 bytes (Standard Webhooks minimum)".into(),
-            );
+        match (&self.secret, &self.secret_file) {
+            (Some(secret), None) => secret.long_enough()?,
+            (None, Some(_)) => {}
+            _ => return Err("give exactly one of secret and secret_file".into()),
         }
         let url = reqwest::Url::parse(&self.url).map_err(|_| "url does not parse".to_string())?;
         if let Some(host) = url.host()
@@ -200,6 +226,27 @@ impl WebhookSecret {
     pub fn key(&self) -> &[u8] {
         &self.0
     }
+
+    /// `whsec_<base64>` (or bare base64) decoded; `None` if it is not.
+    fn decode(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let b64 = text.strip_prefix("whsec_").unwrap_or(text);
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(WebhookSecret)
+    }
+
+    /// The Standard Webhooks minimum key length.
+    fn long_enough(&self) -> Result<(), String> {
+        match self.0.len() >= 24 {
+            true => Ok(()),
+            false => {
+                Err("secret must decode to at least 24 bytes (Standard Webhooks minimum)".into())
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for WebhookSecret {
@@ -210,14 +257,8 @@ impl std::fmt::Debug for WebhookSecret {
 
 impl<'de> Deserialize<'de> for WebhookSecret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use base64::Engine as _;
         let text = String::deserialize(d)?;
-        let b64 = text.strip_prefix("whsec_").unwrap_or(&text);
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .filter(|k| !k.is_empty())
-            .map(WebhookSecret)
+        WebhookSecret::decode(&text)
             .ok_or_else(|| serde::de::Error::custom("secret must be whsec_<base64 key>"))
     }
 }

@@ -194,6 +194,14 @@ pub enum WebhookError {
     /// The signer refused the key (the crate's `from_bytes` never does today).
     #[error("webhooks: cannot build the signer: {0}")]
     Signer(#[from] standardwebhooks::WebhookError),
+    /// The signing key could not be had (`secret_file` unreadable or bad).
+    #[error("webhook `{endpoint}`: {why}")]
+    Secret {
+        /// The endpoint's name.
+        endpoint: String,
+        /// Why, naming the file, never its content.
+        why: String,
+    },
     /// The HTTP client could not be built (TLS backend unavailable).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -254,8 +262,11 @@ pub struct Endpoint {
 impl Endpoint {
     /// The endpoint `config` describes, reporting to `metrics`.
     pub fn new(config: &WebhookConfig, metrics: Metrics) -> Result<Self, WebhookError> {
-        // Infallible: the key was decoded when the config was parsed.
-        let signer = standardwebhooks::Webhook::from_bytes(config.secret.key().to_vec())?;
+        let key = config.signing_key().map_err(|why| WebhookError::Secret {
+            endpoint: config.name.clone(),
+            why,
+        })?;
+        let signer = standardwebhooks::Webhook::from_bytes(key.key().to_vec())?;
         // Redirects are never followed (a 3xx is a failed attempt, as the
         // Standard Webhooks spec asks); proxies only when configured.
         let mut builder = reqwest::Client::builder()
