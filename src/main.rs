@@ -118,6 +118,11 @@ enum Command {
         /// Records of a mapped topic, as TOPIC=FILE (repeatable).
         #[arg(long = "input", value_name = "TOPIC=FILE", value_parser = parse_input)]
         mapped: Vec<(String, PathBuf)>,
+        /// Also check the cluster (topics, partition counts, cleanup
+        /// policies) without joining the group; without a value, at
+        /// `kafka.brokers`.
+        #[arg(long, value_name = "BROKERS", num_args = 0..=1, default_missing_value = "")]
+        brokers: Option<String>,
         /// Native JSON-lines files.
         inputs: Vec<PathBuf>,
     },
@@ -451,6 +456,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             sample,
             mapped,
+            brokers,
             inputs,
         } => {
             let config = load_config(Some(&config))?;
@@ -462,6 +468,22 @@ fn run(cli: Cli) -> Result<()> {
             let stdout = std::io::stdout();
             churnwatch::check::check(&config, &inputs, &mapped, sample, &mut stdout.lock())
                 .context("check failed")?;
+            if let Some(brokers) = brokers {
+                let brokers = match brokers.is_empty() {
+                    true => config.kafka.brokers.clone(),
+                    false => brokers,
+                };
+                let lines = runtime()?
+                    .block_on(churnwatch::kafka::check::cluster(
+                        &config.kafka,
+                        &config.topics(),
+                        &brokers,
+                    ))
+                    .context("check failed")?;
+                for line in lines {
+                    println!("{line}");
+                }
+            }
             Ok(())
         }
         Command::Generate {

@@ -522,3 +522,84 @@ async fn a_missing_changelog_is_created_compacted_and_a_deleting_one_refused() {
     .to_string();
     assert!(refused.contains("cleanup.policy=compact"), "{refused}");
 }
+
+/// `check --brokers` reads what `run` would find and creates nothing: a good cluster passes, naming what it saw; a changelog
+/// that is not compacted, or on another partition count, is refused as
+/// `run` would refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_with_brokers_sees_topics_counts_and_policies_without_joining() {
+    let tansu = Tansu::start().await;
+    let config = event_clock_config(&tansu.brokers);
+    tansu.create_topics(&config, 3).await;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.brokers)
+        .create()
+        .unwrap();
+    let extra = [
+        NewTopic::new("state-deleted", 3, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "delete"),
+        NewTopic::new("state-two", 2, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
+    ];
+    for r in admin
+        .create_topics(&extra, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let check = |changelog: &str| {
+        let cfg = dir.path().join(format!("{changelog}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[kafka]\nbrokers = \"{}\"\nchangelog_topic = \"{changelog}\"\n[state]\ndir = \"{}\"\n",
+                tansu.brokers,
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .arg("--brokers")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, stdout, stderr) = check("churnwatch-state");
+    assert!(ok, "{stdout}{stderr}");
+    for line in [
+        "inputs: purchases, calls, tickets (3 partitions each)",
+        "reps: 1 partitions",
+        "churnwatch-state: 3 partitions, cleanup.policy=compact",
+        "churnwatch-actions: missing; run creates it (cleanup.policy=compact)",
+        "churn-alerts: 3 partitions",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
+    }
+    let (ok, stdout, stderr) = check("state-deleted");
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("state-deleted") && stderr.contains("cleanup.policy=delete"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = check("state-two");
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("state-two=2"), "{stderr}");
+    // Nothing was created (the group is never joined: no subscription).
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.brokers)
+        .create()
+        .unwrap();
+    let md = probe.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    assert!(
+        !md.topics().iter().any(|t| t.name() == "churnwatch-actions"),
+        "check created a topic"
+    );
+}

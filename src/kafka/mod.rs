@@ -2,6 +2,7 @@
 //! (alert and dead-letter producers), and the pure bookkeeping between them.
 
 pub mod changelog;
+pub mod check;
 pub mod client;
 pub mod offsets;
 pub mod partition_map;

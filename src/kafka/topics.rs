@@ -110,14 +110,7 @@ pub async fn ensure(
         tracing::info!(topic, partitions, replication, %policy, "topic created");
         return Ok(());
     }
-    let described = admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
-        .await;
-    let found = match described.as_deref() {
-        Ok([Ok(resource)]) => resource.get("cleanup.policy").and_then(|e| e.value.clone()),
-        _ => None,
-    };
-    match found {
+    match described_policy(&admin, topic).await {
         Some(p) if policy_is(&p, policy) => Ok(()),
         Some(p) => Err(TopicError::WrongPolicy {
             topic: topic.to_string(),
@@ -132,6 +125,47 @@ pub async fn ensure(
             );
             Ok(())
         }
+    }
+}
+
+/// The topic's `cleanup.policy` as the broker describes it (`None`: it
+/// does not, or the call failed).
+async fn described_policy(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Option<String> {
+    let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await;
+    match described.as_deref() {
+        Ok([Ok(resource)]) => resource.get("cleanup.policy").and_then(|e| e.value.clone()),
+        _ => None,
+    }
+}
+
+/// What `check --brokers` says of an existing own topic: `Ok` with what
+/// was found, or the refusal `run` would make.
+pub async fn verify_policy(
+    client: &ClientConfig,
+    topic: &str,
+    policy: Policy,
+) -> Result<String, TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(|e| TopicError::NotCreated {
+            topic: topic.to_string(),
+            partitions: 0,
+            policy,
+            why: e.to_string(),
+        })?;
+    match described_policy(&admin, topic).await {
+        Some(p) if policy_is(&p, policy) => Ok(format!("cleanup.policy={p}")),
+        Some(p) => Err(TopicError::WrongPolicy {
+            topic: topic.to_string(),
+            found: p,
+            policy,
+        }),
+        None => Ok("cleanup.policy not described by the broker".to_string()),
     }
 }
 
