@@ -72,6 +72,8 @@ pub enum Trigger {
     Roster,
     /// The customer's tier changed.
     TierChange,
+    /// The rule limits were reloaded (`run`, SIGHUP).
+    LimitChange,
     /// Old events left a rolling window.
     WindowSlide,
 }
@@ -232,6 +234,9 @@ impl Alert {
                 format!(
                     "customer moved to tier {tier}, where the condition no longer holds ({limit})"
                 )
+            }
+            (_, Status::Resolved, Trigger::LimitChange) => {
+                format!("the limits were changed; the condition no longer holds ({limit})")
             }
             (Check::PurchaseRecency, Status::Firing, _) => match s.recency_days {
                 Some(d) => format!("no purchase for {} days ({limit})", days(d)),

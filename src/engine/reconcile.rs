@@ -53,11 +53,11 @@ fn transition(check: Check, firing: bool, e: Evaluation, point: Point) -> Option
             status: Status::Resolved,
             at: e.at,
             fired_at: e.at,
-            // A tier change ends an episode whatever else moved.
-            trigger: if point == Point::Recompute {
-                Trigger::TierChange
-            } else {
-                e.trigger
+            // A tier or limit change ends an episode whatever else moved.
+            trigger: match point {
+                Point::Recompute => Trigger::TierChange,
+                Point::Reconfigured => Trigger::LimitChange,
+                _ => e.trigger,
             },
         })
     } else {
@@ -116,7 +116,7 @@ impl Core {
                     // by the deadline the data set (a customer that leaves
                     // and re-enters the tier without buying keeps that id).
                     if self.on_wall_clock()
-                        && tr.trigger == Trigger::TierChange
+                        && matches!(tr.trigger, Trigger::TierChange | Trigger::LimitChange)
                         && let Some(due) = s.limits.due(check, c)
                     {
                         tr.fired_at = due.min(tr.at);

@@ -368,13 +368,15 @@ pub enum Point {
     Roster,
     /// After a tier recompute changed the customer's tier.
     Recompute,
+    /// After the rule limits were reloaded.
+    Reconfigured,
 }
 
 impl Point {
     /// Whether the watermark is strictly past the point's time, so a
     /// deadline equal to it has passed.
     fn inclusive(self) -> bool {
-        matches!(self, Point::Timer | Point::Recompute)
+        matches!(self, Point::Timer | Point::Recompute | Point::Reconfigured)
     }
 
     /// Whether a condition found true here may start an episode. Handoffs
@@ -418,6 +420,7 @@ pub fn evaluate(
             match (point, due) {
                 (Point::Before | Point::Timer, Some(d)) if holds => (true, d, Trigger::Deadline),
                 (Point::Event | Point::Roster, _) if !holds => (false, t, Trigger::Event),
+                (Point::Reconfigured, _) => (holds, t, Trigger::LimitChange),
                 _ => (holds, t, Trigger::TierChange),
             }
         }
@@ -426,6 +429,7 @@ pub fn evaluate(
             let trigger = match point {
                 Point::Roster => Trigger::Roster,
                 Point::Recompute => Trigger::TierChange,
+                Point::Reconfigured => Trigger::LimitChange,
                 _ => Trigger::Event,
             };
             (holds, t, trigger)
@@ -436,6 +440,7 @@ pub fn evaluate(
                 Point::Before | Point::Timer => Trigger::Deadline,
                 Point::Roster => Trigger::Roster,
                 Point::Recompute => Trigger::TierChange,
+                Point::Reconfigured => Trigger::LimitChange,
                 Point::Event => Trigger::Event,
             };
             (holds, t, trigger)
@@ -445,6 +450,7 @@ pub fn evaluate(
             let holds = limits.applies(check, c.tier) && count >= limits.handoff_threshold as f64;
             let trigger = match point {
                 Point::Recompute => Trigger::TierChange,
+                Point::Reconfigured => Trigger::LimitChange,
                 Point::Before | Point::Timer => Trigger::WindowSlide,
                 _ => Trigger::Event,
             };

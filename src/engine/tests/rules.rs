@@ -359,3 +359,57 @@ fn advancing_with_nothing_due_changes_nothing() {
     assert!(h.take().is_empty());
     assert_eq!(h.engine.pending_timers(), 1);
 }
+
+#[test]
+fn reloaded_limits_fire_resolve_and_move_deadlines_at_once() {
+    let mut h = Harness::new(&flat(60, 400));
+    lone_a_customer(&mut h, "c1");
+    h.until(day(40.0));
+    assert!(h.take().is_empty(), "40 days is inside 60");
+    // Tighter: the condition holds now, so it fires at the reload.
+    let tight = flat(30, 400).engine_settings();
+    h.engine.set_limits(&tight.rules, &tight.risk, &mut h.out);
+    assert_eq!(
+        h.take(),
+        vec![fired("c1", Check::PurchaseRecency, day(40.0))]
+    );
+    // Looser again: the open episode ends, as a limit change.
+    let loose = flat(90, 400).engine_settings();
+    h.engine.set_limits(&loose.rules, &loose.risk, &mut h.out);
+    let ended: Vec<_> = h.out.iter().map(|a| (a.status, a.trigger)).collect();
+    assert_eq!(
+        ended,
+        vec![(Status::Resolved, super::super::alert::Trigger::LimitChange)]
+    );
+    assert!(
+        h.out[0].reason().contains("limits were changed"),
+        "{}",
+        h.out[0].reason()
+    );
+    h.out.clear();
+    // The deadline moved with the limit: nothing at 60 days, a firing past 90.
+    h.until(day(89.0));
+    assert!(
+        h.take().is_empty(),
+        "the old 60-day deadline no longer fires"
+    );
+    h.until(day(91.0));
+    assert_eq!(
+        h.take(),
+        vec![fired("c1", Check::PurchaseRecency, day(90.0))]
+    );
+}
+
+#[test]
+fn limits_set_before_any_event_apply_to_what_comes() {
+    let mut h = Harness::new(&flat(60, 400));
+    let tight = flat(30, 400).engine_settings();
+    h.engine.set_limits(&tight.rules, &tight.risk, &mut h.out);
+    assert!(h.take().is_empty());
+    lone_a_customer(&mut h, "c1");
+    h.until(day(31.0));
+    assert_eq!(
+        h.take(),
+        vec![fired("c1", Check::PurchaseRecency, day(30.0))]
+    );
+}
