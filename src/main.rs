@@ -393,7 +393,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run { config, brokers } => {
-            let config = load_config(Some(&config))?;
+            let config_path = config;
+            let config = load_config(Some(&config_path))?;
             let brokers = brokers.unwrap_or_else(|| config.kafka.brokers.clone());
             let report = runtime()?
                 .block_on(churnwatch::pipeline::run(
@@ -402,6 +403,7 @@ fn run(cli: Cli) -> Result<()> {
                     churnwatch::pipeline::Wiring {
                         // A per-process seed: crafted ids cannot collide.
                         store: churnwatch::engine::store::Store::seeded(rand::random()),
+                        config_path: Some(config_path),
                         ..Default::default()
                     },
                     shutdown_signal(),

@@ -68,6 +68,7 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     paused: IntGauge,
     pauses: IntCounter,
+    config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -125,6 +126,10 @@ impl Metrics {
             webhook_queue: IntGaugeVec::new(
                 Opts::new("churnwatch_webhook_queue_depth", "Alerts on the alert topic not yet settled by the endpoint (its consumer group's lag)."),
                 &["endpoint"],
+            )?,
+            config_reloads: IntCounterVec::new(
+                Opts::new("churnwatch_config_reloads_total", "Config reloads (SIGHUP or file change) by outcome: applied, unchanged, refused."),
+                &["outcome"],
             )?,
             late_events: IntCounter::new("churnwatch_late_events_total", "Events older than the watermark, applied anyway.")?,
             held_events: IntGauge::new("churnwatch_held_events", "Events held until the watermark reaches them.")?,
@@ -211,6 +216,10 @@ impl Metrics {
         for t in EventType::ALL {
             m.duplicates.with_label_values(&[t.as_str()]);
         }
+        registry.register(Box::new(m.config_reloads.clone()))?;
+        for outcome in ["applied", "unchanged", "refused"] {
+            m.config_reloads.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.pauses.clone()))?;
         for source in ["snapshot", "changelog", "rebuild"] {
@@ -246,13 +255,18 @@ impl Metrics {
             }
         }
         for endpoint in webhook_endpoints {
-            for o in DeliveryOutcome::ALL {
-                m.webhook_deliveries
-                    .with_label_values(&[endpoint, o.as_str()]);
-            }
-            m.webhook_queue.with_label_values(&[endpoint]);
+            m.webhook_endpoint(endpoint);
         }
         Ok(m)
+    }
+
+    /// Shows an endpoint's series at zero before its first delivery.
+    pub fn webhook_endpoint(&self, endpoint: &str) {
+        for o in DeliveryOutcome::ALL {
+            self.webhook_deliveries
+                .with_label_values(&[endpoint, o.as_str()]);
+        }
+        self.webhook_queue.with_label_values(&[endpoint]);
     }
 
     /// `count` events of type `t` applied, each within `seconds` of its
@@ -359,6 +373,11 @@ impl Metrics {
         self.consumer_lag
             .with_label_values(&[topic, &partition.to_string()])
             .set(lag);
+    }
+
+    /// A config reload's outcome (`applied`, `unchanged`, `refused`).
+    pub fn config_reload(&self, outcome: &str) {
+        self.config_reloads.with_label_values(&[outcome]).inc();
     }
 
     /// A webhook attempt's outcome.

@@ -45,4 +45,6 @@ with open(sys.argv[1], "w") as out:
 PY
 "$bin" check --config "$work/k8s.toml"
 "$bin" check --config config/churnwatch.toml
+# The image's runtime contract, without an image: user, paths, volume.
+bash tests/image-runtime.sh
 echo "deploy: ok"

@@ -2233,3 +2233,140 @@ async fn two_instances_acknowledging_and_closing_at_once_converge() {
         assert_eq!(state == "closed", *close == 200, "{id}: {state}");
     }
 }
+
+/// The value of `series` (name and labels, as exposed) on `/metrics`.
+async fn metric(ops: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Alerts a receiver got, as (status, rule, reason).
+fn received(hooks: &Arc<std::sync::Mutex<Vec<Received>>>) -> Vec<(String, String, String)> {
+    hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("rule"), s("reason"))
+        })
+        .collect()
+}
+
+/// SIGHUP reloads rule limits and webhook endpoints; the file changing
+/// reloads too; a config that changes what cannot change live, or does
+/// not parse, is refused and the running one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_limits_and_webhooks_and_refuses_what_cannot_change() {
+    let (_cluster, brokers) = cluster_with_topics(1);
+    let files = common::broker::instance_files();
+    let ops = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let (first_url, first) = receiver(Behaviour::Ok).await;
+    let (second_url, second) = receiver(Behaviour::Ok).await;
+    let state = files.dir.path().join("state");
+    let write = |recency: &str, hook: &str, url: &str, group: &str| {
+        let text = format!(
+            "[engine]\ntick_interval = \"50ms\"\n\
+             [rules.purchase_recency]\nA = \"{recency}\"\nB = \"off\"\nC = \"off\"\n\
+             [rules.contact_gap]\nA = \"off\"\nB = \"off\"\n[rules.rep_turnover]\ntiers = []\n\
+             [kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\nconsumer = {{ \"session.timeout.ms\" = \"6000\" }}\n\
+             [http]\nbind = \"{}\"\nops_bind = \"{ops}\"\n\
+             [state]\ndir = \"{}\"\nsnapshot_interval = \"300ms\"\n\
+             [[webhooks]]\nname = \"{hook}\"\nurl = \"{url}\"\nsecret = \"{}\"\nallow_private_network = true\n",
+            files.http,
+            state.display(),
+            secret()
+        );
+        std::fs::write(&files.cfg, text).unwrap();
+    };
+    write("60d", "first", &first_url, "churnwatch");
+    let forty_days_ago = chrono::Utc::now() - chrono::Duration::days(40);
+    let line = format!(
+        r#"{{"type":"purchase","ts":"{}","customer_id":"c1","amount":1000}}"#,
+        forty_days_ago.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    produce_lines(&mock_config(&brokers), &[line]).await;
+    let child = common::broker::run_instance(&files.cfg, &files.log);
+    let log = || std::fs::read_to_string(&files.log).unwrap_or_default();
+    let customer = format!("http://{}/customers/c1", files.http);
+    let in_a = eventually_async(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let r = reqwest::get(customer.as_str()).await.ok()?;
+            Some(r.json::<serde_json::Value>().await.ok()?["tier"] == "A")
+        },
+    )
+    .await;
+    assert!(in_a, "c1 in tier A under the 60-day limit; log:\n{}", log());
+
+    write("30d", "second", &second_url, "churnwatch");
+    child.signal("HUP");
+    let fired = eventually(Duration::from_secs(30), || {
+        received(&second)
+            .iter()
+            .any(|(s, r, _)| s == "firing" && r == "purchase_recency")
+    })
+    .await;
+    assert!(
+        fired,
+        "the new limit fires to the new endpoint; log:\n{}",
+        log()
+    );
+    assert_eq!(
+        metric(ops, "churnwatch_config_reloads_total{outcome=\"applied\"}").await,
+        Some(1.0)
+    );
+
+    // The file changing is enough; a changed group is refused by name.
+    write("90d", "second", &second_url, "another-group");
+    let refused = |n: f64| async move {
+        Some(metric(ops, "churnwatch_config_reloads_total{outcome=\"refused\"}").await == Some(n))
+    };
+    let seen = eventually_async(Duration::from_secs(10), Duration::from_millis(100), || {
+        refused(1.0)
+    })
+    .await;
+    assert!(seen, "the group change is refused; log:\n{}", log());
+    assert!(
+        log().contains("kafka.group_id cannot change while running"),
+        "{}",
+        log()
+    );
+    std::fs::write(&files.cfg, "[rules.purchase_recency\nA = ").unwrap();
+    child.signal("HUP");
+    let seen = eventually_async(Duration::from_secs(10), Duration::from_millis(100), || {
+        refused(2.0)
+    })
+    .await;
+    assert!(seen, "a broken file is refused; log:\n{}", log());
+
+    // What runs is still the reloaded config: a looser limit ends the episode.
+    write("90d", "second", &second_url, "churnwatch");
+    child.signal("HUP");
+    let ended = eventually(Duration::from_secs(30), || {
+        received(&second)
+            .iter()
+            .any(|(s, _, why)| s == "resolved" && why.contains("limits were changed"))
+    })
+    .await;
+    assert!(ended, "the looser limit resolves it; log:\n{}", log());
+    assert!(
+        received(&first).is_empty(),
+        "the removed endpoint got nothing: {:?}",
+        received(&first)
+    );
+    assert_eq!(
+        metric(ops, "churnwatch_config_reloads_total{outcome=\"applied\"}").await,
+        Some(2.0)
+    );
+}

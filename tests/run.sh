@@ -14,6 +14,9 @@ command -v make >/dev/null 2>&1 || need_debs+=(make)
 command -v chromium >/dev/null 2>&1 || need_debs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_debs+=(chromium-driver)
 command -v python3 >/dev/null 2>&1 || need_debs+=(python3)
+# tests/image-runtime.sh: readiness probes and dropping to the image's user.
+command -v curl >/dev/null 2>&1 || need_debs+=(curl)
+command -v setpriv >/dev/null 2>&1 || need_debs+=(util-linux)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_debs+=(python3-venv)
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "tests/run.sh: installing Debian packages: ${need_debs[*]}"

@@ -10,7 +10,9 @@
 //! caller is `local`, with the operator role: whoever can reach a
 //! loopback-only port already runs on the machine.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::RwLock;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -107,23 +109,12 @@ impl Token {
     }
 }
 
-/// The data API's access policy.
-pub struct Access {
-    tokens: Vec<Token>,
-    /// Session cookies of the inbox page.
-    pub sessions: Sessions,
-    /// `http.public_url`'s origin (`scheme://host[:port]`), if configured.
-    public_origin: Option<String>,
-}
+/// The configured tokens, read and hashed: what a reload swaps in whole.
+pub struct Tokens(Vec<Token>);
 
-impl Access {
-    /// Reads the configured tokens (files are read and hashed here);
-    /// `public_url` is `http.public_url`, validated with the config.
-    pub fn load(
-        configs: &[TokenConfig],
-        sessions: Sessions,
-        public_url: Option<&str>,
-    ) -> Result<Arc<Self>, AuthError> {
+impl Tokens {
+    /// Reads `configs` (files are read and hashed here).
+    pub fn load(configs: &[TokenConfig]) -> Result<Self, AuthError> {
         let mut tokens = Vec::with_capacity(configs.len());
         for (index, t) in configs.iter().enumerate() {
             let sha256 = match (&t.token_file, &t.token_sha256) {
@@ -160,25 +151,69 @@ impl Access {
                 sha256,
             });
         }
+        Ok(Self(tokens))
+    }
+}
+
+/// The data API's access policy. Tokens can be replaced while serving
+/// (a reload); a session signed in with a token that is gone, or whose
+/// role changed, ends with it.
+pub struct Access {
+    tokens: RwLock<Arc<Tokens>>,
+    /// Session cookies of the inbox page.
+    pub sessions: Sessions,
+    /// `http.public_url`'s origin (`scheme://host[:port]`), if configured.
+    public_origin: Option<String>,
+    /// The data listener's address, once checked: a reload may not leave
+    /// a non-loopback listener without tokens.
+    listener: OnceLock<std::net::SocketAddr>,
+}
+
+impl Access {
+    /// Reads the configured tokens (files are read and hashed here);
+    /// `public_url` is `http.public_url`, validated with the config.
+    pub fn load(
+        configs: &[TokenConfig],
+        sessions: Sessions,
+        public_url: Option<&str>,
+    ) -> Result<Arc<Self>, AuthError> {
         let public_origin = public_url
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.origin().ascii_serialization());
         Ok(Arc::new(Self {
-            tokens,
+            tokens: RwLock::new(Arc::new(Tokens::load(configs)?)),
             sessions,
             public_origin,
+            listener: OnceLock::new(),
         }))
+    }
+
+    /// Swaps in `tokens` (prepared with [`Tokens::load`]), unless that
+    /// would leave the checked non-loopback listener open.
+    pub fn replace_tokens(&self, tokens: Tokens) -> Result<(), AuthError> {
+        if let Some(addr) = self.listener.get()
+            && tokens.0.is_empty()
+            && !addr.ip().is_loopback()
+        {
+            return Err(AuthError::OpenListener(addr.to_string()));
+        }
+        *self.tokens.write() = Arc::new(tokens);
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Tokens> {
+        self.tokens.read().clone()
     }
 
     /// The configured token a presented one is, if any (every configured
     /// token is compared, so the time taken says nothing about which was
     /// close).
-    fn token(&self, presented: &str) -> Option<&Token> {
+    fn token(&self, presented: &str) -> Option<(Caller, [u8; 32])> {
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         let mut found = None;
-        for t in &self.tokens {
+        for t in &self.current().0 {
             if bool::from(t.sha256.ct_eq(&digest)) {
-                found = Some(t);
+                found = Some((t.caller(), t.sha256));
             }
         }
         found
@@ -186,15 +221,14 @@ impl Access {
 
     /// The caller a presented token proves, if any.
     pub fn token_caller(&self, presented: &str) -> Option<Caller> {
-        self.token(presented).map(Token::caller)
+        self.token(presented).map(|(caller, _)| caller)
     }
 
     /// The session cookie signing in whoever `presented` proves, if anyone.
     /// The cookie is bound to the token (see [`Access::session_caller`]).
     pub fn sign_in(&self, presented: &str, now_ms: i64) -> Option<(Caller, String)> {
-        let t = self.token(presented)?;
-        let caller = t.caller();
-        let cookie = self.sessions.issue(&caller, &t.sha256, now_ms);
+        let (caller, sha256) = self.token(presented)?;
+        let cookie = self.sessions.issue(&caller, &sha256, now_ms);
         Some((caller, cookie))
     }
 
@@ -203,7 +237,8 @@ impl Access {
     /// role, so removing a token or changing its role ends its sessions.
     fn session_caller(&self, value: &str, now_ms: i64) -> Option<Caller> {
         let (caller, bound) = self.sessions.verify(value, now_ms)?;
-        self.tokens
+        self.current()
+            .0
             .iter()
             .any(|t| session::binds(&t.sha256, &bound) && t.caller() == caller)
             .then_some(caller)
@@ -211,11 +246,12 @@ impl Access {
 
     /// Whether requests need a token.
     pub fn required(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.current().0.is_empty()
     }
 
     /// Refuses an open data listener without tokens.
     pub fn check_listener(&self, addr: std::net::SocketAddr) -> Result<(), AuthError> {
+        let _ = self.listener.set(addr);
         if self.required() || addr.ip().is_loopback() {
             Ok(())
         } else {
@@ -395,6 +431,41 @@ mod tests {
     fn access(public_url: Option<&str>) -> Arc<Access> {
         let sessions = Sessions::new(None, std::time::Duration::from_secs(60), false).unwrap();
         Access::load(&[], sessions, public_url).unwrap()
+    }
+
+    #[test]
+    fn reloaded_tokens_take_over_and_an_open_listener_keeps_some() {
+        let a = access(None);
+        let hash = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+        let config = |name: &str, role, token: &str| TokenConfig {
+            name: name.into(),
+            role,
+            token_file: None,
+            token_sha256: Some(hash(token)),
+        };
+        let tokens = Tokens::load(&[config("ops", Role::Operator, "old-token")]).unwrap();
+        a.replace_tokens(tokens).unwrap();
+        a.check_listener("0.0.0.0:9898".parse().unwrap()).unwrap();
+        assert_eq!(
+            a.token_caller("old-token").map(|c| c.role),
+            Some(Role::Operator)
+        );
+        let rotated = Tokens::load(&[config("ops", Role::Viewer, "new-token")]).unwrap();
+        a.replace_tokens(rotated).unwrap();
+        assert_eq!(a.token_caller("old-token"), None, "the old token is gone");
+        assert_eq!(
+            a.token_caller("new-token").map(|c| c.role),
+            Some(Role::Viewer)
+        );
+        let none = Tokens::load(&[]).unwrap();
+        assert!(matches!(
+            a.replace_tokens(none),
+            Err(AuthError::OpenListener(_))
+        ));
+        assert!(
+            a.token_caller("new-token").is_some(),
+            "the refused reload kept the tokens"
+        );
     }
 
     #[test]

@@ -315,13 +315,14 @@ pub enum HttpError {
 /// Checks the access policy against the listeners and loads the TLS
 /// pair (so a bad one is refused at start), then serves both listeners
 /// until `shutdown` completes: the operations routes in plain HTTP, the
-/// data API over TLS when configured.
+/// data API over TLS when configured. Returns the serving task and the
+/// access policy (a reload replaces its tokens).
 pub async fn start(
     listeners: Listeners,
     state: ApiState,
     http: &HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<Result<(), HttpError>>, HttpError> {
+) -> Result<(tokio::task::JoinHandle<Result<(), HttpError>>, Arc<Access>), HttpError> {
     let sessions = session::Sessions::new(
         http.session_key_file.as_deref(),
         http.session_ttl,
@@ -338,12 +339,12 @@ pub async fn start(
         .with_graceful_shutdown(stop.clone().cancelled_owned());
     let data = serve_data(
         listeners.data,
-        data_router(state, access, http),
+        data_router(state, access.clone(), http),
         tls,
         http.request_timeout,
         stop.clone().cancelled_owned(),
     );
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let served = async {
             let (ops, data) = tokio::join!(ops, data);
             ops.and(data)
@@ -354,7 +355,8 @@ pub async fn start(
             () = shutdown => stop.cancel(),
         }
         served.await.map_err(HttpError::from)
-    }))
+    });
+    Ok((task, access))
 }
 
 /// Serves the data API (over TLS when `tls` is given) until `shutdown`.

@@ -19,6 +19,7 @@ pub mod decoders;
 mod handover;
 pub mod partitions;
 pub mod recovery;
+pub mod reload;
 pub mod repartition;
 pub mod restore;
 pub mod step;
@@ -102,6 +103,9 @@ pub struct Wiring {
     /// Bound listeners (data, operations), else `http.bind` and
     /// `http.ops_bind`.
     pub http: Option<crate::http::Listeners>,
+    /// The file the config came from: reloaded on SIGHUP and when it
+    /// changes (see [`reload`]); `None`: no reloads.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Totals of one `run`, for logs and tests.
@@ -152,6 +156,7 @@ pub async fn run(
         store,
         registry,
         http,
+        config_path,
     } = wiring;
     source::wait_for_brokers(&config.kafka, brokers, source::BROKER_WAIT).await?;
     let names: Vec<String> = config.webhooks.iter().map(|w| w.name.clone()).collect();
@@ -217,7 +222,7 @@ pub async fn run(
         },
     );
     let http_stop = token.child_token();
-    let http_task = crate::http::start(
+    let (http_task, access) = crate::http::start(
         listeners,
         api,
         &config.http,
@@ -318,14 +323,30 @@ pub async fn run(
         };
         tracker.spawn(repartitioner.run(stopping.clone(), token.child_token()));
     }
-    crate::webhook::start(
+    let webhooks = crate::webhook::Webhooks::start(
         &config.webhooks,
         &config.kafka,
         brokers,
         step.metrics(),
         &stopping,
         &tracker,
-    )?;
+    )
+    .await?;
+    if let Some(path) = config_path {
+        let (limits, reloads) = mpsc::channel(4);
+        step.reloads = Some(reloads);
+        tracker.spawn(
+            reload::Reloader {
+                path,
+                running: config.clone(),
+                access,
+                webhooks,
+                limits,
+                metrics: step.metrics().clone(),
+            }
+            .run(stopping.clone()),
+        );
+    }
     let mut parts = Partitions::new(
         stopping.clone(),
         local,

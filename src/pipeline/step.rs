@@ -87,6 +87,8 @@ pub struct Step {
     paused: Vec<TopicPartition>,
     /// Totals of the run.
     pub report: Report,
+    /// Reloaded rule limits, taken at the next tick.
+    pub reloads: Option<tokio::sync::mpsc::Receiver<super::reload::Limits>>,
 }
 
 impl Step {
@@ -104,6 +106,7 @@ impl Step {
             recovery: Recovery::default(),
             paused: Vec::new(),
             report: Report::default(),
+            reloads: None,
         }
     }
 
@@ -227,6 +230,9 @@ impl Step {
     /// Moves engine time: the wall clock once caught up, else (and always
     /// under the event clock) the minimum over partitions.
     pub async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {
+        while let Some(l) = self.reloads.as_mut().and_then(|r| r.try_recv().ok()) {
+            self.engine.set_limits(&l.rules, &l.risk, &mut self.alerts);
+        }
         let now_wall = Ts(chrono::Utc::now().timestamp_millis());
         let no_lag: Vec<TopicPartition> = self
             .recovery

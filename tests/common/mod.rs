@@ -284,6 +284,7 @@ pub async fn wiring(store: churnwatch::engine::store::Store) -> churnwatch::pipe
                 .await
                 .expect("port 0"),
         }),
+        config_path: None,
     }
 }
 
