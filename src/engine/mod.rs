@@ -227,34 +227,6 @@ impl Engine {
         self.core.watermark.clock = clock;
     }
 
-    /// Replaces the rule limits and the risk score's settings (a reload)
-    /// and re-evaluates every customer under them at the current engine
-    /// time: episodes the new limits end resolve (trigger `LimitChange`),
-    /// conditions they make true fire, timers move to the new deadlines.
-    /// Before any event there is nothing to re-evaluate.
-    pub fn set_limits(
-        &mut self,
-        rules: &settings::RuleSettings,
-        risk: &risk::RiskSettings,
-        out: &mut Vec<Alert>,
-    ) {
-        self.core.settings.limits = Limits::new(rules, risk);
-        let Some(t) = self.core.watermark.current() else {
-            return;
-        };
-        let inner = self.store.inner();
-        let core = &mut self.core;
-        let scope = &mut Scope {
-            roster: &inner.roster,
-            inner,
-            out,
-            since: None,
-        };
-        inner
-            .customers
-            .for_each_mut(|idx, c| core.reconcile(c, idx, t, Point::Reconfigured, scope));
-    }
-
     /// The clock engine time follows now.
     pub fn clock(&self) -> Clock {
         self.core.watermark.clock

@@ -23,6 +23,7 @@
 //! offsets with `kafka-consumer-groups --reset-offsets --to-latest` first).
 
 pub mod retry;
+mod running;
 pub mod target;
 
 use std::io::Write;
@@ -33,18 +34,17 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::{Delivered, KafkaConfig, WebhookConfig};
+use crate::config::{Delivered, WebhookConfig};
 use crate::engine::alert::Status;
 use crate::engine::rule::Rule;
 use crate::engine::tier::Tier;
 use crate::inbox::{Lifecycle, Position};
-use crate::kafka::client::{Role, client_config};
-use crate::kafka::source::{InputConsumer, SourceContext};
+use crate::kafka::source::InputConsumer;
 use crate::metrics::{DeliveryOutcome, Metrics};
 use retry::RETRY_AFTER_FLOOR;
 pub use retry::{Attempt, Verdict, backoff, classify};
+pub use running::{Changes, Prepared, Webhooks};
 
 /// The topics an endpoint reads.
 struct Topics {
@@ -213,144 +213,6 @@ pub enum WebhookError {
         /// What librdkafka said.
         source: rdkafka::error::KafkaError,
     },
-}
-
-/// The running endpoints. A reload hands [`Webhooks::prepare`] the new
-/// list (every endpoint that is new or changed is built then, so a bad
-/// secret file refuses the reload before anything stops) and
-/// [`Webhooks::apply`] the result: endpoints removed or changed stop
-/// (committing what they delivered), new and changed ones start from
-/// their group's committed offsets. An unchanged endpoint keeps running.
-pub struct Webhooks {
-    kafka: KafkaConfig,
-    brokers: String,
-    metrics: Metrics,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-    running: Vec<Running>,
-}
-
-struct Running {
-    config: WebhookConfig,
-    stop: CancellationToken,
-    done: tokio::task::JoinHandle<()>,
-}
-
-/// Endpoints built for [`Webhooks::apply`], not started yet.
-pub struct Prepared {
-    wanted: Vec<WebhookConfig>,
-    built: Vec<(Endpoint, InputConsumer)>,
-}
-
-/// What [`Webhooks::apply`] changed, by endpoint name.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Started.
-    pub added: Vec<String>,
-    /// Stopped.
-    pub removed: Vec<String>,
-    /// Restarted with a new configuration.
-    pub changed: Vec<String>,
-}
-
-impl Webhooks {
-    /// Starts every endpoint's delivery loop on `tracker`; each stops on
-    /// `stop` (an alert being retried then is delivered again after the
-    /// restart: its offset was not stored).
-    pub async fn start(
-        configs: &[WebhookConfig],
-        kafka: &KafkaConfig,
-        brokers: &str,
-        metrics: &Metrics,
-        stop: &CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Result<Self, WebhookError> {
-        let mut webhooks = Self {
-            kafka: kafka.clone(),
-            brokers: brokers.to_string(),
-            metrics: metrics.clone(),
-            stop: stop.clone(),
-            tracker: tracker.clone(),
-            running: Vec::new(),
-        };
-        let prepared = webhooks.prepare(configs)?;
-        webhooks.apply(prepared).await?;
-        Ok(webhooks)
-    }
-
-    /// Builds the endpoints of `configs` that do not run as configured yet.
-    pub fn prepare(&self, configs: &[WebhookConfig]) -> Result<Prepared, WebhookError> {
-        let mut built = Vec::new();
-        for c in configs {
-            if self.running.iter().any(|r| &r.config == c) {
-                continue;
-            }
-            let endpoint = Endpoint::new(c, self.metrics.clone())?;
-            let group = format!("{}.webhook.{}", self.kafka.group_id, c.name);
-            let consumer: InputConsumer =
-                client_config(&self.kafka, &self.brokers, Role::Subscriber(&group))
-                    .create_with_context(SourceContext::default())
-                    .map_err(|source| WebhookError::Consumer {
-                        endpoint: c.name.clone(),
-                        source,
-                    })?;
-            built.push((endpoint, consumer));
-        }
-        Ok(Prepared {
-            wanted: configs.to_vec(),
-            built,
-        })
-    }
-
-    /// Stops what `prepared` no longer has as it runs, then starts what
-    /// it built. Stopping waits for the endpoint (at most its in-flight
-    /// attempt, bounded by its `timeout`), so a changed endpoint's old
-    /// and new consumers never share its group.
-    pub async fn apply(&mut self, prepared: Prepared) -> Result<Changes, WebhookError> {
-        let mut changes = Changes::default();
-        let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
-            .into_iter()
-            .partition(|r| prepared.wanted.contains(&r.config));
-        self.running = keep;
-        for r in stop {
-            r.stop.cancel();
-            if let Err(e) = r.done.await {
-                tracing::warn!(endpoint = %r.config.name, error = %e, "webhook endpoint ended abnormally");
-            }
-            match prepared.wanted.iter().any(|w| w.name == r.config.name) {
-                true => changes.changed.push(r.config.name),
-                false => changes.removed.push(r.config.name),
-            }
-        }
-        let kafka = &self.kafka;
-        for (endpoint, consumer) in prepared.built {
-            let config = endpoint.config.clone();
-            let mut topics = vec![kafka.alert_topic.as_str()];
-            if config.lifecycle_events() {
-                topics.push(&kafka.actions_topic);
-            }
-            consumer
-                .subscribe(&topics)
-                .map_err(|source| WebhookError::Consumer {
-                    endpoint: config.name.clone(),
-                    source,
-                })?;
-            let topics = Topics {
-                alerts: kafka.alert_topic.clone(),
-                actions: kafka.actions_topic.clone(),
-            };
-            self.metrics.webhook_endpoint(&config.name);
-            let stop = self.stop.child_token();
-            let done = self
-                .tracker
-                .spawn(endpoint.consume(consumer, topics, stop.clone()));
-            if !changes.changed.contains(&config.name) {
-                changes.added.push(config.name.clone());
-            }
-            self.running.push(Running { config, stop, done });
-        }
-        Ok(changes)
-    }
 }
 
 /// One endpoint: signs, sends, retries, dead-letters.
