@@ -28,7 +28,8 @@
 //!   phases; `step` (the engine step), `partitions` (restore, snapshot
 //!   rounds, revocation), `restore` (the pure restore choice), `recovery`
 //!   (tails and rebuilds still to re-read), `acker` (ordered confirmations,
-//!   offsets, alert latency).
+//!   offsets, alert latency), `reload` (what a config reload may change, all
+//!   or nothing).
 //! - [`kafka`]: `client` (the one client builder), `source` (group consumer,
 //!   roster reader, start-up checks), `sink` (producers), `changelog`
 //!   (reading the state changelog), `topics` (creating and checking
@@ -45,6 +46,8 @@
 //! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.
 //! - [`metrics`]: Prometheus metrics on an injected registry.
 //! - [`log`]: stderr logs as text or JSON lines (`[log]`).
+//! - [`reload_trigger`]: SIGHUP or a watched file changing (config and TLS
+//!   reloads; what a config reload changes is `pipeline::reload`).
 //! - [`http`]: the read-only HTTP API.
 //! - [`webhook`]: signed callbacks with per-endpoint queues and retries.
 
@@ -62,6 +65,7 @@ pub mod log;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload_trigger;
 pub mod replay;
 pub mod state;
 pub mod webhook;

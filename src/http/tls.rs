@@ -4,10 +4,12 @@
 //! served without a restart; a reload that fails keeps the old pair and is
 //! logged.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
+
+use crate::reload_trigger::Trigger;
 
 /// How often the certificate files are checked for changes.
 pub const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -50,27 +52,10 @@ impl Tls {
     }
 }
 
-fn modified(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    Some((m(cert)?, m(key)?))
-}
-
 async fn reload(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut seen = modified(&cert, &key);
-    let mut every = tokio::time::interval(WATCH_EVERY);
+    let mut trigger = Trigger::new(vec![cert.clone(), key.clone()], WATCH_EVERY);
     loop {
-        let why = tokio::select! {
-            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
-            _ = every.tick() => {
-                let now = modified(&cert, &key);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                "file change"
-            }
-        };
+        let why = trigger.next().await;
         match config.reload_from_pem_file(&cert, &key).await {
             Ok(()) => tracing::info!(why, cert = %cert.display(), "TLS certificate reloaded"),
             Err(e) => {

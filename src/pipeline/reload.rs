@@ -12,9 +12,9 @@
 //! attempt counts in `churnwatch_config_reloads_total{outcome}`
 //! (`applied`, `unchanged`, `refused`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ use crate::engine::risk::RiskSettings;
 use crate::engine::settings::RuleSettings;
 use crate::http::auth::{Access, Tokens};
 use crate::metrics::Metrics;
+use crate::reload_trigger::Trigger;
 use crate::webhook::Webhooks;
 
 /// How often the config file is checked for changes.
@@ -124,24 +125,11 @@ pub struct Reloader {
 impl Reloader {
     /// Reloads on SIGHUP and on file change until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup())
-            .inspect_err(|e| tracing::warn!(error = %e, "no SIGHUP handler: the config reloads on file change only"))
-            .ok();
-        let mut seen = modified(&self.path);
-        let mut every = tokio::time::interval(WATCH_EVERY);
+        let mut trigger = Trigger::new(vec![self.path.clone()], WATCH_EVERY);
         loop {
             let why = tokio::select! {
                 () = stop.cancelled() => return,
-                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
-                _ = every.tick() => {
-                    let now = modified(&self.path);
-                    if now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    "file change"
-                }
+                why = trigger.next() => why,
             };
             let outcome = match self.reload().await {
                 Ok(true) => {
@@ -184,10 +172,6 @@ impl Reloader {
         self.running = new;
         Ok(changed)
     }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]
