@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 /// list (every endpoint that is new or changed is built then, so a bad
 /// secret file refuses the reload before anything stops) and
 /// [`Webhooks::apply`] the result: endpoints removed or changed stop
-/// (committing what they delivered), new and changed ones start from
+/// (committing what they delivered; an endpoint whose `secret_file`
+/// now holds another key counts as changed), new and changed ones start from
 /// their group's committed offsets. An unchanged endpoint keeps running.
 pub struct Webhooks {
     kafka: KafkaConfig,
@@ -27,6 +28,8 @@ pub struct Webhooks {
 
 struct Running {
     config: WebhookConfig,
+    /// The signing key it runs with (a `secret_file` may change alone).
+    key: Vec<u8>,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
@@ -34,7 +37,7 @@ struct Running {
 /// Endpoints built for [`Webhooks::apply`], not started yet.
 pub struct Prepared {
     wanted: Vec<WebhookConfig>,
-    built: Vec<(Endpoint, InputConsumer)>,
+    built: Vec<(Endpoint, InputConsumer, Vec<u8>)>,
 }
 
 /// What [`Webhooks::apply`] changed, by endpoint name.
@@ -77,7 +80,15 @@ impl Webhooks {
     pub fn prepare(&self, configs: &[WebhookConfig]) -> Result<Prepared, WebhookError> {
         let mut built = Vec::new();
         for c in configs {
-            if self.running.iter().any(|r| &r.config == c) {
+            let key = c
+                .signing_key()
+                .map_err(|why| WebhookError::Secret {
+                    endpoint: c.name.clone(),
+                    why,
+                })?
+                .key()
+                .to_vec();
+            if self.running.iter().any(|r| &r.config == c && r.key == key) {
                 continue;
             }
             let endpoint = Endpoint::new(c, self.metrics.clone())?;
@@ -89,7 +100,7 @@ impl Webhooks {
                         endpoint: c.name.clone(),
                         source,
                     })?;
-            built.push((endpoint, consumer));
+            built.push((endpoint, consumer, key));
         }
         Ok(Prepared {
             wanted: configs.to_vec(),
@@ -105,7 +116,13 @@ impl Webhooks {
         let mut changes = Changes::default();
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|r| prepared.wanted.contains(&r.config));
+            .partition(|r| {
+                prepared.wanted.contains(&r.config)
+                    && !prepared
+                        .built
+                        .iter()
+                        .any(|(e, _, _)| e.config.name == r.config.name)
+            });
         self.running = keep;
         for r in stop {
             r.stop.cancel();
@@ -118,7 +135,7 @@ impl Webhooks {
             }
         }
         let kafka = &self.kafka;
-        for (endpoint, consumer) in prepared.built {
+        for (endpoint, consumer, key) in prepared.built {
             let config = endpoint.config.clone();
             let mut topics = vec![kafka.alert_topic.as_str()];
             if config.lifecycle_events() {
@@ -142,8 +159,76 @@ impl Webhooks {
             if !changes.changed.contains(&config.name) {
                 changes.added.push(config.name.clone());
             }
-            self.running.push(Running { config, stop, done });
+            self.running.push(Running {
+                config,
+                key,
+                stop,
+                done,
+            });
         }
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn secret(byte: u8) -> String {
+        use base64::Engine as _;
+        let key = [byte; 32];
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reload_restarts_only_what_changed_including_a_rotated_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, secret(1)).unwrap();
+        let configs = Config::parse(&format!(
+            "[[webhooks]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = \"{}\"\nallow_private_network = true\n\
+             [[webhooks]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{}\"\nallow_private_network = true\n",
+            file.display(),
+            secret(2)
+        ))
+        .unwrap()
+        .webhooks;
+        let kafka = crate::config::KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            ..Default::default()
+        };
+        let metrics = Metrics::new(&prometheus::Registry::new(), &[]).unwrap();
+        let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let mut running =
+            Webhooks::start(&configs, &kafka, &kafka.brokers, &metrics, &stop, &tracker)
+                .await
+                .unwrap();
+        let same = running.prepare(&configs).unwrap();
+        assert!(same.built.is_empty(), "nothing to rebuild");
+        assert_eq!(running.apply(same).await.unwrap(), Changes::default());
+
+        std::fs::write(&file, secret(3)).unwrap();
+        let rotated = running.prepare(&configs[..1]).unwrap();
+        let changes = running.apply(rotated).await.unwrap();
+        assert_eq!(
+            changes,
+            Changes {
+                added: vec![],
+                removed: vec!["b".into()],
+                changed: vec!["a".into()],
+            }
+        );
+        std::fs::write(&file, "not a key").unwrap();
+        assert!(
+            running.prepare(&configs[..1]).is_err(),
+            "a bad secret file refuses the reload"
+        );
+        stop.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 }
