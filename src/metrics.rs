@@ -2,16 +2,17 @@
 //! caller owns (no global registry), one method per happening. Label values
 //! come from enums or from config, so every label set is closed.
 
+use compact_str::CompactString;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry,
 };
 
-use crate::engine::Stats;
+use crate::engine::Engine;
 use crate::engine::alert::Alert;
-use crate::engine::event::{EventType, RejectReason, Ts};
+use crate::engine::event::{EventType, RejectReason};
 use crate::engine::rule::Rule;
-use crate::engine::tier::{Thresholds, Tier};
+use crate::engine::tier::Tier;
 
 /// Webhook delivery outcomes (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,7 @@ pub struct Metrics {
     tickets_forgotten: IntCounter,
     customers_forgotten: IntCounter,
     duplicates: IntCounterVec,
+    unknown_segments: IntCounter,
     skipped: IntCounterVec,
     restores: IntCounterVec,
     rebalances: IntCounterVec,
@@ -94,13 +96,19 @@ impl Metrics {
                 &["reason"],
             )?,
             alerts: IntCounterVec::new(
-                Opts::new("churnwatch_alerts_total", "Alerts emitted by rule, tier and status."),
-                &["rule", "tier", "status"],
+                Opts::new("churnwatch_alerts_total", "Alerts emitted by rule, tier, status and segment."),
+                &["rule", "tier", "status", "segment"],
             )?,
-            customers: IntGaugeVec::new(Opts::new("churnwatch_customers", "Customers tracked, by tier."), &["tier"])?,
+            customers: IntGaugeVec::new(
+                Opts::new("churnwatch_customers", "Customers tracked, by segment and tier."),
+                &["segment", "tier"],
+            )?,
             threshold: GaugeVec::new(
-                Opts::new("churnwatch_tier_threshold", "Monetary needed for the tier (+Inf while nobody qualifies)."),
-                &["tier"],
+                Opts::new(
+                    "churnwatch_tier_threshold",
+                    "Monetary needed for the tier in the segment (+Inf while nobody qualifies).",
+                ),
+                &["segment", "tier"],
             )?,
             watermark: Gauge::new("churnwatch_watermark_timestamp_seconds", "Engine watermark as Unix time.")?,
             apply_seconds: Histogram::with_opts(
@@ -147,6 +155,10 @@ impl Metrics {
             customers_forgotten: IntCounter::new(
                 "churnwatch_customers_forgotten_total",
                 "Idle customers without spend forgotten under engine.forget_after.",
+            )?,
+            unknown_segments: IntCounter::new(
+                "churnwatch_unknown_segment_total",
+                "Events naming a segment the config does not declare; their customers went to the default segment.",
             )?,
             duplicates: IntCounterVec::new(
                 Opts::new(
@@ -212,6 +224,7 @@ impl Metrics {
         }
         registry.register(Box::new(m.customers_forgotten.clone()))?;
         registry.register(Box::new(m.duplicates.clone()))?;
+        registry.register(Box::new(m.unknown_segments.clone()))?;
         registry.register(Box::new(m.skipped.clone()))?;
         for t in EventType::ALL {
             m.duplicates.with_label_values(&[t.as_str()]);
@@ -237,27 +250,41 @@ impl Metrics {
         for &code in RejectReason::CODES {
             m.dead_letters.with_label_values(&[code]);
         }
-        for t in Tier::ALL {
-            m.customers.with_label_values(&[t.as_str()]);
-        }
         for kind in ["alert", "changelog"] {
             m.encode_failures.with_label_values(&[kind]);
-        }
-        for t in ["A", "B"] {
-            m.threshold.with_label_values(&[t]).set(f64::INFINITY);
-        }
-        for rule in Rule::ALL {
-            for tier in Tier::ALL {
-                for status in ["firing", "resolved"] {
-                    m.alerts
-                        .with_label_values(&[rule.as_str(), tier.as_str(), status]);
-                }
-            }
         }
         for endpoint in webhook_endpoints {
             m.webhook_endpoint(endpoint);
         }
         Ok(m)
+    }
+
+    /// Shows the series of every segment (by index order) before the
+    /// first event: customers and alerts at zero, thresholds at +Inf.
+    pub fn segments(&self, names: &[CompactString]) {
+        for segment in names {
+            let segment = segment.as_str();
+            for t in Tier::ALL {
+                self.customers.with_label_values(&[segment, t.as_str()]);
+            }
+            for t in ["A", "B"] {
+                self.threshold
+                    .with_label_values(&[segment, t])
+                    .set(f64::INFINITY);
+            }
+            for rule in Rule::ALL {
+                for tier in Tier::ALL {
+                    for status in ["firing", "resolved"] {
+                        self.alerts.with_label_values(&[
+                            rule.as_str(),
+                            tier.as_str(),
+                            status,
+                            segment,
+                        ]);
+                    }
+                }
+            }
+        }
     }
 
     /// Shows an endpoint's series at zero before its first delivery.
@@ -297,6 +324,7 @@ impl Metrics {
                 alert.rule().as_str(),
                 alert.tier.as_str(),
                 alert.status.as_str(),
+                alert.segment.as_str(),
             ])
             .inc();
     }
@@ -313,21 +341,23 @@ impl Metrics {
     }
 
     /// Engine-wide gauges, refreshed on each tick.
-    pub fn engine_state(
-        &self,
-        counts: [u64; 3],
-        thresholds: Thresholds,
-        watermark: Option<Ts>,
-        stats: Stats,
-        held: usize,
-    ) {
-        for t in Tier::ALL {
-            self.customers
-                .with_label_values(&[t.as_str()])
-                .set(counts[t.index()] as i64);
+    pub fn engine_state(&self, engine: &Engine, held: usize) {
+        let (watermark, stats) = (engine.watermark(), engine.stats());
+        for (i, segment) in engine.segment_names().iter().enumerate() {
+            let (counts, thresholds) = (engine.tier_counts(i as u8), engine.thresholds(i as u8));
+            for t in Tier::ALL {
+                self.customers
+                    .with_label_values(&[segment.as_str(), t.as_str()])
+                    .set(counts[t.index()] as i64);
+            }
+            self.threshold
+                .with_label_values(&[segment.as_str(), "A"])
+                .set(thresholds.a);
+            self.threshold
+                .with_label_values(&[segment.as_str(), "B"])
+                .set(thresholds.b);
         }
-        self.threshold.with_label_values(&["A"]).set(thresholds.a);
-        self.threshold.with_label_values(&["B"]).set(thresholds.b);
+        catch_up(&self.unknown_segments, stats.unknown_segments);
         if let Some(w) = watermark {
             self.watermark.set(w.0 as f64 / 1000.0);
         }

@@ -26,8 +26,10 @@ fn promtool_check_rules(path: &std::path::Path) {
 fn exported() -> BTreeSet<String> {
     let registry = prometheus::Registry::new();
     let m = churnwatch::metrics::Metrics::new(&registry, &["x".to_string()]).unwrap();
-    // Per-partition series exist once a partition is assigned.
+    // Per-partition series exist once a partition is assigned, per-segment
+    // ones once the engine names its segments.
     m.consumer_lag("purchases", 0, 0);
+    m.segments(&["default".into()]);
     registry
         .gather()
         .iter()

@@ -64,13 +64,8 @@ async fn api_serving(http: HttpConfig, extend: impl FnOnce(ApiState) -> ApiState
     for a in &out {
         metrics.alert_emitted(a);
     }
-    metrics.engine_state(
-        engine.tier_counts(),
-        engine.thresholds(),
-        engine.watermark(),
-        engine.stats(),
-        0,
-    );
+    metrics.segments(engine.segment_names());
+    metrics.engine_state(&engine, 0);
     metrics.consumer_lag("purchases", 0, 3);
     metrics.webhook_delivery("team", DeliveryOutcome::Delivered);
     let firing_key1 = out
@@ -246,9 +241,10 @@ async fn metrics_pass_promtool_and_carry_the_contract_names() {
     for name in [
         "churnwatch_events_total{outcome=\"applied\",type=\"purchase\"}",
         "churnwatch_dead_letters_total{reason=\"invalid_json\"} 1",
-        "churnwatch_alerts_total{rule=\"purchase_recency\",status=\"firing\",tier=\"A\"} 1",
-        "churnwatch_customers{tier=\"A\"} 1",
-        "churnwatch_tier_threshold{tier=\"A\"} 5000",
+        "churnwatch_alerts_total{rule=\"purchase_recency\",segment=\"default\",status=\"firing\",tier=\"A\"} 1",
+        "churnwatch_customers{segment=\"default\",tier=\"A\"} 1",
+        "churnwatch_tier_threshold{segment=\"default\",tier=\"A\"} 5000",
+        "churnwatch_unknown_segment_total 0",
         "churnwatch_watermark_timestamp_seconds",
         "churnwatch_event_apply_seconds_bucket",
         "churnwatch_alert_latency_seconds_bucket",

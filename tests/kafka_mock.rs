@@ -65,7 +65,7 @@ async fn event_clock_run_equals_replay_and_dead_letters_bad_messages() {
     assert_eq!(customer, 200);
     assert!(
         metrics.contains(
-            "churnwatch_alerts_total{rule=\"purchase_recency\",status=\"firing\",tier=\"A\"} 1"
+            "churnwatch_alerts_total{rule=\"purchase_recency\",segment=\"default\",status=\"firing\",tier=\"A\"} 1"
         ),
         "{metrics}"
     );

@@ -10,6 +10,7 @@ mod http;
 mod inputs;
 mod kafka;
 mod rules;
+mod segments;
 mod validation;
 mod webhooks;
 
@@ -28,11 +29,13 @@ pub use rules::{
     PurchaseRecencyConfig, RecencyMode, RepTurnoverConfig, RiskConfig, RiskRuleConfig, RiskWeights,
     RulesConfig, TierLimits,
 };
+pub use segments::{DEFAULT_SEGMENT, KeyAccountsConfig, SegmentConfig, SegmentsConfig};
 use validation::parse_error;
 pub use validation::{ConfigError, http_origin};
 pub use webhooks::{Delivered, WebhookConfig, WebhookSecret};
 
 use crate::engine::risk::{RiskSettings, Weights};
+use crate::engine::segment::{Ranking, SegmentSettings, Segmentation};
 use crate::engine::settings::{
     AdaptiveRecency, RuleSettings, Settings, TierSettings, WindowSettings,
 };
@@ -51,6 +54,8 @@ pub struct Config {
     pub money: MoneyConfig,
     /// Churn rules and their per-tier limits.
     pub rules: RulesConfig,
+    /// Kinds of customer with their own ranking and rules; key accounts.
+    pub segments: SegmentsConfig,
     /// The churn-risk score.
     pub risk: RiskConfig,
     /// Kafka topics, group and librdkafka pass-through (`run`, `demo`).
@@ -185,17 +190,22 @@ impl Config {
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::parse(text).map_err(|e| parse_error(text, &e, ""))?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             parse_error(text, e.inner(), &key)
         })?;
+        if !config.segments.declared.is_empty() {
+            let raw: toml::Table = text.parse().map_err(|e| parse_error(text, &e, ""))?;
+            config.segments.resolve_rules(&raw)?;
+        }
+        config.segments.load_key_accounts()?;
         config.validate()?;
         Ok(config)
     }
 
     /// The engine's plain settings (call on a validated config).
     pub fn engine_settings(&self) -> Settings {
-        let (e, t, r) = (&self.engine, &self.tiers, &self.rules);
+        let (e, t) = (&self.engine, &self.tiers);
         Settings {
             allowed_lateness: e.allowed_lateness,
             max_future_skew: e.max_future_skew,
@@ -215,25 +225,8 @@ impl Config {
                 frequency: self.windows.frequency,
                 handoffs: self.windows.handoffs,
             },
-            rules: RuleSettings {
-                purchase_recency: r.purchase_recency.fixed().by_tier(),
-                contact_gap: r.contact_gap.by_tier(),
-                rep_turnover_tiers: r.rep_turnover.tiers.clone(),
-                departed: r.rep_turnover.departed,
-                handoffs: r.rep_turnover.handoffs,
-                handoff_threshold: r.rep_turnover.handoff_threshold,
-                adaptive_recency: (r.purchase_recency.mode == RecencyMode::Adaptive).then(|| {
-                    let p = &r.purchase_recency;
-                    AdaptiveRecency {
-                        factor: p.factor,
-                        min_purchase_days: p.min_purchase_days,
-                        min: p.min.by_tier().map(|d| d.unwrap_or(Duration::ZERO)),
-                        max: p.max.by_tier().map(|d| d.unwrap_or(days(36500))),
-                    }
-                }),
-                risk: [r.risk.a, r.risk.b, r.risk.c],
-                risk_hysteresis: r.risk.hysteresis,
-            },
+            rules: rule_settings(&self.rules),
+            segments: self.segmentation(),
             risk: RiskSettings {
                 horizon_days: self.risk.horizon.as_secs_f64() / 86_400.0,
                 weights: Weights {
@@ -245,6 +238,54 @@ impl Config {
                 model: self.risk.model.unwrap_or_default(),
             },
             money: self.money.money(),
+        }
+    }
+}
+
+/// A `[rules]` table as the engine takes it.
+fn rule_settings(r: &RulesConfig) -> RuleSettings {
+    RuleSettings {
+        purchase_recency: r.purchase_recency.fixed().by_tier(),
+        contact_gap: r.contact_gap.by_tier(),
+        rep_turnover_tiers: r.rep_turnover.tiers.clone(),
+        departed: r.rep_turnover.departed,
+        handoffs: r.rep_turnover.handoffs,
+        handoff_threshold: r.rep_turnover.handoff_threshold,
+        adaptive_recency: (r.purchase_recency.mode == RecencyMode::Adaptive).then(|| {
+            let p = &r.purchase_recency;
+            AdaptiveRecency {
+                factor: p.factor,
+                min_purchase_days: p.min_purchase_days,
+                min: p.min.by_tier().map(|d| d.unwrap_or(Duration::ZERO)),
+                max: p.max.by_tier().map(|d| d.unwrap_or(days(36500))),
+            }
+        }),
+        risk: [r.risk.a, r.risk.b, r.risk.c],
+        risk_hysteresis: r.risk.hysteresis,
+    }
+}
+
+impl Config {
+    /// The segments as the engine takes them: sorted by name, each with
+    /// its rules in force (the default one, if not declared, with the
+    /// global rules and its own ranking).
+    pub fn segmentation(&self) -> Segmentation {
+        let s = &self.segments;
+        let names = s.names();
+        Segmentation {
+            segments: names
+                .iter()
+                .map(|&name| {
+                    let declared = s.declared.get(name);
+                    SegmentSettings {
+                        name: name.into(),
+                        ranking: declared.map_or(Ranking::Own, |d| d.tiers),
+                        rules: rule_settings(declared.map_or(&self.rules, |d| &d.rules_in_force)),
+                    }
+                })
+                .collect(),
+            default: names.iter().position(|&n| n == s.default).unwrap_or(0) as u8,
+            key_accounts: s.key_account_ids.clone(),
         }
     }
 }

@@ -63,6 +63,14 @@ pub enum ConfigError {
         /// What is wrong with its value.
         why: String,
     },
+    /// A `[segments]` entry is wrong.
+    #[error("invalid config value `segments.{name}`: {why}")]
+    Segment {
+        /// The segment (or `default`, `key_accounts`).
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A librdkafka pass-through property that churnwatch's guarantees rest on.
     #[error(
         "invalid config value `{key}`: churnwatch sets this property itself (its at-least-once and ownership guarantees rest on it); remove it"
@@ -320,40 +328,17 @@ impl Config {
                 });
             }
         }
-        if self.rules.rep_turnover.handoff_threshold == 0 {
-            return invalid("rules.rep_turnover.handoff_threshold", "must be at least 1");
+        if let Some((key, why)) = rules_problem(&self.rules) {
+            return invalid(key, why);
         }
-        let pr = &self.rules.purchase_recency;
-        if !(pr.factor.is_finite() && pr.factor > 0.0) {
-            return invalid("rules.purchase_recency.factor", "must be a positive number");
-        }
-        if pr.min_purchase_days < 2 {
-            return invalid(
-                "rules.purchase_recency.min_purchase_days",
-                "must be at least 2 (a gap needs two purchase days)",
-            );
-        }
-        let (lo, hi) = (pr.min.by_tier(), pr.max.by_tier());
-        if lo
-            .iter()
-            .zip(hi)
-            .any(|(l, h)| l.zip(h).is_some_and(|(l, h)| l > h))
-        {
-            return invalid(
-                "rules.purchase_recency.min",
-                "must not exceed max in any tier",
-            );
-        }
-        let rr = &self.rules.risk;
-        if [rr.a, rr.b, rr.c, Some(rr.hysteresis)]
-            .iter()
-            .flatten()
-            .any(|&t| t > 100)
-        {
-            return invalid(
-                "rules.risk",
-                "thresholds and hysteresis are scores, 0 to 100",
-            );
+        self.segments.validate()?;
+        for (name, seg) in &self.segments.declared {
+            if let Some((key, why)) = rules_problem(&seg.rules_in_force) {
+                return Err(ConfigError::Segment {
+                    name: name.clone(),
+                    why: format!("{key}: {why}"),
+                });
+            }
         }
         let w = &self.risk.weights;
         if u32::from(w.lapse) + u32::from(w.contact) + u32::from(w.rep) + u32::from(w.complaints)
@@ -440,6 +425,47 @@ pub fn http_origin(address: &str) -> Result<url::Url, String> {
         ));
     }
     Ok(u)
+}
+
+/// What is wrong with a `[rules]` table (the global one or a segment's),
+/// by key.
+fn rules_problem(r: &super::RulesConfig) -> Option<(&'static str, &'static str)> {
+    if r.rep_turnover.handoff_threshold == 0 {
+        return Some(("rules.rep_turnover.handoff_threshold", "must be at least 1"));
+    }
+    let pr = &r.purchase_recency;
+    if !(pr.factor.is_finite() && pr.factor > 0.0) {
+        return Some(("rules.purchase_recency.factor", "must be a positive number"));
+    }
+    if pr.min_purchase_days < 2 {
+        return Some((
+            "rules.purchase_recency.min_purchase_days",
+            "must be at least 2 (a gap needs two purchase days)",
+        ));
+    }
+    let (lo, hi) = (pr.min.by_tier(), pr.max.by_tier());
+    if lo
+        .iter()
+        .zip(hi)
+        .any(|(l, h)| l.zip(h).is_some_and(|(l, h)| l > h))
+    {
+        return Some((
+            "rules.purchase_recency.min",
+            "must not exceed max in any tier",
+        ));
+    }
+    let rr = &r.risk;
+    if [rr.a, rr.b, rr.c, Some(rr.hysteresis)]
+        .iter()
+        .flatten()
+        .any(|&t| t > 100)
+    {
+        return Some((
+            "rules.risk",
+            "thresholds and hysteresis are scores, 0 to 100",
+        ));
+    }
+    None
 }
 
 fn invalid<T>(key: &'static str, why: &str) -> Result<T, ConfigError> {

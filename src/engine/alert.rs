@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use super::event::DAY_MS;
+use compact_str::CompactString;
+
 use super::event::{CustomerKey, RepKey, Ts};
 use super::rule::{Check, RecencyLimit, Rule};
 use super::tier::Tier;
@@ -167,6 +169,10 @@ pub struct Alert {
     pub customer_id: CustomerKey,
     /// The customer's tier at `at`.
     pub tier: Tier,
+    /// The customer's segment.
+    pub segment: CompactString,
+    /// A key account: pinned to tier A of its segment whatever its spend.
+    pub key_account: bool,
     /// When the transition happened (engine time).
     pub at: Ts,
     /// What made the condition change.
@@ -194,7 +200,11 @@ impl Alert {
     /// One human sentence with the numbers.
     pub fn reason(&self) -> String {
         let s = &self.signals;
-        let tier = self.tier.as_str();
+        let tier = if self.key_account {
+            "A (key account)"
+        } else {
+            self.tier.as_str()
+        };
         let limit = match self.limit {
             Limit::Days(Some(d)) => format!("tier {tier} limit {}", days(d)),
             Limit::Days(None) => format!("tier {tier} has no limit"),
@@ -299,13 +309,15 @@ pub(crate) fn days(d: f64) -> String {
 
 impl Serialize for Alert {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let mut m = ser.serialize_map(Some(10))?;
+        let mut m = ser.serialize_map(Some(12))?;
         m.serialize_entry("alert_id", &self.alert_id.to_string())?;
         m.serialize_entry("status", self.status.as_str())?;
         m.serialize_entry("rule", self.rule().as_str())?;
         m.serialize_entry("cause", &self.check.cause().map(|c| c.as_str()))?;
         m.serialize_entry("customer_id", self.customer_id.as_str())?;
         m.serialize_entry("tier", self.tier.as_str())?;
+        m.serialize_entry("segment", self.segment.as_str())?;
+        m.serialize_entry("key_account", &self.key_account)?;
         m.serialize_entry("at", &self.at)?;
         m.serialize_entry("reason", &self.reason())?;
         m.serialize_entry("signals", &self.signals)?;

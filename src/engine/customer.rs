@@ -56,15 +56,62 @@ pub struct Customer {
     pub first_purchase_day: u16,
     /// Input partition the customer's events come from (0 in replay).
     pub partition: u16,
-    /// The tier the thresholds in force give it.
-    pub tier: Tier,
-    /// One bit per [`super::rule::Check`] that is firing.
-    pub firing: u8,
+    /// Its tier and segment; serialised as the tier alone (the segment goes
+    /// by name beside the record, in [`super::CustomerState`]: indexes are
+    /// local to a config).
+    #[serde(with = "standing_as_tier", rename = "tier")]
+    standing: Standing,
+    /// One bit per [`super::rule::Check`] that is firing (low five), and
+    /// why it is a key account ([`KEY_BY_EVENT`], [`KEY_BY_LIST`]).
+    flags: u8,
     /// Recent `event_id`s. Serialised beside the record (in
     /// [`super::CustomerState`]), so changelog entries written before it
     /// existed still decode.
     #[serde(skip)]
     pub seen: Seen,
+}
+
+/// A key account because its latest event said `key_account = true`.
+pub const KEY_BY_EVENT: u8 = 1 << 5;
+/// A key account because the config's `key_accounts` list names it.
+pub const KEY_BY_LIST: u8 = 1 << 6;
+const KEY_BITS: u8 = KEY_BY_EVENT | KEY_BY_LIST;
+
+/// The most segments a config declares: the index shares a byte with the
+/// tier.
+pub const MAX_SEGMENTS: usize = 64;
+
+/// Tier (low two bits) and segment index (high six) in one byte, so the
+/// record stays at 184 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Standing(u8);
+
+impl Standing {
+    fn tier(self) -> Tier {
+        Tier::ALL[usize::from(self.0 & 3).min(2)]
+    }
+
+    fn segment(self) -> u8 {
+        self.0 >> 2
+    }
+
+    fn new(tier: Tier, segment: u8) -> Self {
+        Standing((segment << 2) | tier.index() as u8)
+    }
+}
+
+/// [`Standing`] as the plain tier records written before segments hold.
+mod standing_as_tier {
+    use super::{Standing, Tier};
+
+    pub fn serialize<S: serde::Serializer>(s: &Standing, ser: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&s.tier(), ser)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Standing, D::Error> {
+        let tier: Tier = serde::Deserialize::deserialize(d)?;
+        Ok(Standing::new(tier, 0))
+    }
 }
 
 /// `first_purchase_day` of a customer that never bought.
@@ -154,8 +201,8 @@ impl Customer {
             purchase_days: 0,
             first_purchase_day: NO_DAY,
             partition,
-            tier: Tier::C,
-            firing: 0,
+            standing: Standing::new(Tier::C, 0),
+            flags: 0,
             seen: Seen::default(),
         }
     }
@@ -239,9 +286,58 @@ impl Customer {
         }
     }
 
+    /// The tier the thresholds in force (or a key account's pin) give it.
+    pub fn tier(&self) -> Tier {
+        self.standing.tier()
+    }
+
+    /// Moves it to `tier`.
+    pub fn set_tier(&mut self, tier: Tier) {
+        self.standing = Standing::new(tier, self.segment());
+    }
+
+    /// Index of its segment in the config's segment table.
+    pub fn segment(&self) -> u8 {
+        self.standing.segment()
+    }
+
+    /// Moves it to segment `segment` (below [`MAX_SEGMENTS`]).
+    pub fn set_segment(&mut self, segment: u8) {
+        self.standing = Standing::new(self.tier(), segment);
+    }
+
+    /// Why it is a key account: [`KEY_BY_EVENT`] and/or [`KEY_BY_LIST`].
+    pub fn key_flags(&self) -> u8 {
+        self.flags & KEY_BITS
+    }
+
+    /// Sets why it is a key account.
+    pub fn set_key_flags(&mut self, flags: u8) {
+        self.flags = (self.flags & !KEY_BITS) | (flags & KEY_BITS);
+    }
+
+    /// A key account: pinned to tier A of its segment, outside the ranking.
+    pub fn is_key_account(&self) -> bool {
+        self.key_flags() != 0
+    }
+
+    /// The bits of the checks that are firing.
+    pub fn firing(&self) -> u8 {
+        self.flags & !KEY_BITS
+    }
+
+    /// Marks the check with this bit firing or not.
+    pub fn set_firing(&mut self, bit: u8, on: bool) {
+        if on {
+            self.flags |= bit;
+        } else {
+            self.flags &= !bit;
+        }
+    }
+
     /// Whether the check with this bit is firing.
     pub fn is_firing(&self, bit: u8) -> bool {
-        self.firing & bit != 0
+        self.flags & bit != 0
     }
 }
 

@@ -81,6 +81,11 @@ pub struct Event {
     pub kind: EventKind,
     /// The producer's `event_id`, if it gave one: a redelivery is skipped.
     pub id: Option<EventId>,
+    /// The customer's `segment`, if the event names one (resolved against
+    /// the config's names by the engine).
+    pub segment: Option<CompactString>,
+    /// The customer's `key_account` flag, if the event says.
+    pub key_account: Option<bool>,
 }
 
 /// What an event says happened.

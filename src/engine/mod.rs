@@ -33,26 +33,30 @@ mod reconcile;
 pub mod rep;
 pub mod risk;
 pub mod rule;
+pub mod segment;
 pub mod settings;
 pub mod store;
 pub mod tier;
 pub mod watermark;
 pub mod window;
 
-pub use partition::{ClockState, CustomerState, PartitionState};
+pub use partition::{ClockState, CustomerState, PartitionState, SegmentTiers};
 
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
 use alert::Alert;
-use customer::{Customer, MaybeTs, Windows};
+use customer::{Customer, KEY_BY_EVENT, KEY_BY_LIST, MaybeTs, Windows};
 use event::{CustomerKey, DecodeLimits, Event, EventKind, RejectReason, TicketStatus, Ts};
 use money::Converter;
 use reconcile::Scope;
 use rep::RepCustomers;
+use risk::RiskSettings;
 use rule::{Limits, Point};
+use segment::{Segmentation, Segments};
 pub use settings::Settings;
 use store::Store;
-use tier::{Thresholds, TierIndex};
+use tier::{Thresholds, Tier, TierIndex};
 use watermark::{Clock, Reorder, Timers, Watermark};
 
 /// What [`Engine::apply`] did with an accepted event.
@@ -81,12 +85,14 @@ pub struct Stats {
     pub customers_forgotten: u64,
     /// Redelivered events skipped, per [`EventType`] (as index).
     pub duplicates: [u64; 4],
+    /// Events naming a segment the config does not declare (their
+    /// customers went to the default segment).
+    pub unknown_segments: u64,
 }
 
 /// [`Settings`] compiled once for the hot path.
 #[derive(Debug, Clone, Copy)]
 struct Tuned {
-    limits: Limits,
     windows: Windows,
     decode: DecodeLimits,
     skew_ms: i64,
@@ -111,7 +117,11 @@ struct Core {
     timers: Timers,
     held: Reorder,
     tiers: TierIndex,
-    thresholds: Thresholds,
+    /// Thresholds in force per ranking group.
+    thresholds: Vec<Thresholds>,
+    segments: Segments,
+    /// Rule limits per segment.
+    limits: Box<[Limits]>,
     next_recompute: Option<Ts>,
     monetary_epoch: Option<u32>,
     /// Monetary changed since the last recompute.
@@ -174,8 +184,8 @@ impl Engine {
 
     /// An engine writing into `store`, which others may read concurrently.
     pub fn with_store(s: &Settings, clock: Clock, store: Store) -> Self {
+        let segments = Segments::new(&s.segments);
         let settings = Tuned {
-            limits: Limits::new(&s.rules, &s.risk),
             windows: Windows::new(s),
             decode: DecodeLimits {
                 max_amount: s.max_amount,
@@ -193,15 +203,17 @@ impl Engine {
                 .ok()
                 .filter(|&h| h > 0),
         };
-        Self {
+        let engine = Self {
             store,
             core: Core {
                 settings,
                 watermark: Watermark::new(clock, s.allowed_lateness.as_millis() as i64),
                 timers: Timers::default(),
                 held: Reorder::default(),
-                tiers: TierIndex::new(),
-                thresholds: Thresholds::NONE,
+                tiers: TierIndex::new(segments.groups(), segments.names().len()),
+                thresholds: vec![Thresholds::NONE; segments.groups()],
+                limits: limits_of(&s.segments, &s.risk),
+                segments,
                 next_recompute: None,
                 monetary_epoch: None,
                 dirty: false,
@@ -217,7 +229,9 @@ impl Engine {
                 money: Converter::new(s.money.clone()),
                 prefetched: Vec::new(),
             },
-        }
+        };
+        engine.core.publish_thresholds(engine.store.inner());
+        engine
     }
 
     /// Switches the clock (`run` under `engine.clock = "wall"` starts on
@@ -247,14 +261,19 @@ impl Engine {
         self.core.watermark.current()
     }
 
-    /// The tier thresholds in force.
-    pub fn thresholds(&self) -> Thresholds {
-        self.core.thresholds
+    /// The segments' names, in index order.
+    pub fn segment_names(&self) -> &[CompactString] {
+        self.core.segments.names()
     }
 
-    /// Customers per tier, indexed by [`Tier::index`].
-    pub fn tier_counts(&self) -> [u64; 3] {
-        self.core.tiers.counts()
+    /// The tier thresholds in force for customers of `segment`.
+    pub fn thresholds(&self, segment: u8) -> Thresholds {
+        self.core.thresholds[self.core.segments.group(segment)]
+    }
+
+    /// Customers per tier of `segment`, indexed by [`Tier::index`].
+    pub fn tier_counts(&self, segment: u8) -> [u64; 3] {
+        self.core.tiers.counts(segment)
     }
 
     /// Counters for metrics.
@@ -478,15 +497,25 @@ impl Engine {
             } => (customer, Body::Ticket(ticket, status, complaint)),
         };
         let purchase = matches!(body, Body::Purchase(_));
+        let named = event.segment.as_deref().map(|n| self.core.segments.find(n));
+        if let Some(None) = named {
+            self.core.stats.unknown_segments += 1;
+        }
+        let segment = named.map(|n| n.unwrap_or(self.core.segments.default()));
         let inner = self.store.inner();
-        let Some((idx, created, mut c)) = inner
-            .customers
-            .entry(&customer, || Customer::new(customer.clone(), ts, partition))
-        else {
+        let segments = &self.core.segments;
+        let Some((idx, created, mut c)) = inner.customers.entry(&customer, || {
+            let mut c = Customer::new(customer.clone(), ts, partition);
+            c.set_segment(segment.unwrap_or(segments.default()));
+            if segments.listed(&customer) {
+                c.set_key_flags(KEY_BY_LIST);
+            }
+            c
+        }) else {
             return;
         };
         if created {
-            self.core.tiers.insert(idx);
+            self.core.tiers.insert(idx, c.segment());
         }
         if let (Some(id), Some(hours)) = (event.id, self.core.settings.dedup_hours)
             && c.seen.repeat(id, ts, hours)
@@ -509,18 +538,31 @@ impl Engine {
         if ts < c.first_seen {
             c.first_seen = ts;
         }
+        // The latest event naming a segment or a key account wins; a late
+        // one cannot tell it is the latest, and changes neither.
+        if ts >= t || created {
+            let was = (c.segment(), c.tier(), c.key_flags());
+            c.set_segment(segment.unwrap_or(was.0));
+            match event.key_account {
+                Some(true) => c.set_key_flags(was.2 | KEY_BY_EVENT),
+                Some(false) => c.set_key_flags(was.2 & !KEY_BY_EVENT),
+                None => {}
+            }
+            if created || (c.segment(), c.key_flags()) != (was.0, was.2) {
+                // Both rankings it left and joined changed.
+                core.dirty |= !created;
+                core.rank(idx, &c);
+                core.settle(&mut c, (was.0, was.1));
+            }
+        }
         let w = core.settings.windows;
         match body {
             Body::Purchase(amount) => {
                 c.purchase(ts, amount, &w);
                 core.dirty = true;
-                let monetary = c.monetary_total();
-                core.tiers.place(idx, monetary);
-                let tier = core.thresholds.classify(monetary);
-                if tier != c.tier {
-                    core.tiers.moved(c.tier, tier);
-                    c.tier = tier;
-                }
+                core.rank(idx, &c);
+                let was = (c.segment(), c.tier());
+                core.settle(&mut c, was);
             }
             Body::Call(rep) => {
                 let before = c.account_rep.get();
@@ -558,6 +600,14 @@ impl Engine {
     }
 }
 
+/// Each segment's rule limits, compiled.
+fn limits_of(s: &Segmentation, risk: &RiskSettings) -> Box<[Limits]> {
+    s.segments
+        .iter()
+        .map(|seg| Limits::new(&seg.rules, risk))
+        .collect()
+}
+
 /// What is due when the watermark advances, in the order handled at equal times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
@@ -587,6 +637,52 @@ impl Core {
 
     fn on_wall_clock(&self) -> bool {
         self.watermark.clock == Clock::Wall
+    }
+
+    /// The rule limits of `c`'s segment.
+    fn limits(&self, c: &Customer) -> &Limits {
+        &self.limits[usize::from(c.segment())]
+    }
+
+    /// The tier `c` belongs in: A for a key account, else what its ranking
+    /// group's thresholds give its monetary.
+    fn tier_for(&self, c: &Customer) -> Tier {
+        if c.is_key_account() {
+            return Tier::A;
+        }
+        self.thresholds[self.segments.group(c.segment())].classify(c.monetary_total())
+    }
+
+    /// Puts `c`'s monetary into its ranking group (a key account into none).
+    fn rank(&mut self, idx: u32, c: &Customer) {
+        let monetary = if c.is_key_account() {
+            0.0
+        } else {
+            c.monetary_total()
+        };
+        self.tiers
+            .place(idx, self.segments.group(c.segment()), monetary);
+    }
+
+    /// Gives `c` the tier it belongs in, keeping the counts of segment and
+    /// tier in step with where it `was`; whether either moved.
+    fn settle(&mut self, c: &mut Customer, was: (u8, Tier)) -> bool {
+        c.set_tier(self.tier_for(c));
+        let now = (c.segment(), c.tier());
+        if now != was {
+            self.tiers.moved(was, now);
+        }
+        now != was
+    }
+
+    /// Publishes every segment's thresholds to readers.
+    fn publish_thresholds(&self, inner: &store::Inner) {
+        let names = self.segments.names();
+        *inner.thresholds.write() = names
+            .iter()
+            .enumerate()
+            .map(|(s, name)| (name.clone(), self.thresholds[self.segments.group(s as u8)]))
+            .collect();
     }
 
     fn ticket(

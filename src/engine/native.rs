@@ -84,6 +84,9 @@ struct Wire<'a> {
     kind: Option<Text<'a>>,
     #[serde(borrow)]
     event_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    segment: Option<Text<'a>>,
+    key_account: Option<bool>,
 }
 
 /// Decodes one message (one JSON object) into an event.
@@ -120,6 +123,8 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
         status: wire.status.as_deref(),
         complaint: wire.kind.as_deref() == Some("complaint"),
         event_id: wire.event_id.as_deref(),
+        segment: wire.segment.as_deref(),
+        key_account: wire.key_account,
     };
     assemble(kind, ts, &parts, limits)
 }
@@ -148,6 +153,10 @@ pub struct Parts<'a> {
     pub complaint: bool,
     /// `event_id`.
     pub event_id: Option<&'a str>,
+    /// `segment` (customer events).
+    pub segment: Option<&'a str>,
+    /// `key_account` (customer events).
+    pub key_account: Option<bool>,
 }
 
 /// The values each enumerated field accepts, in the order messages list them.
@@ -238,7 +247,17 @@ pub fn assemble(
             checked(Some(raw), "event_id")?,
         )),
     };
-    Ok(Event { ts, kind, id })
+    let segment = match p.segment {
+        None => None,
+        Some(name) => Some(CompactString::from(checked(Some(name), "segment")?)),
+    };
+    Ok(Event {
+        ts,
+        kind,
+        id,
+        segment,
+        key_account: p.key_account,
+    })
 }
 
 fn id(value: Option<&str>, field: &'static str) -> Result<CompactString, RejectReason> {

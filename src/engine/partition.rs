@@ -4,7 +4,9 @@
 
 use rustc_hash::FxHashMap;
 
-use super::customer::{self, Customer};
+use compact_str::CompactString;
+
+use super::customer::{self, Customer, KEY_BY_EVENT, KEY_BY_LIST};
 use super::duplicate::Seen;
 use super::event::{CustomerKey, RepKey, Ts};
 use super::rule::Check;
@@ -24,6 +26,20 @@ pub struct PartitionState {
     pub reps: Vec<(RepKey, Option<Ts>)>,
     /// Engine-wide time state when it was taken.
     pub clock: ClockState,
+    /// Each segment's thresholds in force when it was taken, by name.
+    pub tiers: Vec<SegmentTiers>,
+}
+
+/// A segment's tier thresholds, by the segment's name (indexes are local
+/// to a config).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SegmentTiers {
+    /// The segment.
+    pub segment: CompactString,
+    /// Tier A threshold.
+    pub a: f64,
+    /// Tier B threshold.
+    pub b: f64,
 }
 
 /// A customer with its open episodes and open tickets.
@@ -38,6 +54,8 @@ pub struct CustomerState {
     /// The record's recent event ids (kept out of the record's own
     /// serialisation, see [`Customer::seen`]).
     pub seen: Seen,
+    /// Its segment's name ("" or an undeclared one: the default segment).
+    pub segment: CompactString,
 }
 
 /// Engine-wide time state, so a restored engine ranks and rolls windows as
@@ -50,9 +68,11 @@ pub struct ClockState {
     pub next_recompute: Option<Ts>,
     /// The monetary bucket epoch of the last recompute.
     pub monetary_epoch: Option<u32>,
-    /// Tier A threshold.
+    /// Tier A threshold of the default segment (every segment's are in
+    /// [`PartitionState::tiers`]; this one is what changelogs written before
+    /// segments carry).
     pub threshold_a: f64,
-    /// Tier B threshold.
+    /// Tier B threshold of the default segment.
     pub threshold_b: f64,
 }
 
@@ -70,6 +90,7 @@ impl Engine {
         let inner = self.store.inner();
         let mut states: Vec<PartitionState> =
             partitions.iter().map(|&p| self.empty_state(p)).collect();
+        let names = self.core.segments.names();
         let slot: FxHashMap<u16, usize> = partitions
             .iter()
             .enumerate()
@@ -89,6 +110,7 @@ impl Engine {
                 episodes,
                 tickets: self.core.tickets.get(&idx).cloned().unwrap_or_default(),
                 seen: c.seen,
+                segment: names[usize::from(c.segment())].clone(),
             });
         });
         states
@@ -97,6 +119,7 @@ impl Engine {
     /// A partition without customers, with the engine-wide roster and clock.
     fn empty_state(&self, partition: u16) -> PartitionState {
         let c = &self.core;
+        let default = self.thresholds(c.segments.default());
         PartitionState {
             partition,
             customers: Vec::new(),
@@ -112,9 +135,23 @@ impl Engine {
                 watermark: c.watermark.current(),
                 next_recompute: c.next_recompute,
                 monetary_epoch: c.monetary_epoch,
-                threshold_a: c.thresholds.a,
-                threshold_b: c.thresholds.b,
+                threshold_a: default.a,
+                threshold_b: default.b,
             },
+            tiers: c
+                .segments
+                .names()
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let t = self.thresholds(i as u8);
+                    SegmentTiers {
+                        segment: name.clone(),
+                        a: t.a,
+                        b: t.b,
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -144,28 +181,50 @@ impl Engine {
             episodes,
             tickets,
             seen,
+            segment,
         } in state.customers
         {
+            let segments = &self.core.segments;
             customer.partition = state.partition;
             customer.seen = seen;
+            customer.set_segment(segments.find(&segment).unwrap_or(segments.default()));
+            // The list may have changed since: its bit is the config's now.
+            let by_event = customer.key_flags() & KEY_BY_EVENT;
+            let listed = if segments.listed(&customer.id) {
+                KEY_BY_LIST
+            } else {
+                0
+            };
+            customer.set_key_flags(by_event | listed);
+            // A key account is in tier A whatever was stored; one the list
+            // no longer names keeps its stored tier until it next buys or a
+            // recompute moves it (its thresholds are not restored yet).
             customer.account_rep = customer
                 .account_rep
                 .get()
                 .and_then(|r| reps.get(r.0 as usize).copied().flatten())
                 .map_or(customer::MaybeRep::NONE, customer::MaybeRep::some);
-            let (tier, monetary, pending, rep) = (
-                customer.tier,
-                customer.monetary_total(),
+            let (tier, segment, pending, rep) = (
+                customer.tier(),
+                customer.segment(),
                 customer.pending.get(),
                 customer.account_rep.get(),
             );
+            let tier = if customer.is_key_account() {
+                tier::Tier::A
+            } else {
+                tier
+            };
+            customer.set_tier(tier);
+            let core = &mut self.core;
+            let ranked = customer.clone();
             let Some(idx) = inner.customers.insert(customer) else {
                 continue;
             };
-            self.core.rep_customers.moved(idx, None, rep);
-            self.core.tiers.insert(idx);
-            self.core.tiers.place(idx, monetary);
-            self.core.tiers.moved(tier::Tier::C, tier);
+            core.rep_customers.moved(idx, None, rep);
+            core.tiers.insert(idx, segment);
+            core.rank(idx, &ranked);
+            core.tiers.moved((segment, tier::Tier::C), (segment, tier));
             self.core.timers.reschedule(idx, None, pending);
             for (check, at) in episodes {
                 inner.episodes.insert((idx, check), at);
@@ -189,13 +248,27 @@ impl Engine {
         }
         c.next_recompute = c.next_recompute.or(k.next_recompute);
         c.monetary_epoch = c.monetary_epoch.or(k.monetary_epoch);
-        if c.thresholds == Thresholds::NONE {
-            c.thresholds = Thresholds {
-                a: k.threshold_a,
-                b: k.threshold_b,
-            };
-            *self.store.inner().thresholds.write() = c.thresholds;
+        for group in 0..c.segments.groups() {
+            if c.thresholds[group] != Thresholds::NONE {
+                continue;
+            }
+            // By segment name; a state from before segments has the
+            // default segment's only.
+            let names = c.segments.names();
+            let restored = (0..names.len())
+                .filter(|&s| c.segments.group(s as u8) == group)
+                .find_map(|s| state.tiers.iter().find(|t| t.segment == names[s]))
+                .map(|t| Thresholds { a: t.a, b: t.b });
+            c.thresholds[group] = restored.unwrap_or(if state.tiers.is_empty() {
+                Thresholds {
+                    a: k.threshold_a,
+                    b: k.threshold_b,
+                }
+            } else {
+                Thresholds::NONE
+            });
         }
+        c.publish_thresholds(self.store.inner());
         c.dirty = true;
         c.recompute_soon = true;
         restored
@@ -210,8 +283,8 @@ impl Engine {
         c.watermark = Watermark::new(c.watermark.clock, c.watermark.lateness_ms());
         c.next_recompute = None;
         c.monetary_epoch = None;
-        c.thresholds = Thresholds::NONE;
-        *self.store.inner().thresholds.write() = Thresholds::NONE;
+        c.thresholds.fill(Thresholds::NONE);
+        c.publish_thresholds(self.store.inner());
     }
 
     /// Forgets every customer of input `partition` and its held events, for
@@ -232,7 +305,7 @@ impl Engine {
         let core = &mut self.core;
         for (idx, c) in &gone {
             core.rep_customers.moved(*idx, c.account_rep.get(), None);
-            core.tiers.remove(*idx, c.tier);
+            core.tiers.remove(*idx, c.segment(), c.tier());
             core.timers.reschedule(*idx, c.pending.get(), None);
             for check in Check::ALL {
                 inner.episodes.remove(&(*idx, check));
@@ -258,8 +331,10 @@ impl Engine {
                 .into_iter()
                 .flatten()
                 .fold(c.first_seen, Ts::max);
-            let idle =
-                last < before && c.monetary_total() == 0.0 && c.firing == 0 && c.open_tickets == 0;
+            let idle = last < before
+                && c.monetary_total() == 0.0
+                && c.firing() == 0
+                && c.open_tickets == 0;
             if idle {
                 forgotten.push((c.partition, c.id.clone()));
             }

@@ -4,7 +4,7 @@
 
 use super::Core;
 use super::alert::{Alert, AlertId, Limit, Status, Trigger};
-use super::customer::{Customer, MaybeTs};
+use super::customer::{Customer, KEY_BY_LIST, MaybeTs};
 use super::event::Ts;
 use super::rep::Roster;
 use super::risk;
@@ -76,10 +76,8 @@ impl Core {
     /// Puts a customer in the tier the thresholds in force give it and
     /// reconciles its checks if that moved it.
     pub(super) fn retier(&mut self, c: &mut Customer, idx: u32, t: Ts, scope: &mut Scope<'_>) {
-        let tier = self.thresholds.classify(c.monetary_total());
-        if tier != c.tier {
-            self.tiers.moved(c.tier, tier);
-            c.tier = tier;
+        let was = (c.segment(), c.tier());
+        if self.settle(c, was) {
             self.reconcile(c, idx, t, Point::Recompute, scope);
         }
     }
@@ -96,11 +94,12 @@ impl Core {
     ) {
         let roster = scope.roster;
         let s = &self.settings;
-        let departed = (s.limits.applies(Check::Departed, c.tier)
-            || s.limits.applies(Check::Risk, c.tier))
+        let limits = self.limits(c);
+        let departed = (limits.applies(Check::Departed, c.tier())
+            || limits.applies(Check::Risk, c.tier()))
             && rep_departed(c, roster);
         for check in Check::ALL {
-            let e = evaluate(check, c, t, point, &s.limits, &s.windows, departed);
+            let e = evaluate(check, c, t, point, limits, &s.windows, departed);
             let Some(mut tr) = transition(check, c.is_firing(check.bit()), e, point) else {
                 continue;
             };
@@ -117,15 +116,15 @@ impl Core {
                     // and re-enters the tier without buying keeps that id).
                     if self.on_wall_clock()
                         && matches!(tr.trigger, Trigger::TierChange | Trigger::LimitChange)
-                        && let Some(due) = s.limits.due(check, c)
+                        && let Some(due) = limits.due(check, c)
                     {
                         tr.fired_at = due.min(tr.at);
                     }
-                    c.firing |= check.bit();
+                    c.set_firing(check.bit(), true);
                     scope.inner.episodes.insert((idx, check), tr.fired_at);
                 }
                 Status::Resolved => {
-                    c.firing &= !check.bit();
+                    c.set_firing(check.bit(), false);
                     if let Some(fired_at) = scope.inner.episodes.remove(&(idx, check)) {
                         tr.fired_at = fired_at;
                     }
@@ -133,7 +132,7 @@ impl Core {
             }
             scope.out.push(self.alert(c, tr, roster));
         }
-        let departed = departed && s.limits.applies(Check::Risk, c.tier);
+        let departed = departed && limits.applies(Check::Risk, c.tier());
         // Lazy timers: an entry earlier than the true deadline is allowed
         // (it pops, re-checks and reschedules), so the queue is touched only
         // when a deadline moves earlier: most events move it later.
@@ -155,16 +154,17 @@ impl Core {
     /// time a firing handoff count falls below the threshold.
     fn next_due(&self, c: &Customer, t: Ts, rep_departed: bool) -> Option<Ts> {
         let s = &self.settings;
+        let limits = self.limits(c);
         let mut next: Option<Ts> = None;
         let mut consider = |d: Ts| next = Some(next.map_or(d, |n: Ts| n.min(d)));
         if !c.is_firing(Check::Risk.bit())
-            && let Some(d) = s.limits.risk_due(c, t, &s.windows, rep_departed)
+            && let Some(d) = limits.risk_due(c, t, &s.windows, rep_departed)
         {
             consider(d);
         }
         for check in [Check::PurchaseRecency, Check::ContactGap] {
             if !c.is_firing(check.bit())
-                && let Some(d) = s.limits.due(check, c)
+                && let Some(d) = limits.due(check, c)
             {
                 consider(d.max(t));
             }
@@ -173,7 +173,7 @@ impl Core {
             let b = s.windows.handoffs;
             if let Some(e) = c
                 .handoffs
-                .falls_below(b.index(t.0), s.limits.handoff_threshold as f64)
+                .falls_below(b.index(t.0), limits.handoff_threshold as f64)
             {
                 consider(Ts(b.start(e)));
             }
@@ -190,16 +190,17 @@ impl Core {
             trigger,
         } = tr;
         let s = &self.settings;
+        let limits = self.limits(c);
         let w = &s.windows;
         let limit = match check {
-            Check::PurchaseRecency => match s.limits.recency_limit(c) {
+            Check::PurchaseRecency => match limits.recency_limit(c) {
                 Some(l) => Limit::Recency(l),
                 None => Limit::Days(None),
             },
-            Check::ContactGap => Limit::Days(s.limits.limit_days(check, c.tier)),
-            Check::Risk => Limit::Risk(s.limits.risk_threshold(c.tier)),
+            Check::ContactGap => Limit::Days(limits.limit_days(check, c.tier())),
+            Check::Risk => Limit::Risk(limits.risk_threshold(c.tier())),
             Check::Handoffs => Limit::Handoffs {
-                threshold: s.limits.handoff_threshold,
+                threshold: limits.handoff_threshold,
                 window_days: s.handoff_window_days,
             },
             Check::Departed => Limit::None,
@@ -209,7 +210,7 @@ impl Core {
             status,
             check,
             customer_id: c.id.clone(),
-            tier: c.tier,
+            tier: c.tier(),
             at,
             trigger,
             limit,
@@ -219,8 +220,10 @@ impl Core {
                 c.account_rep
                     .get()
                     .and_then(|r| roster.read().name(r).cloned()),
-                risk::score(c, at, &s.limits.risk_context(w, rep_departed(c, roster))),
+                risk::score(c, at, &limits.risk_context(w, rep_departed(c, roster))),
             ),
+            segment: self.segments.names()[usize::from(c.segment())].clone(),
+            key_account: c.is_key_account(),
             partition: c.partition,
         }
     }
@@ -228,23 +231,39 @@ impl Core {
 
 /// Reloaded limits (`run`).
 impl super::Engine {
-    /// Replaces the rule limits and the risk score's settings (a reload)
-    /// and re-evaluates every customer under them at the current engine
-    /// time: episodes the new limits end resolve (trigger `LimitChange`),
-    /// conditions they make true fire, timers move to the new deadlines.
-    /// Before any event there is nothing to re-evaluate.
+    /// Replaces every segment's rule limits, the risk score's settings and
+    /// the listed key accounts (a reload; the segments themselves stay as
+    /// they are) and re-evaluates every customer under them at the current
+    /// engine time: episodes the new limits end resolve (trigger
+    /// `LimitChange`), conditions they make true fire, timers move to the
+    /// new deadlines, customers the list pins or unpins change tier. Before
+    /// any event there is nothing to re-evaluate.
     pub fn set_limits(
         &mut self,
-        rules: &super::settings::RuleSettings,
+        segments: &super::segment::Segmentation,
         risk: &super::risk::RiskSettings,
         out: &mut Vec<Alert>,
     ) {
-        self.core.settings.limits = super::rule::Limits::new(rules, risk);
-        let Some(t) = self.core.watermark.current() else {
+        let core = &mut self.core;
+        core.limits = super::limits_of(segments, risk);
+        core.segments.set_key_accounts(&segments.key_accounts);
+        let inner = self.store.inner();
+        let mut pinned = false;
+        inner.customers.for_each_mut(|idx, c| {
+            let listed = core.segments.listed(&c.id);
+            let was = c.key_flags();
+            c.set_key_flags((was & !KEY_BY_LIST) | if listed { KEY_BY_LIST } else { 0 });
+            if c.key_flags() != was {
+                core.rank(idx, c);
+                let was = (c.segment(), c.tier());
+                core.settle(c, was);
+                pinned = true;
+            }
+        });
+        core.dirty |= pinned;
+        let Some(t) = core.watermark.current() else {
             return;
         };
-        let inner = self.store.inner();
-        let core = &mut self.core;
         let scope = &mut Scope {
             roster: &inner.roster,
             inner,

@@ -268,7 +268,7 @@ fn factors(c: &Customer, at: Ts, cx: &Context<'_>) -> [Option<(f64, Detail)>; 4]
     let contact = c
         .last_contact
         .get()
-        .zip(cx.limits.limit_days(Check::ContactGap, c.tier));
+        .zip(cx.limits.limit_days(Check::ContactGap, c.tier()));
     let contact = contact.map(|(last, limit_days)| {
         let days = at.days_since(last);
         let share = (days / limit_days - 0.5).clamp(0.0, 1.0);

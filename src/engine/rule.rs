@@ -229,7 +229,7 @@ impl Limits {
     /// rule on: adaptive mode measures the customer against its own mean
     /// gap between purchase days once it has enough of them.
     pub fn recency_limit(&self, c: &Customer) -> Option<RecencyLimit> {
-        let fixed = self.recency[c.tier.index()]?;
+        let fixed = self.recency[c.tier().index()]?;
         let Some(a) = self.adaptive else {
             return Some(RecencyLimit::Fixed(fixed));
         };
@@ -237,7 +237,7 @@ impl Limits {
         match first.zip(last) {
             Some((f, l)) if u32::from(c.purchase_days) >= a.min_purchase_days.max(2) => {
                 let gap_ms = (l.0 - f.0) / i64::from(c.purchase_days - 1);
-                let i = c.tier.index();
+                let i = c.tier().index();
                 let limit_ms = ((gap_ms as f64 * a.factor) as i64).clamp(a.min[i], a.max[i]);
                 Some(RecencyLimit::Adaptive {
                     limit_ms,
@@ -283,7 +283,7 @@ impl Limits {
             ),
             Check::ContactGap => (
                 c.last_contact.get().unwrap_or(c.first_seen),
-                self.limit_ms(check, c.tier)?,
+                self.limit_ms(check, c.tier())?,
             ),
             _ => return None,
         };
@@ -294,7 +294,7 @@ impl Limits {
     /// the tier's threshold to fire, and not yet `risk_hysteresis` below it
     /// to stay firing (so a score hovering at the threshold does not flap).
     pub fn risk_holds(&self, c: &Customer, t: Ts, windows: &Windows, rep_departed: bool) -> bool {
-        let Some(threshold) = self.risk_threshold(c.tier) else {
+        let Some(threshold) = self.risk_threshold(c.tier()) else {
             return false;
         };
         let score = risk::score(c, t, &self.risk_context(windows, rep_departed));
@@ -330,7 +330,7 @@ impl Limits {
         windows: &Windows,
         rep_departed: bool,
     ) -> Option<Ts> {
-        let threshold = self.risk_threshold(c.tier)?;
+        let threshold = self.risk_threshold(c.tier())?;
         let cx = self.risk_context(windows, rep_departed);
         let over = |at: i64| risk::score(c, Ts(at), &cx) >= threshold;
         let (mut lo, mut hi) = (t.0, t.0.saturating_add(3650 * DAY_MS));
@@ -425,7 +425,7 @@ pub fn evaluate(
             }
         }
         Check::Departed => {
-            let holds = limits.applies(check, c.tier) && rep_departed;
+            let holds = limits.applies(check, c.tier()) && rep_departed;
             let trigger = match point {
                 Point::Roster => Trigger::Roster,
                 Point::Recompute => Trigger::TierChange,
@@ -447,7 +447,7 @@ pub fn evaluate(
         }
         Check::Handoffs => {
             let count = c.handoffs.sum_at(windows.handoffs.index(t.0));
-            let holds = limits.applies(check, c.tier) && count >= limits.handoff_threshold as f64;
+            let holds = limits.applies(check, c.tier()) && count >= limits.handoff_threshold as f64;
             let trigger = match point {
                 Point::Recompute => Trigger::TierChange,
                 Point::Reconfigured => Trigger::LimitChange,

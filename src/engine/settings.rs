@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::money::Money;
 use super::risk::RiskSettings;
+use super::segment::Segmentation;
 use super::tier::Tier;
 
 /// Everything the engine needs to know, already validated.
@@ -32,8 +33,11 @@ pub struct Settings {
     pub tiers: TierSettings,
     /// Trailing windows of the rolling counters.
     pub windows: WindowSettings,
-    /// Rule limits per tier.
+    /// Rule limits per tier (the global `[rules]`; each segment's own, with
+    /// its overrides, are in `segments`).
     pub rules: RuleSettings,
+    /// The segments, their rules and the key accounts.
+    pub segments: Segmentation,
     /// The churn-risk score.
     pub risk: RiskSettings,
     /// The base currency and conversion rates.

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use compact_str::CompactString;
 use dashmap::DashMap;
 use parking_lot::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
 use rustc_hash::FxBuildHasher;
@@ -49,8 +50,9 @@ pub(crate) struct Inner {
     /// The engine's watermark in ms (`i64::MIN` before the first), so
     /// readers compute rolling numbers as of engine time.
     pub(crate) watermark: AtomicI64,
-    /// The tier thresholds in force, for readers.
-    pub(crate) thresholds: RwLock<Thresholds>,
+    /// Per segment (by index): its name and the tier thresholds in force,
+    /// for readers.
+    pub(crate) thresholds: RwLock<Vec<(CompactString, Thresholds)>>,
 }
 
 impl Default for Inner {
@@ -66,7 +68,7 @@ impl Inner {
             episodes: Episodes::default(),
             roster: RwLock::new(Roster::seeded(seed)),
             watermark: AtomicI64::new(i64::MIN),
-            thresholds: RwLock::new(Thresholds::NONE),
+            thresholds: RwLock::new(Vec::new()),
         }
     }
 }
@@ -464,9 +466,23 @@ impl Store {
         (w != i64::MIN).then_some(Ts(w))
     }
 
-    /// The tier thresholds in force.
-    pub fn thresholds(&self) -> Thresholds {
-        *self.inner.thresholds.read()
+    /// The tier thresholds in force for customers of `segment`.
+    pub fn thresholds(&self, segment: u8) -> Thresholds {
+        self.inner
+            .thresholds
+            .read()
+            .get(usize::from(segment))
+            .map_or(Thresholds::NONE, |s| s.1)
+    }
+
+    /// The name of segment `segment` (index order of the config).
+    pub fn segment_name(&self, segment: u8) -> CompactString {
+        self.inner
+            .thresholds
+            .read()
+            .get(usize::from(segment))
+            .map(|s| s.0.clone())
+            .unwrap_or_default()
     }
 
     /// A copy of the customer's state.

@@ -101,17 +101,20 @@ fn bin_of(m: f64) -> u16 {
     (1 + (exp - MIN_EXP) * BINS_PER_OCTAVE + frac) as u16
 }
 
-/// A customer's place in the rank index.
+/// A customer's place in the rank index: its ranking group, bin and
+/// position in the bin (8 bytes, as the bin and position alone took).
 #[derive(Debug, Clone, Copy)]
 struct Rank {
     pos: u32,
     bin: u16,
+    group: u8,
 }
 
 impl Rank {
     const NONE: Rank = Rank {
         pos: 0,
         bin: NO_BIN,
+        group: 0,
     };
 }
 
@@ -119,83 +122,113 @@ fn octave(bin: u16) -> usize {
     bin as usize / BINS_PER_OCTAVE as usize
 }
 
-/// The monetary rank index. Keyed by the engine's compact customer index;
-/// the per-customer bin and position live here, not in the customer, so
-/// moving one customer never touches another's record.
+/// One ranking group's bins: a segment ranked on its own, or every
+/// segment ranked together.
 #[derive(Debug)]
-pub struct TierIndex {
+struct Group {
     bins: Vec<Vec<u32>>,
     /// Members per run of [`BINS_PER_OCTAVE`] bins, so finding a rank walks
     /// ~60 counters and one octave's bins instead of every bin.
     octaves: Vec<usize>,
+    positive: usize,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            bins: vec![Vec::new(); BIN_COUNT],
+            octaves: vec![0; BIN_COUNT.div_ceil(BINS_PER_OCTAVE as usize)],
+            positive: 0,
+        }
+    }
+}
+
+/// The monetary rank index. Keyed by the engine's compact customer index;
+/// the per-customer group, bin and position live here, not in the
+/// customer, so moving one customer never touches another's record.
+/// Customers with zero or negative monetary, and key accounts, are in no
+/// bin: they take no rank from anyone.
+#[derive(Debug)]
+pub struct TierIndex {
+    groups: Vec<Group>,
     /// Each customer's bin and position in it, side by side: a purchase
     /// reads both.
     rank: Vec<Rank>,
-    positive: usize,
-    counts: [u64; 3],
+    /// Customers per segment and tier.
+    counts: Vec<[u64; 3]>,
 }
 
 impl Default for TierIndex {
     fn default() -> Self {
-        Self::new()
+        Self::new(1, 1)
     }
 }
 
 impl TierIndex {
-    /// An empty rank index.
-    pub fn new() -> Self {
+    /// An empty rank index of `groups` ranking groups over `segments`
+    /// segments.
+    pub fn new(groups: usize, segments: usize) -> Self {
         Self {
-            bins: vec![Vec::new(); BIN_COUNT],
-            octaves: vec![0; BIN_COUNT.div_ceil(BINS_PER_OCTAVE as usize)],
+            groups: (0..groups.max(1)).map(|_| Group::new()).collect(),
             rank: Vec::new(),
-            positive: 0,
-            counts: [0; 3],
+            counts: vec![[0; 3]; segments.max(1)],
         }
     }
 
-    /// Registers a new customer (monetary 0, tier C).
-    pub fn insert(&mut self, idx: u32) {
+    /// Registers a new customer of `segment` (monetary 0, tier C).
+    pub fn insert(&mut self, idx: u32, segment: u8) {
         let i = idx as usize;
         if self.rank.len() <= i {
             self.rank.resize(i + 1, Rank::NONE);
         }
         self.rank[i] = Rank::NONE;
-        self.counts[Tier::C.index()] += 1;
+        self.counts[usize::from(segment)][Tier::C.index()] += 1;
     }
 
     /// Forgets a customer that left this instance.
-    pub fn remove(&mut self, idx: u32, tier: Tier) {
-        self.place(idx, 0.0);
-        self.counts[tier.index()] -= 1;
+    pub fn remove(&mut self, idx: u32, segment: u8, tier: Tier) {
+        self.place(idx, 0, 0.0);
+        self.counts[usize::from(segment)][tier.index()] -= 1;
     }
 
-    /// Records a customer's monetary value.
-    pub fn place(&mut self, idx: u32, monetary: f64) {
+    /// Records a customer's monetary value in ranking group `group` (0 or
+    /// less: unranked).
+    pub fn place(&mut self, idx: u32, group: usize, monetary: f64) {
         let i = idx as usize;
         let new = bin_of(monetary);
-        let Rank { bin: old, pos } = self.rank[i];
-        if old == new {
+        let Rank {
+            bin: old,
+            pos,
+            group: was,
+        } = self.rank[i];
+        if old == new && (new == NO_BIN || usize::from(was) == group) {
             return;
         }
         if old != NO_BIN {
-            let members = &mut self.bins[old as usize];
+            let g = &mut self.groups[usize::from(was)];
+            let members = &mut g.bins[old as usize];
             let p = pos as usize;
             members.swap_remove(p);
             if let Some(&moved) = members.get(p) {
                 self.rank[moved as usize].pos = pos;
             }
-            self.octaves[octave(old)] -= 1;
-            self.positive -= 1;
+            g.octaves[octave(old)] -= 1;
+            g.positive -= 1;
         }
         let mut pos = 0;
         if new != NO_BIN {
-            let members = &mut self.bins[new as usize];
+            let g = &mut self.groups[group];
+            let members = &mut g.bins[new as usize];
             pos = members.len() as u32;
             members.push(idx);
-            self.octaves[octave(new)] += 1;
-            self.positive += 1;
+            g.octaves[octave(new)] += 1;
+            g.positive += 1;
         }
-        self.rank[i] = Rank { bin: new, pos };
+        self.rank[i] = Rank {
+            bin: new,
+            pos,
+            group: group as u8,
+        };
     }
 
     /// Requests a customer's rank position from memory (see
@@ -211,10 +244,10 @@ impl TierIndex {
     /// [`Self::prefetch`] requested, so call it once that has run for the
     /// whole batch.
     pub fn prefetch_members(&self, idx: u32) {
-        let Some(&Rank { bin, pos }) = self.rank.get(idx as usize) else {
+        let Some(&Rank { bin, pos, group }) = self.rank.get(idx as usize) else {
             return;
         };
-        if let Some(members) = self.bins.get(bin as usize) {
+        if let Some(members) = self.groups[usize::from(group)].bins.get(bin as usize) {
             if let Some(m) = members.get(pos as usize) {
                 super::ids::prefetch(m, 1);
             }
@@ -224,38 +257,60 @@ impl TierIndex {
         }
     }
 
-    /// Keeps the per-tier counts in step with a customer's tier change.
-    pub fn moved(&mut self, from: Tier, to: Tier) {
-        self.counts[from.index()] -= 1;
-        self.counts[to.index()] += 1;
+    /// Keeps the per-segment, per-tier counts in step with a customer
+    /// moving (segment, tier).
+    pub fn moved(&mut self, from: (u8, Tier), to: (u8, Tier)) {
+        self.counts[usize::from(from.0)][from.1.index()] -= 1;
+        self.counts[usize::from(to.0)][to.1.index()] += 1;
     }
 
-    /// Customers per tier, indexed by [`Tier::index`].
-    pub fn counts(&self) -> [u64; 3] {
-        self.counts
+    /// Customers per tier of `segment`, indexed by [`Tier::index`].
+    pub fn counts(&self, segment: u8) -> [u64; 3] {
+        self.counts[usize::from(segment)]
     }
 
-    /// Customers with positive monetary (the ranked population).
+    /// Customers with positive monetary, key accounts aside (the ranked
+    /// population), over every group.
     pub fn ranked(&self) -> usize {
-        self.positive
+        self.groups.iter().map(|g| g.positive).sum()
     }
 
-    /// Exact thresholds for the configured shares; `monetary` reads a
-    /// customer's current value (called only for boundary-bin members).
+    /// Exact thresholds of ranking group `group` for the configured
+    /// shares; `monetary` reads a customer's current value (called only
+    /// for boundary-bin members).
     pub fn thresholds(
         &self,
+        group: usize,
         a_percent: f64,
         b_percent: f64,
         monetary: impl Fn(u32) -> f64,
     ) -> Thresholds {
-        let n = self.positive as f64;
+        let g = &self.groups[group];
+        let n = g.positive as f64;
         let rank = |pct: f64| ((n * pct / 100.0) - 1e-9).ceil().max(0.0) as usize;
         Thresholds {
-            a: self.value_at_rank(rank(a_percent), &monetary),
-            b: self.value_at_rank(rank(a_percent + b_percent), &monetary),
+            a: g.value_at_rank(rank(a_percent), &monetary),
+            b: g.value_at_rank(rank(a_percent + b_percent), &monetary),
         }
     }
 
+    /// Customers of ranking group `group` whose monetary lies in the closed
+    /// range `[lo, hi]`, bin by bin (callers filter exactly); the ones a
+    /// threshold move can re-tier.
+    pub fn between(&self, group: usize, lo: f64, hi: f64) -> impl Iterator<Item = u32> + '_ {
+        let range = if hi > 0.0 && lo <= hi {
+            let first = if lo <= 0.0 { 0 } else { bin_of(lo) as usize };
+            first..bin_of(hi) as usize + 1
+        } else {
+            0..0
+        };
+        self.groups[group].bins[range]
+            .iter()
+            .flat_map(|m| m.iter().copied())
+    }
+}
+
+impl Group {
     /// Monetary of the customer at 1-based rank `k`, descending.
     fn value_at_rank(&self, k: usize, monetary: &impl Fn(u32) -> f64) -> f64 {
         if k == 0 || k > self.positive {
@@ -280,18 +335,6 @@ impl TierIndex {
             }
         }
         f64::INFINITY
-    }
-
-    /// Customers whose monetary lies in the closed range `[lo, hi]`, bin by
-    /// bin (callers filter exactly); the ones a threshold move can re-tier.
-    pub fn between(&self, lo: f64, hi: f64) -> impl Iterator<Item = u32> + '_ {
-        let range = if hi > 0.0 && lo <= hi {
-            let first = if lo <= 0.0 { 0 } else { bin_of(lo) as usize };
-            first..bin_of(hi) as usize + 1
-        } else {
-            0..0
-        };
-        self.bins[range].iter().flat_map(|m| m.iter().copied())
     }
 }
 
@@ -338,7 +381,7 @@ impl super::Engine {
             core.stats.monetary_rollovers += 1;
             inner.customers.for_each_mut(|idx, c| {
                 c.monetary.rotate(epoch);
-                core.tiers.place(idx, c.monetary_total());
+                core.rank(idx, c);
             });
             core.dirty = true;
         }
@@ -346,36 +389,44 @@ impl super::Engine {
             return;
         }
         core.dirty = false;
-        let old = core.thresholds;
-        let new = core
-            .tiers
-            .thresholds(core.settings.a_percent, core.settings.b_percent, |i| {
-                inner
-                    .customers
-                    .read(i, Customer::monetary_total)
-                    .unwrap_or(0.0)
-            });
-        core.thresholds = new;
-        *inner.thresholds.write() = new;
         let scope = &mut Scope {
             roster: &inner.roster,
             inner,
             out,
             since: None,
         };
+        let mut moved: Vec<u32> = Vec::new();
+        for group in 0..core.segments.groups() {
+            let old = core.thresholds[group];
+            let new = core.tiers.thresholds(
+                group,
+                core.settings.a_percent,
+                core.settings.b_percent,
+                |i| {
+                    inner
+                        .customers
+                        .read(i, Customer::monetary_total)
+                        .unwrap_or(0.0)
+                },
+            );
+            core.thresholds[group] = new;
+            if old != new && !rollover {
+                let span = |x: f64, y: f64| (x.min(y), x.max(y));
+                let (a_lo, a_hi) = span(old.a, new.a);
+                let (b_lo, b_hi) = span(old.b, new.b);
+                moved.extend(
+                    core.tiers
+                        .between(group, a_lo, a_hi)
+                        .chain(core.tiers.between(group, b_lo, b_hi)),
+                );
+            }
+        }
+        core.publish_thresholds(inner);
         if rollover {
             inner
                 .customers
                 .for_each_mut(|idx, c| core.retier(c, idx, t, scope));
-        } else if old != new {
-            let span = |x: f64, y: f64| (x.min(y), x.max(y));
-            let (a_lo, a_hi) = span(old.a, new.a);
-            let (b_lo, b_hi) = span(old.b, new.b);
-            let mut moved: Vec<u32> = core
-                .tiers
-                .between(a_lo, a_hi)
-                .chain(core.tiers.between(b_lo, b_hi))
-                .collect();
+        } else {
             moved.sort_unstable();
             moved.dedup();
             for idx in moved {
@@ -395,12 +446,12 @@ mod tests {
     proptest! {
         #[test]
         fn thresholds_equal_a_full_sort(values in proptest::collection::vec(0.0f64..1e6, 0..300)) {
-            let mut idx = TierIndex::new();
+            let mut idx = TierIndex::new(1, 1);
             for (i, v) in values.iter().enumerate() {
-                idx.insert(i as u32);
-                idx.place(i as u32, *v);
+                idx.insert(i as u32, 0);
+                idx.place(i as u32, 0, *v);
             }
-            let got = idx.thresholds(5.0, 15.0, |i| values[i as usize]);
+            let got = idx.thresholds(0, 5.0, 15.0, |i| values[i as usize]);
             let mut sorted: Vec<f64> = values.iter().copied().filter(|v| *v > 0.0).collect();
             sorted.sort_by(|a, b| b.total_cmp(a));
             let n = sorted.len();
@@ -429,19 +480,23 @@ mod tests {
 
     #[test]
     fn moving_a_customer_keeps_positions_consistent() {
-        let mut idx = TierIndex::new();
+        let mut idx = TierIndex::new(2, 2);
         for i in 0..4 {
-            idx.insert(i);
-            idx.place(i, 10.0);
+            idx.insert(i, 0);
+            idx.place(i, 0, 10.0);
         }
-        idx.place(1, 1000.0);
-        idx.place(0, 0.0);
-        let mut in_range: Vec<u32> = idx.between(10.0, 10.0).collect();
+        idx.place(1, 0, 1000.0);
+        idx.place(0, 0, 0.0);
+        let mut in_range: Vec<u32> = idx.between(0, 10.0, 10.0).collect();
         in_range.sort();
         assert_eq!(in_range, vec![2, 3]);
         assert_eq!(
-            idx.between(500.0, f64::INFINITY).collect::<Vec<_>>(),
+            idx.between(0, 500.0, f64::INFINITY).collect::<Vec<_>>(),
             vec![1]
         );
+        idx.place(2, 1, 10.0);
+        assert_eq!(idx.between(0, 10.0, 10.0).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(idx.between(1, 10.0, 10.0).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(idx.ranked(), 3);
     }
 }

@@ -282,6 +282,8 @@ mod tests {
 
     fn event(ts: i64) -> Event {
         Event {
+            segment: None,
+            key_account: None,
             ts: Ts(ts),
             kind: EventKind::Purchase {
                 customer: "c".into(),

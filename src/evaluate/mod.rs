@@ -320,14 +320,14 @@ fn rows(
             .map_or(1.0, |h| settings.risk.model.p_alive(h));
         rows.push(Row {
             customer_id: c.id.to_string(),
-            tier: c.tier,
+            tier: c.tier(),
             risk: risk::score(c, at, &limits.risk_context(&windows, departed)),
             recency_days,
             frequency: signals.frequency_90d,
             monetary: signals.monetary,
             p_alive,
             churned: !bought.contains(&c.id),
-            firing: c.firing,
+            firing: c.firing(),
             fixed_recency: fixed.due(Check::PurchaseRecency, c).is_some_and(|d| d < at),
         });
     });

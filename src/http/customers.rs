@@ -24,17 +24,19 @@ struct ActiveAlert {
     cause: Option<&'static str>,
     customer_id: String,
     tier: Tier,
+    segment: String,
     fired_at: Ts,
 }
 
 impl ActiveAlert {
-    fn new(c: &Customer, check: Check, fired_at: Ts) -> Self {
+    fn new(s: &ApiState, c: &Customer, check: Check, fired_at: Ts) -> Self {
         Self {
             alert_id: AlertId::new(&c.id, check, fired_at).to_string(),
             rule: check.rule().as_str(),
             cause: check.cause().map(|c| c.as_str()),
             customer_id: c.id.to_string(),
-            tier: c.tier,
+            tier: c.tier(),
+            segment: s.store.segment_name(c.segment()).to_string(),
             fired_at,
         }
     }
@@ -48,6 +50,9 @@ impl ActiveAlert {
 pub(crate) struct CustomerView {
     customer_id: String,
     tier: Tier,
+    segment: String,
+    /// Pinned to tier A of its segment whatever its spend.
+    key_account: bool,
     as_of: Option<Ts>,
     first_seen: Ts,
     last_purchase: Option<Ts>,
@@ -81,13 +86,15 @@ pub(crate) fn customer_view(s: &ApiState, c: &Customer) -> CustomerView {
     let active_alerts = Check::ALL
         .into_iter()
         .filter(|k| c.is_firing(k.bit()))
-        .filter_map(|k| s.store.episode(id, k).map(|t| ActiveAlert::new(c, k, t)))
+        .filter_map(|k| s.store.episode(id, k).map(|t| ActiveAlert::new(s, c, k, t)))
         .collect();
     let departed = rep.is_some_and(|r| s.store.rep_departed(r));
-    let risk = risk::explain(c, at, &s.limits.risk_context(&s.windows, departed));
+    let risk = risk::explain(c, at, &s.limits_of(c).risk_context(&s.windows, departed));
     CustomerView {
         customer_id: c.id.to_string(),
-        tier: c.tier,
+        tier: c.tier(),
+        segment: s.store.segment_name(c.segment()).to_string(),
+        key_account: c.is_key_account(),
         as_of: now,
         first_seen: c.first_seen,
         last_purchase: c.last_purchase.get(),
@@ -110,6 +117,7 @@ pub(super) struct AlertQuery {
     status: Option<String>,
     tier: Option<Tier>,
     rule: Option<String>,
+    segment: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -189,12 +197,16 @@ pub(super) async fn alerts(State(s): State<ApiState>, Query(q): Query<AlertQuery
         .into_response();
     }
     let (page, next) = s.store.active_alerts(after, limit, |c, check| {
-        q.tier.is_none_or(|t| c.tier == t) && rule.is_none_or(|r| check.rule() == r)
+        q.tier.is_none_or(|t| c.tier() == t)
+            && rule.is_none_or(|r| check.rule() == r)
+            && q.segment
+                .as_deref()
+                .is_none_or(|seg| s.store.segment_name(c.segment()) == seg)
     });
     axum::Json(AlertPage {
         alerts: page
             .iter()
-            .map(|e| ActiveAlert::new(&e.customer, e.check, e.fired_at))
+            .map(|e| ActiveAlert::new(&s, &e.customer, e.check, e.fired_at))
             .collect(),
         next: next.as_ref().map(cursor_text),
     })

@@ -47,8 +47,8 @@ pub struct ApiState {
     pub ready: Arc<Readiness>,
     /// Window geometry, for the signals.
     pub windows: Windows,
-    /// The rules compiled, for the risk score.
-    pub limits: Limits,
+    /// The rules compiled per segment (by index), for the risk score.
+    pub limits: Arc<[Limits]>,
     /// The risk distribution gauge, refreshed on scrape (none if it could
     /// not be registered).
     pub risk_distribution: Option<Arc<metrics::RiskDistribution>>,
@@ -78,11 +78,22 @@ impl ApiState {
             registry,
             ready,
             windows: Windows::new(settings),
-            limits: Limits::new(&settings.rules, &settings.risk),
+            limits: settings
+                .segments
+                .segments
+                .iter()
+                .map(|seg| Limits::new(&seg.rules, &settings.risk))
+                .collect(),
             risk_distribution,
             inbox: None,
             closed,
         }
+    }
+
+    /// The rules of `c`'s segment.
+    pub fn limits_of(&self, c: &crate::engine::customer::Customer) -> &Limits {
+        let i = usize::from(c.segment());
+        &self.limits[i.min(self.limits.len().saturating_sub(1))]
     }
 
     /// The same state serving the retention inbox too.
@@ -407,8 +418,8 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
             s.store.for_each_customer(|c| {
                 let departed = c.account_rep.get().is_some_and(|r| s.store.rep_departed(r));
                 count(
-                    c.tier,
-                    risk::score(c, at, &s.limits.risk_context(&s.windows, departed)),
+                    c.tier(),
+                    risk::score(c, at, &s.limits_of(c).risk_context(&s.windows, departed)),
                 );
             })
         });

@@ -413,7 +413,8 @@ async fn customer(
     let Some(i) = &s.inbox else { return no_inbox() };
     let now = now();
     let history = i.inbox.customer(&id, now);
-    let live = s.store.customer(&id).map(|c| super::customer_view(&s, &c));
+    let record = s.store.customer(&id);
+    let live = record.as_ref().map(|c| super::customer_view(&s, c));
     if live.is_none()
         && let Some(owner) = i.peers.holder(&i.instances, &i.me, &id, now).await
     {
@@ -446,7 +447,9 @@ async fn customer(
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     };
-    let t = s.store.thresholds();
+    let t = s
+        .store
+        .thresholds(record.as_ref().map_or(0, |c| c.segment()));
     let operator = caller.role == Role::Operator;
     layout(&format!("Customer {id}"), Some(&caller), false, html! {
         h2 { "Customer " (id) }
@@ -454,6 +457,7 @@ async fn customer(
             p class="note" { "This instance does not hold this customer; the signals below are the latest its alerts carried." }
         }
         dl class="signals" {
+            dt { "Segment" } dd class="segment" { (field("segment")) @if field("key_account") == "true" { " " span class="key" { "key account" } } }
             dt { "Tier" } dd class="tier" { (field("tier")) }
             dt { "Thresholds in force" } dd { "A ≥ " (format!("{:.2}", t.a)) ", B ≥ " (format!("{:.2}", t.b)) " (spend in the tier window)" }
             dt { "Risk" } dd { (field("risk")) }

@@ -27,9 +27,18 @@ pub struct MappingError {
 pub(super) fn takes(kind: EventType) -> (&'static [Target], &'static [Target]) {
     use Target::*;
     match kind {
-        EventType::Purchase => (&[CustomerId, Amount, Ts], &[Currency, EventId]),
-        EventType::Call => (&[CustomerId, RepId, Ts], &[Channel, Direction, EventId]),
-        EventType::Ticket => (&[CustomerId, TicketId, Status, Ts], &[Kind, EventId]),
+        EventType::Purchase => (
+            &[CustomerId, Amount, Ts],
+            &[Currency, EventId, Segment, KeyAccount],
+        ),
+        EventType::Call => (
+            &[CustomerId, RepId, Ts],
+            &[Channel, Direction, EventId, Segment, KeyAccount],
+        ),
+        EventType::Ticket => (
+            &[CustomerId, TicketId, Status, Ts],
+            &[Kind, EventId, Segment, KeyAccount],
+        ),
         EventType::Rep => (&[RepId, Status, Ts], &[EventId]),
     }
 }

@@ -97,10 +97,12 @@ enum Target {
     TicketId,
     Status,
     Kind,
+    Segment,
+    KeyAccount,
 }
 
 impl Target {
-    const ALL: [Target; 11] = [
+    const ALL: [Target; 13] = [
         Target::CustomerId,
         Target::Amount,
         Target::Currency,
@@ -112,6 +114,8 @@ impl Target {
         Target::TicketId,
         Target::Status,
         Target::Kind,
+        Target::Segment,
+        Target::KeyAccount,
     ];
 
     fn name(self) -> &'static str {
@@ -127,6 +131,8 @@ impl Target {
             Target::TicketId => "ticket_id",
             Target::Status => "status",
             Target::Kind => "kind",
+            Target::Segment => "segment",
+            Target::KeyAccount => "key_account",
         }
     }
 }
@@ -258,6 +264,8 @@ impl Mapping {
         let status = text_of(Target::Status)?;
         let complaint = text_of(Target::Kind)?;
         let event_id = text_of(Target::EventId)?;
+        let segment = text_of(Target::Segment)?;
+        let key_account = self.flag(Target::KeyAccount, kind, &slots)?;
         if self.keyed_by_customer
             && let (Some(key), Some(c)) = (key, &customer)
             && key != c.as_bytes()
@@ -282,10 +290,38 @@ impl Mapping {
             status: status.as_deref(),
             complaint: complaint.as_deref() == Some("complaint"),
             event_id: event_id.as_deref(),
+            segment: segment.as_deref(),
+            key_account,
         };
         assemble(kind, ts, &parts, limits)
             .map(Mapped::Event)
             .map_err(|r| self.locate(r))
+    }
+
+    /// A boolean field (`key_account`): a JSON boolean, or `"true"` /
+    /// `"false"` as CRMs often export them.
+    fn flag(
+        &self,
+        t: Target,
+        kind: EventType,
+        slots: &[Option<Scalar<'_>>],
+    ) -> Result<Option<bool>, RejectReason> {
+        let Some(f) = &self.fields[t as usize] else {
+            return Ok(None);
+        };
+        if !compile::takes(kind).1.contains(&t) {
+            return Ok(None);
+        }
+        match self.resolve(f, slots)? {
+            None | Some(Scalar::Null) => Ok(None),
+            Some(Scalar::Bool(b)) => Ok(Some(b)),
+            Some(Scalar::Str(s)) if s == "true" => Ok(Some(true)),
+            Some(Scalar::Str(s)) if s == "false" => Ok(Some(false)),
+            Some(v) => Err(self.at(
+                &f.pointer,
+                mismatch("wrong_type", "a boolean (or \"true\"/\"false\")", &v),
+            )),
+        }
     }
 
     /// A Debezium record without `op`: deleted when `after` is null.

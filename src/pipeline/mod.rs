@@ -249,10 +249,12 @@ pub async fn run(
         ack_rx,
         token.child_token(),
     ));
+    // Both clocks start on event time; the wall clock takes over once
+    // caught up (see `Step::tick`).
+    let engine = Engine::with_store(&settings, Clock::PartitionMinimum, store.clone());
+    metrics.segments(engine.segment_names());
     let mut step = Step::new(
-        // Both clocks start on event time; the wall clock takes over once
-        // caught up (see `Step::tick`).
-        Engine::with_store(&settings, Clock::PartitionMinimum, store.clone()),
+        engine,
         Timing {
             clock: config.engine.clock,
             idle: config.engine.idle_timeout,

@@ -1,9 +1,9 @@
 //! Reloading the config file while running: on SIGHUP, and when the
 //! file's modification time changes (checked every [`WATCH_EVERY`]).
 //!
-//! What can change live: `[rules.*]` and `[risk]` (the engine takes them
-//! at its next tick and re-evaluates every customer, open alerts
-//! included), `[[webhooks]]` (endpoints added, removed or changed) and
+//! What can change live: `[rules.*]`, `[risk]`, each segment's `rules`
+//! and the key accounts list (the engine takes them at its next tick and
+//! re-evaluates every customer, open alerts included), `[[webhooks]]` (endpoints added, removed or changed) and
 //! `http.tokens` (names and roles; token files are read again at every
 //! reload, so a rotated token file needs only SIGHUP). A reload is all or
 //! nothing: the file must parse and validate, change nothing else, and
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::risk::RiskSettings;
-use crate::engine::settings::RuleSettings;
+use crate::engine::segment::Segmentation;
 use crate::http::auth::{Access, Tokens};
 use crate::metrics::Metrics;
 use crate::reload_trigger::Trigger;
@@ -33,8 +33,8 @@ pub const WATCH_EVERY: Duration = Duration::from_secs(2);
 /// New rule limits for the engine task.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// `[rules.*]`.
-    pub rules: RuleSettings,
+    /// `[rules.*]` as each segment has them, and the key accounts.
+    pub segments: Segmentation,
     /// `[risk]`.
     pub risk: RiskSettings,
 }
@@ -43,10 +43,26 @@ impl Limits {
     fn of(config: &Config) -> Self {
         let s = config.engine_settings();
         Self {
-            rules: s.rules,
+            segments: s.segments,
             risk: s.risk,
         }
     }
+}
+
+/// What of `[segments]` may change live: each segment's `rules` and the
+/// key accounts (list and file); names, the default and rankings may not.
+fn same_segments(o: &Config, n: &Config) -> bool {
+    let shape = |c: &Config| {
+        let s = &c.segments;
+        (
+            s.default.clone(),
+            s.declared
+                .iter()
+                .map(|(name, seg)| (name.clone(), seg.tiers))
+                .collect::<Vec<_>>(),
+        )
+    };
+    shape(o) == shape(n)
 }
 
 /// The settings of `new` that differ from `running` and cannot change
@@ -61,6 +77,7 @@ pub fn unchangeable(running: &Config, new: &Config) -> Vec<&'static str> {
         ("tiers", o.tiers == n.tiers),
         ("windows", o.windows == n.windows),
         ("money", o.money == n.money),
+        ("segments (names, default, tiers)", same_segments(o, n)),
         ("kafka.group_id", ok.group_id == nk.group_id),
         ("kafka.input_topics", ok.input_topics == nk.input_topics),
         ("kafka.roster_topic", ok.roster_topic == nk.roster_topic),
@@ -164,7 +181,9 @@ impl Reloader {
         if changes != Default::default() {
             tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, "webhook endpoints reloaded");
         }
-        let relimit = new.rules != self.running.rules || new.risk != self.running.risk;
+        let relimit = new.rules != self.running.rules
+            || new.risk != self.running.risk
+            || new.segments != self.running.segments;
         if relimit && self.limits.send(Limits::of(&new)).await.is_err() {
             tracing::debug!("the engine task has stopped; limits not passed on");
         }

@@ -231,7 +231,8 @@ impl Step {
     /// under the event clock) the minimum over partitions.
     pub async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {
         while let Some(l) = self.reloads.as_mut().and_then(|r| r.try_recv().ok()) {
-            self.engine.set_limits(&l.rules, &l.risk, &mut self.alerts);
+            self.engine
+                .set_limits(&l.segments, &l.risk, &mut self.alerts);
         }
         let now_wall = Ts(chrono::Utc::now().timestamp_millis());
         let no_lag: Vec<TopicPartition> = self
@@ -262,13 +263,7 @@ impl Step {
             RunClock::Wall | RunClock::Event => self.event_time(consumer, roster, now_wall),
         }
         let e = &self.engine;
-        self.out.metrics.engine_state(
-            e.tier_counts(),
-            e.thresholds(),
-            e.watermark(),
-            e.stats(),
-            e.held_events(),
-        );
+        self.out.metrics.engine_state(e, e.held_events());
         for ((topic, partition), lag) in consumer.context().lags() {
             self.out.metrics.consumer_lag(&topic, partition, lag);
         }

@@ -19,6 +19,7 @@
 //! This module is the record format and its bookkeeping (pure); reading
 //! the topic is `kafka::changelog`.
 
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -28,7 +29,7 @@ use crate::engine::duplicate::Seen;
 use crate::engine::event::{CustomerKey, RepKey, Ts};
 use crate::engine::rep::RepIdx;
 use crate::engine::rule::Check;
-use crate::engine::{ClockState, CustomerState, PartitionState};
+use crate::engine::{ClockState, CustomerState, PartitionState, SegmentTiers};
 
 /// Key of the per-round `Meta` entry (compaction keeps the newest).
 pub const META_KEY: &[u8] = b"__churnwatch.meta";
@@ -36,6 +37,8 @@ pub const META_KEY: &[u8] = b"__churnwatch.meta";
 pub const FENCE_KEY: &[u8] = b"__churnwatch.fence";
 /// Prefix of a rep's key (then the rep id).
 pub const REP_KEY_PREFIX: &[u8] = b"__churnwatch.rep/";
+/// Key of the per-segment tier thresholds (compaction keeps the newest).
+pub const TIERS_KEY: &[u8] = b"__churnwatch.tiers";
 
 /// One changelog record's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,14 +75,31 @@ pub enum Entry {
     /// A customer forgotten (`engine.forget_after`): drops its earlier
     /// entries, so a hand-over does not bring it back.
     Forgotten(CustomerKey),
+    /// A customer as changelogs before segments wrote it: read on
+    /// upgrade (into the default segment), never written.
+    CustomerBeforeSegments {
+        /// The record.
+        customer: Customer,
+        /// Firing checks and when each fired.
+        episodes: Vec<(Check, Ts)>,
+        /// Open tickets.
+        tickets: Vec<(u64, bool)>,
+        /// Its recent event ids.
+        seen: Seen,
+        /// Its account rep's id.
+        rep: Option<RepKey>,
+    },
     /// A customer as of a round; `rep` names its account rep (indexes are
     /// local to an engine).
     Customer {
-        /// The customer, its open episodes and tickets, its recent ids.
+        /// The customer, its open episodes and tickets, its recent ids,
+        /// its segment.
         state: CustomerState,
         /// Its account rep's id.
         rep: Option<RepKey>,
     },
+    /// Every segment's thresholds as of a round.
+    Tiers(Vec<SegmentTiers>),
 }
 
 impl Entry {
@@ -146,6 +166,12 @@ impl Changes {
             let key = [REP_KEY_PREFIX, id.as_bytes()].concat();
             changed(sent, key, value, &mut out);
         }
+        changed(
+            sent,
+            TIERS_KEY.to_vec(),
+            Entry::Tiers(state.tiers.clone()).encode()?,
+            &mut out,
+        );
         let meta = Entry::Meta {
             offsets: offsets.to_vec(),
             clock: state.clock,
@@ -180,6 +206,8 @@ pub fn fold(
     let mut pending = Vec::new();
     let mut pending_reps = Vec::new();
     let mut pending_forgotten = Vec::new();
+    let mut pending_tiers = None;
+    let mut tiers = Vec::new();
     let mut last = None;
     for e in entries {
         match e {
@@ -195,9 +223,27 @@ pub fn fold(
                     episodes,
                     tickets,
                     seen: Seen::default(),
+                    segment: CompactString::default(),
                 },
                 rep,
             )),
+            Entry::CustomerBeforeSegments {
+                customer,
+                episodes,
+                tickets,
+                seen,
+                rep,
+            } => pending.push((
+                CustomerState {
+                    customer,
+                    episodes,
+                    tickets,
+                    seen,
+                    segment: CompactString::default(),
+                },
+                rep,
+            )),
+            Entry::Tiers(t) => pending_tiers = Some(t),
             Entry::Rep { id, departed } => pending_reps.push((id, departed)),
             Entry::Forgotten(id) => pending_forgotten.push(id),
             Entry::Meta { offsets, clock } => {
@@ -208,6 +254,9 @@ pub fn fold(
                     done.insert(state.customer.id.to_string(), (state, rep));
                 }
                 roster.extend(pending_reps.drain(..));
+                if let Some(t) = pending_tiers.take() {
+                    tiers = t;
+                }
                 last = Some((offsets, clock));
             }
             Entry::Fence(_) => {}
@@ -244,6 +293,7 @@ pub fn fold(
             customers,
             reps,
             clock,
+            tiers,
         },
         offsets,
     ))
@@ -306,7 +356,11 @@ mod tests {
         let r1 = changes
             .round(&first.partition_state(0), &[], &[("calls".into(), 1)])
             .unwrap();
-        assert_eq!(r1.len(), 4, "two customers, rep r1 and the meta");
+        assert_eq!(
+            r1.len(),
+            5,
+            "two customers, rep r1, the thresholds and the meta"
+        );
         let again = changes
             .round(&first.partition_state(0), &[], &[("calls".into(), 1)])
             .unwrap();
@@ -334,7 +388,23 @@ mod tests {
 
     #[test]
     fn a_changelog_from_before_event_ids_still_folds() {
-        let log: Vec<Entry> = BEFORE_IDS
+        let log = from_hex(&BEFORE_IDS);
+        assert!(matches!(log[0], Entry::CustomerBeforeIds { .. }));
+        assert_folds_to(log, 2, &engine_after(&[A, B]));
+    }
+
+    /// A round for [`A`] and [`B`] with event ids as the release before
+    /// segments wrote it: its customers come back in the default segment,
+    /// their ids remembered.
+    const BEFORE_SEGMENTS: [&str; 4] = [
+        "05016214323032362d30312d30325430303a30303a30305a809088c0ef66ffffffffffffffffff01ffffffffffffffffff01a0050c0000a0400000000000000000000000000000000000000000000000000000000000000000000000000000000000000000fd0f090000010000000000000006000000000000ffffffff0f000001e79f010002000000b4afeaa10d000000a8fb0100000000",
+        "05016114323032362d30312d30315430303a30303a30305affffffffffffffffff0180a0d5edee66ffffffffffffffffff01000c0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000009000000000000000000000600000000000000000000ffff030002000000eaf7a2d50400000090fb0100000001027231",
+        "0302723100",
+        "01010563616c6c73040114323032362d30312d30325430303a30303a30305a0114323032362d30312d30325430303a30303a30305a01a005000000000000f07f000000000000f07f",
+    ];
+
+    fn from_hex(records: &[&str]) -> Vec<Entry> {
+        records
             .iter()
             .map(|h| {
                 let bytes: Vec<u8> = (0..h.len())
@@ -343,9 +413,58 @@ mod tests {
                     .collect();
                 Entry::decode(&bytes).unwrap()
             })
-            .collect();
-        assert!(matches!(log[0], Entry::CustomerBeforeIds { .. }));
-        assert_folds_to(log, 2, &engine_after(&[A, B]));
+            .collect()
+    }
+
+    #[test]
+    fn a_changelog_from_before_segments_still_folds() {
+        let log = from_hex(&BEFORE_SEGMENTS);
+        assert!(matches!(log[0], Entry::CustomerBeforeSegments { .. }));
+        let with_ids =
+            |l: &str, id: &str| l.replace("\"type\"", &format!("\"event_id\":\"{id}\",\"type\""));
+        let (a, b) = (with_ids(A, "e1"), with_ids(B, "e2"));
+        assert_folds_to(log, 2, &engine_after(&[&a, &b]));
+    }
+
+    #[test]
+    fn segments_and_their_thresholds_travel_by_name() {
+        let config = Config::parse(
+            "[segments]\ndefault = \"retail\"\n[segments.wholesale]\n[segments.retail]\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(&config.engine_settings(), Clock::Event);
+        let mut out = Vec::new();
+        for l in [
+            r#"{"type":"purchase","ts":"2026-01-01T00:00:00Z","customer_id":"w","amount":900,"segment":"wholesale"}"#,
+            r#"{"type":"purchase","ts":"2026-01-01T00:00:00Z","customer_id":"r","amount":5}"#,
+            r#"{"type":"call","ts":"2026-01-01T02:00:00Z","customer_id":"r","rep_id":"x"}"#,
+        ] {
+            e.apply(
+                decode(l.as_bytes(), e.decode_limits()).unwrap(),
+                0,
+                &mut out,
+            )
+            .unwrap();
+        }
+        let round = Changes::default()
+            .round(&e.partition_state(0), &[], &[("calls".into(), 3)])
+            .unwrap();
+        let (state, _) = fold(0, decoded(&round)).unwrap();
+        // Declared in another order: indexes differ, names do not.
+        let reordered = Config::parse(
+            "[segments]\ndefault = \"retail\"\n[segments.a_new_one]\n[segments.wholesale]\n[segments.retail]\n",
+        )
+        .unwrap();
+        let mut restored = Engine::new(&reordered.engine_settings(), Clock::Event);
+        restored.restore_partition(state);
+        let segment_of = |e: &Engine, id: &str| {
+            let c = e.store().customer(id).unwrap();
+            e.segment_names()[usize::from(c.segment())].to_string()
+        };
+        assert_eq!(segment_of(&restored, "w"), "wholesale");
+        assert_eq!(segment_of(&restored, "r"), "retail");
+        assert_eq!(restored.thresholds(2).a, 900.0, "wholesale's own");
+        assert_eq!(restored.thresholds(1).a, 5.0, "retail's own");
     }
 
     #[test]
@@ -384,7 +503,11 @@ mod tests {
         let round = Changes::default()
             .round(&e.partition_state(0), &[], &[("calls".into(), 6_000)])
             .unwrap();
-        assert_eq!(round.len(), 5_000 + 5_000 + 1, "customers, reps, meta");
+        assert_eq!(
+            round.len(),
+            5_000 + 5_000 + 2,
+            "customers, reps, thresholds, meta"
+        );
         let largest = round.iter().map(|(k, v)| k.len() + v.len()).max().unwrap();
         assert!(largest < 4_096, "largest record {largest} bytes");
         let (state, _) = fold(0, decoded(&round)).unwrap();

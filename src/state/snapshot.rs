@@ -21,7 +21,7 @@ use crate::engine::PartitionState;
 
 const MAGIC: &[u8; 8] = b"CWSNAP01";
 /// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
 /// A partition's state and the input it covers.

@@ -53,7 +53,7 @@ fn wall_clock_tiers_follow_a_population_that_streams_in_without_time_moving() {
         let amount = ((i * 7_919) % n + 1) as f64;
         h.purchase(&format!("c{i}"), day(i as f64 / 100.0), amount);
     }
-    let [a, b, _] = h.engine.tier_counts();
+    let [a, b, _] = h.engine.tier_counts(0);
     let within = |got: u64, want: f64| (got as f64 - want).abs() <= want * 0.1;
     assert!(within(a, n as f64 * 0.05), "tier A: {a}");
     assert!(within(a + b, n as f64 * 0.20), "tiers A+B: {}", a + b);
@@ -79,7 +79,11 @@ fn wall_clock_tiers_follow_a_population_that_streams_in_without_time_moving() {
         .unwrap();
         e.apply(ev, 0, &mut out).unwrap();
     }
-    assert_eq!(e.tier_counts()[0], 0, "off: only the hourly schedule ranks");
+    assert_eq!(
+        e.tier_counts(0)[0],
+        0,
+        "off: only the hourly schedule ranks"
+    );
 }
 
 #[test]

@@ -74,7 +74,7 @@ impl Harness {
     }
 
     fn tier(&self, customer: &str) -> Tier {
-        self.engine.store().customer(customer).unwrap().tier
+        self.engine.store().customer(customer).unwrap().tier()
     }
 }
 
@@ -110,3 +110,4 @@ mod clock;
 mod model;
 mod restore;
 mod rules;
+mod segments;

@@ -22,7 +22,7 @@ fn evicting_a_partition_drops_exactly_its_customers_and_timers() {
     assert_eq!(h.engine.store().len(), 1);
     assert!(h.engine.store().customer("b").is_none());
     assert_eq!(h.engine.pending_timers(), 1);
-    assert_eq!(h.engine.tier_counts().iter().sum::<u64>(), 1);
+    assert_eq!(h.engine.tier_counts(0).iter().sum::<u64>(), 1);
     h.until(day(31.0));
     assert_eq!(
         h.take(),

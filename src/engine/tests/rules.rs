@@ -115,7 +115,7 @@ fn tier_gating_uses_each_tiers_limit_and_c_has_none() {
     assert_eq!(h.tier("c01"), Tier::B);
     assert_eq!(h.tier("c03"), Tier::B);
     assert_eq!(h.tier("c04"), Tier::C);
-    assert_eq!(h.engine.tier_counts(), [1, 3, 16]);
+    assert_eq!(h.engine.tier_counts(0), [1, 3, 16]);
     let calls_every = |h: &mut Harness, c: &str| {
         for d in (10..=60).step_by(10) {
             h.call(c, "r1", day(d as f64));
@@ -368,14 +368,16 @@ fn reloaded_limits_fire_resolve_and_move_deadlines_at_once() {
     assert!(h.take().is_empty(), "40 days is inside 60");
     // Tighter: the condition holds now, so it fires at the reload.
     let tight = flat(30, 400).engine_settings();
-    h.engine.set_limits(&tight.rules, &tight.risk, &mut h.out);
+    h.engine
+        .set_limits(&tight.segments, &tight.risk, &mut h.out);
     assert_eq!(
         h.take(),
         vec![fired("c1", Check::PurchaseRecency, day(40.0))]
     );
     // Looser again: the open episode ends, as a limit change.
     let loose = flat(90, 400).engine_settings();
-    h.engine.set_limits(&loose.rules, &loose.risk, &mut h.out);
+    h.engine
+        .set_limits(&loose.segments, &loose.risk, &mut h.out);
     let ended: Vec<_> = h.out.iter().map(|a| (a.status, a.trigger)).collect();
     assert_eq!(
         ended,
@@ -404,7 +406,8 @@ fn reloaded_limits_fire_resolve_and_move_deadlines_at_once() {
 fn limits_set_before_any_event_apply_to_what_comes() {
     let mut h = Harness::new(&flat(60, 400));
     let tight = flat(30, 400).engine_settings();
-    h.engine.set_limits(&tight.rules, &tight.risk, &mut h.out);
+    h.engine
+        .set_limits(&tight.segments, &tight.risk, &mut h.out);
     assert!(h.take().is_empty());
     lone_a_customer(&mut h, "c1");
     h.until(day(31.0));
