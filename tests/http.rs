@@ -564,6 +564,7 @@ fn inbox_catching_up(
         cause: None,
         customer_id: "key1".into(),
         tier: "A".into(),
+        segment: "default".into(),
         at: Ts(chrono::Utc::now().timestamp_millis()),
         reason: "no purchase for 31 days".into(),
         signals: serde_json::json!({"risk": 80}),
@@ -857,4 +858,44 @@ async fn the_inbox_page_opens_on_what_needs_work() {
         page("?state=snoozed").await.contains(listed),
         "snoozed filter"
     );
+}
+
+/// The inbox filters by segment, in the API and on the page; an alert
+/// carries its customer's segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_filters_by_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpConfig {
+        tokens: tokens(dir.path()),
+        ..HttpConfig::default()
+    };
+    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
+    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let client = reqwest::Client::new();
+    let get = |query: &'static str| {
+        let request = client
+            .get(format!("{}{query}", api.base))
+            .bearer_auth("operator-token-7f3a");
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let listed = |json: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["alert_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = get("/api/v1/alerts").await;
+    assert_eq!(listed(&all), vec!["alert-1"]);
+    assert!(all.contains("\"segment\":\"default\""), "{all}");
+    assert_eq!(
+        listed(&get("/api/v1/alerts?segment=default").await),
+        vec!["alert-1"]
+    );
+    assert!(listed(&get("/api/v1/alerts?segment=wholesale").await).is_empty());
+    let row = "id=\"alert-alert-1\"";
+    assert!(get("/?segment=default").await.contains(row));
+    assert!(!get("/?segment=wholesale").await.contains(row));
 }

@@ -320,3 +320,40 @@ async fn a_secret_file_signs_and_a_bad_one_is_named_without_its_content() {
     let err = Endpoint::new(&config, metrics).err().unwrap().to_string();
     assert!(err.contains("team") && err.contains("missing"), "{err}");
 }
+
+/// An endpoint with `segments` receives the alerts of those segments'
+/// customers only; one without receives them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_filtered_by_segment_gets_that_segments_alerts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, seen) = receiver(Behaviour::Ok).await;
+    let (all_url, all_seen) = receiver(Behaviour::Ok).await;
+    let mut wholesale = endpoint("wholesale-team", &url, &dir.path().join("w.jsonl"));
+    wholesale.segments = vec!["wholesale".into()];
+    let everyone = endpoint("everyone", &all_url, &dir.path().join("e.jsonl"));
+    let mut alerts = scenario_alerts();
+    let first = alerts[0].customer_id.clone();
+    for a in alerts.iter_mut().filter(|a| a.customer_id == first) {
+        a.segment = "wholesale".into();
+    }
+    let expected: Vec<String> = alerts
+        .iter()
+        .filter(|a| a.segment == "wholesale")
+        .map(|a| format!("{}-{}", a.alert_id, a.status.as_str()))
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < alerts.len());
+    let metrics = Metrics::new(
+        &prometheus::Registry::new(),
+        &["wholesale-team".to_string(), "everyone".to_string()],
+    )
+    .unwrap();
+    deliver_all(&[wholesale, everyone], &metrics, &alerts).await;
+    let got: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(all_seen.lock().unwrap().len(), alerts.len());
+}

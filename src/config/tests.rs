@@ -208,3 +208,55 @@ fn a_webhook_takes_exactly_one_of_secret_and_secret_file() {
         );
     }
 }
+
+#[test]
+fn a_segments_rules_override_only_what_they_name_over_the_global_ones() {
+    let c = Config::parse(
+        "[rules.purchase_recency]\nA = \"20d\"\n[rules.contact_gap]\nA = \"7d\"\n\
+         [segments]\ndefault = \"retail\"\n\
+         [segments.wholesale]\n[segments.wholesale.rules.purchase_recency]\nB = \"90d\"\n\
+         [segments.wholesale.rules.rep_turnover]\nhandoff_threshold = 5\n",
+    )
+    .unwrap();
+    let w = &c.segments.declared["wholesale"].rules_in_force;
+    assert_eq!(w.purchase_recency.a, Some(days(20)), "the global override");
+    assert_eq!(w.purchase_recency.b, Some(days(90)), "its own");
+    assert_eq!(w.purchase_recency.c, None, "the built-in default");
+    assert_eq!(w.contact_gap.a, Some(days(7)));
+    assert_eq!(w.rep_turnover.handoff_threshold, 5);
+    assert!(
+        w.rep_turnover.departed,
+        "untouched keys keep their defaults"
+    );
+    let s = c.segmentation();
+    let names: Vec<&str> = s.segments.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["retail", "wholesale"]);
+    assert_eq!(s.default, 0);
+    assert_eq!(
+        s.segments[0].rules.purchase_recency[0],
+        Some(days(20)),
+        "an undeclared default segment runs the global rules"
+    );
+}
+
+#[test]
+fn bad_segments_are_refused_by_name() {
+    let err = |toml: &str| Config::parse(toml).unwrap_err().to_string();
+    let e = err("[segments.wholesale.rules.purchase_recency]\nQ = \"9d\"\n");
+    assert!(e.contains("segments.wholesale") && e.contains("Q"), "{e}");
+    let e = err("[segments.wholesale.rules.rep_turnover]\nhandoff_threshold = 0\n");
+    assert!(
+        e.contains("segments.wholesale") && e.contains("handoff_threshold"),
+        "{e}"
+    );
+    let e = err("[segments]\ndefault = \"has space\"\n");
+    assert!(e.contains("has space"), "{e}");
+    let e = err("[segments.wholesale]\ntiers = \"mine\"\n");
+    assert!(e.contains("mine") || e.contains("own"), "{e}");
+    let e = err(
+        "[[webhooks]]\nname = \"w\"\nurl = \"https://example.com/h\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nsegments = [\"outlet\"]\n",
+    );
+    assert!(e.contains("outlet") && e.contains("not declared"), "{e}");
+    let e = err("[segments]\nkey_accounts = { file = \"/nonexistent/key-accounts.txt\" }\n");
+    assert!(e.contains("/nonexistent/key-accounts.txt"), "{e}");
+}

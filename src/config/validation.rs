@@ -318,9 +318,16 @@ impl Config {
             }
         }
         let mut names = std::collections::BTreeSet::new();
+        let segments = self.segments.names();
         for (index, w) in self.webhooks.iter().enumerate() {
             w.validate()
                 .map_err(|why| ConfigError::Webhook { index, why })?;
+            if let Some(s) = w.segments.iter().find(|s| !segments.contains(&s.as_str())) {
+                return Err(ConfigError::Webhook {
+                    index,
+                    why: format!("segment `{s}` is not declared in [segments]"),
+                });
+            }
             if !names.insert(w.name.as_str()) {
                 return Err(ConfigError::Webhook {
                     index,

@@ -33,6 +33,10 @@ pub struct WebhookConfig {
     /// Deliver only these rules (all when empty).
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Deliver only alerts of customers in these segments (all when
+    /// empty); names from `[segments]`.
+    #[serde(default)]
+    pub segments: Vec<String>,
     /// Deliver only these statuses. Empty: `firing` and `resolved`; the
     /// inbox's lifecycle events (`acknowledged`, `snoozed`, `reopened`,
     /// `assigned`, `closed`) only when named.
@@ -80,6 +84,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("secret_file", &self.secret_file)
             .field("tiers", &self.tiers)
             .field("rules", &self.rules)
+            .field("segments", &self.segments)
             .field("statuses", &self.statuses)
             .field("max_attempts", &self.max_attempts)
             .field("retry_for", &self.retry_for)
@@ -132,7 +137,7 @@ impl Delivered {
 
 impl WebhookConfig {
     /// Whether the endpoint subscribed to this kind of event.
-    pub fn wants(&self, tier: Tier, rule: Rule, status: Delivered) -> bool {
+    pub fn wants(&self, tier: Tier, rule: Rule, segment: &str, status: Delivered) -> bool {
         let status_wanted = if self.statuses.is_empty() {
             !status.is_lifecycle()
         } else {
@@ -140,6 +145,7 @@ impl WebhookConfig {
         };
         (self.tiers.is_empty() || self.tiers.contains(&tier))
             && (self.rules.is_empty() || self.rules.contains(&rule))
+            && (self.segments.is_empty() || self.segments.iter().any(|s| s == segment))
             && status_wanted
     }
 

@@ -475,6 +475,16 @@ impl Store {
             .map_or(Thresholds::NONE, |s| s.1)
     }
 
+    /// Every segment's name, in index order.
+    pub fn segment_names(&self) -> Vec<CompactString> {
+        self.inner
+            .thresholds
+            .read()
+            .iter()
+            .map(|s| s.0.clone())
+            .collect()
+    }
+
     /// The name of segment `segment` (index order of the config).
     pub fn segment_name(&self, segment: u8) -> CompactString {
         self.inner

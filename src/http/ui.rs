@@ -12,6 +12,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use compact_str::CompactString;
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
@@ -147,6 +148,7 @@ fn age(since: Ts, now: Ts) -> String {
 #[serde(default)]
 pub struct InboxQuery {
     tier: Option<String>,
+    segment: Option<String>,
     rule: Option<String>,
     rep: Option<String>,
     state: Option<String>,
@@ -160,6 +162,7 @@ impl InboxQuery {
         let some = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         Filter {
             tier: some(&self.tier),
+            segment: some(&self.segment),
             rule: some(&self.rule),
             rep: some(&self.rep),
             state: some(&self.state)
@@ -179,6 +182,7 @@ impl InboxQuery {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         let fields = [
             ("tier", &self.tier),
+            ("segment", &self.segment),
             ("rule", &self.rule),
             ("rep", &self.rep),
             ("state", &self.state),
@@ -201,12 +205,13 @@ fn live_region(s: &ApiState, q: &InboxQuery, page: &Page, caller: &Caller) -> Ma
     html! {
         div class="counts" {
             @for (tier, n) in &page.counts.tier { span { "Tier " (tier) ": " (n) } }
+            @if page.counts.segment.len() > 1 { @for (segment, n) in &page.counts.segment { span { (segment) ": " (n) } } }
             @for (rule, n) in &page.counts.rule { span { (rule) ": " (n) } }
         }
         div class="table" {
             table {
                 thead { tr {
-                    th { "Tier" } th { "Customer" } th { "Rule" } th { "Reason" } th { "Firing since" }
+                    th { "Tier" } th { "Segment" } th { "Customer" } th { "Rule" } th { "Reason" } th { "Firing since" }
                     th { "Risk" } th { "Owner" } th { "State" }
                     @if operator { th { "Actions" } }
                 } }
@@ -266,6 +271,7 @@ fn row(s: &ApiState, item: &Item, operator: bool, clock: Ts) -> Markup {
     html! {
         tr id={ "alert-" (a.alert_id) } data-state=(item.state.as_str()) {
             td class="tier" { (a.tier) }
+            td class="segment" { (a.segment) }
             td { a href={ "/ui/customers/" (segment(&a.customer_id)) } { (a.customer_id) } }
             td { (rule) }
             td class="reason" { (a.reason) }
@@ -311,7 +317,7 @@ fn row(s: &ApiState, item: &Item, operator: bool, clock: Ts) -> Markup {
     }
 }
 
-fn filters(q: &InboxQuery) -> Markup {
+fn filters(q: &InboxQuery, segments: &[CompactString]) -> Markup {
     let v = |o: &Option<String>| o.clone().unwrap_or_default();
     let opt = |current: &Option<String>, value: &str, label: &str| {
         html! { option value=(value) selected[current.as_deref() == Some(value)] { (label) } }
@@ -319,6 +325,12 @@ fn filters(q: &InboxQuery) -> Markup {
     html! {
         form class="filters" method="get" action="/" {
             label { "Tier" select name="tier" { (opt(&q.tier, "", "any")) (opt(&q.tier, "A", "A")) (opt(&q.tier, "B", "B")) (opt(&q.tier, "C", "C")) } }
+            @if segments.len() > 1 {
+                label { "Segment" select name="segment" {
+                    (opt(&q.segment, "", "any"))
+                    @for s in segments { (opt(&q.segment, s, s)) }
+                } }
+            }
             label { "Rule" select name="rule" {
                 (opt(&q.rule, "", "any"))
                 @for r in crate::engine::rule::Rule::ALL { (opt(&q.rule, r.as_str(), r.as_str())) }
@@ -359,7 +371,7 @@ async fn inbox(
             @if !i.inbox.is_caught_up() {
                 p class="departed" role="status" { "Catching up on the stored actions: actions are refused until then. Reload in a moment." }
             }
-            (filters(&q))
+            (filters(&q, &s.store.segment_names()))
             div id="live-region" { (live_region(&s, &q, &page, &caller)) }
         },
     )
@@ -383,10 +395,10 @@ async fn overview(State(s): State<ApiState>, Extension(caller): Extension<Caller
     let Some(i) = &s.inbox else { return no_inbox() };
     let o = i.inbox.overview(now());
     layout("Overview", Some(&caller), false, html! {
-        h2 { "Open alerts by tier and rule" }
+        h2 { "Open alerts by segment, tier and rule" }
         div class="table" { table {
-            thead { tr { th { "Tier" } th { "Rule" } th { "Open" } } }
-            tbody { @for ((tier, rule), n) in &o.open { tr { td class="tier" { (tier) } td { (rule) } td { (n) } } } }
+            thead { tr { th { "Segment" } th { "Tier" } th { "Rule" } th { "Open" } } }
+            tbody { @for ((segment, tier, rule), n) in &o.open { tr { td class="segment" { (segment) } td class="tier" { (tier) } td { (rule) } td { (n) } } } }
         } }
         h2 { "Age of open alerts" }
         div class="table" { table {
@@ -526,10 +538,14 @@ mod tests {
     fn the_next_page_keeps_the_filters() {
         let q = InboxQuery {
             tier: Some("A".into()),
+            segment: Some("wholesale".into()),
             state: Some("any".into()),
             rep: Some(String::new()),
             ..InboxQuery::default()
         };
-        assert_eq!(q.next("k 1"), "/?tier=A&state=any&cursor=k+1");
+        assert_eq!(
+            q.next("k 1"),
+            "/?tier=A&segment=wholesale&state=any&cursor=k+1"
+        );
     }
 }

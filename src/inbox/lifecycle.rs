@@ -226,6 +226,9 @@ pub struct Lifecycle {
     /// The alert's tier when it fired.
     #[serde(default)]
     pub tier: String,
+    /// The alert's segment (empty in records from before segments).
+    #[serde(default)]
+    pub segment: String,
     /// Who acknowledged it, if anyone.
     pub acknowledged_by: Option<String>,
     /// Until when it is snoozed, if it is.
@@ -279,6 +282,7 @@ impl Lifecycle {
             customer_id: String::new(),
             rule: String::new(),
             tier: String::new(),
+            segment: String::new(),
             acknowledged_by: None,
             snoozed_until: None,
             assigned_to: None,

@@ -42,6 +42,9 @@ pub struct Published {
     pub customer_id: String,
     /// Tier at `at`.
     pub tier: String,
+    /// The customer's segment (empty in alerts from before segments).
+    #[serde(default)]
+    pub segment: String,
     /// Transition time.
     pub at: Ts,
     /// The sentence.
@@ -431,7 +434,7 @@ impl Inbox {
     }
 
     /// The lifecycle record of an alert (a fresh one if nobody acted),
-    /// with the alert's customer, rule, tier and episode (so every record
+    /// with the alert's customer, rule, tier, segment and episode (so every record
     /// written keeps the episode).
     pub fn lifecycle_of(&self, alert_id: &str) -> Lifecycle {
         let v = self.view.read();
@@ -444,6 +447,7 @@ impl Inbox {
             l.customer_id.clone_from(&e.alert.customer_id);
             l.rule.clone_from(&e.alert.rule);
             l.tier.clone_from(&e.alert.tier);
+            l.segment.clone_from(&e.alert.segment);
             l.firing = l.firing.or(e.firing_record);
             l.episode = Some(e.clone());
         }

@@ -14,6 +14,8 @@ use crate::engine::event::Ts;
 pub struct Filter {
     /// Tier.
     pub tier: Option<String>,
+    /// Segment.
+    pub segment: Option<String>,
     /// Rule.
     pub rule: Option<String>,
     /// Account rep.
@@ -80,6 +82,8 @@ pub struct Page {
 pub struct Counts {
     /// Per tier.
     pub tier: BTreeMap<String, u64>,
+    /// Per segment.
+    pub segment: BTreeMap<String, u64>,
     /// Per rule.
     pub rule: BTreeMap<String, u64>,
 }
@@ -103,6 +107,7 @@ impl Inbox {
                 let state = Lifecycle::state_of(lifecycle.as_ref(), true, now);
                 let a = &e.alert;
                 let keep = f.tier.as_ref().is_none_or(|t| *t == a.tier)
+                    && f.segment.as_ref().is_none_or(|s| *s == a.segment)
                     && f.rule.as_ref().is_none_or(|r| *r == a.rule)
                     && f.rep.as_ref().is_none_or(|r| Some(r.as_str()) == e.rep())
                     && f.state.is_none_or(|s| s == state)
@@ -115,6 +120,7 @@ impl Inbox {
                     });
                 keep.then(|| {
                     *counts.tier.entry(a.tier.clone()).or_default() += 1;
+                    *counts.segment.entry(a.segment.clone()).or_default() += 1;
                     *counts.rule.entry(a.rule.clone()).or_default() += 1;
                     let item = Item {
                         episode: e.clone(),
@@ -151,8 +157,8 @@ pub fn same_person(a: &str, b: &str) -> bool {
 /// The overview's figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Overview {
-    /// Open (firing, not closed) alerts per (tier, rule).
-    pub open: BTreeMap<(String, String), u64>,
+    /// Open (firing, not closed) alerts per (segment, tier, rule).
+    pub open: BTreeMap<(String, String, String), u64>,
     /// Open alerts per age band: under a day, a week, a month, older.
     pub ages: [u64; 4],
     /// Closed alerts per rule: (all, of them false alarms).
@@ -160,7 +166,7 @@ pub struct Overview {
 }
 
 impl Inbox {
-    /// Open alerts by tier and rule and by age, and per rule the share
+    /// Open alerts by segment, tier and rule and by age, and per rule the share
     /// closed as false alarm.
     pub fn overview(&self, now: Ts) -> Overview {
         let v = self.view.read();
@@ -177,7 +183,11 @@ impl Inbox {
                 continue;
             }
             *o.open
-                .entry((e.alert.tier.clone(), e.alert.rule.clone()))
+                .entry((
+                    e.alert.segment.clone(),
+                    e.alert.tier.clone(),
+                    e.alert.rule.clone(),
+                ))
                 .or_default() += 1;
             let days = (now.0 - e.fired_at.0) / 86_400_000;
             o.ages[match days {

@@ -10,6 +10,7 @@ fn alert(id: &str, customer: &str, status: &str, tier: &str, at: i64, risk: u64)
         cause: None,
         customer_id: customer.into(),
         tier: tier.into(),
+        segment: "retail".into(),
         at: Ts(at),
         reason: "no purchase".into(),
         signals: serde_json::json!({"risk": risk, "account_rep": "r1"}),

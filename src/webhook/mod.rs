@@ -181,6 +181,8 @@ struct Head<'a> {
     status: Status,
     rule: Rule,
     tier: Tier,
+    #[serde(default)]
+    segment: &'a str,
 }
 
 /// A name as config and JSON spell it (`"A"`, `"purchase_recency"`).
@@ -267,7 +269,12 @@ impl Endpoint {
             }
         };
         self.config
-            .wants(head.tier, head.rule, Delivered::of_alert(head.status))
+            .wants(
+                head.tier,
+                head.rule,
+                head.segment,
+                Delivered::of_alert(head.status),
+            )
             .then(|| Job {
                 webhook_id: format!("{}-{}", head.alert_id, head.status.as_str()),
                 body: payload.to_vec(),
@@ -279,7 +286,7 @@ impl Endpoint {
     /// The job for a lifecycle record of the actions topic, if this
     /// endpoint subscribed to the event its last action announces. The
     /// body: `{"type": "lifecycle", "status", "alert_id", "customer_id",
-    /// "rule", "tier", "by", "at", "action", "lifecycle"}`; the
+    /// "rule", "tier", "segment", "by", "at", "action", "lifecycle"}`; the
     /// `webhook-id` counts the actions, so a redelivery keeps it.
     pub fn lifecycle_job(&self, payload: &[u8], produced_ms: i64) -> Option<Job> {
         let record: Lifecycle = serde_json::from_slice(payload)
@@ -294,7 +301,7 @@ impl Endpoint {
         let delivered = Delivered::of_lifecycle(status)?;
         let tier: Tier = parse_name(&record.tier)?;
         let rule: Rule = parse_name(&record.rule)?;
-        if !self.config.wants(tier, rule, delivered) {
+        if !self.config.wants(tier, rule, &record.segment, delivered) {
             return None;
         }
         let body = serde_json::json!({
@@ -304,6 +311,7 @@ impl Endpoint {
             "customer_id": record.customer_id,
             "rule": record.rule,
             "tier": record.tier,
+            "segment": record.segment,
             "by": done.by,
             "at": done.at,
             "action": done.action,
