@@ -50,6 +50,7 @@ fn alert(i: usize) -> Published {
         cause: None,
         customer_id: format!("C{i:08}"),
         tier: "A".into(),
+        segment: "default".into(),
         at: Ts(T + i as i64),
         reason: "no purchase for 41 days (tier A limit 30 days)".into(),
         signals: serde_json::json!({
