@@ -479,3 +479,100 @@ fn check_shows_sample_events_and_every_reason_with_an_example() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("inputs[0].fields.amount"));
 }
+
+const WHOLESALER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wholesaler");
+
+/// Sorted alert lines of a replay of `events` under `config`.
+fn replayed(config: &std::path::Path, events: &std::path::Path) -> Vec<String> {
+    let out = churnwatch(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// One process over a wholesaler's two segments ("own" tiers) gives exactly
+/// the alerts of one process per segment run with that segment's limits as
+/// its global rules (rep events shared), alert for alert.
+#[test]
+fn two_segments_in_one_process_equal_one_process_per_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = std::path::Path::new(WHOLESALER).join("events.jsonl");
+    let text = std::fs::read_to_string(&all).unwrap();
+    let only = |keep: &dyn Fn(&str) -> bool, name: &str| {
+        let path = dir.path().join(name);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"type\":\"rep\"") || keep(l))
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let wholesale = only(&|l| l.contains("\"segment\":\"wholesale\""), "w.jsonl");
+    let retail = only(&|l| !l.contains("\"segment\""), "r.jsonl");
+    let config = |name: &str| std::path::Path::new(WHOLESALER).join(name);
+    let together = replayed(&config("churnwatch.toml"), &all);
+    let mut apart = replayed(&config("wholesale-only.toml"), &wholesale);
+    apart.extend(replayed(&config("retail-only.toml"), &retail));
+    apart.sort();
+    let segment_count = |s: &str| {
+        together
+            .iter()
+            .filter(|l| l.contains(&format!("\"segment\":\"{s}\"")))
+            .count()
+    };
+    assert!(segment_count("wholesale") > 0 && segment_count("retail") > 0);
+    assert_eq!(together.len(), apart.len());
+    assert_eq!(together, apart, "not one alert differs");
+    // Judged by retail's rhythm, the wholesale accounts alert far more.
+    let as_retail = replayed(&config("retail-only.toml"), &wholesale).len();
+    assert!(
+        as_retail > 2 * segment_count("wholesale"),
+        "{as_retail} vs {}",
+        segment_count("wholesale")
+    );
+}
+
+/// "global" tiers are today's one ranking: with the same rules, the
+/// alerts are those of a run without segments but for the segment field.
+#[test]
+fn global_segments_share_one_ranking() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = std::path::Path::new(WHOLESALER).join("events.jsonl");
+    let global = dir.path().join("global.toml");
+    std::fs::write(
+        &global,
+        "[segments]\ndefault = \"retail\"\n[segments.wholesale]\ntiers = \"global\"\n\
+         [segments.retail]\ntiers = \"global\"\n",
+    )
+    .unwrap();
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, "").unwrap();
+    let strip = |lines: Vec<String>| -> Vec<Value> {
+        let mut v: Vec<Value> = lines
+            .iter()
+            .map(|l| {
+                let mut a: Value = serde_json::from_str(l).unwrap();
+                a.as_object_mut().unwrap().remove("segment");
+                a
+            })
+            .collect();
+        v.sort_by_key(|a| a.to_string());
+        v
+    };
+    let segmented = strip(replayed(&global, &all));
+    assert!(!segmented.is_empty());
+    assert_eq!(segmented, strip(replayed(&plain, &all)));
+}
