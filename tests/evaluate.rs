@@ -174,3 +174,53 @@ fn fit_prints_a_risk_model_fragment_the_config_reads() {
     let m = config.risk.model.expect("the model is set");
     assert!(m.is_valid(), "{m:?}");
 }
+
+/// With several segments, `evaluate` reports each segment × tier group
+/// besides the groups over everyone, and each row names its segment.
+#[test]
+fn evaluate_reports_each_segment_and_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let scores = dir.path().join("scores.jsonl").display().to_string();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wholesaler");
+    let json = churnwatch(&[
+        "evaluate",
+        "--config",
+        &format!("{data}/churnwatch.toml"),
+        "--cut",
+        "2026-04-01T00:00:00Z",
+        "--horizon",
+        "30d",
+        "--json",
+        "--scores",
+        &scores,
+        &format!("{data}/events.jsonl"),
+    ]);
+    let e: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let customers = |segment: Option<&str>, group: &str| {
+        e["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == group && g["segment"].as_str() == segment)
+            .unwrap_or_else(|| panic!("{segment:?} {group} in {e}"))["customers"]
+            .as_u64()
+            .unwrap()
+    };
+    let (all, wholesale, retail) = (
+        customers(None, "all"),
+        customers(Some("wholesale"), "all"),
+        customers(Some("retail"), "all"),
+    );
+    assert_eq!(all, wholesale + retail);
+    assert!(wholesale >= 30 && retail >= 150, "{wholesale} {retail}");
+    assert!(
+        customers(Some("wholesale"), "A") >= 1,
+        "ranked within its own"
+    );
+    let rows = std::fs::read_to_string(&scores).unwrap();
+    let wholesale_rows = rows
+        .lines()
+        .filter(|l| l.contains("\"segment\":\"wholesale\""))
+        .count() as u64;
+    assert_eq!(wholesale_rows, wholesale);
+}

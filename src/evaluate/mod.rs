@@ -80,6 +80,8 @@ pub struct Row {
     pub customer_id: String,
     /// Tier at T.
     pub tier: Tier,
+    /// Segment at T.
+    pub segment: String,
     /// Risk at T.
     pub risk: u8,
     /// Days since the last purchase at T (since first seen if none).
@@ -144,6 +146,9 @@ pub struct AtFixedRecall {
 pub struct GroupQuality {
     /// `A`, `B`, `A+B` or `all`.
     pub group: &'static str,
+    /// The segment, when the config has several (none: every segment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
     /// Customers counted.
     pub customers: u64,
     /// Of them, churned.
@@ -255,10 +260,7 @@ pub fn evaluate(config: &Config, o: &EvaluateOptions) -> Result<Evaluation, Eval
         rejected_lines: outcomes.rejected_total(),
         outcomes,
         input_ends,
-        groups: GROUPS
-            .iter()
-            .map(|(name, tiers)| group(name, tiers, &rows))
-            .collect(),
+        groups: groups(&settings, &rows),
         rows,
     };
     if let Some(path) = &o.scores {
@@ -302,11 +304,20 @@ fn rows(
     at: Ts,
     bought: &HashSet<CustomerKey>,
 ) -> Vec<Row> {
-    let limits = Limits::new(&settings.rules, &settings.risk);
+    let segments = &settings.segments.segments;
+    let limits: Vec<Limits> = segments
+        .iter()
+        .map(|s| Limits::new(&s.rules, &settings.risk))
+        .collect();
     // The fixed rule whatever the configured mode.
-    let mut fixed_rules = settings.rules.clone();
-    fixed_rules.adaptive_recency = None;
-    let fixed = Limits::new(&fixed_rules, &settings.risk);
+    let fixed: Vec<Limits> = segments
+        .iter()
+        .map(|s| {
+            let mut rules = s.rules.clone();
+            rules.adaptive_recency = None;
+            Limits::new(&rules, &settings.risk)
+        })
+        .collect();
     let windows = Windows::new(settings);
     let mut rows = Vec::with_capacity(store.len());
     store.for_each_customer(|c: &Customer| {
@@ -318,9 +329,12 @@ fn rows(
         let p_alive = c
             .history(at)
             .map_or(1.0, |h| settings.risk.model.p_alive(h));
+        let s = usize::from(c.segment()).min(segments.len() - 1);
+        let (limits, fixed) = (&limits[s], &fixed[s]);
         rows.push(Row {
             customer_id: c.id.to_string(),
             tier: c.tier(),
+            segment: segments[s].name.to_string(),
             risk: risk::score(c, at, &limits.risk_context(&windows, departed)),
             recency_days,
             frequency: signals.frequency_90d,
@@ -368,8 +382,31 @@ fn check_name(check: Check) -> String {
     }
 }
 
-fn group(name: &'static str, tiers: &[Tier], all: &[Row]) -> GroupQuality {
-    let rows: Vec<&Row> = all.iter().filter(|r| tiers.contains(&r.tier)).collect();
+/// The tier groups over every segment, then, with several segments, per
+/// segment.
+fn groups(settings: &Settings, rows: &[Row]) -> Vec<GroupQuality> {
+    let segments = &settings.segments.segments;
+    let mut out: Vec<GroupQuality> = GROUPS
+        .iter()
+        .map(|(name, tiers)| group(name, tiers, None, rows))
+        .collect();
+    if segments.len() > 1 {
+        for s in segments {
+            out.extend(
+                GROUPS
+                    .iter()
+                    .map(|(name, tiers)| group(name, tiers, Some(&s.name), rows)),
+            );
+        }
+    }
+    out
+}
+
+fn group(name: &'static str, tiers: &[Tier], segment: Option<&str>, all: &[Row]) -> GroupQuality {
+    let rows: Vec<&Row> = all
+        .iter()
+        .filter(|r| tiers.contains(&r.tier) && segment.is_none_or(|s| r.segment == s))
+        .collect();
     let churners = rows.iter().filter(|r| r.churned).count() as u64;
     let customers = rows.len() as u64;
     let mut rules: Vec<RuleQuality> = Check::ALL
@@ -410,6 +447,7 @@ fn group(name: &'static str, tiers: &[Tier], all: &[Row]) -> GroupQuality {
     rules.push(fixed);
     GroupQuality {
         group: name,
+        segment: segment.map(str::to_string),
         customers,
         churners,
         churn_rate: ratio(churners, customers),
@@ -457,7 +495,10 @@ impl Evaluation {
         for g in &self.groups {
             let _ = writeln!(
                 s,
-                "\n[{}] customers {}, churners {}, churn rate {}",
+                "\n[{}{}] customers {}, churners {}, churn rate {}",
+                g.segment
+                    .as_ref()
+                    .map_or(String::new(), |s| format!("{s} ")),
                 g.group,
                 g.customers,
                 g.churners,

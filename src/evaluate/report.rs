@@ -72,7 +72,10 @@ pub fn html(e: &Evaluation) -> String {
     let mut body = String::new();
     for g in &e.groups {
         body += &format!(
-            "<h2>Tier {}</h2><p>{} customers, {} churned ({}).</p>",
+            "<h2>{}Tier {}</h2><p>{} customers, {} churned ({}).</p>",
+            g.segment
+                .as_ref()
+                .map_or(String::new(), |s| format!("{} · ", escape(s))),
             g.group,
             g.customers,
             g.churners,

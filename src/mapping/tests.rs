@@ -378,3 +378,43 @@ fn mappings_that_cannot_work_are_refused_naming_the_key() {
     let twice = refusal(&format!("{ORDERS}{ORDERS}"));
     assert!(twice.contains("inputs[1].topic"), "{twice}");
 }
+
+#[test]
+fn segment_and_key_account_are_mapped_from_paths() {
+    let m = mapping(
+        r#"
+[[inputs]]
+topic = "crm.accounts_activity"
+event = "call"
+[inputs.fields]
+customer_id = "/account/id"
+rep_id = "/owner"
+ts = "/at"
+segment = "/account/channel"
+key_account = "/account/strategic"
+"#,
+    );
+    let e = event(
+        &m,
+        r#"{"account":{"id":"A1","channel":"wholesale","strategic":true},"owner":"r1","at":"2026-03-01T10:00:00Z"}"#,
+    );
+    assert_eq!(e.segment.as_deref(), Some("wholesale"));
+    assert_eq!(e.key_account, Some(true));
+    let e = event(
+        &m,
+        r#"{"account":{"id":"A1","strategic":"false"},"owner":"r1","at":"2026-03-01T10:00:00Z"}"#,
+    );
+    assert_eq!((e.segment, e.key_account), (None, Some(false)));
+    let bad = reject(
+        &m,
+        r#"{"account":{"id":"A1","strategic":"maybe"},"owner":"r1","at":"2026-03-01T10:00:00Z"}"#,
+    );
+    assert!(bad.to_string().contains("/account/strategic"), "{bad}");
+    let native = native(
+        r#"{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"A1","amount":5,"segment":"retail","key_account":false}"#,
+    );
+    assert_eq!(
+        (native.segment.as_deref(), native.key_account),
+        (Some("retail"), Some(false))
+    );
+}
