@@ -3,7 +3,8 @@
 //!
 //! What can change live: `[rules.*]`, `[risk]`, each segment's `rules`
 //! and the key accounts list (the engine takes them at its next tick and
-//! re-evaluates every customer, open alerts included), `[[webhooks]]` (endpoints added, removed or changed) and
+//! re-evaluates every customer, open alerts included; the list's file is
+//! watched like the config file), `[[webhooks]]` (endpoints added, removed or changed) and
 //! `http.tokens` (names and roles; token files are read again at every
 //! reload, so a rotated token file needs only SIGHUP). A reload is all or
 //! nothing: the file must parse and validate, change nothing else, and
@@ -140,9 +141,18 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Reloads on SIGHUP and on file change until `stop`.
+    /// Reloads on SIGHUP and on a change of the config file or of the key
+    /// accounts list it names at start, until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
-        let mut trigger = Trigger::new(vec![self.path.clone()], WATCH_EVERY);
+        let mut watched = vec![self.path.clone()];
+        watched.extend(
+            self.running
+                .segments
+                .key_accounts
+                .iter()
+                .map(|k| k.file.clone()),
+        );
+        let mut trigger = Trigger::new(watched, WATCH_EVERY);
         loop {
             let why = tokio::select! {
                 () = stop.cancelled() => return,
