@@ -9,6 +9,8 @@
 //! are not).
 //! `cargo bench --bench replay -- --file F`: the same three rounds over a
 //! JSON-lines file of your own (every line must be a valid event).
+//! `cargo bench --bench replay -- --segments`: two segments configured and
+//! named by every event against one, and memory per customer with both.
 //! `cargo bench --bench replay -- --full`: both shapes at 20k and at 1M
 //! customers / 10M events, memory at 1M and 10M customers, timers at 10M.
 
@@ -131,14 +133,9 @@ status = "/status"
 kind = "/kind"
 "#;
 
-/// Records per second of a replay of `path`, native or through the
-/// identity mapping.
-fn records_per_second(path: &Path, mapped: bool) -> f64 {
-    let config = if mapped {
-        Config::parse(IDENTITY_MAPPING).expect("mapping")
-    } else {
-        Config::default()
-    };
+/// Records per second of a replay of `path` under `config`, native or
+/// through the identity mapping.
+fn records_per_second(path: &Path, config: &Config, mapped: bool) -> f64 {
     let file = vec![path.to_path_buf()];
     let options = ReplayOptions {
         inputs: if mapped { Vec::new() } else { file },
@@ -152,7 +149,7 @@ fn records_per_second(path: &Path, mapped: bool) -> f64 {
         now: Ts(i64::MAX / 2),
     };
     let s = replay(
-        &config,
+        config,
         &options,
         &mut std::io::sink(),
         &mut std::io::sink(),
@@ -175,10 +172,11 @@ fn mapped_vs_native(customers: usize, events: u64) {
     };
     write(Population::new(options), 400, events, &path).expect("generate");
     let _ = parse_only(&path);
+    let identity = Config::parse(IDENTITY_MAPPING).expect("mapping");
     let (mut native, mut mapped) = (Vec::new(), Vec::new());
     for round in 1..=3 {
-        let n = records_per_second(&path, false);
-        let m = records_per_second(&path, true);
+        let n = records_per_second(&path, &Config::default(), false);
+        let m = records_per_second(&path, &identity, true);
         println!(
             "mapped {customers} customers round {round}: native {n:.0} records/s, mapped {m:.0}, ratio {:.2}",
             m / n
@@ -190,6 +188,79 @@ fn mapped_vs_native(customers: usize, events: u64) {
     println!(
         "mapped {customers} customers, medians: native {n:.0} records/s, mapped {m:.0}, ratio {:.2}",
         m / n
+    );
+}
+
+/// Two segments, each ranked on its own with its own limits.
+const TWO_SEGMENTS: &str = r#"
+[segments]
+default = "retail"
+[segments.wholesale]
+tiers = "own"
+[segments.wholesale.rules.purchase_recency]
+A = "60d"
+B = "90d"
+C = "120d"
+[segments.retail]
+tiers = "own"
+"#;
+
+/// Every customer event of the generator's file names a segment: half the
+/// customers (by the last digit of their id) wholesale, half retail.
+fn tag_segments(from: &Path, to: &Path) {
+    let text = std::fs::read_to_string(from).expect("events");
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        let id = line
+            .split("\"customer_id\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next());
+        match id {
+            Some(id) => {
+                let segment = if id.bytes().last().is_some_and(|b| b % 2 == 0) {
+                    "wholesale"
+                } else {
+                    "retail"
+                };
+                out.push_str(&format!("{{\"segment\":\"{segment}\",{}", &line[1..]));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    std::fs::write(to, out).expect("tagged events");
+}
+
+/// Replay throughput with two segments configured and named by every
+/// customer event, against one segment over the same file untagged.
+fn segments_vs_one(customers: usize, events: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plain, tagged) = (dir.path().join("plain.jsonl"), dir.path().join("tagged.jsonl"));
+    let options = PopulationOptions {
+        customers,
+        seed: 7,
+        start: Ts(1_767_225_600_000),
+        shape: Shape::Established,
+    };
+    write(Population::new(options), 400, events, &plain).expect("generate");
+    tag_segments(&plain, &tagged);
+    let _ = parse_only(&plain);
+    let two = Config::parse(TWO_SEGMENTS).expect("segments");
+    let (mut one, mut both) = (Vec::new(), Vec::new());
+    for round in 1..=3 {
+        let o = records_per_second(&plain, &Config::default(), false);
+        let t = records_per_second(&tagged, &two, false);
+        println!(
+            "segments {customers} customers round {round}: one segment {o:.0} records/s, two {t:.0}, ratio {:.2}",
+            t / o
+        );
+        one.push(o);
+        both.push(t);
+    }
+    let (o, t) = (median(one), median(both));
+    println!(
+        "segments {customers} customers, medians: one segment {o:.0} records/s, two {t:.0}, ratio {:.2}",
+        t / o
     );
 }
 
@@ -275,11 +346,14 @@ fn measure(what: &str, path: &Path, written: u64) -> Throughput {
 /// Resident bytes per customer, measured in a fresh process (this bench
 /// run again with `--memory-child N`): in this one, memory freed by earlier
 /// measurements would be reused and hide the growth.
-fn memory(n: usize) {
+fn memory(n: usize, segments: bool) {
     let child = std::env::current_exe().and_then(|exe| {
-        std::process::Command::new(exe)
-            .args(["--memory-child", &n.to_string()])
-            .status()
+        let mut command = std::process::Command::new(exe);
+        command.args(["--memory-child", &n.to_string()]);
+        if segments {
+            command.arg("--segments");
+        }
+        command.status()
     });
     if !child.is_ok_and(|s| s.success()) {
         eprintln!("memory measurement for {n} customers failed");
@@ -287,16 +361,27 @@ fn memory(n: usize) {
 }
 
 /// RSS growth while `n` customers are created (one purchase and one call
-/// each), divided by `n`.
-fn memory_child(n: usize) {
+/// each), divided by `n`; with `segments`, alternately in two segments
+/// ranked on their own.
+fn memory_child(n: usize, segments: bool) {
     let before = rss_bytes();
-    let mut engine = Engine::new(&Config::default().engine_settings(), Clock::Wall);
+    let config = if segments {
+        Config::parse(TWO_SEGMENTS).expect("segments")
+    } else {
+        Config::default()
+    };
+    let mut engine = Engine::new(&config.engine_settings(), Clock::Wall);
     let limits = engine.decode_limits();
     let mut out = Vec::new();
     let ts = "2026-03-01T10:00:00Z";
     for i in 0..n {
+        let segment = match (segments, i % 2) {
+            (false, _) => "",
+            (true, 0) => r#","segment":"wholesale""#,
+            (true, _) => r#","segment":"retail""#,
+        };
         let p = format!(
-            r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5,"event_id":"o{i}"}}"#,
+            r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5,"event_id":"o{i}"{segment}}}"#,
             i % 997
         );
         engine
@@ -391,7 +476,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
     {
-        memory_child(n);
+        memory_child(n, args.iter().any(|a| a == "--segments"));
         return;
     }
     if let Some(path) = args
@@ -430,21 +515,31 @@ fn main() {
         mapped_vs_native(100_000, 1_000_000);
         return;
     }
+    if args.iter().any(|a| a == "--segments") {
+        segments_vs_one(100_000, 1_000_000);
+        memory(1_000_000, false);
+        memory(1_000_000, true);
+        return;
+    }
     if full {
         for shape in [Shape::Established, Shape::Young] {
             throughput(shape, 20_000, 300_000);
             throughput(shape, 1_000_000, 10_000_000);
         }
         mapped_vs_native(1_000_000, 10_000_000);
-        memory(1_000_000);
-        memory(10_000_000);
+        segments_vs_one(1_000_000, 10_000_000);
+        memory(1_000_000, false);
+        memory(1_000_000, true);
+        memory(10_000_000, false);
         timers(10_000_000);
     } else {
         for shape in [Shape::Established, Shape::Young] {
             throughput(shape, 100_000, 1_000_000);
         }
         mapped_vs_native(100_000, 1_000_000);
-        memory(1_000_000);
+        segments_vs_one(100_000, 1_000_000);
+        memory(1_000_000, false);
+        memory(1_000_000, true);
         timers(1_000_000);
     }
 }
