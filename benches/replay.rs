@@ -148,13 +148,7 @@ fn records_per_second(path: &Path, config: &Config, mapped: bool) -> f64 {
         dead_letter: None,
         now: Ts(i64::MAX / 2),
     };
-    let s = replay(
-        config,
-        &options,
-        &mut std::io::sink(),
-        &mut std::io::sink(),
-    )
-    .expect("replay");
+    let s = replay(config, &options, &mut std::io::sink(), &mut std::io::sink()).expect("replay");
     let records = s.applied + s.outcomes.rejected_total() + s.outcomes.skipped_total();
     records as f64 / s.elapsed.as_secs_f64()
 }
@@ -239,7 +233,10 @@ fn tag_segments(from: &Path, to: &Path) {
 /// extra field adds on top.
 fn segments_vs_one(customers: usize, events: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (plain, tagged) = (dir.path().join("plain.jsonl"), dir.path().join("tagged.jsonl"));
+    let (plain, tagged) = (
+        dir.path().join("plain.jsonl"),
+        dir.path().join("tagged.jsonl"),
+    );
     let options = PopulationOptions {
         customers,
         seed: 7,
