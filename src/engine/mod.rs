@@ -37,6 +37,7 @@ pub mod segment;
 pub mod settings;
 pub mod store;
 pub mod tier;
+pub mod tier_summary;
 pub mod watermark;
 pub mod window;
 
@@ -119,6 +120,9 @@ struct Core {
     tiers: TierIndex,
     /// Thresholds in force per ranking group.
     thresholds: Vec<Thresholds>,
+    /// The consumer group's thresholds per ranking group, when they rank
+    /// instead of this engine's customers ([`Engine::rank_with`]).
+    given: Option<Vec<Thresholds>>,
     segments: Segments,
     /// Rule limits per segment.
     limits: Box<[Limits]>,
@@ -212,6 +216,7 @@ impl Engine {
                 held: Reorder::default(),
                 tiers: TierIndex::new(segments.groups(), segments.names().len()),
                 thresholds: vec![Thresholds::NONE; segments.groups()],
+                given: None,
                 limits: limits_of(&s.segments, &s.risk),
                 segments,
                 next_recompute: None,

@@ -68,6 +68,8 @@ pub(super) struct Segments {
     names: Box<[CompactString]>,
     /// Per segment: the ranking group it is ranked in.
     group: Box<[u8]>,
+    /// Per segment: whether it is ranked on its own.
+    own: Box<[bool]>,
     groups: usize,
     default: u8,
     key_accounts: FxHashSet<CustomerKey>,
@@ -94,6 +96,11 @@ impl Segments {
         Self {
             names: s.segments.iter().map(|seg| seg.name.clone()).collect(),
             group: group.into(),
+            own: s
+                .segments
+                .iter()
+                .map(|seg| seg.ranking == Ranking::Own)
+                .collect(),
             groups: usize::from(groups),
             default: s.default,
             key_accounts: s.key_accounts.iter().cloned().collect(),
@@ -113,6 +120,16 @@ impl Segments {
     /// The ranking group of `segment`.
     pub(super) fn group(&self, segment: u8) -> usize {
         usize::from(self.group[usize::from(segment)])
+    }
+
+    /// Ranking group `group`'s name, the same on every instance: an own
+    /// segment's name, or [`super::tier_summary::SHARED_GROUP`].
+    pub(super) fn group_name(&self, group: usize) -> &str {
+        let mut members = (0..self.names.len()).filter(|&s| usize::from(self.group[s]) == group);
+        match (members.next(), members.next()) {
+            (Some(s), None) if self.own[s] => &self.names[s],
+            _ => super::tier_summary::SHARED_GROUP,
+        }
     }
 
     /// How many ranking groups there are.

@@ -80,10 +80,11 @@ impl Thresholds {
 const BINS_PER_OCTAVE: i64 = 256;
 const MIN_EXP: i64 = -20;
 const MAX_EXP: i64 = 40;
-const BIN_COUNT: usize = ((MAX_EXP - MIN_EXP) * BINS_PER_OCTAVE) as usize + 2;
+/// Rank bins in all (and the one past the last for values beyond range).
+pub(super) const BIN_COUNT: usize = ((MAX_EXP - MIN_EXP) * BINS_PER_OCTAVE) as usize + 2;
 const NO_BIN: u16 = u16::MAX;
 
-fn bin_of(m: f64) -> u16 {
+pub(super) fn bin_of(m: f64) -> u16 {
     if m <= 0.0 || m.is_nan() {
         return NO_BIN;
     }
@@ -99,6 +100,12 @@ fn bin_of(m: f64) -> u16 {
     }
     let frac = (bits >> 44) & 0xff;
     (1 + (exp - MIN_EXP) * BINS_PER_OCTAVE + frac) as u16
+}
+
+/// The 1-based rank, descending, of the last customer within the top
+/// `pct` percent of `ranked` customers (0: nobody).
+pub(super) fn rank_of(ranked: usize, pct: f64) -> usize {
+    ((ranked as f64 * pct / 100.0) - 1e-9).ceil().max(0.0) as usize
 }
 
 /// A customer's place in the rank index: its ranking group, bin and
@@ -286,12 +293,19 @@ impl TierIndex {
         monetary: impl Fn(u32) -> f64,
     ) -> Thresholds {
         let g = &self.groups[group];
-        let n = g.positive as f64;
-        let rank = |pct: f64| ((n * pct / 100.0) - 1e-9).ceil().max(0.0) as usize;
+        let n = g.positive;
         Thresholds {
-            a: g.value_at_rank(rank(a_percent), &monetary),
-            b: g.value_at_rank(rank(a_percent + b_percent), &monetary),
+            a: g.value_at_rank(rank_of(n, a_percent), &monetary),
+            b: g.value_at_rank(rank_of(n, a_percent + b_percent), &monetary),
         }
+    }
+
+    /// The ranking group and bin of customer `idx`, if it is ranked.
+    pub fn placed(&self, idx: u32) -> Option<(usize, u16)> {
+        self.rank
+            .get(idx as usize)
+            .filter(|r| r.bin != NO_BIN)
+            .map(|r| (usize::from(r.group), r.bin))
     }
 
     /// Customers of ranking group `group` whose monetary lies in the closed
@@ -398,17 +412,20 @@ impl super::Engine {
         let mut moved: Vec<u32> = Vec::new();
         for group in 0..core.segments.groups() {
             let old = core.thresholds[group];
-            let new = core.tiers.thresholds(
-                group,
-                core.settings.a_percent,
-                core.settings.b_percent,
-                |i| {
-                    inner
-                        .customers
-                        .read(i, Customer::monetary_total)
-                        .unwrap_or(0.0)
-                },
-            );
+            let new = match &core.given {
+                Some(given) => given[group],
+                None => core.tiers.thresholds(
+                    group,
+                    core.settings.a_percent,
+                    core.settings.b_percent,
+                    |i| {
+                        inner
+                            .customers
+                            .read(i, Customer::monetary_total)
+                            .unwrap_or(0.0)
+                    },
+                ),
+            };
             core.thresholds[group] = new;
             if old != new && !rollover {
                 let span = |x: f64, y: f64| (x.min(y), x.max(y));

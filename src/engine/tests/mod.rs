@@ -107,6 +107,7 @@ fn lone_a_customer(h: &mut Harness, c: &str) {
 }
 
 mod clock;
+mod group_tiers;
 mod model;
 mod restore;
 mod rules;
