@@ -51,6 +51,9 @@ pub struct Metrics {
     alerts: IntCounterVec,
     customers: IntGaugeVec,
     threshold: GaugeVec,
+    threshold_version: IntGauge,
+    threshold_partitions: IntGauge,
+    summaries_refused: IntCounter,
     watermark: Gauge,
     apply_seconds: Histogram,
     alert_latency: Histogram,
@@ -109,6 +112,18 @@ impl Metrics {
                     "Monetary needed for the tier in the segment (+Inf while nobody qualifies).",
                 ),
                 &["segment", "tier"],
+            )?,
+            threshold_version: IntGauge::new(
+                "churnwatch_tier_threshold_version",
+                "Version of the group-wide tier thresholds in force (grows with every partition's summary); 0 while ranking over this instance's customers.",
+            )?,
+            threshold_partitions: IntGauge::new(
+                "churnwatch_tier_threshold_partitions",
+                "Input partitions whose customers the tier thresholds in force were ranked over.",
+            )?,
+            summaries_refused: IntCounter::new(
+                "churnwatch_tier_summaries_refused_total",
+                "Records of kafka.tiers_topic refused as malformed (not taken into the group-wide thresholds).",
             )?,
             watermark: Gauge::new("churnwatch_watermark_timestamp_seconds", "Engine watermark as Unix time.")?,
             apply_seconds: Histogram::with_opts(
@@ -206,6 +221,9 @@ impl Metrics {
         registry.register(Box::new(m.alerts.clone()))?;
         registry.register(Box::new(m.customers.clone()))?;
         registry.register(Box::new(m.threshold.clone()))?;
+        registry.register(Box::new(m.threshold_version.clone()))?;
+        registry.register(Box::new(m.threshold_partitions.clone()))?;
+        registry.register(Box::new(m.summaries_refused.clone()))?;
         registry.register(Box::new(m.watermark.clone()))?;
         registry.register(Box::new(m.apply_seconds.clone()))?;
         registry.register(Box::new(m.alert_latency.clone()))?;
@@ -338,6 +356,18 @@ impl Metrics {
     /// first have known it.
     pub fn alert_acknowledged(&self, seconds: f64) {
         self.alert_latency.observe(seconds);
+    }
+
+    /// What the tier thresholds in force were ranked over.
+    pub fn ranked_over(&self, r: crate::engine::store::RankedOver) {
+        self.threshold_version
+            .set(i64::try_from(r.version).unwrap_or(i64::MAX));
+        self.threshold_partitions.set(r.partitions as i64);
+    }
+
+    /// A tier summary record was refused.
+    pub fn summary_refused(&self) {
+        self.summaries_refused.inc();
     }
 
     /// Engine-wide gauges, refreshed on each tick.

@@ -603,3 +603,184 @@ async fn check_with_brokers_sees_topics_counts_and_policies_without_joining() {
         "check created a topic"
     );
 }
+
+/// Purchases of a skewed population, each customer's on its own
+/// partition of `purchases` (6): partition 0 holds half the customers,
+/// and the big spenders; then one purchase per partition two hours on,
+/// so every partition's event time passes the first recompute.
+fn skewed_population() -> Vec<(i32, String)> {
+    let purchase = |i: usize, at: &str, amount: f64| {
+        format!(r#"{{"type":"purchase","ts":"{at}","customer_id":"c{i:03}","amount":{amount}}}"#)
+    };
+    let mut out = Vec::new();
+    for i in 0..600 {
+        let (partition, amount) = match i < 300 {
+            true => (0, 1000.0 + (i * 37 % 997) as f64),
+            false => (1 + (i % 5) as i32, 10.0 + (i * 53 % 491) as f64 / 4.0),
+        };
+        out.push((partition, purchase(i, "2026-01-01T00:10:00Z", amount)));
+    }
+    for p in 0..6 {
+        let customer = if p == 0 { 0 } else { 300 + p as usize - 1 };
+        out.push((p, purchase(customer, "2026-01-01T02:30:00Z", 1.0)));
+    }
+    out
+}
+
+/// Each customer's tier when one engine holds everyone.
+fn one_engine_tiers(config: &Config, lines: &[(i32, String)]) -> Vec<(String, String)> {
+    use churnwatch::engine::{Engine, native::decode, watermark::Clock};
+    let mut engine = Engine::new(&config.engine_settings(), Clock::Event);
+    let mut out = Vec::new();
+    for (p, line) in lines {
+        let ev = decode(line.as_bytes(), engine.decode_limits()).expect("valid");
+        engine.apply(ev, *p as u16, &mut out).expect("applied");
+    }
+    let end = churnwatch::engine::event::Ts::parse_rfc3339("2026-01-01T02:30:00Z").unwrap();
+    engine.advance_to(end, &mut out);
+    tiers_of(engine.store())
+}
+
+fn tiers_of(store: &Store) -> Vec<(String, String)> {
+    let mut tiers = Vec::new();
+    store.for_each_customer(|c| tiers.push((c.id.to_string(), c.tier().as_str().to_string())));
+    tiers.sort();
+    tiers
+}
+
+/// A gauge's value in a Prometheus text exposition.
+async fn gauge(ops: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{ops}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_rank_every_customer_as_one_holding_all_and_a_rebalance_keeps_it() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let tansu = Tansu::start().await;
+    let mut config = event_clock_config(&tansu.brokers);
+    config.kafka.input_topics = vec!["purchases".into()];
+    tansu.create_topics(&config, 6).await;
+    let lines = skewed_population();
+    let expected = one_engine_tiers(&config, &lines);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.brokers)
+        .create()
+        .expect("producer");
+    for (p, line) in &lines {
+        let key = serde_json::from_str::<serde_json::Value>(line).unwrap()["customer_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let record = FutureRecord::to("purchases")
+            .partition(*p)
+            .key(&key)
+            .payload(line);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produced");
+    }
+
+    let stops: Vec<CancellationToken> = (0..3).map(|_| CancellationToken::new()).collect();
+    let stores: Vec<Store> = (0..3).map(|_| Store::default()).collect();
+    let mut running = Vec::new();
+    for (stop, store) in stops.iter().zip(&stores) {
+        let mut own = config.clone();
+        own.state.dir = tempfile::tempdir().unwrap().keep();
+        running.push(spawn_run(&own, store.clone(), stop).await);
+    }
+    let held = |stores: &[Store]| {
+        let mut tiers: Vec<_> = stores.iter().flat_map(tiers_of).collect();
+        tiers.sort();
+        tiers
+    };
+    let split = eventually(Duration::from_secs(120), || {
+        stores.iter().all(|s| !s.is_empty()) && held(&stores) == expected
+    })
+    .await;
+    let diff = |got: &[(String, String)]| {
+        got.iter()
+            .zip(&expected)
+            .filter(|(g, e)| g != e)
+            .take(5)
+            .map(|(g, e)| format!("{g:?} != {e:?}"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        split,
+        "three instances' tiers equal one engine's; first differences {:?} ({} held of {})",
+        diff(&held(&stores)),
+        held(&stores).len(),
+        expected.len()
+    );
+    // Every instance applies the same version once it has read every
+    // summary (they settle: nothing is republished without a change).
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        seen.clear();
+        for r in &running {
+            let v = gauge(&r.ops, "churnwatch_tier_threshold_version").await;
+            let parts = gauge(&r.ops, "churnwatch_tier_threshold_partitions").await;
+            let a = gauge(
+                &r.ops,
+                r#"churnwatch_tier_threshold{segment="default",tier="A"}"#,
+            )
+            .await;
+            seen.push((
+                v.map(|v| v as u64),
+                parts.map(|p| p as u64),
+                a.map(f64::to_bits),
+            ));
+        }
+        let one: BTreeSet<_> = seen.iter().collect();
+        if one.len() == 1 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let one: BTreeSet<_> = seen.iter().collect();
+    assert_eq!(
+        one.len(),
+        1,
+        "one version, partition count and A threshold everywhere: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|(v, p, _)| v.is_some_and(|v| v > 0) && *p == Some(6)),
+        "ranked over the group's 6 partitions: {seen:?}"
+    );
+
+    // One instance stops; the two left take its partitions over and still
+    // rank as one.
+    stops[2].cancel();
+    running
+        .pop()
+        .expect("third")
+        .handle
+        .await
+        .expect("join")
+        .expect("third instance");
+    let rest = &stores[..2];
+    let kept = eventually(Duration::from_secs(120), || held(rest) == expected).await;
+    for s in &stops[..2] {
+        s.cancel();
+    }
+    for r in running {
+        r.handle.await.expect("join").expect("instance");
+    }
+    assert!(
+        kept,
+        "after the rebalance, tiers equal one engine's; first differences {:?} ({} held of {})",
+        diff(&held(rest)),
+        held(rest).len(),
+        expected.len()
+    );
+}

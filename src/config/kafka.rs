@@ -54,6 +54,12 @@ pub struct KafkaConfig {
     /// pages then show what the alerts carried when another instance holds
     /// the customer).
     pub instances_topic: String,
+    /// Where each input partition's owner publishes the summary of its
+    /// customers' spend that tiers are ranked on across the group (one
+    /// partition, compacted, keyed by input partition; created when
+    /// missing). "" turns it off: each instance then ranks over the
+    /// customers it holds.
+    pub tiers_topic: String,
     /// Where rejected messages go, with the reason in headers.
     pub dead_letter_topic: String,
     /// Compacted state changelog, co-partitioned with the inputs, keyed by
@@ -88,6 +94,7 @@ impl Default for KafkaConfig {
             alert_topic: "churn-alerts".into(),
             actions_topic: "churnwatch-actions".into(),
             instances_topic: "churnwatch-instances".into(),
+            tiers_topic: "churnwatch-tiers".into(),
             dead_letter_topic: "churn-dead-letters".into(),
             changelog_topic: "churnwatch-state".into(),
             consumer: Properties::default(),

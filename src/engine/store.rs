@@ -53,6 +53,23 @@ pub(crate) struct Inner {
     /// Per segment (by index): its name and the tier thresholds in force,
     /// for readers.
     pub(crate) thresholds: RwLock<Vec<(CompactString, Thresholds)>>,
+    /// What those thresholds were ranked over.
+    pub(crate) ranked_over: RwLock<RankedOver>,
+}
+
+/// What the tier thresholds in force were ranked over: this instance's
+/// customers, or the whole consumer group's (see
+/// [`super::tier_summary`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RankedOver {
+    /// The group-wide thresholds' version (the sum of the partitions'
+    /// summary numbers: it grows with every summary); 0 while the instance
+    /// ranks over its own customers.
+    pub version: u64,
+    /// Input partitions whose customers were ranked.
+    pub partitions: usize,
+    /// Input partitions in all (0 outside `run`).
+    pub of: usize,
 }
 
 impl Default for Inner {
@@ -69,6 +86,7 @@ impl Inner {
             roster: RwLock::new(Roster::seeded(seed)),
             watermark: AtomicI64::new(i64::MIN),
             thresholds: RwLock::new(Vec::new()),
+            ranked_over: RwLock::new(RankedOver::default()),
         }
     }
 }
@@ -473,6 +491,16 @@ impl Store {
             .read()
             .get(usize::from(segment))
             .map_or(Thresholds::NONE, |s| s.1)
+    }
+
+    /// What the thresholds in force were ranked over.
+    pub fn ranked_over(&self) -> RankedOver {
+        *self.inner.ranked_over.read()
+    }
+
+    /// Records what the thresholds in force were ranked over (`run`).
+    pub fn set_ranked_over(&self, r: RankedOver) {
+        *self.inner.ranked_over.write() = r;
     }
 
     /// Every segment's name, in index order.

@@ -21,6 +21,7 @@ use super::auth::{Access, Caller};
 use super::forms::{act, signin, signin_form, signout};
 use crate::config::Role;
 use crate::engine::event::Ts;
+use crate::engine::store::RankedOver;
 use crate::inbox::{Action, Filter, Item, Page, Sort, State as Lifestate};
 
 const SCRIPT: &str = include_str!("../../assets/inbox.js");
@@ -471,7 +472,7 @@ async fn customer(
         dl class="signals" {
             dt { "Segment" } dd class="segment" { (field("segment")) @if field("key_account") == "true" { " " span class="key" { "key account" } } }
             dt { "Tier" } dd class="tier" { (field("tier")) }
-            dt { "Thresholds in force" } dd { "A ≥ " (format!("{:.2}", t.a)) ", B ≥ " (format!("{:.2}", t.b)) " (spend in the tier window)" }
+            dt { "Thresholds in force" } dd class="thresholds" { "A ≥ " (format!("{:.2}", t.a)) ", B ≥ " (format!("{:.2}", t.b)) " (spend in the tier window), " (ranked_over(s.store.ranked_over())) }
             dt { "Risk" } dd { (field("risk")) }
             dt { "Days since last purchase" } dd { (field("recency_days")) }
             dt { "Purchases (frequency window)" } dd { (field("frequency_90d")) }
@@ -503,6 +504,23 @@ async fn customer(
         }
     })
     .into_response()
+}
+
+/// What the thresholds were ranked over, in words.
+fn ranked_over(r: crate::engine::store::RankedOver) -> String {
+    match r {
+        RankedOver { of: 0, .. } => "ranked over this instance's customers".into(),
+        RankedOver {
+            version: 0,
+            partitions,
+            of,
+        } => format!("ranked over this instance's customers ({partitions} of {of} partitions)"),
+        RankedOver {
+            version,
+            partitions,
+            of,
+        } => format!("ranked over the group: version {version}, {partitions} of {of} partitions"),
+    }
 }
 
 fn action_detail(a: &Action) -> String {

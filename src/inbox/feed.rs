@@ -20,7 +20,7 @@ use super::{Inbox, Published};
 use crate::config::KafkaConfig;
 use crate::engine::event::Ts;
 use crate::kafka::client::{Role, client_config};
-use crate::kafka::source::{InputConsumer, SourceError, whole_topic_reader};
+use crate::kafka::source::{InputConsumer, SourceError, next_of, whole_topic_reader};
 
 /// The inbox's readers.
 pub struct Readers {
@@ -377,16 +377,6 @@ pub async fn run(
     }
     if let Some(a) = &announcer {
         a.say(None).await;
-    }
-}
-
-/// The reader's next message; never, without a reader.
-async fn next_of(
-    reader: Option<&InputConsumer>,
-) -> Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError> {
-    match reader {
-        Some(c) => c.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -430,8 +430,12 @@ pub async fn input_consumer(
     }
     for topic in [&config.actions_topic, &config.instances_topic] {
         if !topic.is_empty() {
-            ensure_inbox_topic(&consumer, config, brokers, topic, partitions).await?;
+            ensure_shared_topic(&consumer, config, brokers, topic, partitions).await?;
         }
+    }
+    if !config.tiers_topic.is_empty() {
+        // Keyed by input partition and read whole by everyone: one is enough.
+        ensure_shared_topic(&consumer, config, brokers, &config.tiers_topic, 1).await?;
     }
     let topics: Vec<&str> = topics.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -461,11 +465,12 @@ fn rekeyed_partitions(
     Ok(most)
 }
 
-/// Creates one of the inbox's compacted topics (actions, instances) when
-/// missing, with as many partitions as the inputs; an existing one is
+/// Creates one of the compacted topics every instance reads whole (the
+/// inbox's actions and instances, the tier summaries) when missing, with
+/// `partitions` partitions; an existing one is
 /// checked beside the start: one that is not compacted loses old records
 /// to retention, which is worth an error in the log, not a refusal to run.
-async fn ensure_inbox_topic(
+async fn ensure_shared_topic(
     consumer: &InputConsumer,
     config: &KafkaConfig,
     brokers: &str,
@@ -492,7 +497,7 @@ async fn ensure_inbox_topic(
     }
     tokio::spawn(async move {
         if let Err((topic, e)) = check.await {
-            tracing::error!(error = %e, topic, "an inbox topic");
+            tracing::error!(error = %e, topic, "a shared compacted topic");
         }
     });
     Ok(())
@@ -590,6 +595,16 @@ pub fn whole_topic_reader(
     }
     consumer.assign(&tpl)?;
     Ok((consumer, tps))
+}
+
+/// The reader's next message; never, without a reader.
+pub async fn next_of(
+    reader: Option<&InputConsumer>,
+) -> Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError> {
+    match reader {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Settings of a group-less reader (`{group_id}-{purpose}-{instance}`,

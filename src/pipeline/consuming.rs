@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Clients;
 use super::acker::Ack;
+use super::group_tiers::GroupTiers;
 use super::partitions::Partitions;
 use super::step::{Origin, Step};
 use crate::config::Config;
@@ -76,6 +77,8 @@ pub(super) struct Consuming<'a> {
     pub(super) step: &'a mut Step,
     pub(super) parts: &'a mut Partitions,
     pub(super) ready: &'a Readiness,
+    /// The group-wide ranking (off without `kafka.tiers_topic`).
+    pub(super) tiers: Option<&'a mut GroupTiers>,
 }
 
 impl Consuming<'_> {
@@ -118,7 +121,20 @@ impl Consuming<'_> {
                     Ok(m) => self.step.input(std::slice::from_ref(&m), Origin::Roster, Instant::now()).await,
                     Err(e) => tracing::warn!(error = %e, "roster consumer error"),
                 },
+                m = source::next_of(c.tiers.as_ref()) => match (m, self.tiers.as_deref_mut()) {
+                    (Ok(m), Some(tiers)) => {
+                        if let Err(why) = tiers.heard(&m) {
+                            self.step.metrics().summary_refused();
+                            tracing::warn!(offset = m.offset(), why, "tier summary refused");
+                        }
+                    }
+                    (Err(e), _) => tracing::warn!(error = %e, "tier summaries reader"),
+                    (Ok(_), None) => {}
+                },
                 _ = ticker.tick() => {
+                    if let Some(tiers) = self.tiers.as_deref_mut() {
+                        tiers.tick(self.step, self.parts.owned(), &c.sink).await;
+                    }
                     self.step.tick(&c.consumer, &c.roster).await;
                     // Ready: partitions assigned and restored, and a broker
                     // reachable to consume from.

@@ -16,6 +16,7 @@
 pub mod acker;
 mod consuming;
 pub mod decoders;
+pub mod group_tiers;
 mod handover;
 pub mod partitions;
 pub mod recovery;
@@ -139,6 +140,8 @@ struct Clients {
     /// The input topics' partition count at start.
     partitions: usize,
     roster: InputConsumer,
+    /// The reader of `kafka.tiers_topic`, if on.
+    tiers: Option<InputConsumer>,
     sink: Sink,
 }
 
@@ -235,6 +238,21 @@ pub async fn run(
     let (roster, roster_parts) =
         source::roster_consumer(&config.kafka, &topics, brokers, &instance)?;
     let readers = crate::inbox::feed::Readers::new(&config.kafka, brokers, &instance)?;
+    let (tiers_reader, mut group_tiers) = match config.kafka.tiers_topic.as_str() {
+        "" => (None, None),
+        topic => {
+            let topics = [topic.to_string()];
+            let (reader, _) =
+                source::whole_topic_reader(&config.kafka, brokers, &topics, "tiers", &instance)?;
+            let state = group_tiers::GroupTiers::new(
+                topic.to_string(),
+                partitions,
+                config.tiers.a_percent,
+                config.tiers.b_percent,
+            );
+            (Some(reader), Some(state))
+        }
+    };
 
     let sink = Sink::new(
         source::producer(&config.kafka, brokers)?,
@@ -366,6 +384,7 @@ pub async fn run(
         topics: topics.inputs.clone(),
         partitions,
         roster,
+        tiers: tiers_reader,
         sink,
     };
     let mut ack_tx = Some(ack_tx);
@@ -383,6 +402,7 @@ pub async fn run(
                             step: &mut step,
                             parts: &mut parts,
                             ready: &ready,
+                            tiers: group_tiers.as_mut(),
                         };
                         repartitioned = consuming.run(config, &stopping).await;
                     }

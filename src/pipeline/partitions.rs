@@ -117,6 +117,11 @@ impl Partitions {
         }
     }
 
+    /// The assigned partition numbers.
+    pub fn owned(&self) -> &BTreeSet<i32> {
+        &self.numbers
+    }
+
     /// Whether any partition is assigned.
     pub fn is_empty(&self) -> bool {
         self.numbers.is_empty()

@@ -227,6 +227,15 @@ impl Step {
         applied
     }
 
+    /// Ranks with the group's thresholds, or (`None`) over the engine's own
+    /// customers; customers it moves alert with the next flush.
+    pub fn rank_with(
+        &mut self,
+        given: Option<&std::collections::BTreeMap<String, crate::engine::tier::Thresholds>>,
+    ) {
+        self.engine.rank_with(given, &mut self.alerts);
+    }
+
     /// Moves engine time: the wall clock once caught up, else (and always
     /// under the event clock) the minimum over partitions.
     pub async fn tick(&mut self, consumer: &InputConsumer, roster: &InputConsumer) {

@@ -1,0 +1,187 @@
+//! Group-wide tiers in `run` (the merge is in
+//! [`crate::engine::tier_summary`]). The engine task publishes a summary of
+//! each input partition it owns to `kafka.tiers_topic` after each of the
+//! engine's recomputes, and again when the last merge wants boundary
+//! values its summaries lacked; it reads every partition's latest summary
+//! back from that topic. Once every input partition has a summary and the
+//! merge is exact, it ranks with the merged thresholds; until then the
+//! thresholds in force hold. An instance holding every partition ranks
+//! over its own customers: the same thresholds without the topic's delay,
+//! so one instance (and replay) rank exactly as before. A partition nobody
+//! owns keeps its last summary.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+
+use super::step::Step;
+use crate::engine::store::RankedOver;
+use crate::engine::tier::Thresholds;
+use crate::engine::tier_summary::{Merged, TierSummary, merge};
+use crate::kafka::sink::Sink;
+
+/// The shortest time between two publishes of this instance's summaries.
+const MIN_GAP: Duration = Duration::from_secs(1);
+
+/// The group-wide ranking's state on one instance.
+pub struct GroupTiers {
+    topic: String,
+    /// Input partitions in all.
+    partitions: usize,
+    a_percent: f64,
+    b_percent: f64,
+    /// Every partition's latest summary, from the topic (and, at once,
+    /// this instance's own).
+    latest: BTreeMap<u16, TierSummary>,
+    merged: Merged,
+    /// A summary arrived since the last merge.
+    heard: bool,
+    /// The engine ranks with the group's thresholds (not its own).
+    group_in_force: bool,
+    /// The engine's recompute count, the partitions owned and the wanted
+    /// bins at the last publish.
+    published: Option<(u64, Vec<u16>, BTreeMap<String, Vec<u16>>, Instant)>,
+}
+
+impl GroupTiers {
+    /// The state of an instance of a group over `partitions` input
+    /// partitions, ranking A and B at these shares.
+    pub fn new(topic: String, partitions: usize, a_percent: f64, b_percent: f64) -> Self {
+        Self {
+            topic,
+            partitions,
+            a_percent,
+            b_percent,
+            latest: BTreeMap::new(),
+            merged: Merged::default(),
+            heard: false,
+            group_in_force: false,
+            published: None,
+        }
+    }
+
+    /// Takes in a record of the tiers topic; a malformed one (key not an
+    /// input partition, payload not a valid summary) is refused with why.
+    pub fn heard(&mut self, m: &impl Message) -> Result<(), &'static str> {
+        let partition = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.parse::<u16>().ok())
+            .filter(|&p| usize::from(p) < self.partitions)
+            .ok_or("key is not an input partition")?;
+        let Some(payload) = m.payload() else {
+            // A tombstone: the partition keeps its last summary.
+            return Ok(());
+        };
+        let summary: TierSummary =
+            serde_json::from_slice(payload).map_err(|_| "payload is not a tier summary")?;
+        if !summary.groups.values().all(|g| g.is_valid()) {
+            return Err("summary's bins and values do not agree");
+        }
+        self.take(partition, summary);
+        Ok(())
+    }
+
+    fn take(&mut self, partition: u16, summary: TierSummary) {
+        let newer = self
+            .latest
+            .get(&partition)
+            .is_none_or(|s| s.seq <= summary.seq);
+        if newer {
+            self.latest.insert(partition, summary);
+            self.heard = true;
+        }
+    }
+
+    /// Publishes this instance's summaries when due, merges what arrived,
+    /// and ranks `step`'s engine with the result (see the module).
+    pub async fn tick(&mut self, step: &mut Step, owned: &BTreeSet<i32>, sink: &Sink) {
+        let owned: Vec<u16> = owned
+            .iter()
+            .filter_map(|&p| u16::try_from(p).ok())
+            .collect();
+        self.publish(step, &owned, sink).await;
+        if std::mem::take(&mut self.heard) {
+            self.merged = merge(self.latest.values(), self.a_percent, self.b_percent);
+        }
+        let own = |partitions: usize| RankedOver {
+            version: 0,
+            partitions,
+            of: self.partitions,
+        };
+        let ranked = if owned.len() == self.partitions {
+            self.group_in_force = false;
+            step.rank_with(None);
+            Some(own(owned.len()))
+        } else if let Some(given) = self.given() {
+            self.group_in_force = true;
+            step.rank_with(Some(&given));
+            Some(RankedOver {
+                version: self.latest.values().map(|s| s.seq).sum(),
+                partitions: self.latest.len(),
+                of: self.partitions,
+            })
+        } else if !self.group_in_force {
+            // Over its own customers until the group's are known.
+            Some(own(owned.len()))
+        } else {
+            // The group's previous version holds.
+            None
+        };
+        if let Some(r) = ranked {
+            step.engine.store().set_ranked_over(r);
+            step.metrics().ranked_over(r);
+        }
+    }
+
+    /// The group's thresholds, once every partition has reported and the
+    /// merge is exact.
+    fn given(&self) -> Option<BTreeMap<String, Thresholds>> {
+        if self.latest.len() < self.partitions || !self.merged.complete() {
+            return None;
+        }
+        self.merged
+            .thresholds
+            .iter()
+            .map(|(g, t)| Some((g.clone(), (*t)?)))
+            .collect()
+    }
+
+    /// Publishes a summary of each owned partition after an engine
+    /// recompute, an assignment change, or a merge that wants other bins.
+    async fn publish(&mut self, step: &Step, owned: &[u16], sink: &Sink) {
+        let recomputes = step.engine.stats().recomputes;
+        let due = match &self.published {
+            None => true,
+            Some((r, o, w, at)) => {
+                at.elapsed() >= MIN_GAP
+                    && (*r != recomputes || o.as_slice() != owned || *w != self.merged.wanted)
+            }
+        };
+        if !due || owned.is_empty() {
+            return;
+        }
+        let summaries = step.engine.tier_summaries(owned, &self.merged.wanted);
+        for (p, mut summary) in summaries {
+            summary.seq = self.latest.get(&p).map_or(0, |s| s.seq) + 1;
+            match serde_json::to_vec(&summary) {
+                Ok(payload) => {
+                    // Not awaited: a lost summary is replaced by the next.
+                    drop(
+                        sink.to_partition(&self.topic, 0, p.to_string().into_bytes(), payload)
+                            .await,
+                    );
+                    self.take(p, summary);
+                }
+                Err(e) => tracing::error!(partition = p, error = %e, "tier summary not encodable"),
+            }
+        }
+        self.published = Some((
+            recomputes,
+            owned.to_vec(),
+            self.merged.wanted.clone(),
+            Instant::now(),
+        ));
+    }
+}
