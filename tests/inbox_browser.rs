@@ -259,7 +259,7 @@ async fn the_inbox_in_a_browser() {
         .await
         .unwrap();
     assert_eq!(assigned.status().as_u16(), 200, "assigned through the API");
-    let owner = format!("{} td:nth-child(7)", row(&second_id));
+    let owner = format!("{} td.owner", row(&second_id));
     assert!(
         until(Duration::from_secs(10), || async {
             text_of(&c, &owner).await.as_deref() == Some("ben")
@@ -279,7 +279,7 @@ async fn the_inbox_in_a_browser() {
         "what was typed survived the update"
     );
     click(&c, &first_id, "assign").await;
-    let first_owner = format!("{} td:nth-child(7)", row(&first_id));
+    let first_owner = format!("{} td.owner", row(&first_id));
     assert!(
         until(Duration::from_secs(10), || async {
             text_of(&c, &first_owner).await.as_deref() == Some("Anna Retention")

@@ -669,6 +669,20 @@ async fn three_instances_rank_every_customer_as_one_holding_all_and_a_rebalance_
     tansu.create_topics(&config, 6).await;
     let lines = skewed_population();
     let expected = one_engine_tiers(&config, &lines);
+    let stops: Vec<CancellationToken> = (0..3).map(|_| CancellationToken::new()).collect();
+    let stores: Vec<Store> = (0..3).map(|_| Store::default()).collect();
+    let mut running = Vec::new();
+    for (stop, store) in stops.iter().zip(&stores) {
+        let mut own = config.clone();
+        own.state.dir = tempfile::tempdir().unwrap().keep();
+        running.push(spawn_run(&own, store.clone(), stop).await);
+    }
+    // Every instance owns partitions before any input exists, so each
+    // applies only its own (none holds the whole population at any time).
+    for r in &running {
+        let readyz = format!("{}/readyz", r.ops);
+        assert!(ready(&readyz, Duration::from_secs(60)).await, "ready");
+    }
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &tansu.brokers)
         .create()
@@ -688,14 +702,6 @@ async fn three_instances_rank_every_customer_as_one_holding_all_and_a_rebalance_
             .expect("produced");
     }
 
-    let stops: Vec<CancellationToken> = (0..3).map(|_| CancellationToken::new()).collect();
-    let stores: Vec<Store> = (0..3).map(|_| Store::default()).collect();
-    let mut running = Vec::new();
-    for (stop, store) in stops.iter().zip(&stores) {
-        let mut own = config.clone();
-        own.state.dir = tempfile::tempdir().unwrap().keep();
-        running.push(spawn_run(&own, store.clone(), stop).await);
-    }
     let held = |stores: &[Store]| {
         let mut tiers: Vec<_> = stores.iter().flat_map(tiers_of).collect();
         tiers.sort();

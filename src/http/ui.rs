@@ -278,7 +278,7 @@ fn row(s: &ApiState, item: &Item, operator: bool, clock: Ts) -> Markup {
             td class="reason" { (a.reason) }
             td { (when(item.episode.fired_at)) br; span class="note" { (age(item.episode.fired_at, clock)) " ago" } }
             td { (item.episode.risk().map_or("–".to_string(), |r| r.to_string())) }
-            td {
+            td class="owner" {
                 @match &assigned {
                     Some(p) => { (p) }
                     None => { (rep) " " span class="note" { "(account rep)" } }

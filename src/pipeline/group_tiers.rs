@@ -39,9 +39,17 @@ pub struct GroupTiers {
     heard: bool,
     /// The engine ranks with the group's thresholds (not its own).
     group_in_force: bool,
-    /// The engine's recompute count, the partitions owned and the wanted
-    /// bins at the last publish.
-    published: Option<(u64, Vec<u16>, BTreeMap<String, Vec<u16>>, Instant)>,
+    published: Option<Published>,
+}
+
+/// What the last publish covered: a new one is due when any of it changed.
+struct Published {
+    /// The engine's recompute count.
+    recomputes: u64,
+    owned: Vec<u16>,
+    /// The bins whose values it carried.
+    wanted: BTreeMap<String, Vec<u16>>,
+    at: Instant,
 }
 
 impl GroupTiers {
@@ -154,9 +162,11 @@ impl GroupTiers {
         let recomputes = step.engine.stats().recomputes;
         let due = match &self.published {
             None => true,
-            Some((r, o, w, at)) => {
-                at.elapsed() >= MIN_GAP
-                    && (*r != recomputes || o.as_slice() != owned || *w != self.merged.wanted)
+            Some(p) => {
+                p.at.elapsed() >= MIN_GAP
+                    && (p.recomputes != recomputes
+                        || p.owned.as_slice() != owned
+                        || p.wanted != self.merged.wanted)
             }
         };
         if !due || owned.is_empty() {
@@ -177,11 +187,11 @@ impl GroupTiers {
                 Err(e) => tracing::error!(partition = p, error = %e, "tier summary not encodable"),
             }
         }
-        self.published = Some((
+        self.published = Some(Published {
             recomputes,
-            owned.to_vec(),
-            self.merged.wanted.clone(),
-            Instant::now(),
-        ));
+            owned: owned.to_vec(),
+            wanted: self.merged.wanted.clone(),
+            at: Instant::now(),
+        });
     }
 }
