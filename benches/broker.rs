@@ -179,6 +179,7 @@ async fn mock(options: &Options) {
     let inbox = [
         (config.kafka.actions_topic.clone(), 1),
         (config.kafka.instances_topic.clone(), 1),
+        (config.kafka.tiers_topic.clone(), 1),
     ];
     for (topic, partitions) in common::broker::topics_of(&config, MOCK_PARTITIONS)
         .into_iter()

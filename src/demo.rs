@@ -86,6 +86,7 @@ pub async fn run(
     // The mock cluster answers no CreateTopics, so `run` cannot make it.
     cluster.create_topic(&config.kafka.actions_topic, 1, 1)?;
     cluster.create_topic(&config.kafka.instances_topic, 1, 1)?;
+    cluster.create_topic(&config.kafka.tiers_topic, 1, 1)?;
     // Loopback only, so the demo needs no tokens: the default ports when
     // free (a stable address to bookmark), else any.
     let listeners = match crate::http::Listeners::bind(&config.http).await {

@@ -1374,6 +1374,7 @@ fn cluster_with_a_slow_topic(
         ("churn-alerts", 1),
         ("churnwatch-actions", 1),
         ("churnwatch-instances", 1),
+        ("churnwatch-tiers", 1),
     ];
     for (t, n) in topics {
         cluster.create_topic(t, n, 1).expect("topic");

@@ -523,7 +523,11 @@ pub fn cluster_with_topics(
         .create_topic("churn-dead-letters", 1, 1)
         .expect("topic");
     // The mock cluster answers no CreateTopics: the inbox's topic is made here.
-    for t in ["churnwatch-actions", "churnwatch-instances"] {
+    for t in [
+        "churnwatch-actions",
+        "churnwatch-instances",
+        "churnwatch-tiers",
+    ] {
         cluster.create_topic(t, 1, 1).expect("topic");
     }
     let brokers = cluster.bootstrap_servers();
