@@ -409,6 +409,60 @@ fn memory_child(n: usize, segments: bool) {
     drop(engine);
 }
 
+/// Group-wide tiers at `n` customers over `partitions` input partitions
+/// (spend log-uniform from 10 to 100k): the time of one summary pass over
+/// every partition (what an instance holding all of them spends per
+/// recompute), the bytes each partition's summary takes on the tiers
+/// topic, and the merge.
+fn tier_summaries(n: usize, partitions: u16) {
+    use churnwatch::engine::tier_summary::merge;
+    let mut engine = Engine::new(&Config::default().engine_settings(), Clock::Event);
+    let limits = engine.decode_limits();
+    let mut out = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let amount = (10f64.ln() + (seed >> 11) as f64 / (1u64 << 53) as f64 * 9f64.ln()).exp();
+        let p = format!(
+            r#"{{"type":"purchase","ts":"2026-03-01T10:00:00Z","customer_id":"C{i:08}","amount":{amount:.2}}}"#
+        );
+        let ev = decode(p.as_bytes(), limits).expect("valid");
+        engine
+            .apply(ev, (i % usize::from(partitions)) as u16, &mut out)
+            .expect("applied");
+    }
+    engine.advance_to(Ts(1_772_366_400_000 + 2 * 3_600_000), &mut out);
+    let all: Vec<u16> = (0..partitions).collect();
+    let first = merge(
+        &engine
+            .tier_summaries(&all, &Default::default())
+            .into_values()
+            .collect::<Vec<_>>(),
+        5.0,
+        15.0,
+    );
+    let started = Instant::now();
+    let summaries = engine.tier_summaries(&all, &first.wanted);
+    let pass = started.elapsed();
+    let bytes: Vec<usize> = summaries
+        .values()
+        .map(|s| serde_json::to_vec(s).expect("encoded").len())
+        .collect();
+    let started = Instant::now();
+    let merged = merge(summaries.values(), 5.0, 15.0);
+    let merging = started.elapsed();
+    assert!(merged.complete(), "the second round is exact");
+    println!(
+        "tier summaries: {n} customers on {partitions} partitions: one pass {:.1} ms, {} bytes per partition's summary (max {}), merge {:.1} ms",
+        pass.as_secs_f64() * 1e3,
+        bytes.iter().sum::<usize>() / bytes.len(),
+        bytes.iter().max().copied().unwrap_or(0),
+        merging.as_secs_f64() * 1e3
+    );
+}
+
 /// Time to advance the watermark by one minute with `n` customers, nothing
 /// due, then with 1% due.
 fn timers(n: usize) {
@@ -518,6 +572,11 @@ fn main() {
     }
     if args.iter().any(|a| a == "--mapped") {
         mapped_vs_native(100_000, 1_000_000);
+        return;
+    }
+    if args.iter().any(|a| a == "--tier-summaries") {
+        tier_summaries(1_000_000, 12);
+        tier_summaries(1_000_000, 64);
         return;
     }
     if args.iter().any(|a| a == "--segments") {
