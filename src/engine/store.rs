@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use compact_str::CompactString;
-use dashmap::DashMap;
 use parking_lot::{MappedRwLockWriteGuard, RwLock, RwLockWriteGuard};
-use rustc_hash::FxBuildHasher;
 
 use super::customer::Customer;
+pub(crate) use super::episode::Episodes;
+pub use super::episode::{ActiveEpisode, EpisodeKey};
 use super::event::{RepKey, Ts};
 use super::ids::{IdHasher, IdIndex, MAX_SLOT, prefetch};
 use super::rep::{RepIdx, Roster};
@@ -399,70 +399,6 @@ impl Customers {
 /// Ids looked up per prefetch sweep: enough misses in flight to fill the
 /// core's miss buffers, few enough that the lines stay in L1/L2 until used.
 const PREFETCH: usize = 32;
-
-/// The open episodes, by key and in listing order (newest first), so a
-/// page of `/alerts` is a range walk instead of a copy and sort of every
-/// open episode. Episodes open and close far less often than events
-/// arrive; both structures change together under the order's lock.
-#[derive(Debug, Default)]
-pub(crate) struct Episodes {
-    by_key: DashMap<(u32, Check), Ts, FxBuildHasher>,
-    order: RwLock<std::collections::BTreeSet<EpisodeKey>>,
-}
-
-/// An episode's place in the listing: newest first, then customer index
-/// and check (a stable total order, so a cursor resumes exactly).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct EpisodeKey {
-    /// Firing time, newest first.
-    pub fired_at: std::cmp::Reverse<Ts>,
-    /// The customer's record index.
-    pub customer: u32,
-    /// The firing check.
-    pub check: Check,
-}
-
-impl Episodes {
-    pub(crate) fn get(&self, key: &(u32, Check)) -> Option<Ts> {
-        self.by_key.get(key).map(|t| *t)
-    }
-
-    pub(crate) fn insert(&self, key: (u32, Check), at: Ts) {
-        let mut order = self.order.write();
-        if let Some(old) = self.by_key.insert(key, at) {
-            order.remove(&EpisodeKey::new(key, old));
-        }
-        order.insert(EpisodeKey::new(key, at));
-    }
-
-    pub(crate) fn remove(&self, key: &(u32, Check)) -> Option<Ts> {
-        let mut order = self.order.write();
-        let (_, at) = self.by_key.remove(key)?;
-        order.remove(&EpisodeKey::new(*key, at));
-        Some(at)
-    }
-}
-
-impl EpisodeKey {
-    fn new((customer, check): (u32, Check), at: Ts) -> Self {
-        Self {
-            fired_at: std::cmp::Reverse(at),
-            customer,
-            check,
-        }
-    }
-}
-
-/// One open alert episode, as listed by [`Store::active_alerts`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActiveEpisode {
-    /// The customer as it is now.
-    pub customer: Customer,
-    /// The firing check.
-    pub check: Check,
-    /// When the episode fired.
-    pub fired_at: Ts,
-}
 
 impl Store {
     /// A store whose id hashes use `seed`: `run` passes a random one, so
