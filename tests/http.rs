@@ -571,7 +571,11 @@ fn inbox_catching_up(
     });
     let brokers = cluster.bootstrap_servers();
     let state = churnwatch::http::inbox::InboxState {
-        actions: Arc::new(Actions::new(&config.kafka, &brokers, inbox.clone()).expect("producer")),
+        actions: Arc::new(Actions::new(
+            churnwatch::kafka::source::producer(&config.kafka, &brokers).expect("producer"),
+            &config.kafka,
+            inbox.clone(),
+        )),
         inbox,
         instances: Arc::new(Instances::new(&[])),
         peers: Arc::new(churnwatch::http::peers::Peers::new(http).expect("peers")),

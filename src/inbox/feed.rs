@@ -19,7 +19,6 @@ use super::lifecycle::{Action, Lifecycle, Position, Refused};
 use super::{Inbox, Published};
 use crate::config::KafkaConfig;
 use crate::engine::event::Ts;
-use crate::kafka::client::{Role, client_config};
 use crate::kafka::source::{InputConsumer, SourceError, next_of, whole_topic_reader};
 
 /// The inbox's readers.
@@ -150,19 +149,14 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    /// An announcer of `instance`, reached at `url`.
-    pub fn new(
-        config: &KafkaConfig,
-        brokers: &str,
-        instance: &str,
-        url: &str,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(Self {
-            producer: client_config(config, brokers, Role::Producer).create()?,
+    /// An announcer of `instance`, reached at `url`, through `producer`.
+    pub fn new(producer: FutureProducer, config: &KafkaConfig, instance: &str, url: &str) -> Self {
+        Self {
+            producer,
             topic: config.instances_topic.clone(),
             instance: instance.to_string(),
             url: url.to_string(),
-        })
+        }
     }
 
     /// Says who this instance is and what it owns (`None`: it is gone).
@@ -427,19 +421,15 @@ pub struct Actions {
 const REBASES: usize = 3;
 
 impl Actions {
-    /// A writer for `config.actions_topic`.
-    pub fn new(
-        config: &KafkaConfig,
-        brokers: &str,
-        inbox: Arc<Inbox>,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(Self {
-            producer: client_config(config, brokers, Role::Producer).create()?,
+    /// A writer for `config.actions_topic` through `producer`.
+    pub fn new(producer: FutureProducer, config: &KafkaConfig, inbox: Arc<Inbox>) -> Self {
+        Self {
+            producer,
             topic: config.actions_topic.clone(),
             inbox,
             writing: tokio::sync::Mutex::new(()),
             read: Arc::new(tokio::sync::Notify::new()),
-        })
+        }
     }
 
     /// Applies `action` by `by` now to the record at `version` (any, if

@@ -182,10 +182,15 @@ pub async fn run(
             .map_or(0, |d| d.as_nanos())
     );
     let inbox = Arc::new(crate::inbox::Inbox::default());
-    let actions = Arc::new(
-        crate::inbox::feed::Actions::new(&config.kafka, brokers, inbox.clone())
-            .map_err(SourceError::from)?,
-    );
+    // One producer for alerts, dead letters, changelog rounds, tier
+    // summaries, inbox actions and announcements: each librdkafka producer
+    // has its own poll thread and broker connections.
+    let producer = source::producer(&config.kafka, brokers)?;
+    let actions = Arc::new(crate::inbox::feed::Actions::new(
+        producer.clone(),
+        &config.kafka,
+        inbox.clone(),
+    ));
     let peers: Vec<url::Url> = config
         .http
         .peers
@@ -210,10 +215,12 @@ pub async fn run(
     });
     let announcer = match config.kafka.instances_topic.is_empty() {
         true => None,
-        false => Some(
-            crate::inbox::feed::Announcer::new(&config.kafka, brokers, &instance, &advertised)
-                .map_err(SourceError::from)?,
-        ),
+        false => Some(crate::inbox::feed::Announcer::new(
+            producer.clone(),
+            &config.kafka,
+            &instance,
+            &advertised,
+        )),
     };
     let api = ApiState::new(store.clone(), registry, ready.clone(), &settings).with_inbox(
         crate::http::inbox::InboxState {
@@ -254,11 +261,7 @@ pub async fn run(
         }
     };
 
-    let sink = Sink::new(
-        source::producer(&config.kafka, brokers)?,
-        &config.kafka,
-        metrics.clone(),
-    );
+    let sink = Sink::new(producer, &config.kafka, metrics.clone());
     let (ack_tx, ack_rx) = mpsc::channel::<Ack>(1024);
     tracker.spawn(acker::run(
         consumer.clone(),
