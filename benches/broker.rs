@@ -82,6 +82,15 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare-child") {
+        let mut config = Config::default();
+        config.kafka.brokers = args.get(i + 1).cloned().unwrap_or_default();
+        let n = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let (_, cpu) = bare_consumer(&config, n);
+        println!("bare-child cpu {cpu}");
+        return;
+    }
     if std::process::Command::new("tansu")
         .arg("--version")
         .output()
@@ -110,8 +119,15 @@ async fn main() {
         .iter()
         .filter(|l| !l.contains(r#""type":"rep""#))
         .count() as u64;
-    let bare = bare_consumer(&config, inputs);
-    let (run, _) = churnwatch_run(&tansu.brokers, dir.path(), "throughput", "", n).await;
+    let (bare, _) = bare_consumer(&config, inputs);
+    let (run, _) = churnwatch_run(
+        &tansu.brokers,
+        dir.path(),
+        "throughput",
+        "",
+        (n, n - inputs),
+    )
+    .await;
     println!(
         "throughput, {} customers / {n} events on 3 partitions: bare consumer {:.0} events/s, \
          churnwatch run {:.0} events/s, ratio {:.2} (target >= 0.9)",
@@ -191,7 +207,19 @@ async fn mock(options: &Options) {
     let lines = population_lines(options.customers, 7, options.days);
     produce_lines(&config, &lines).await;
     let n = lines.len() as u64;
-    let (rate, run_cpu) = churnwatch_run(&config.kafka.brokers, dir.path(), "mock", "", n).await;
+    let inputs = lines
+        .iter()
+        .filter(|l| !l.contains(r#""type":"rep""#))
+        .count() as u64;
+    let bare_cpu = bare_consumer_process(&config.kafka.brokers, inputs);
+    let (rate, run_cpu) = churnwatch_run(
+        &config.kafka.brokers,
+        dir.path(),
+        "mock",
+        "",
+        (n, n - inputs),
+    )
+    .await;
     let file = dir.path().join("events.jsonl");
     std::fs::write(&file, lines.join("\n") + "\n").expect("lines written");
     // Median of three: a few hundred thousand events are a fraction of a
@@ -219,11 +247,14 @@ async fn mock(options: &Options) {
     let replay_cpu = replays[1];
     println!(
         "mock cluster, {} customers / {n} events on {MOCK_PARTITIONS} partitions: churnwatch run {rate:.0} events/s, \
-         {:.2} CPU s per million events (the whole process while it consumed); replay {:.2} CPU s \
-         per million (median of three); run / replay {:.2} (target <= 1.3)",
+         {:.2} CPU s per million events (the whole process while it consumed); a bare rdkafka \
+         consumer of the same input {:.2} (a process of its own); replay {:.2} CPU s per million \
+         (median of three); run / (bare consumer + replay) {:.2} (target <= 1.3); run / replay {:.2}",
         options.customers,
         run_cpu * 1e6,
+        bare_cpu * 1e6,
         replay_cpu * 1e6,
+        run_cpu / (bare_cpu + replay_cpu),
         run_cpu / replay_cpu
     );
     let latency = latency_config(&config.kafka.brokers);
@@ -253,7 +284,9 @@ fn cpu_seconds(pid: &str) -> f64 {
 }
 
 /// Events/s of a consumer that only polls and counts, first message to last.
-fn bare_consumer(config: &Config, n: u64) -> f64 {
+/// Events/s of a bare rdkafka consumer reading `n` messages of the input
+/// topics, and this process's CPU seconds per message over the same span.
+fn bare_consumer(config: &Config, n: u64) -> (f64, f64) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", "bare-consumer")
@@ -273,12 +306,30 @@ fn bare_consumer(config: &Config, n: u64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < n && Instant::now() < deadline {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-            first.get_or_insert_with(Instant::now);
+            first.get_or_insert_with(|| (Instant::now(), cpu_seconds("self")));
             seen += 1;
         }
     }
     assert_eq!(seen, n, "the bare consumer read the whole stream");
-    rate(n, first.map(|f| f.elapsed()))
+    let cpu = first.map_or(0.0, |(_, cpu)| (cpu_seconds("self") - cpu) / n as f64);
+    (rate(n, first.map(|(at, _)| at.elapsed())), cpu)
+}
+
+/// [`bare_consumer`] in a process of its own (this bench run again with
+/// `--bare-child`), so an in-process broker's threads are not counted: its
+/// CPU seconds per message.
+fn bare_consumer_process(brokers: &str, n: u64) -> f64 {
+    let out = std::env::current_exe()
+        .and_then(|exe| {
+            std::process::Command::new(exe)
+                .args(["--bench", "--bare-child", brokers, &n.to_string()])
+                .output()
+        })
+        .expect("bare consumer process");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("bare-child cpu ")?.parse().ok())
+        .expect("the bare consumer process reported its CPU")
 }
 
 fn rate(n: u64, elapsed: Option<Duration>) -> f64 {
@@ -341,10 +392,17 @@ async fn events_counted(ops: &str) -> Option<u64> {
 }
 
 /// Events/s of `churnwatch run` over `n` events, from the first scrape that
-/// counts any to the first that counts all (scraped every 50 ms), and the
-/// process's CPU seconds per event over the same span (its start-up, group
-/// join and restore are not the events' cost).
-async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: u64) -> (f64, f64) {
+/// counts more than the `roster` events (read at start, before the group
+/// has assigned any input) to the first that counts all (scraped every
+/// 200 ms), and the process's CPU seconds per event over the same span
+/// (its start-up, group join and restore are not the events' cost).
+async fn churnwatch_run(
+    brokers: &str,
+    dir: &Path,
+    group: &str,
+    extra: &str,
+    (n, roster): (u64, u64),
+) -> (f64, f64) {
     let (mut process, ops) = start(brokers, dir, group, extra);
     let pid = process.0.id().to_string();
     let mut first = None;
@@ -352,7 +410,7 @@ async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: 
     let mut done = None;
     while Instant::now() < deadline {
         let counted = events_counted(&ops).await.unwrap_or(0);
-        if counted > 0 {
+        if counted > roster {
             let (at, base, cpu) =
                 *first.get_or_insert_with(|| (Instant::now(), counted, cpu_seconds(&pid)));
             if counted >= n {
@@ -367,7 +425,7 @@ async fn churnwatch_run(brokers: &str, dir: &Path, group: &str, extra: &str, n: 
                 break;
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     process.kill();
     done.expect("churnwatch run consumed the whole stream")

@@ -56,7 +56,7 @@ pub struct KafkaConfig {
     pub instances_topic: String,
     /// Where each input partition's owner publishes the summary of its
     /// customers' spend that tiers are ranked on across the group (one
-    /// partition, compacted, keyed by input partition; created when
+    /// partition, compacted, keyed `{group_id}/{input partition}`; created when
     /// missing). "" turns it off: each instance then ranks over the
     /// customers it holds.
     pub tiers_topic: String,

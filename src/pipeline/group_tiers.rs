@@ -27,6 +27,9 @@ const MIN_GAP: Duration = Duration::from_secs(1);
 /// The group-wide ranking's state on one instance.
 pub struct GroupTiers {
     topic: String,
+    /// `kafka.group_id`: records are keyed `{group}/{partition}`, so
+    /// groups sharing the topic by mistake never merge each other's.
+    group: String,
     /// Input partitions in all.
     partitions: usize,
     a_percent: f64,
@@ -55,9 +58,15 @@ struct Published {
 impl GroupTiers {
     /// The state of an instance of a group over `partitions` input
     /// partitions, ranking A and B at these shares.
-    pub fn new(topic: String, partitions: usize, a_percent: f64, b_percent: f64) -> Self {
+    pub fn new(
+        (topic, group): (String, String),
+        partitions: usize,
+        a_percent: f64,
+        b_percent: f64,
+    ) -> Self {
         Self {
             topic,
+            group,
             partitions,
             a_percent,
             b_percent,
@@ -69,13 +78,21 @@ impl GroupTiers {
         }
     }
 
-    /// Takes in a record of the tiers topic; a malformed one (key not an
-    /// input partition, payload not a valid summary) is refused with why.
+    /// Takes in a record of the tiers topic (another group's is passed
+    /// over); a malformed one (key not `{group}/{input partition}`,
+    /// payload not a valid summary) is refused with why.
     pub fn heard(&mut self, m: &impl Message) -> Result<(), &'static str> {
-        let partition = m
+        let (group, partition) = m
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.parse::<u16>().ok())
+            .and_then(|k| k.rsplit_once('/'))
+            .ok_or("key is not {group}/{partition}")?;
+        if group != self.group {
+            return Ok(());
+        }
+        let partition = partition
+            .parse::<u16>()
+            .ok()
             .filter(|&p| usize::from(p) < self.partitions)
             .ok_or("key is not an input partition")?;
         let Some(payload) = m.payload() else {
@@ -179,8 +196,13 @@ impl GroupTiers {
                 Ok(payload) => {
                     // Not awaited: a lost summary is replaced by the next.
                     drop(
-                        sink.to_partition(&self.topic, 0, p.to_string().into_bytes(), payload)
-                            .await,
+                        sink.to_partition(
+                            &self.topic,
+                            0,
+                            format!("{}/{p}", self.group).into_bytes(),
+                            payload,
+                        )
+                        .await,
                     );
                     self.take(p, summary);
                 }

@@ -252,7 +252,7 @@ pub async fn run(
             let (reader, _) =
                 source::whole_topic_reader(&config.kafka, brokers, &topics, "tiers", &instance)?;
             let state = group_tiers::GroupTiers::new(
-                topic.to_string(),
+                (topic.to_string(), config.kafka.group_id.clone()),
                 partitions,
                 config.tiers.a_percent,
                 config.tiers.b_percent,
