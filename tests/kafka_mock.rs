@@ -1931,6 +1931,27 @@ async fn a_customer_page_on_another_instance_sends_the_browser_to_the_owner() {
         .await
         .unwrap();
     assert_eq!(held_here.status().as_u16(), 200, "the owner shows it");
+    // Each holds some of the 3 partitions; the page says its thresholds
+    // were ranked over all of them (the group's tier summaries).
+    let owner_page = format!("{}/ui/customers/{id}", b.api);
+    let ranked = until_some(Duration::from_secs(40), || async {
+        let body = client
+            .get(&owner_page)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.contains("ranked over the group: version")
+            .then_some(body.contains("3 of 3 partitions"))
+    })
+    .await;
+    assert_eq!(
+        ranked,
+        Some(true),
+        "the owner's page says its thresholds were ranked over the group's 3 partitions"
+    );
     let nobody = client
         .get(format!("{}/ui/customers/nobody", a.api))
         .header("authorization", "Bearer the-callers-own-token")
