@@ -527,6 +527,23 @@ async fn tls_serves_the_data_api_and_picks_up_a_renewed_certificate() {
     assert!(picked_up, "the renewed certificate is served");
 }
 
+/// An API serving an inbox of one alert (`alert-1`) to the [`tokens`];
+/// the token directory and the mock cluster live as long as it is used.
+async fn inbox_of_one_served() -> (
+    tempfile::TempDir,
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Api,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpConfig {
+        tokens: tokens(dir.path()),
+        ..HttpConfig::default()
+    };
+    let (cluster, inbox) = inbox_of_one(&http, "alert-1");
+    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    (dir, cluster, api)
+}
+
 /// An inbox holding one firing alert, `alert_id`, writing its actions to
 /// a topic of rdkafka's mock cluster (kept alive by the returned value),
 /// caught up with the stored actions.
@@ -659,13 +676,7 @@ async fn sign_in_and_an_action_work_over_https_and_http2() {
 /// closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_input_is_refused_clearly_and_a_full_record_still_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = HttpConfig {
-        tokens: tokens(dir.path()),
-        ..HttpConfig::default()
-    };
-    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
-    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let (_dir, _cluster, api) = inbox_of_one_served().await;
     let client = reqwest::Client::new();
     let post = |verb: &str, body: String| {
         client
@@ -780,13 +791,7 @@ async fn actions_during_catch_up_are_refused_and_readiness_waits() {
 /// page left open never overwrites what a colleague did meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_on_a_stale_revision_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = HttpConfig {
-        tokens: tokens(dir.path()),
-        ..HttpConfig::default()
-    };
-    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
-    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let (_dir, _cluster, api) = inbox_of_one_served().await;
     let client = reqwest::Client::new();
     let post = |verb: &str, body: serde_json::Value| {
         let request = client
@@ -829,13 +834,7 @@ async fn an_action_on_a_stale_revision_is_refused() {
 /// away ("any" or "snoozed"), not in the default view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_page_opens_on_what_needs_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = HttpConfig {
-        tokens: tokens(dir.path()),
-        ..HttpConfig::default()
-    };
-    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
-    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let (_dir, _cluster, api) = inbox_of_one_served().await;
     let client = reqwest::Client::new();
     let page = |query: &'static str| {
         let request = client
@@ -868,13 +867,7 @@ async fn the_inbox_page_opens_on_what_needs_work() {
 /// carries its customer's segment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_filters_by_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = HttpConfig {
-        tokens: tokens(dir.path()),
-        ..HttpConfig::default()
-    };
-    let (_cluster, inbox) = inbox_of_one(&http, "alert-1");
-    let api = api_serving(http, |s| s.with_inbox(inbox)).await;
+    let (_dir, _cluster, api) = inbox_of_one_served().await;
     let client = reqwest::Client::new();
     let get = |query: &'static str| {
         let request = client

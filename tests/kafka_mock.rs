@@ -402,37 +402,6 @@ fn snapshot_owner(config: &Config) -> churnwatch::state::snapshot::Owner {
     }
 }
 
-/// The service's `/metrics` text.
-async fn scrape(api: &str) -> String {
-    try_scrape(api).await.expect("metrics text")
-}
-
-/// The `/metrics` text of a service that may be down.
-async fn try_scrape(api: &str) -> Option<String> {
-    reqwest::get(format!("{api}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()
-}
-
-/// The value of a sample in Prometheus text, by name and labels.
-fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .and_then(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_corpus_is_dead_lettered_with_reasons_through_kafka() {
     let (_cluster, brokers) = cluster_with_topics(3);
@@ -2250,16 +2219,10 @@ async fn two_instances_acknowledging_and_closing_at_once_converge() {
     }
 }
 
-/// The value of `series` (name and labels, as exposed) on `/metrics`.
-async fn metric(ops: std::net::SocketAddr, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{ops}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+/// The value of `name` with `labels` on the `/metrics` of the ops
+/// listener at `ops`.
+async fn metric(ops: std::net::SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metric_value(&try_scrape(&format!("http://{ops}")).await?, name, labels)
 }
 
 /// Alerts a receiver got, as (status, rule, reason).
@@ -2339,14 +2302,27 @@ async fn sighup_reloads_limits_and_webhooks_and_refuses_what_cannot_change() {
         log()
     );
     assert_eq!(
-        metric(ops, "churnwatch_config_reloads_total{outcome=\"applied\"}").await,
+        metric(
+            ops,
+            "churnwatch_config_reloads_total",
+            &[("outcome", "applied")]
+        )
+        .await,
         Some(1.0)
     );
 
     // The file changing is enough; a changed group is refused by name.
     write("90d", "second", &second_url, "another-group");
     let refused = |n: f64| async move {
-        Some(metric(ops, "churnwatch_config_reloads_total{outcome=\"refused\"}").await == Some(n))
+        Some(
+            metric(
+                ops,
+                "churnwatch_config_reloads_total",
+                &[("outcome", "refused")],
+            )
+            .await
+                == Some(n),
+        )
     };
     let seen = eventually_async(Duration::from_secs(10), Duration::from_millis(100), || {
         refused(1.0)
@@ -2382,23 +2358,12 @@ async fn sighup_reloads_limits_and_webhooks_and_refuses_what_cannot_change() {
         received(&first)
     );
     assert_eq!(
-        metric(ops, "churnwatch_config_reloads_total{outcome=\"applied\"}").await,
+        metric(
+            ops,
+            "churnwatch_config_reloads_total",
+            &[("outcome", "applied")]
+        )
+        .await,
         Some(2.0)
     );
-}
-
-/// One purchase-recency limit for every tier and no contact or rep rule:
-/// which alerts fire does not depend on tier thresholds.
-fn tier_independent(config: &mut Config) {
-    let month = Some(Duration::from_secs(30 * 86_400));
-    config
-        .rules
-        .purchase_recency
-        .set_fixed(churnwatch::config::TierLimits {
-            a: month,
-            b: month,
-            c: month,
-        });
-    config.rules.contact_gap = churnwatch::config::TierLimits::default();
-    config.rules.rep_turnover.tiers.clear();
 }

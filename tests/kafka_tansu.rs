@@ -55,15 +55,7 @@ async fn time_ordered_scenario_on_three_partitions_equals_replay() {
 /// cannot change what fires (tiers are ranked per instance: see README).
 fn tier_free(brokers: &str) -> Config {
     let mut c = event_clock_config(brokers);
-    let d30 = Some(Duration::from_secs(30 * 86_400));
-    c.rules
-        .purchase_recency
-        .set_fixed(churnwatch::config::TierLimits {
-            a: d30,
-            b: d30,
-            c: d30,
-        });
-    c.rules.contact_gap = churnwatch::config::TierLimits::default();
+    tier_independent(&mut c);
     c.rules.rep_turnover.tiers = vec![
         churnwatch::engine::tier::Tier::A,
         churnwatch::engine::tier::Tier::B,
@@ -648,18 +640,6 @@ fn tiers_of(store: &Store) -> Vec<(String, String)> {
     tiers
 }
 
-/// A gauge's value in a Prometheus text exposition.
-async fn gauge(ops: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{ops}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_rank_every_customer_as_one_holding_all_and_a_rebalance_keeps_it() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -733,13 +713,14 @@ async fn three_instances_rank_every_customer_as_one_holding_all_and_a_rebalance_
     loop {
         seen.clear();
         for r in &running {
-            let v = gauge(&r.ops, "churnwatch_tier_threshold_version").await;
-            let parts = gauge(&r.ops, "churnwatch_tier_threshold_partitions").await;
-            let a = gauge(
-                &r.ops,
-                r#"churnwatch_tier_threshold{segment="default",tier="A"}"#,
-            )
-            .await;
+            let text = try_scrape(&r.ops).await.unwrap_or_default();
+            let v = metric_value(&text, "churnwatch_tier_threshold_version", &[]);
+            let parts = metric_value(&text, "churnwatch_tier_threshold_partitions", &[]);
+            let a = metric_value(
+                &text,
+                "churnwatch_tier_threshold",
+                &[("segment", "default"), ("tier", "A")],
+            );
             seen.push((
                 v.map(|v| v as u64),
                 parts.map(|p| p as u64),

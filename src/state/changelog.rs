@@ -195,6 +195,22 @@ fn changed(sent: &mut FxHashMap<u64, u64>, key: Vec<u8>, value: Vec<u8>, out: &m
     }
 }
 
+/// A customer written before segments existed: the default segment.
+fn before_segments(
+    customer: Customer,
+    episodes: Vec<(Check, Ts)>,
+    tickets: Vec<(u64, bool)>,
+    seen: Seen,
+) -> CustomerState {
+    CustomerState {
+        customer,
+        episodes,
+        tickets,
+        seen,
+        segment: CompactString::default(),
+    }
+}
+
 /// The state as of the last complete round among `entries` (in log order),
 /// with the input offsets it covers; `None` if no round completed.
 pub fn fold(
@@ -218,13 +234,7 @@ pub fn fold(
                 tickets,
                 rep,
             } => pending.push((
-                CustomerState {
-                    customer,
-                    episodes,
-                    tickets,
-                    seen: Seen::default(),
-                    segment: CompactString::default(),
-                },
+                before_segments(customer, episodes, tickets, Seen::default()),
                 rep,
             )),
             Entry::CustomerBeforeSegments {
@@ -234,13 +244,7 @@ pub fn fold(
                 seen,
                 rep,
             } => pending.push((
-                CustomerState {
-                    customer,
-                    episodes,
-                    tickets,
-                    seen,
-                    segment: CompactString::default(),
-                },
+                before_segments(customer, episodes, tickets, seen),
                 rep,
             )),
             Entry::Tiers(t) => pending_tiers = Some(t),

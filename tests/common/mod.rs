@@ -533,3 +533,50 @@ pub fn cluster_with_topics(
     let brokers = cluster.bootstrap_servers();
     (cluster, brokers)
 }
+
+/// The service's `/metrics` text.
+pub async fn scrape(api: &str) -> String {
+    try_scrape(api).await.expect("metrics text")
+}
+
+/// The `/metrics` text of a service that may be down.
+pub async fn try_scrape(api: &str) -> Option<String> {
+    reqwest::get(format!("{api}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The value of a sample in Prometheus text, by name and labels.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// One purchase-recency limit for every tier and no contact or rep rule:
+/// which alerts fire does not depend on tier thresholds.
+pub fn tier_independent(config: &mut Config) {
+    let month = Some(Duration::from_secs(30 * 86_400));
+    config
+        .rules
+        .purchase_recency
+        .set_fixed(churnwatch::config::TierLimits {
+            a: month,
+            b: month,
+            c: month,
+        });
+    config.rules.contact_gap = churnwatch::config::TierLimits::default();
+    config.rules.rep_turnover.tiers.clear();
+}
