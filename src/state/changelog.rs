@@ -243,10 +243,7 @@ pub fn fold(
                 tickets,
                 seen,
                 rep,
-            } => pending.push((
-                before_segments(customer, episodes, tickets, seen),
-                rep,
-            )),
+            } => pending.push((before_segments(customer, episodes, tickets, seen), rep)),
             Entry::Tiers(t) => pending_tiers = Some(t),
             Entry::Rep { id, departed } => pending_reps.push((id, departed)),
             Entry::Forgotten(id) => pending_forgotten.push(id),
