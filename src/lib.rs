@@ -31,7 +31,8 @@
 //!   offsets, alert latency), `reload` (what a config reload may change, all
 //!   or nothing).
 //! - [`kafka`]: `client` (the one client builder), `source` (group consumer,
-//!   roster reader, start-up checks), `sink` (producers), `changelog`
+//!   roster reader, start-up checks), `rebalance` (rebalance callbacks and
+//!   held revokes), `sink` (producers), `changelog`
 //!   (reading the state changelog), `topics` (creating and checking
 //!   churnwatch's own topics), `republished` (the repartition topic read
 //!   back), `offsets` and `progress` (pure bookkeeping).
@@ -40,7 +41,8 @@
 //! - [`replay`]: runs the engine over JSON-lines files in event time.
 //! - [`fit`]: BG/NBD parameters by maximum likelihood.
 //! - [`inbox`]: the retention inbox: every alert with its lifecycle
-//!   (`lifecycle`, pure), kept from the alert and actions topics (`feed`).
+//!   (`lifecycle`, pure), kept from the alert and actions topics (`feed`),
+//!   people's actions written to the actions topic (`actions`).
 //! - [`evaluate`]: alerts and scores against what happened after a cut.
 //! - [`generate`]: the deterministic synthetic population.
 //! - [`demo`]: the pipeline on rdkafka's in-process mock cluster.

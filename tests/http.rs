@@ -567,7 +567,7 @@ fn inbox_catching_up(
     rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     churnwatch::http::inbox::InboxState,
 ) {
-    use churnwatch::inbox::{Inbox, Published, feed::Actions, instances::Instances};
+    use churnwatch::inbox::{Inbox, Published, actions::Actions, instances::Instances};
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     let config = Config::default();
     cluster

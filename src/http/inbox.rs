@@ -17,7 +17,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::ApiState;
 use super::auth::Caller;
 use crate::engine::event::Ts;
-use crate::inbox::feed::{ActError, Actions};
+use crate::inbox::actions::{ActError, Actions};
 use crate::inbox::lifecycle::MAX_SNOOZE;
 use crate::inbox::{Action, CloseReason, Filter, Inbox};
 

@@ -11,6 +11,7 @@
 //! episode resolved longer than `inbox.keep` ago is dropped and its record
 //! tombstoned, so memory is bounded by the firing episodes and that window.
 
+pub mod actions;
 pub mod feed;
 pub mod instances;
 pub mod lifecycle;

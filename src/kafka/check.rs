@@ -6,9 +6,10 @@
 //! `run` creates it.
 
 use super::client::{Role, client_config};
+use super::rebalance::SourceContext;
 use super::source::{
-    BROKER_WAIT, InputConsumer, SourceContext, SourceError, check_co_partitioned, partition_count,
-    reader, wait_for_brokers,
+    BROKER_WAIT, InputConsumer, SourceError, check_co_partitioned, partition_count, reader,
+    wait_for_brokers,
 };
 use super::topics::{Policy, verify_policy};
 use crate::config::{KafkaConfig, Topics};

@@ -7,6 +7,7 @@ pub mod client;
 pub mod offsets;
 pub mod partition_map;
 pub mod progress;
+pub mod rebalance;
 pub mod republished;
 pub mod sink;
 pub mod source;

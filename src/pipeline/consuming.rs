@@ -17,7 +17,8 @@ use super::partitions::Partitions;
 use super::step::{Origin, Step};
 use crate::config::Config;
 use crate::http::Readiness;
-use crate::kafka::source::{self, InputConsumer, Rebalanced};
+use crate::kafka::rebalance::Rebalanced;
+use crate::kafka::source::{self, InputConsumer};
 
 /// How often the input topics' partition counts are checked against the
 /// count at start.
@@ -89,7 +90,7 @@ impl Consuming<'_> {
         config: &Config,
         stopping: &CancellationToken,
     ) -> Option<String> {
-        let _handing_over = source::SourceContext::defer_revokes(&self.c.consumer);
+        let _handing_over = crate::kafka::rebalance::SourceContext::defer_revokes(&self.c.consumer);
         let mut ticker = tokio::time::interval(config.engine.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let every = config.state.snapshot_interval;

@@ -186,7 +186,7 @@ pub async fn run(
     // summaries, inbox actions and announcements: each librdkafka producer
     // has its own poll thread and broker connections.
     let producer = source::producer(&config.kafka, brokers)?;
-    let actions = Arc::new(crate::inbox::feed::Actions::new(
+    let actions = Arc::new(crate::inbox::actions::Actions::new(
         producer.clone(),
         &config.kafka,
         inbox.clone(),

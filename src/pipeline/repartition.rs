@@ -32,9 +32,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::decoders::Decoders;
 use crate::engine::event::{DecodeLimits, RejectReason};
+use crate::kafka::rebalance::Rebalanced;
 use crate::kafka::republished;
 use crate::kafka::sink::{Consumed, Outgoing, Sink};
-use crate::kafka::source::{InputConsumer, Rebalanced};
+use crate::kafka::source::InputConsumer;
 use crate::mapping::Mapped;
 use crate::metrics::Metrics;
 use crate::state::rekeying::{self, Progress, Skip};

@@ -7,7 +7,8 @@ use tokio_util::task::TaskTracker;
 use super::{Endpoint, Topics, WebhookError};
 use crate::config::{KafkaConfig, WebhookConfig};
 use crate::kafka::client::{Role, client_config};
-use crate::kafka::source::{InputConsumer, SourceContext};
+use crate::kafka::rebalance::SourceContext;
+use crate::kafka::source::InputConsumer;
 use crate::metrics::Metrics;
 
 /// The running endpoints. A reload hands [`Webhooks::prepare`] the new
