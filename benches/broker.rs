@@ -91,17 +91,17 @@ async fn main() {
         println!("bare-child cpu {cpu}");
         return;
     }
+    let options = options();
+    if std::env::args().any(|a| a == "--mock") {
+        mock(&options).await;
+        return;
+    }
     if std::process::Command::new("tansu")
         .arg("--version")
         .output()
         .is_err()
     {
         println!("broker bench: tansu is not installed (tests/run.sh installs it); skipped");
-        return;
-    }
-    let options = options();
-    if std::env::args().any(|a| a == "--mock") {
-        mock(&options).await;
         return;
     }
     let tansu = Tansu::start().await;
