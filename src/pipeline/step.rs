@@ -153,6 +153,8 @@ impl Step {
     ) -> Option<EventType> {
         // Roster events belong to no input partition: a rebalance must never
         // drop them (the roster is read once, from the beginning).
+        // Resolved once: each `topic()` is a length scan and a UTF-8 check.
+        let topic = m.topic();
         let partition = match origin {
             Origin::Roster => ROSTER_PARTITION,
             Origin::Input => u16::try_from(m.partition()).unwrap_or(ROSTER_PARTITION),
@@ -160,7 +162,7 @@ impl Step {
         let apply = match origin {
             Origin::Input if !self.recovery.is_idle() => {
                 self.recovery
-                    .message((m.topic(), m.partition()), partition, m.offset())
+                    .message((topic, m.partition()), partition, m.offset())
             }
             _ => Apply::Live,
         };
@@ -171,7 +173,7 @@ impl Step {
                 // (The repartition topic carries events only: a skip is the
                 // topic's own.)
                 if apply != Apply::Quiet {
-                    self.out.metrics.record_skipped(m.topic(), cause.as_str());
+                    self.out.metrics.record_skipped(topic, cause.as_str());
                 }
                 Ok(None)
             }
@@ -200,7 +202,7 @@ impl Step {
                 self.out.metrics.event_rejected(kind, &reason);
                 self.report.rejected += 1;
                 tracing::debug!(
-                    topic = m.topic(),
+                    topic,
                     partition = m.partition(),
                     offset = m.offset(),
                     reason = reason.code(),
@@ -212,11 +214,11 @@ impl Step {
             }
         };
         self.progress
-            .observe((m.topic(), m.partition()), m.offset(), ts, arrived);
+            .observe((topic, m.partition()), m.offset(), ts, arrived);
         match (origin, apply, ts) {
             (Origin::Input, Apply::Live, _) => {
                 self.offsets
-                    .push(m.topic(), m.partition(), m.offset(), held_until)
+                    .push(topic, m.partition(), m.offset(), held_until)
             }
             (_, Apply::Quiet, Some(ts)) => self.recovery.quiet_event(partition, ts),
             _ => {}
