@@ -1,0 +1,355 @@
+//! Takeover after a crash (issue #29, part 2), on a real broker (`tansu`,
+//! which `tests/run.sh` installs).
+//!
+//! `cargo bench --bench takeover` produces one purchase for each of
+//! `--customers` customers (default 1,000,000) over `--partitions` input
+//! partitions (default 6), starts two `churnwatch run` instances in one
+//! group (`session.timeout.ms` 6,000), waits until they hold every customer
+//! between them and their changelog is written, then kills one with
+//! SIGKILL and measures on the survivor, from the kill:
+//! - when the group gave it the dead member's partitions (the broker's
+//!   session timeout, then the rebalance);
+//! - when it holds every customer again (`churnwatch_customers`), i.e. the
+//!   changelog restore of the moved partitions;
+//! - when `/readyz` answers 200 and `/customers/{id}` answers 200 for a
+//!   sample of the moved customers;
+//! - when a rep-handoff alert, caused after the kill on a moved customer,
+//!   is on the alert topic.
+//!
+//! Numbers go to BENCHMARKS.md.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use churnwatch::config::Config;
+use common::broker::{Process, Tansu};
+
+/// How long each phase may take before the bench gives up.
+const PHASE: Duration = Duration::from_secs(900);
+/// Customers looked up on the survivor.
+const SAMPLE: usize = 200;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn customer(i: usize) -> String {
+    format!("t{i:07}")
+}
+
+/// Customer `i`'s one purchase: spread over 10 to 100,009, so a fifth rank
+/// in tiers A and B.
+fn amount(i: usize) -> usize {
+    (i * 7919) % 100_000 + 10
+}
+
+#[tokio::main]
+async fn main() {
+    if std::process::Command::new("tansu")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("takeover bench: tansu is not installed (tests/run.sh installs it); skipped");
+        return;
+    }
+    let customers = arg("--customers", 1_000_000);
+    let partitions = arg("--partitions", 6) as i32;
+    let tansu = Tansu::start().await;
+    let mut config = Config::default();
+    config.kafka.brokers = tansu.brokers.clone();
+    tansu.create_topics(&config, partitions).await;
+
+    let started = Instant::now();
+    produce(&tansu.brokers, &config.kafka.input_topics[0], customers);
+    println!(
+        "takeover: {customers} purchases produced on {partitions} partitions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut a, a_api) = start(&tansu.brokers, dir.path(), "a");
+    let (mut b, b_api) = start(&tansu.brokers, dir.path(), "b");
+    let loaded = Instant::now();
+    let held = until(|| async {
+        let (x, y) = (customers_held(&a_api).await, customers_held(&b_api).await);
+        (x > 0 && y > 0 && x + y == customers as u64).then_some((x, y))
+    })
+    .await
+    .expect("the two instances hold every customer between them");
+    println!(
+        "takeover: instance a holds {} customers, b {} ({:.1} s after start)",
+        held.0,
+        held.1,
+        loaded.elapsed().as_secs_f64()
+    );
+    // Caught up: an input offset is stored only once the changelog holds
+    // what its message changed.
+    for api in [&a_api, &b_api] {
+        until(|| async {
+            (metric_sum(api, "churnwatch_consumer_lag").await == Some(0.0)).then_some(())
+        })
+        .await
+        .expect("both instances caught up");
+    }
+    let moved: Vec<usize> = sample_owned_by_other(&a_api, customers).await;
+    // The biggest spender of them is in tier A: its handoffs alert at once.
+    let watched = moved
+        .iter()
+        .copied()
+        .max_by_key(|&i| amount(i))
+        .map(customer)
+        .expect("b owns some of the sampled customers");
+    let moved: Vec<String> = moved.into_iter().map(customer).collect();
+    let rebalances = metric_sum(&a_api, "churnwatch_rebalances_total")
+        .await
+        .unwrap_or(0.0);
+
+    b.kill();
+    let killed = Instant::now();
+    trigger_handoff(&tansu.brokers, &config, &watched);
+    let assigned = until(|| async {
+        (metric_sum(&a_api, "churnwatch_rebalances_total").await > Some(rebalances))
+            .then(|| killed.elapsed())
+    })
+    .await
+    .expect("the survivor was given the dead member's partitions");
+    let restored = until(|| async {
+        (customers_held(&a_api).await == customers as u64).then(|| killed.elapsed())
+    })
+    .await
+    .expect("the survivor holds every customer");
+    let ready = until(|| async {
+        answers(&format!("{}/readyz", ops_of(&a_api)))
+            .await
+            .then(|| killed.elapsed())
+    })
+    .await
+    .expect("the survivor is ready");
+    let served = until(|| async {
+        let mut all = true;
+        for id in &moved {
+            all &= found(&a_api, id).await;
+        }
+        all.then(|| killed.elapsed())
+    })
+    .await
+    .expect("the survivor serves the moved customers");
+    let alerted = alert_seen(&tansu.brokers, &config, &watched, killed);
+    let s = |d: Duration| d.as_secs_f64();
+    println!(
+        "takeover at {customers} customers, session timeout 6 s: partitions reassigned {:.1} s after the kill, \
+         every customer held {:.1} s (restore {:.1} s), ready {:.1} s, {} moved customers served {:.1} s, \
+         a moved customer's alert on the topic {}",
+        s(assigned),
+        s(restored),
+        s(restored.saturating_sub(assigned)),
+        s(ready),
+        moved.len(),
+        s(served),
+        alerted.map_or("not within the wait".to_string(), |d| format!(
+            "{:.1} s",
+            s(d)
+        ))
+    );
+    a.kill();
+}
+
+/// One purchase per customer, keyed by its id.
+fn produce(brokers: &str, topic: &str, customers: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .expect("producer");
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for i in 0..customers {
+        let id = customer(i);
+        let line = format!(
+            r#"{{"type":"purchase","ts":"{ts}","customer_id":"{id}","amount":{}.5}}"#,
+            amount(i)
+        );
+        let mut record = BaseRecord::to(topic).key(&id).payload(&line);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .expect("every purchase produced");
+}
+
+/// Four calls by four reps in a row: three handoffs, which the
+/// rep-turnover check alerts on at once for a tier A or B customer.
+fn trigger_handoff(brokers: &str, config: &Config, id: &str) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for rep in 0..4 {
+        let line = format!(
+            r#"{{"type":"call","ts":"{ts}","customer_id":"{id}","rep_id":"takeover-rep{rep}"}}"#
+        );
+        let record = BaseRecord::to(&config.kafka.input_topics[1])
+            .key(id)
+            .payload(&line);
+        producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("call sent");
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("calls produced");
+}
+
+/// When (since `since`) an alert naming `id` was read from the alert topic.
+fn alert_seen(brokers: &str, config: &Config, id: &str, since: Instant) -> Option<Duration> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "takeover-alerts")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("alert reader");
+    consumer
+        .subscribe(&[config.kafka.alert_topic.as_str()])
+        .expect("subscribe");
+    let needle = format!("\"customer_id\":\"{id}\"");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+            && m.payload()
+                .is_some_and(|p| String::from_utf8_lossy(p).contains(&needle))
+        {
+            return Some(since.elapsed());
+        }
+    }
+    None
+}
+
+/// `churnwatch run` as member `name` of group `takeover`: its process and
+/// its API address (data and operations on one listener's two ports).
+fn start(brokers: &str, dir: &Path, name: &str) -> (Process, String) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (http, ops) = (free(), free());
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"takeover\"\n\
+             [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
+             [http]\nbind = \"{http}\"\nops_bind = \"{ops}\"\n[state]\ndir = \"{}\"\n",
+            dir.join(name).display()
+        ),
+    )
+    .expect("config written");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("churnwatch runs");
+    (Process(child), format!("{http}|{ops}"))
+}
+
+fn ops_of(api: &str) -> String {
+    format!("http://{}", api.split_once('|').map_or(api, |(_, ops)| ops))
+}
+
+fn data_of(api: &str) -> String {
+    format!(
+        "http://{}",
+        api.split_once('|').map_or(api, |(data, _)| data)
+    )
+}
+
+/// The sum of every sample of metric `name`.
+async fn metric_sum(api: &str, name: &str) -> Option<f64> {
+    let text = common::try_scrape(&ops_of(api)).await?;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+    let values = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        });
+    Some(values.sum())
+}
+
+async fn customers_held(api: &str) -> u64 {
+    metric_sum(api, "churnwatch_customers").await.unwrap_or(0.0) as u64
+}
+
+async fn found(api: &str, id: &str) -> bool {
+    answers(&format!("{}/customers/{id}", data_of(api))).await
+}
+
+async fn answers(url: &str) -> bool {
+    reqwest::get(url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Up to [`SAMPLE`] customers (by number) that `api`'s instance does not
+/// hold.
+async fn sample_owned_by_other(api: &str, customers: usize) -> Vec<usize> {
+    let mut moved = Vec::new();
+    let step = (customers / (SAMPLE * 4)).max(1);
+    for i in (0..customers).step_by(step) {
+        if !found(api, &customer(i)).await {
+            moved.push(i);
+        }
+        if moved.len() == SAMPLE {
+            break;
+        }
+    }
+    moved
+}
+
+/// Asks `probe` every 50 ms until it answers, for at most [`PHASE`].
+async fn until<T, F, Fut>(mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PHASE;
+    while Instant::now() < deadline {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
