@@ -36,7 +36,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message};
 
 use churnwatch::config::Config;
-use common::broker::{Process, Tansu, population_lines, ready};
+use common::broker::{Process, Tansu, population_lines, ready, start_instance};
 use common::produce_lines;
 
 struct Options {
@@ -339,30 +339,8 @@ fn rate(n: u64, elapsed: Option<Duration>) -> f64 {
 /// Starts `churnwatch run` (group `group`, extra TOML `extra`), returns its
 /// process and the address of its ops listener (`/metrics`, `/readyz`).
 fn start(brokers: &str, dir: &Path, group: &str, extra: &str) -> (Process, String) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-    };
-    let (http, ops) = (free(), free());
-    let cfg = dir.join(format!("{group}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n{extra}\n\
-             [http]\nbind = \"{http}\"\nops_bind = \"{ops}\"\n[state]\ndir = \"{}\"\n",
-            dir.join(group).display()
-        ),
-    )
-    .expect("config written");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("churnwatch runs");
-    (Process(child), format!("http://{ops}"))
+    let instance = start_instance(brokers, dir, group, group, extra);
+    (instance.process, instance.ops)
 }
 
 /// The instance's metrics, parsed.

@@ -31,7 +31,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use churnwatch::config::Config;
-use common::broker::{Process, Tansu};
+use common::broker::{Instance, Tansu, start_instance};
 
 /// How long each phase may take before the bench gives up.
 const PHASE: Duration = Duration::from_secs(900);
@@ -82,11 +82,11 @@ async fn main() {
     );
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut a, a_api) = start(&tansu.brokers, dir.path(), "a");
-    let (mut b, b_api) = start(&tansu.brokers, dir.path(), "b");
+    let mut a = start(&tansu.brokers, dir.path(), "a");
+    let mut b = start(&tansu.brokers, dir.path(), "b");
     let loaded = Instant::now();
     let held = until(|| async {
-        let (x, y) = (customers_held(&a_api).await, customers_held(&b_api).await);
+        let (x, y) = (customers_held(&a).await, customers_held(&b).await);
         (x > 0 && y > 0 && x + y == customers as u64).then_some((x, y))
     })
     .await
@@ -97,7 +97,7 @@ async fn main() {
         held.1,
         loaded.elapsed().as_secs_f64()
     );
-    let moved: Vec<usize> = sample_owned_by_other(&a_api, customers).await;
+    let moved: Vec<usize> = sample_owned_by_other(&a, customers).await;
     // The biggest spender of them is in tier A: its handoffs alert at once.
     let watched = moved
         .iter()
@@ -106,33 +106,33 @@ async fn main() {
         .map(customer)
         .expect("b owns some of the sampled customers");
     let moved: Vec<String> = moved.into_iter().map(customer).collect();
-    let rebalances = metric_sum(&a_api, "churnwatch_rebalances_total")
+    let rebalances = metric_sum(&a, "churnwatch_rebalances_total")
         .await
         .unwrap_or(0.0);
-    let restores = metric_sum(&a_api, "churnwatch_restores_total")
+    let restores = metric_sum(&a, "churnwatch_restores_total")
         .await
         .unwrap_or(0.0);
 
-    b.kill();
+    b.process.kill();
     let killed = Instant::now();
     trace("killed");
     trigger_handoff(&tansu.brokers, &config, &watched);
     let assigned = until(|| async {
-        (metric_sum(&a_api, "churnwatch_rebalances_total").await > Some(rebalances))
+        (metric_sum(&a, "churnwatch_rebalances_total").await > Some(rebalances))
             .then(|| killed.elapsed())
     })
     .await
     .expect("the survivor was given the dead member's partitions");
     trace("reassigned");
     let restored = until(|| async {
-        (metric_sum(&a_api, "churnwatch_restores_total").await > Some(restores))
+        (metric_sum(&a, "churnwatch_restores_total").await > Some(restores))
             .then(|| killed.elapsed())
     })
     .await
     .expect("the survivor restored a moved partition");
     trace("restored");
     let ready = until(|| async {
-        answers(&format!("{}/readyz", ops_of(&a_api)))
+        answers(&format!("{}/readyz", a.ops))
             .await
             .then(|| killed.elapsed())
     })
@@ -142,7 +142,7 @@ async fn main() {
     let served = until(|| async {
         let mut all = true;
         for id in &moved {
-            all &= found(&a_api, id).await;
+            all &= found(&a, id).await;
         }
         all.then(|| killed.elapsed())
     })
@@ -166,7 +166,7 @@ async fn main() {
             s(d)
         ))
     );
-    a.kill();
+    a.process.kill();
 }
 
 /// `TAKEOVER_TRACE=1` says how far the bench got.
@@ -258,50 +258,16 @@ fn alert_seen(brokers: &str, config: &Config, id: &str, since: Instant) -> Optio
     None
 }
 
-/// `churnwatch run` as member `name` of group `takeover`: its process and
-/// its API address (data and operations on one listener's two ports).
-fn start(brokers: &str, dir: &Path, name: &str) -> (Process, String) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-    };
-    let (http, ops) = (free(), free());
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"takeover\"\n\
-             [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
-             [http]\nbind = \"{http}\"\nops_bind = \"{ops}\"\n[state]\ndir = \"{}\"\n",
-            dir.join(name).display()
-        ),
-    )
-    .expect("config written");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("churnwatch runs");
-    (Process(child), format!("{http}|{ops}"))
-}
-
-fn ops_of(api: &str) -> String {
-    format!("http://{}", api.split_once('|').map_or(api, |(_, ops)| ops))
-}
-
-fn data_of(api: &str) -> String {
-    format!(
-        "http://{}",
-        api.split_once('|').map_or(api, |(data, _)| data)
-    )
+/// `churnwatch run` as member `name` of group `takeover`.
+fn start(brokers: &str, dir: &Path, name: &str) -> Instance {
+    let consumer =
+        "[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"";
+    start_instance(brokers, dir, name, "takeover", consumer)
 }
 
 /// The sum of every sample of metric `name`.
-async fn metric_sum(api: &str, name: &str) -> Option<f64> {
-    let text = common::try_scrape(&ops_of(api)).await?;
+async fn metric_sum(api: &Instance, name: &str) -> Option<f64> {
+    let text = common::try_scrape(&api.ops).await?;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
     let values = scrape
         .samples
@@ -316,12 +282,12 @@ async fn metric_sum(api: &str, name: &str) -> Option<f64> {
     Some(values.sum())
 }
 
-async fn customers_held(api: &str) -> u64 {
+async fn customers_held(api: &Instance) -> u64 {
     metric_sum(api, "churnwatch_customers").await.unwrap_or(0.0) as u64
 }
 
-async fn found(api: &str, id: &str) -> bool {
-    answers(&format!("{}/customers/{id}", data_of(api))).await
+async fn found(api: &Instance, id: &str) -> bool {
+    answers(&format!("{}/customers/{id}", api.data)).await
 }
 
 async fn answers(url: &str) -> bool {
@@ -332,7 +298,7 @@ async fn answers(url: &str) -> bool {
 
 /// Up to [`SAMPLE`] customers (by number) that `api`'s instance does not
 /// hold.
-async fn sample_owned_by_other(api: &str, customers: usize) -> Vec<usize> {
+async fn sample_owned_by_other(api: &Instance, customers: usize) -> Vec<usize> {
     let mut moved = Vec::new();
     let step = (customers / (SAMPLE * 4)).max(1);
     for i in (0..customers).step_by(step) {

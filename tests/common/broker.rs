@@ -214,3 +214,51 @@ pub fn instance_files() -> InstanceFiles {
         http,
     }
 }
+
+/// A bench's `churnwatch run` child: its process and the URLs of its data
+/// and operations listeners.
+pub struct Instance {
+    pub process: Process,
+    pub data: String,
+    pub ops: String,
+}
+
+/// Starts `churnwatch run` (release build, logging warnings) as a member of
+/// `group` named `name`: `extra` TOML follows its `[kafka]` lines, its
+/// state goes to `dir/name`, both listeners on free loopback ports.
+pub fn start_instance(
+    brokers: &str,
+    dir: &std::path::Path,
+    name: &str,
+    group: &str,
+    extra: &str,
+) -> Instance {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (http, ops) = (free(), free());
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n{extra}\n\
+             [http]\nbind = \"{http}\"\nops_bind = \"{ops}\"\n[state]\ndir = \"{}\"\n",
+            dir.join(name).display()
+        ),
+    )
+    .expect("config written");
+    let child = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("churnwatch runs");
+    Instance {
+        process: Process(child),
+        data: format!("http://{http}"),
+        ops: format!("http://{ops}"),
+    }
+}
