@@ -72,6 +72,7 @@ pub struct Metrics {
     restores: IntCounterVec,
     rebalances: IntCounterVec,
     paused: IntGauge,
+    owned: IntGauge,
     pauses: IntCounter,
     config_reloads: IntCounterVec,
 }
@@ -193,6 +194,10 @@ impl Metrics {
                 "churnwatch_paused_partitions",
                 "Input partitions paused because engine.max_held_events are held (back-pressure).",
             )?,
+            owned: IntGauge::new(
+                "churnwatch_partitions_owned",
+                "Input partition numbers this instance owns (and restored or is restoring) in the consumer group.",
+            )?,
             pauses: IntCounter::new(
                 "churnwatch_backpressure_pauses_total",
                 "Times the input was paused because engine.max_held_events were held.",
@@ -252,6 +257,7 @@ impl Metrics {
             m.config_reloads.with_label_values(&[outcome]);
         }
         registry.register(Box::new(m.paused.clone()))?;
+        registry.register(Box::new(m.owned.clone()))?;
         registry.register(Box::new(m.pauses.clone()))?;
         for source in ["snapshot", "changelog", "rebuild"] {
             m.restores.with_label_values(&[source]);
@@ -426,6 +432,20 @@ impl Metrics {
         self.produce_failures
             .with_label_values(&[topic, reason])
             .inc();
+    }
+
+    /// Partition numbers owned now, after an assignment or a revoke.
+    pub fn partitions_owned(&self, partitions: usize) {
+        self.owned.set(partitions as i64);
+    }
+
+    /// A revoked partition's lag is another member's to report: its series
+    /// goes, so a sum over the group counts each partition once.
+    pub fn forget_lag(&self, topic: &str, partition: i32) {
+        // Absent when the partition was revoked before any batch reported.
+        let _ = self
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
     }
 
     /// A partition's lag.

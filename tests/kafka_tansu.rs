@@ -757,6 +757,31 @@ async fn three_instances_rank_every_customer_as_one_holding_all_and_a_rebalance_
         .expect("third instance");
     let rest = &stores[..2];
     let kept = eventually(Duration::from_secs(120), || held(rest) == expected).await;
+    // The two left own the 6 partitions between them, and each partition's
+    // lag is reported once: the stopped member's series went with it, and
+    // a partition that moved is reported only by its new owner.
+    let mut owned = 0.0;
+    let mut lags = Vec::new();
+    for r in &running {
+        let text = try_scrape(&r.ops).await.unwrap_or_default();
+        owned += metric_value(&text, "churnwatch_partitions_owned", &[]).unwrap_or(0.0);
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("a scrape");
+        lags.extend(
+            scrape
+                .samples
+                .into_iter()
+                .filter(|s| s.metric == "churnwatch_consumer_lag")
+                .map(|s| s.labels.get("partition").unwrap_or_default().to_string()),
+        );
+    }
+    lags.sort();
+    assert_eq!(owned, 6.0, "the two left own every partition");
+    assert_eq!(
+        lags,
+        ["0", "1", "2", "3", "4", "5"],
+        "each partition's lag reported once over the group"
+    );
     for s in &stops[..2] {
         s.cancel();
     }

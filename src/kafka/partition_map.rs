@@ -26,6 +26,11 @@ impl<V> PartitionMap<V> {
             .binary_search_by(|((t, p), _)| (t.as_str(), *p).cmp(&(topic, partition)))
     }
 
+    /// Whether the partition has a value.
+    pub fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.find(topic, partition).is_ok()
+    }
+
     /// The partition's value.
     pub fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut V> {
         let i = self.find(topic, partition).ok()?;

@@ -42,6 +42,11 @@ impl Progress {
         self.parts.remove(tp);
     }
 
+    /// Whether the partition is tracked (assigned and not revoked since).
+    pub fn tracks(&self, (topic, partition): (&str, i32)) -> bool {
+        self.parts.contains(topic, partition)
+    }
+
     /// Notes a message (valid or not: it proves the partition moves).
     pub fn observe(
         &mut self,

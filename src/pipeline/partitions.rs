@@ -169,6 +169,7 @@ impl Partitions {
             step.progress.assign(tp, Instant::now(), true);
         }
         numbers.retain(|p| self.numbers.insert(*p));
+        step.metrics().partitions_owned(self.numbers.len());
         self.restore(step, &numbers, consumer, sink).await;
     }
 
@@ -214,6 +215,7 @@ impl Partitions {
                 "state of revoked partition dropped"
             );
         }
+        step.metrics().partitions_owned(self.numbers.len());
         if self.numbers.is_empty() {
             // Nothing owned: the next assignment starts from its restored
             // clock, as a restart would, not from where this one had got.

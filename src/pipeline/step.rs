@@ -275,8 +275,12 @@ impl Step {
         }
         let e = &self.engine;
         self.out.metrics.engine_state(e, e.held_events());
+        // Statistics taken before a revoke still list the partition; only
+        // its new owner reports it from then on.
         for ((topic, partition), lag) in consumer.context().lags() {
-            self.out.metrics.consumer_lag(&topic, partition, lag);
+            if self.progress.tracks((&topic, partition)) {
+                self.out.metrics.consumer_lag(&topic, partition, lag);
+            }
         }
         self.flush_alerts(Instant::now()).await;
     }
@@ -394,6 +398,7 @@ impl Step {
 
     /// Forgets a revoked partition's pending offsets, progress and recovery.
     pub fn revoke(&mut self, tp: &TopicPartition) {
+        self.out.metrics.forget_lag(&tp.0, tp.1);
         self.paused.retain(|p| p != tp);
         self.offsets.revoke(tp);
         self.progress.revoke(tp);
