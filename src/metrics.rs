@@ -73,6 +73,7 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     paused: IntGauge,
     owned: IntGauge,
+    restore_seconds: Histogram,
     pauses: IntCounter,
     config_reloads: IntCounterVec,
 }
@@ -198,6 +199,13 @@ impl Metrics {
                 "churnwatch_partitions_owned",
                 "Input partition numbers this instance owns (and restored or is restoring) in the consumer group.",
             )?,
+            restore_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "churnwatch_restore_seconds",
+                    "Time an assignment took to restore its partitions' state (snapshots, changelog) before their input is read.",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            )?,
             pauses: IntCounter::new(
                 "churnwatch_backpressure_pauses_total",
                 "Times the input was paused because engine.max_held_events were held.",
@@ -258,6 +266,7 @@ impl Metrics {
         }
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.owned.clone()))?;
+        registry.register(Box::new(m.restore_seconds.clone()))?;
         registry.register(Box::new(m.pauses.clone()))?;
         for source in ["snapshot", "changelog", "rebuild"] {
             m.restores.with_label_values(&[source]);
@@ -437,6 +446,11 @@ impl Metrics {
     /// Partition numbers owned now, after an assignment or a revoke.
     pub fn partitions_owned(&self, partitions: usize) {
         self.owned.set(partitions as i64);
+    }
+
+    /// How long an assignment's restore took.
+    pub fn restore_took(&self, took: std::time::Duration) {
+        self.restore_seconds.observe(took.as_secs_f64());
     }
 
     /// A revoked partition's lag is another member's to report: its series

@@ -170,7 +170,9 @@ impl Partitions {
         }
         numbers.retain(|p| self.numbers.insert(*p));
         step.metrics().partitions_owned(self.numbers.len());
+        let started = Instant::now();
         self.restore(step, &numbers, consumer, sink).await;
+        step.metrics().restore_took(started.elapsed());
     }
 
     /// Lets revoked partitions go: with `handover` a full round (snapshot
