@@ -96,11 +96,7 @@ async fn main() {
         mock(&options).await;
         return;
     }
-    if std::process::Command::new("tansu")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !common::broker::tansu_installed() {
         println!("broker bench: tansu is not installed (tests/run.sh installs it); skipped");
         return;
     }
@@ -192,17 +188,7 @@ async fn mock(options: &Options) {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     let mut config = Config::default();
     config.kafka.brokers = cluster.bootstrap_servers();
-    let inbox = [
-        (config.kafka.actions_topic.clone(), 1),
-        (config.kafka.instances_topic.clone(), 1),
-        (config.kafka.tiers_topic.clone(), 1),
-    ];
-    for (topic, partitions) in common::broker::topics_of(&config, MOCK_PARTITIONS)
-        .into_iter()
-        .chain(inbox)
-    {
-        cluster.create_topic(&topic, partitions, 1).expect("topic");
-    }
+    common::broker::create_mock_topics(&cluster, &config, MOCK_PARTITIONS);
     let dir = tempfile::tempdir().expect("temp dir");
     let lines = population_lines(options.customers, 7, options.days);
     produce_lines(&config, &lines).await;

@@ -83,19 +83,7 @@ impl Broker {
     async fn create_topics(&self, config: &Config, partitions: i32) {
         match self {
             Broker::Tansu(t) => t.create_topics(config, partitions).await,
-            Broker::Mock(m) => {
-                let inbox = [
-                    (config.kafka.actions_topic.clone(), 1),
-                    (config.kafka.instances_topic.clone(), 1),
-                    (config.kafka.tiers_topic.clone(), 1),
-                ];
-                for (topic, n) in common::broker::topics_of(config, partitions)
-                    .into_iter()
-                    .chain(inbox)
-                {
-                    m.create_topic(&topic, n, 1).expect("topic");
-                }
-            }
+            Broker::Mock(m) => common::broker::create_mock_topics(m, config, partitions),
         }
     }
 }
@@ -115,11 +103,7 @@ async fn main() {
     let broker = if mock {
         Broker::Mock(rdkafka::mocking::MockCluster::new(1).expect("mock cluster"))
     } else {
-        if std::process::Command::new("tansu")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
+        if !common::broker::tansu_installed() {
             println!("takeover bench: tansu is not installed (tests/run.sh installs it); skipped");
             return;
         }

@@ -108,6 +108,28 @@ impl Tansu {
 /// The topics `config` reads and writes, with partition counts (the
 /// changelog co-partitioned with the inputs); the inbox's topics are left
 /// to the service, which creates them.
+/// Whether the `tansu` broker is on the PATH (broker benches skip without it).
+pub fn tansu_installed() -> bool {
+    Command::new("tansu").arg("--version").output().is_ok()
+}
+
+/// Creates on the mock cluster every topic a `run` needs: the inputs and
+/// changelog with `input_partitions`, the inbox topics with one.
+pub fn create_mock_topics(
+    cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    config: &Config,
+    input_partitions: i32,
+) {
+    let inbox = [
+        (config.kafka.actions_topic.clone(), 1),
+        (config.kafka.instances_topic.clone(), 1),
+        (config.kafka.tiers_topic.clone(), 1),
+    ];
+    for (topic, partitions) in topics_of(config, input_partitions).into_iter().chain(inbox) {
+        cluster.create_topic(&topic, partitions, 1).expect("topic");
+    }
+}
+
 pub fn topics_of(config: &Config, input_partitions: i32) -> Vec<(String, i32)> {
     let mut topics: Vec<(String, i32)> = config
         .kafka
