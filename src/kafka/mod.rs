@@ -12,3 +12,4 @@ pub mod republished;
 pub mod sink;
 pub mod source;
 pub mod topics;
+pub mod watermarks;

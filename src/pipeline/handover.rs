@@ -15,6 +15,7 @@ use crate::engine::PartitionState;
 use crate::kafka::changelog::read_to_fence;
 use crate::kafka::sink::Sink;
 use crate::kafka::source::InputConsumer;
+use crate::kafka::watermarks::watermarks;
 use crate::state::changelog::{self, Entry};
 use crate::state::snapshot::{self, Snapshot};
 
@@ -22,20 +23,22 @@ use crate::state::snapshot::{self, Snapshot};
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Partitions {
-    /// The group's committed input offsets of partition `p`, looked up off
-    /// the engine task (a blocking broker call). A failed lookup is retried
-    /// (it must never read as "nothing committed", which would skip the
-    /// rebuild); `None` once the service is stopping.
+    /// The group's committed input offsets of `partitions` (one request),
+    /// looked up off the engine task (a blocking broker call). A failed
+    /// lookup is retried (it must never read as "nothing committed", which
+    /// would skip the rebuild); `None` once the service is stopping.
     pub(super) async fn committed(
         &self,
-        p: i32,
+        partitions: &[i32],
         consumer: &Arc<InputConsumer>,
-    ) -> Option<Vec<(String, i64)>> {
+    ) -> Option<BTreeMap<i32, Vec<(String, i64)>>> {
         let mut backoff = Duration::from_millis(200);
         loop {
             let mut tpl = rdkafka::TopicPartitionList::new();
-            for t in &self.input_topics {
-                tpl.add_partition(t, p);
+            for &p in partitions {
+                for t in &self.input_topics {
+                    tpl.add_partition(t, p);
+                }
             }
             let consumer = consumer.clone();
             let found = tokio::task::spawn_blocking(move || {
@@ -44,21 +47,22 @@ impl Partitions {
             .await;
             match found {
                 Ok(Ok(c)) => {
-                    return Some(
-                        c.elements()
-                            .iter()
-                            .filter_map(|e| match e.offset() {
-                                rdkafka::Offset::Offset(o) => Some((e.topic().to_string(), o)),
-                                _ => None,
-                            })
-                            .collect(),
-                    );
+                    let mut by_partition: BTreeMap<i32, Vec<(String, i64)>> =
+                        partitions.iter().map(|&p| (p, Vec::new())).collect();
+                    for e in c.elements() {
+                        if let (rdkafka::Offset::Offset(o), Some(of)) =
+                            (e.offset(), by_partition.get_mut(&e.partition()))
+                        {
+                            of.push((e.topic().to_string(), o));
+                        }
+                    }
+                    return Some(by_partition);
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(partition = p, error = %e, "committed offsets unknown; asking again")
+                    tracing::warn!(error = %e, "committed offsets unknown; asking again")
                 }
                 Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "committed offsets lookup failed; asking again")
+                    tracing::warn!(error = %e, "committed offsets lookup failed; asking again")
                 }
             }
             tokio::select! {
@@ -69,30 +73,34 @@ impl Partitions {
         }
     }
 
-    /// The low and high watermarks of each input topic's partition `p`,
-    /// looked up off the engine task; a failed lookup leaves that topic out
-    /// (then no snapshot is refused for it, and a rebuild starts at the log
-    /// start).
+    /// The low and high watermarks of each input topic's `partitions`
+    /// (two requests, see [`watermarks`]), looked up off the engine task;
+    /// a failed lookup leaves the partition's topic out (then no snapshot
+    /// is refused for it, and a rebuild starts at the log start).
     pub(super) async fn watermarks(
         &self,
-        p: i32,
+        partitions: &[i32],
         consumer: &Arc<InputConsumer>,
-    ) -> Vec<(String, i64, i64)> {
-        let (topics, consumer) = (self.input_topics.clone(), consumer.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            topics
-                .into_iter()
-                .filter_map(|t| match consumer.fetch_watermarks(&t, p, COMMITTED_TIMEOUT) {
-                    Ok((low, high)) => Some((t, low, high)),
-                    Err(e) => {
-                        tracing::warn!(topic = t, partition = p, error = %e, "watermarks unknown");
-                        None
-                    }
-                })
-                .collect()
-        })
-        .await;
-        found.unwrap_or_default()
+    ) -> BTreeMap<i32, Vec<(String, i64, i64)>> {
+        let tps: Vec<_> = partitions
+            .iter()
+            .flat_map(|&p| self.input_topics.iter().map(move |t| (t.clone(), p)))
+            .collect();
+        let consumer = consumer.clone();
+        let found =
+            tokio::task::spawn_blocking(move || watermarks(&*consumer, &tps, COMMITTED_TIMEOUT))
+                .await;
+        let mut by_partition: BTreeMap<i32, Vec<(String, i64, i64)>> = BTreeMap::new();
+        match found {
+            Ok(Ok(marks)) => {
+                for ((t, p), (low, high)) in marks {
+                    by_partition.entry(p).or_default().push((t, low, high));
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "watermarks unknown"),
+            Err(e) => tracing::warn!(error = %e, "watermarks lookup failed"),
+        }
+        by_partition
     }
 
     /// The given partitions' states as of their last complete changelog

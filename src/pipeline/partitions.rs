@@ -404,16 +404,18 @@ impl Partitions {
         consumer: &Arc<InputConsumer>,
         sink: &Sink,
     ) {
+        let Some(mut committed) = self.committed(partitions, consumer).await else {
+            return;
+        };
+        let mut watermarks = self.watermarks(partitions, consumer).await;
         let mut candidates = BTreeMap::new();
         let mut marks = BTreeMap::new();
         for &p in partitions {
             let Ok(number) = u16::try_from(p) else {
                 continue;
             };
-            let Some(committed) = self.committed(p, consumer).await else {
-                return;
-            };
-            let watermarks = self.watermarks(p, consumer).await;
+            let committed = committed.remove(&p).unwrap_or_default();
+            let watermarks = watermarks.remove(&p).unwrap_or_default();
             let snapshots = self
                 .local
                 .as_ref()

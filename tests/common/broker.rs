@@ -245,7 +245,8 @@ pub struct Instance {
     pub ops: String,
 }
 
-/// Starts `churnwatch run` (release build, logging warnings) as a member of
+/// Starts `churnwatch run` (release build, logging warnings, or at
+/// `CHILD_LOG`'s `RUST_LOG` level) as a member of
 /// `group` named `name`: `extra` TOML follows its `[kafka]` lines, its
 /// state goes to `dir/name`, both listeners on free loopback ports.
 pub fn start_instance(
@@ -274,7 +275,10 @@ pub fn start_instance(
     let child = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
         .args(["run", "--config"])
         .arg(&cfg)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("churnwatch runs");
