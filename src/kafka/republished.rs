@@ -10,6 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::sink::{SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER, header_str};
+use super::watermarks::watermarks as all_watermarks;
 
 /// How long one broker call may take.
 const CALL: Duration = Duration::from_secs(10);
@@ -18,14 +19,16 @@ const CALL: Duration = Duration::from_secs(10);
 pub fn ends(client: &ClientConfig, topic: &str) -> Result<BTreeMap<i32, i64>, KafkaError> {
     let reader = quiet(client)?;
     let md = reader.fetch_metadata(Some(topic), CALL)?;
-    let mut out = BTreeMap::new();
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            let (_, high) = reader.fetch_watermarks(topic, p.id(), CALL)?;
-            out.insert(p.id(), high);
-        }
-    }
-    Ok(out)
+    let tps: Vec<_> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| (topic.to_string(), p.id())))
+        .collect();
+    all_watermarks(&reader, &tps, CALL)?
+        .into_iter()
+        .map(|((_, p), (_, high))| Ok((p, high)))
+        .collect()
 }
 
 /// The source offsets per source topic and partition of the records of
@@ -41,8 +44,14 @@ pub fn last_republished(
     let reader = quiet(client)?;
     let mut tpl = TopicPartitionList::new();
     let mut left = BTreeMap::new();
+    let tps: Vec<_> = from.keys().map(|&p| (topic.to_string(), p)).collect();
+    let marks = all_watermarks(&reader, &tps, CALL)?;
     for (&p, &start) in from {
-        let (low, high) = reader.fetch_watermarks(topic, p, CALL)?;
+        let Some(&(low, high)) = marks.get(&(topic.to_string(), p)) else {
+            return Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownPartition,
+            ));
+        };
         let start = start.max(low);
         if start < high {
             tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
