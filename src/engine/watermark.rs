@@ -172,13 +172,21 @@ impl Ord for Held {
 
 /// Events inside the allowed lateness, released in (`ts`, arrival) order.
 ///
-/// Each partition is mostly in time order already, and `run` holds
-/// thousands of events whenever one partition's fetch runs ahead of the
-/// others': so events wait in one queue per partition (a push is an
-/// append) and a small heap orders the queues' heads, a k-way merge over
-/// the instance's partitions (a release costs log of the partitions, not
-/// of the events). An event older than its partition's last goes to a
-/// heap beside them; the release order is the same as one global heap's.
+/// Each input topic's partition is mostly in time order already, and `run`
+/// holds thousands of events whenever one partition's fetch runs ahead of
+/// the others': so events wait in time-ordered queues (a push is an
+/// append) and a small heap orders the queues' heads, a k-way merge (a
+/// release costs log of the queues, not of the events). A partition number
+/// is shared by the input topics (purchases, calls and tickets of one
+/// customer), whose fetches interleave: so a partition has up to
+/// [`RUNS_PER_PARTITION`] queues, and an event goes to the first whose last
+/// event is not later (one queue per topic, in practice). Only an event
+/// older than every queue's last goes to a heap beside them. Each queue is
+/// sorted by (`ts`, arrival), so the release order is the same as one
+/// global heap's.
+/// Queues per partition before an event out of order goes to the heap.
+const RUNS_PER_PARTITION: usize = 4;
+
 #[derive(Debug, Default)]
 pub struct Reorder {
     queues: Vec<(u16, VecDeque<Held>)>,
@@ -200,22 +208,34 @@ impl Reorder {
             partition,
             event,
         };
-        let i = match self.queues.iter().position(|(p, _)| *p == partition) {
+        let mut runs = 0;
+        let mut fits = None;
+        for (i, (p, queue)) in self.queues.iter().enumerate() {
+            if *p != partition {
+                continue;
+            }
+            runs += 1;
+            if queue.back().is_none_or(|last| last.ts <= held.ts) {
+                fits = Some(i);
+                break;
+            }
+        }
+        let i = match fits {
             Some(i) => i,
-            None => {
+            None if runs < RUNS_PER_PARTITION => {
                 self.queues.push((partition, VecDeque::new()));
                 self.queues.len() - 1
             }
+            None => {
+                self.out_of_order.push(Reverse(held));
+                return;
+            }
         };
         let queue = &mut self.queues[i].1;
-        match queue.back() {
-            None => {
-                self.heads.push(Reverse((held.key(), i)));
-                queue.push_back(held);
-            }
-            Some(last) if last.ts <= held.ts => queue.push_back(held),
-            Some(_) => self.out_of_order.push(Reverse(held)),
+        if queue.is_empty() {
+            self.heads.push(Reverse((held.key(), i)));
         }
+        queue.push_back(held);
     }
 
     /// Whether the out-of-order heap holds the earliest event.
@@ -264,11 +284,15 @@ impl Reorder {
 
     /// Drops the events held from `partition`.
     pub fn drop_partition(&mut self, partition: u16) {
-        if let Some(i) = self.queues.iter().position(|(p, _)| *p == partition) {
-            self.len -= self.queues[i].1.len();
-            self.queues[i].1.clear();
-            self.heads.retain(|Reverse((_, q))| *q != i);
+        for (p, queue) in &mut self.queues {
+            if *p == partition {
+                self.len -= queue.len();
+                queue.clear();
+            }
         }
+        let queues = &self.queues;
+        self.heads
+            .retain(|Reverse((_, q))| queues.get(*q).is_some_and(|(p, _)| *p != partition));
         let before = self.out_of_order.len();
         self.out_of_order.retain(|h| h.0.partition != partition);
         self.len -= before - self.out_of_order.len();
@@ -291,6 +315,35 @@ mod tests {
                 currency: None,
             },
             id: None,
+        }
+    }
+
+    proptest::proptest! {
+        /// Interleaved topics put many events behind their partition's
+        /// last: whichever queue or the heap holds them, the order is one
+        /// global sort's by (ts, arrival).
+        #[test]
+        fn release_order_is_a_global_sort_by_time_then_arrival(
+            pushes in proptest::collection::vec((0i64..50, 0u16..3), 0..300),
+            dropped in proptest::option::of(0u16..3),
+        ) {
+            let mut r = Reorder::default();
+            let mut expected = Vec::new();
+            for (seq, (ts, partition)) in pushes.iter().enumerate() {
+                r.push(event(*ts), *partition);
+                expected.push((*ts, seq as u64 + 1, *partition));
+            }
+            if let Some(d) = dropped {
+                r.drop_partition(d);
+                expected.retain(|e| e.2 != d);
+            }
+            expected.sort();
+            proptest::prop_assert_eq!(r.len(), expected.len());
+            let mut order = Vec::new();
+            while let Some(h) = r.pop() {
+                order.push((h.ts.0, h.seq, h.partition));
+            }
+            proptest::prop_assert_eq!(order, expected);
         }
     }
 
