@@ -170,6 +170,9 @@ impl Ord for Held {
     }
 }
 
+/// Queues per partition before an event out of order goes to the heap.
+const RUNS_PER_PARTITION: usize = 4;
+
 /// Events inside the allowed lateness, released in (`ts`, arrival) order.
 ///
 /// Each input topic's partition is mostly in time order already, and `run`
@@ -184,9 +187,6 @@ impl Ord for Held {
 /// older than every queue's last goes to a heap beside them. Each queue is
 /// sorted by (`ts`, arrival), so the release order is the same as one
 /// global heap's.
-/// Queues per partition before an event out of order goes to the heap.
-const RUNS_PER_PARTITION: usize = 4;
-
 #[derive(Debug, Default)]
 pub struct Reorder {
     queues: Vec<(u16, VecDeque<Held>)>,

@@ -25,10 +25,20 @@ pub fn ends(client: &ClientConfig, topic: &str) -> Result<BTreeMap<i32, i64>, Ka
         .filter(|t| t.name() == topic)
         .flat_map(|t| t.partitions().iter().map(|p| (topic.to_string(), p.id())))
         .collect();
-    all_watermarks(&reader, &tps, CALL)?
+    let marks = all_watermarks(&reader, &tps, CALL)?;
+    // A partition the broker did not answer for is an error, never "empty".
+    if marks.len() != tps.len() {
+        return Err(unanswered());
+    }
+    Ok(marks
         .into_iter()
-        .map(|((_, p), (_, high))| Ok((p, high)))
-        .collect()
+        .map(|((_, p), (_, high))| (p, high))
+        .collect())
+}
+
+/// A partition missing from a watermarks answer.
+fn unanswered() -> KafkaError {
+    KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownPartition)
 }
 
 /// The source offsets per source topic and partition of the records of
@@ -48,9 +58,7 @@ pub fn last_republished(
     let marks = all_watermarks(&reader, &tps, CALL)?;
     for (&p, &start) in from {
         let Some(&(low, high)) = marks.get(&(topic.to_string(), p)) else {
-            return Err(KafkaError::MetadataFetch(
-                rdkafka::types::RDKafkaErrorCode::UnknownPartition,
-            ));
+            return Err(unanswered());
         };
         let start = start.max(low);
         if start < high {
