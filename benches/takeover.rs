@@ -396,12 +396,9 @@ async fn metric_sum_where(api: &Instance, name: &str, label: Option<(&str, &str)
 
 /// Seconds the instance has spent restoring assignments so far.
 async fn restore_seconds(api: &Instance) -> f64 {
-    common::try_scrape(&api.ops)
+    // The parser keeps a histogram's `_sum` line as a sample of its own.
+    metric_sum(api, "churnwatch_restore_seconds_sum")
         .await
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("churnwatch_restore_seconds_sum "))
-        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
 

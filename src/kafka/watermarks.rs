@@ -50,12 +50,14 @@ fn ends<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
         .iter()
         .filter_map(|e| match (e.error(), e.offset()) {
             (Ok(()), Offset::Offset(o)) => Some(((e.topic().to_string(), e.partition()), o)),
-            (Err(error), _) => {
-                tracing::warn!(topic = e.topic(), partition = e.partition(), %error, "watermark unknown");
-                None
-            }
-            (Ok(()), other) => {
-                tracing::warn!(topic = e.topic(), partition = e.partition(), offset = ?other, "watermark unknown");
+            (error, offset) => {
+                tracing::warn!(
+                    topic = e.topic(),
+                    partition = e.partition(),
+                    ?error,
+                    ?offset,
+                    "watermark unknown"
+                );
                 None
             }
         })

@@ -105,9 +105,6 @@ impl Tansu {
     }
 }
 
-/// The topics `config` reads and writes, with partition counts (the
-/// changelog co-partitioned with the inputs); the inbox's topics are left
-/// to the service, which creates them.
 /// Whether the `tansu` broker is on the PATH (broker benches skip without it).
 pub fn tansu_installed() -> bool {
     Command::new("tansu").arg("--version").output().is_ok()
@@ -130,6 +127,9 @@ pub fn create_mock_topics(
     }
 }
 
+/// The topics `config` reads and writes, with partition counts (the
+/// changelog co-partitioned with the inputs); the inbox's topics are left
+/// to the service, which creates them.
 pub fn topics_of(config: &Config, input_partitions: i32) -> Vec<(String, i32)> {
     let mut topics: Vec<(String, i32)> = config
         .kafka
@@ -181,8 +181,12 @@ pub async fn ready(url: &str, limit: Duration) -> bool {
 /// `churnwatch run --config cfg` as a child process, its log appended to
 /// `log` (`CHILD_LOG` sets its `RUST_LOG`).
 pub fn run_instance(cfg: &std::path::Path, log: &std::path::Path) -> Process {
-    let level = std::env::var("CHILD_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into());
-    run_instance_with_log_level(cfg, log, &level)
+    run_instance_with_log_level(cfg, log, &child_log("info,librdkafka=warn"))
+}
+
+/// A child's `RUST_LOG`: `CHILD_LOG` if set, else `default`.
+fn child_log(default: &str) -> String {
+    std::env::var("CHILD_LOG").unwrap_or_else(|_| default.into())
 }
 
 /// [`run_instance`] logging at `level` (a `RUST_LOG` value).
@@ -275,10 +279,7 @@ pub fn start_instance(
     let child = Command::new(env!("CARGO_BIN_EXE_churnwatch"))
         .args(["run", "--config"])
         .arg(&cfg)
-        .env(
-            "RUST_LOG",
-            std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", child_log("warn"))
         .stdout(Stdio::null())
         .spawn()
         .expect("churnwatch runs");
