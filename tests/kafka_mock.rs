@@ -2197,6 +2197,11 @@ async fn two_instances_acknowledging_and_closing_at_once_converge() {
     b.handle.await.expect("join").expect("service");
     let stop = CancellationToken::new();
     let c = spawn_run(&config, Store::default(), &stop).await;
+    // Until it is ready its inbox may list an alert from the alert topic
+    // before it has read the action that acknowledged it (clean run of
+    // a89acd8: `open`, no actions); what it serves once ready must agree.
+    let ready = common::broker::ready(&format!("{}/readyz", c.ops), Duration::from_secs(60)).await;
+    assert!(ready, "the restarted instance catches up and is ready");
     let restarted = until_some(Duration::from_secs(60), || async {
         let on_c = state_on(c.api.clone()).await;
         on_c.iter().all(|(_, s, _)| !s.is_empty()).then_some(on_c)
