@@ -3,7 +3,7 @@
 //! it can trigger.
 
 use super::alert::Alert;
-use super::customer::{Customer, KEY_BY_EVENT, KEY_BY_LIST};
+use super::customer::{Customer, KEY_BY_EVENT, KEY_BY_LIST, Stamp};
 use super::event::{Event, EventKind, TicketStatus, Ts};
 use super::reconcile::Scope;
 use super::rep;
@@ -87,8 +87,8 @@ impl super::Engine {
         if c.pending.get().is_some_and(|p| p < t) {
             core.reconcile(&mut c, idx, t, Point::Before, scope);
         }
-        if ts < c.first_seen {
-            c.first_seen = ts;
+        if ts < c.first_seen.get() {
+            c.first_seen = Stamp::new(ts);
         }
         // The latest event naming a segment or a key account wins; a late
         // one cannot tell it is the latest, and changes neither.

@@ -18,6 +18,15 @@ impl Ts {
     pub const MIN: Ts = Ts(i64::MIN);
     /// The latest time.
     pub const MAX: Ts = Ts(i64::MAX);
+    /// The latest time an event may carry, 9999-12-31T23:59:59.999Z (RFC
+    /// 3339's last): with 1970 as the earliest, every event time fits the
+    /// 48 bits a customer record keeps a time in.
+    pub const LATEST_EVENT: Ts = Ts(253_402_300_799_999);
+
+    /// Whether an event may carry this time (1970 to 9999).
+    pub fn is_event_time(self) -> bool {
+        (0..=Self::LATEST_EVENT.0).contains(&self.0)
+    }
 
     /// Parses an RFC 3339 timestamp with offset.
     pub fn parse_rfc3339(s: &str) -> Option<Ts> {
@@ -276,8 +285,8 @@ pub enum RejectReason {
     /// `type` is not one of purchase, call, ticket, rep.
     #[error("unknown event type `{0}`")]
     UnknownType(String),
-    /// `ts` is not RFC 3339 with offset, or is before 1970.
-    #[error("bad timestamp `{0}`: expected RFC 3339 with offset, not before 1970")]
+    /// `ts` is not RFC 3339 with offset, or is before 1970 or after 9999.
+    #[error("bad timestamp `{0}`: expected RFC 3339 with offset, from 1970 to 9999")]
     BadTimestamp(String),
     /// `ts` is too far ahead of the engine's newest known time.
     #[error("timestamp {ts} is more than {max_skew_secs}s ahead of engine time {now}")]

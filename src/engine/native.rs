@@ -107,7 +107,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Event, RejectReason>
         .ok_or(RejectReason::MissingField("type"))?;
     let ts_text = wire.ts.as_deref().ok_or(RejectReason::MissingField("ts"))?;
     let ts = match Ts::parse_rfc3339(ts_text) {
-        Some(ts) if ts.0 >= 0 => ts,
+        Some(ts) if ts.is_event_time() => ts,
         _ => return Err(RejectReason::BadTimestamp(shorten(ts_text))),
     };
     let kind =

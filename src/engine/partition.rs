@@ -330,7 +330,7 @@ impl Engine {
             let last = [c.last_purchase.get(), c.last_contact.get()]
                 .into_iter()
                 .flatten()
-                .fold(c.first_seen, Ts::max);
+                .fold(c.first_seen.get(), Ts::max);
             let idle = last < before
                 && c.monetary_total() == 0.0
                 && c.firing() == 0

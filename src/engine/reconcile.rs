@@ -4,7 +4,7 @@
 
 use super::Core;
 use super::alert::{Alert, AlertId, Limit, Status, Trigger};
-use super::customer::{Customer, KEY_BY_LIST, MaybeTs};
+use super::customer::{Customer, KEY_BY_LIST, MaybeTs, Stamp};
 use super::event::Ts;
 use super::rep::Roster;
 use super::risk;
@@ -136,7 +136,9 @@ impl Core {
         // Lazy timers: an entry earlier than the true deadline is allowed
         // (it pops, re-checks and reschedules), so the queue is touched only
         // when a deadline moves earlier: most events move it later.
-        let next = self.next_due(c, t, departed);
+        // As the record holds it (a deadline past 48 bits comes early), so
+        // the queue's key and `pending` stay the same time.
+        let next = self.next_due(c, t, departed).map(|n| Stamp::new(n).get());
         let old = c.pending.get();
         let earlier = match (old, next) {
             (None, Some(_)) => true,

@@ -251,7 +251,7 @@ fn factors(c: &Customer, at: Ts, cx: &Context<'_>) -> [Option<(f64, Detail)>; 4]
     let history = c.history(at).unwrap_or(History {
         x: 0.0,
         t_x: 0.0,
-        t: at.days_since(c.first_seen),
+        t: at.days_since(c.first_seen.get()),
     });
     let p_none = s.model.p_none_within(history, s.horizon_days);
     let lapse = Detail::Lapse {

@@ -278,11 +278,11 @@ impl Limits {
         let (base, limit) = match check {
             // A customer who never bought is measured from first sight.
             Check::PurchaseRecency => (
-                c.last_purchase.get().unwrap_or(c.first_seen),
+                c.last_purchase.get().unwrap_or(c.first_seen.get()),
                 self.recency_limit(c)?.ms(),
             ),
             Check::ContactGap => (
-                c.last_contact.get().unwrap_or(c.first_seen),
+                c.last_contact.get().unwrap_or(c.first_seen.get()),
                 self.limit_ms(check, c.tier())?,
             ),
             _ => return None,

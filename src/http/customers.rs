@@ -81,7 +81,7 @@ pub(super) async fn customer(State(s): State<ApiState>, Path(id): Path<String>) 
 pub(crate) fn customer_view(s: &ApiState, c: &Customer) -> CustomerView {
     let id = c.id.as_str();
     let now = s.store.watermark();
-    let at = now.unwrap_or(c.first_seen);
+    let at = now.unwrap_or(c.first_seen.get());
     let rep = c.account_rep.get();
     let active_alerts = Check::ALL
         .into_iter()
@@ -96,7 +96,7 @@ pub(crate) fn customer_view(s: &ApiState, c: &Customer) -> CustomerView {
         segment: s.store.segment_name(c.segment()).to_string(),
         key_account: c.is_key_account(),
         as_of: now,
-        first_seen: c.first_seen,
+        first_seen: c.first_seen.get(),
         last_purchase: c.last_purchase.get(),
         last_contact: c.last_contact.get(),
         signals: c.signals(

@@ -217,6 +217,13 @@ fn errors_name_the_pointer_and_the_problem() {
             .starts_with("/created_at: the string \"abc\" is not epoch_us"),
         "{r}"
     );
+    // epoch_us past 9999-12-31: no event time, refused rather than kept
+    // clamped (a customer record holds times up to 48 bits).
+    let r = reject(
+        &m,
+        &paid(r#""customer_ref":"c","total_cents":1,"created_at":253402300800000000"#),
+    );
+    assert_eq!(r.code(), "bad_timestamp");
     let r = reject(
         &m,
         &paid(r#""customer_ref":"c","total_cents":"ten","created_at":1"#),

@@ -109,7 +109,7 @@ impl TimeFormat {
                 }
             }
         }?;
-        (ms >= 0).then_some(Ts(ms))
+        Some(Ts(ms)).filter(|t| t.is_event_time())
     }
 }
 
