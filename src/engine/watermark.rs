@@ -95,7 +95,26 @@ impl Watermark {
 /// equal deadlines fire in a deterministic order).
 #[derive(Debug, Default)]
 pub struct Timers {
-    queue: BTreeSet<(Ts, u32)>,
+    queue: BTreeSet<Deadline>,
+}
+
+/// A deadline as a 12-byte key, (time high, time low, customer), that sorts
+/// as (time, customer): a `(Ts, u32)` pads to 16, and the set holds one per
+/// high-tier customer (1.3 bytes per customer at 1M). Deadlines are
+/// customer record times ([`super::customer::Stamp`]), so never negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Deadline([u32; 3]);
+
+impl Deadline {
+    fn new(t: Ts, idx: u32) -> Self {
+        let t = t.0.max(0);
+        Deadline([(t >> 32) as u32, t as u32, idx])
+    }
+
+    fn get(self) -> (Ts, u32) {
+        let [hi, lo, idx] = self.0;
+        (Ts(i64::from(hi) << 32 | i64::from(lo)), idx)
+    }
 }
 
 impl Timers {
@@ -105,21 +124,21 @@ impl Timers {
             return;
         }
         if let Some(o) = old {
-            self.queue.remove(&(o, idx));
+            self.queue.remove(&Deadline::new(o, idx));
         }
         if let Some(n) = new {
-            self.queue.insert((n, idx));
+            self.queue.insert(Deadline::new(n, idx));
         }
     }
 
     /// The earliest pending timer.
     pub fn first(&self) -> Option<(Ts, u32)> {
-        self.queue.first().copied()
+        self.queue.first().map(|d| d.get())
     }
 
     /// Pops the earliest pending timer.
     pub fn pop_first(&mut self) -> Option<(Ts, u32)> {
-        self.queue.pop_first()
+        self.queue.pop_first().map(Deadline::get)
     }
 
     /// Pending timers.
@@ -303,6 +322,31 @@ impl Reorder {
 mod tests {
     use super::*;
     use crate::engine::event::EventKind;
+
+    proptest::proptest! {
+        #[test]
+        fn deadlines_fire_by_time_then_customer(
+            ops in proptest::collection::vec((0i64..(1 << 48), 0u32..50, proptest::bool::ANY), 0..200),
+        ) {
+            let (mut timers, mut model) = (Timers::default(), BTreeSet::new());
+            for (t, idx, add) in ops {
+                let t = Ts(t);
+                if add {
+                    timers.reschedule(idx, None, Some(t));
+                    model.insert((t, idx));
+                } else if let Some(&(old, _)) = model.iter().find(|(_, i)| *i == idx) {
+                    timers.reschedule(idx, Some(old), Some(t));
+                    model.remove(&(old, idx));
+                    model.insert((t, idx));
+                }
+                proptest::prop_assert_eq!(timers.first(), model.first().copied());
+            }
+            while let Some(d) = timers.pop_first() {
+                proptest::prop_assert_eq!(Some(d), model.pop_first());
+            }
+            proptest::prop_assert!(model.is_empty());
+        }
+    }
 
     fn event(ts: i64) -> Event {
         Event {
