@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 
 use compact_str::CompactString;
 
-use super::customer::{self, Customer, KEY_BY_EVENT, KEY_BY_LIST};
+use super::customer::{self, Customer, CustomerRecord, KEY_BY_EVENT, KEY_BY_LIST};
 use super::duplicate::Seen;
 use super::event::{CustomerKey, RepKey, Ts};
 use super::rule::Check;
@@ -46,7 +46,7 @@ pub struct SegmentTiers {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CustomerState {
     /// The record.
-    pub customer: Customer,
+    pub customer: CustomerRecord,
     /// Firing checks and when each fired.
     pub episodes: Vec<(Check, Ts)>,
     /// Open tickets: hash and whether a complaint.
@@ -106,7 +106,7 @@ impl Engine {
                 .filter_map(|k| inner.episodes.get(&(idx, k)).map(|t| (k, t)))
                 .collect();
             states[i].customers.push(CustomerState {
-                customer: c.clone(),
+                customer: c.record(&self.core.settings.windows),
                 episodes,
                 tickets: self.core.tickets.get(&idx).cloned().unwrap_or_default(),
                 seen: c.seen,
@@ -177,13 +177,14 @@ impl Engine {
             .collect();
         let mut restored = 0;
         for CustomerState {
-            mut customer,
+            customer,
             episodes,
             tickets,
             seen,
             segment,
         } in state.customers
         {
+            let mut customer = customer.into_customer();
             let segments = &self.core.segments;
             customer.partition = state.partition;
             customer.seen = seen;

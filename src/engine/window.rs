@@ -40,27 +40,36 @@ impl Count for f32 {
     }
 }
 
-/// N buckets in a ring; `head` is the bucket index of the newest slot.
+/// N buckets in a ring whose head (the bucket index of the newest slot)
+/// the owner keeps: a ring whose head follows from a time the record holds
+/// anyway (the frequency ring's is its latest purchase's bucket) does not
+/// store it again.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rolling<T: Count, const N: usize> {
-    head: u32,
+pub struct Ring<T: Count, const N: usize> {
     slots: [T; N],
 }
 
-impl<T: Count, const N: usize> Default for Rolling<T, N> {
+impl<T: Count, const N: usize> Default for Ring<T, N> {
     fn default() -> Self {
         Self {
-            head: 0,
             slots: [T::default(); N],
         }
     }
 }
 
-/// Snapshots store a ring as `(head, slots)`; serde has no impls for
-/// const-generic arrays.
+/// A [`Ring`] with its head: (head, slots) in snapshots and the changelog;
+/// serde has no impls for const-generic arrays. The head is kept as two
+/// halves so a ring of bytes is not padded to a multiple of four (the
+/// handoff ring takes 10 bytes, not 12).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Rolling<T: Count, const N: usize> {
+    head: [u16; 2],
+    ring: Ring<T, N>,
+}
+
 impl<T: Count + serde::Serialize, const N: usize> serde::Serialize for Rolling<T, N> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.head, &self.slots[..]).serialize(s)
+        (self.head(), &self.ring.slots[..]).serialize(s)
     }
 }
 
@@ -72,7 +81,7 @@ impl<'de, T: Count + serde::Deserialize<'de>, const N: usize> serde::Deserialize
         let slots: [T; N] = slots.try_into().map_err(|v: Vec<T>| {
             serde::de::Error::invalid_length(v.len(), &"the window's bucket count")
         })?;
-        Ok(Self { head, slots })
+        Ok(Ring { slots }.with_head(head))
     }
 }
 
@@ -101,38 +110,40 @@ impl Buckets {
     }
 }
 
-impl<T: Count, const N: usize> Rolling<T, N> {
-    /// Adds `v` to bucket `b`. A bucket older than the window is ignored
-    /// (the event is outside what the window can still hold).
-    pub fn add(&mut self, b: u32, v: f64) {
-        self.rotate(b);
-        if b + (N as u32) <= self.head {
-            return;
+impl<T: Count, const N: usize> Ring<T, N> {
+    /// Adds `v` to bucket `b` of the ring at `head`; the new head. A bucket
+    /// older than the window is ignored (the event is outside what the
+    /// window can still hold).
+    pub fn add(&mut self, head: u32, b: u32, v: f64) -> u32 {
+        let head = self.rotate(head, b);
+        if b + (N as u32) > head {
+            let slot = &mut self.slots[b as usize % N];
+            *slot = slot.plus(v);
         }
-        let slot = &mut self.slots[b as usize % N];
-        *slot = slot.plus(v);
+        head
     }
 
-    /// Moves the head forward to `b`, clearing buckets that left the window.
-    pub fn rotate(&mut self, b: u32) {
-        if b <= self.head {
-            return;
+    /// Moves the head forward to `b`, clearing buckets that left the
+    /// window; the new head.
+    pub fn rotate(&mut self, head: u32, b: u32) -> u32 {
+        if b <= head {
+            return head;
         }
-        if b - self.head >= N as u32 {
+        if b - head >= N as u32 {
             self.slots = [T::default(); N];
         } else {
-            for i in self.head + 1..=b {
+            for i in head + 1..=b {
                 self.slots[i as usize % N] = T::default();
             }
         }
-        self.head = b;
+        b
     }
 
     /// Sum of the window as of bucket `b`: buckets in `(b - N, b]`.
-    pub fn sum_at(&self, b: u32) -> f64 {
+    pub fn sum_at(&self, head: u32, b: u32) -> f64 {
         let mut sum = 0.0;
         for (k, slot) in self.slots.iter().enumerate() {
-            let bucket = self.bucket_of_slot(k);
+            let bucket = Self::bucket_of_slot(head, k);
             if bucket <= b && bucket + (N as u32) > b {
                 sum += slot.value();
             }
@@ -145,6 +156,54 @@ impl<T: Count, const N: usize> Rolling<T, N> {
         self.slots.iter().map(|s| s.value()).sum()
     }
 
+    fn bucket_of_slot(head: u32, k: usize) -> u32 {
+        let head_slot = head as usize % N;
+        let back = (head_slot + N - k) % N;
+        head.wrapping_sub(back as u32)
+    }
+
+    /// The ring and its head, kept together.
+    pub fn with_head(self, head: u32) -> Rolling<T, N> {
+        let mut rolling = Rolling {
+            head: [0; 2],
+            ring: self,
+        };
+        rolling.set_head(head);
+        rolling
+    }
+}
+
+impl<T: Count, const N: usize> Rolling<T, N> {
+    fn head(&self) -> u32 {
+        u32::from(self.head[0]) | u32::from(self.head[1]) << 16
+    }
+
+    fn set_head(&mut self, head: u32) {
+        self.head = [head as u16, (head >> 16) as u16];
+    }
+
+    /// Adds `v` to bucket `b` (see [`Ring::add`]).
+    pub fn add(&mut self, b: u32, v: f64) {
+        let head = self.ring.add(self.head(), b, v);
+        self.set_head(head);
+    }
+
+    /// Moves the head forward to `b` (see [`Ring::rotate`]).
+    pub fn rotate(&mut self, b: u32) {
+        let head = self.ring.rotate(self.head(), b);
+        self.set_head(head);
+    }
+
+    /// Sum of the window as of bucket `b`: buckets in `(b - N, b]`.
+    pub fn sum_at(&self, b: u32) -> f64 {
+        self.ring.sum_at(self.head(), b)
+    }
+
+    /// Sum of everything stored, whatever the time.
+    pub fn total(&self) -> f64 {
+        self.ring.total()
+    }
+
     /// The first bucket index from which the sum as seen at that bucket is
     /// below `threshold`, with no further additions; `None` if it already is
     /// at `from`.
@@ -152,13 +211,12 @@ impl<T: Count, const N: usize> Rolling<T, N> {
         if self.sum_at(from) < threshold {
             return None;
         }
-        (from.max(self.head)..=self.head + N as u32).find(|&b| self.sum_at(b) < threshold)
+        (from.max(self.head())..=self.head() + N as u32).find(|&b| self.sum_at(b) < threshold)
     }
 
-    fn bucket_of_slot(&self, k: usize) -> u32 {
-        let head_slot = self.head as usize % N;
-        let back = (head_slot + N - k) % N;
-        self.head.wrapping_sub(back as u32)
+    /// The ring without its head.
+    pub fn into_ring(self) -> Ring<T, N> {
+        self.ring
     }
 }
 

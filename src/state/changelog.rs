@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::engine::customer::{Customer, MaybeRep};
+use crate::engine::customer::{CustomerRecord, MaybeRep};
 use crate::engine::duplicate::Seen;
 use crate::engine::event::{CustomerKey, RepKey, Ts};
 use crate::engine::rep::RepIdx;
@@ -48,7 +48,7 @@ pub enum Entry {
     /// read on upgrade, never written.
     CustomerBeforeIds {
         /// The record.
-        customer: Customer,
+        customer: CustomerRecord,
         /// Firing checks and when each fired.
         episodes: Vec<(Check, Ts)>,
         /// Open tickets.
@@ -79,7 +79,7 @@ pub enum Entry {
     /// upgrade (into the default segment), never written.
     CustomerBeforeSegments {
         /// The record.
-        customer: Customer,
+        customer: CustomerRecord,
         /// Firing checks and when each fired.
         episodes: Vec<(Check, Ts)>,
         /// Open tickets.
@@ -197,7 +197,7 @@ fn changed(sent: &mut FxHashMap<u64, u64>, key: Vec<u8>, value: Vec<u8>, out: &m
 
 /// A customer written before segments existed: the default segment.
 fn before_segments(
-    customer: Customer,
+    customer: CustomerRecord,
     episodes: Vec<(Check, Ts)>,
     tickets: Vec<(u64, bool)>,
     seen: Seen,
