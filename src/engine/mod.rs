@@ -28,6 +28,7 @@ pub mod duplicate;
 mod episode;
 pub mod event;
 pub(crate) mod ids;
+mod lean;
 pub mod money;
 pub mod native;
 mod partition;

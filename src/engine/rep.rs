@@ -145,14 +145,7 @@ impl RepCustomers {
             if self.by_rep.len() <= i {
                 self.by_rep.resize_with(i + 1, Vec::new);
             }
-            let list = &mut self.by_rep[i];
-            // A quarter more at a time, not double: most reps' lists stop
-            // growing, and doubling left them half empty (1.5 bytes per
-            // customer at 1M).
-            if list.len() == list.capacity() {
-                list.reserve_exact((list.len() / 4).max(4));
-            }
-            list.push(customer);
+            super::lean::push(&mut self.by_rep[i], customer);
         }
     }
 

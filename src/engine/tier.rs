@@ -227,7 +227,7 @@ impl TierIndex {
             let g = &mut self.groups[group];
             let members = &mut g.bins[new as usize];
             pos = members.len() as u32;
-            members.push(idx);
+            super::lean::push(members, idx);
             g.octaves[octave(new)] += 1;
             g.positive += 1;
         }
