@@ -269,11 +269,12 @@ fn segments_vs_one(customers: usize, events: u64) {
     );
 }
 
-fn rss_bytes() -> u64 {
+/// This process's peak resident memory (what `/usr/bin/time -f %M` reports).
+fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
@@ -348,65 +349,88 @@ fn measure(what: &str, path: &Path, written: u64) -> Throughput {
     t
 }
 
-/// Resident bytes per customer, measured in a fresh process (this bench
-/// run again with `--memory-child N`): in this one, memory freed by earlier
-/// measurements would be reused and hide the growth.
+/// Bytes per customer as `churnwatch replay` holds them, taken as the CLI
+/// measurement is: `churnwatch generate --customers N --days 30 --seed 7`,
+/// then replay's peak RSS over that file less its peak over the file's
+/// first 200 lines (the process baseline), over the customers the replay
+/// holds. Each replay runs in a fresh process (this bench again, with
+/// `--memory-child FILE`), calling the library's replay as the CLI does;
+/// in this one, memory freed by earlier measurements would be reused and
+/// hide the growth. With `segments`, every event is tagged with one of
+/// two segments ranked on their own.
 fn memory(n: usize, segments: bool) {
-    let child = std::env::current_exe().and_then(|exe| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plain, tagged, base) = (
+        dir.path().join("m1.jsonl"),
+        dir.path().join("m1-segments.jsonl"),
+        dir.path().join("m0.jsonl"),
+    );
+    let options = PopulationOptions {
+        customers: n,
+        seed: 7,
+        start: Ts(1_767_225_600_000),
+        shape: Shape::Established,
+    };
+    write(Population::new(options), 30, u64::MAX, &plain).expect("generate");
+    let full = if segments {
+        tag_segments(&plain, &tagged);
+        &tagged
+    } else {
+        &plain
+    };
+    let head: Vec<String> = BufReader::new(File::open(full).expect("events"))
+        .lines()
+        .take(200)
+        .collect::<Result<_, _>>()
+        .expect("events");
+    std::fs::write(&base, head.join("\n") + "\n").expect("baseline file");
+    let peak = |file: &Path| -> Option<(u64, u64)> {
+        let exe = std::env::current_exe().ok()?;
         let mut command = std::process::Command::new(exe);
-        command.args(["--memory-child", &n.to_string()]);
+        command.arg("--memory-child").arg(file);
         if segments {
             command.arg("--segments");
         }
-        command.status()
-    });
-    if !child.is_ok_and(|s| s.success()) {
-        eprintln!("memory measurement for {n} customers failed");
+        let out = command.output().ok().filter(|o| o.status.success())?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let mut words = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+        Some((words.next()??, words.next()??))
+    };
+    match (peak(&base), peak(full)) {
+        (Some((baseline, _)), Some((top, customers))) if customers > 0 => println!(
+            "memory: {customers} customers ({n} generated, 30 days{}), peak RSS {} MiB over a {} MiB baseline, {:.0} bytes per customer",
+            if segments { ", two segments" } else { "" },
+            (top - baseline) >> 20,
+            baseline >> 20,
+            (top - baseline) as f64 / customers as f64
+        ),
+        _ => eprintln!("memory measurement for {n} customers failed"),
     }
 }
 
-/// RSS growth while `n` customers are created (one purchase and one call
-/// each), divided by `n`; with `segments`, alternately in two segments
-/// ranked on their own.
-fn memory_child(n: usize, segments: bool) {
-    let before = rss_bytes();
+/// Replays `file` as `churnwatch replay` does (output discarded) and
+/// prints this process's peak RSS in bytes and the customers held.
+fn memory_child(file: &Path, segments: bool) {
     let config = if segments {
         Config::parse(TWO_SEGMENTS).expect("segments")
     } else {
         Config::default()
     };
-    let mut engine = Engine::new(&config.engine_settings(), Clock::Wall);
-    let limits = engine.decode_limits();
-    let mut out = Vec::new();
-    let ts = "2026-03-01T10:00:00Z";
-    for i in 0..n {
-        let segment = match (segments, i % 2) {
-            (false, _) => "",
-            (true, 0) => r#","segment":"wholesale""#,
-            (true, _) => r#","segment":"retail""#,
-        };
-        let p = format!(
-            r#"{{"type":"purchase","ts":"{ts}","customer_id":"C{i:08}","amount":{}.5,"event_id":"o{i}"{segment}}}"#,
-            i % 997
-        );
-        engine
-            .apply(decode(p.as_bytes(), limits).expect("valid"), 0, &mut out)
-            .expect("applied");
-        let c = format!(
-            r#"{{"type":"call","ts":"{ts}","customer_id":"C{i:08}","rep_id":"R{:04}"}}"#,
-            i % 3000
-        );
-        engine
-            .apply(decode(c.as_bytes(), limits).expect("valid"), 0, &mut out)
-            .expect("applied");
-    }
-    let after = rss_bytes();
-    println!(
-        "memory: {n} customers, RSS +{} MiB, {:.0} bytes per customer",
-        (after - before) >> 20,
-        (after - before) as f64 / n as f64
-    );
-    drop(engine);
+    let options = ReplayOptions {
+        inputs: vec![file.to_path_buf()],
+        mapped: Vec::new(),
+        until: None,
+        dead_letter: None,
+        now: Ts(chrono::Utc::now().timestamp_millis()),
+    };
+    let summary = replay(
+        &config,
+        &options,
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+    )
+    .expect("replay");
+    println!("{} {}", peak_rss_bytes(), summary.customers);
 }
 
 /// Group-wide tiers at `n` customers over `partitions` input partitions
@@ -529,13 +553,12 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let full = args.iter().any(|a| a == "--full");
-    if let Some(n) = args
+    if let Some(file) = args
         .iter()
         .position(|a| a == "--memory-child")
         .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
     {
-        memory_child(n, args.iter().any(|a| a == "--segments"));
+        memory_child(Path::new(file), args.iter().any(|a| a == "--segments"));
         return;
     }
     if let Some(path) = args
@@ -574,6 +597,11 @@ fn main() {
         mapped_vs_native(100_000, 1_000_000);
         return;
     }
+    if args.iter().any(|a| a == "--memory") {
+        memory(1_000_000, false);
+        memory(1_000_000, true);
+        return;
+    }
     if args.iter().any(|a| a == "--tier-summaries") {
         tier_summaries(1_000_000, 12);
         tier_summaries(1_000_000, 64);
@@ -594,7 +622,6 @@ fn main() {
         segments_vs_one(1_000_000, 10_000_000);
         memory(1_000_000, false);
         memory(1_000_000, true);
-        memory(10_000_000, false);
         timers(10_000_000);
     } else {
         for shape in [Shape::Established, Shape::Young] {
