@@ -88,7 +88,7 @@ fn entry_slot(e: u32) -> u32 {
 impl IdIndex {
     /// Where `h`'s probe starts: its low 32 bits scaled to the length.
     fn home(&self, h: u64) -> usize {
-        ((h & 0xFFFF_FFFF) * self.entries.len() as u64 >> 32) as usize
+        (((h & 0xFFFF_FFFF) * self.entries.len() as u64) >> 32) as usize
     }
 
     /// The entry after `i`, wrapping.
