@@ -470,6 +470,12 @@ impl Customer {
 mod tests {
     use super::*;
 
+    /// The shipped defaults' window geometry (the engine takes plain
+    /// settings; the tests borrow the config's defaults for them).
+    fn windows() -> Windows {
+        Windows::new(&crate::config::Config::default().engine_settings())
+    }
+
     #[test]
     fn customer_stays_small() {
         // 144 bytes of state and 24 of remembered event ids.
@@ -519,7 +525,7 @@ mod tests {
             days in proptest::collection::vec((0i64..400, proptest::bool::ANY), 1..40),
             probe in 0i64..500,
         ) {
-            let w = Windows::new(&crate::config::Config::default().engine_settings());
+            let w = windows();
             let mut c = Customer::new("c".into(), Ts(0), 0);
             let mut kept: Rolling<u16, FREQUENCY_BUCKETS> = Rolling::default();
             for (day, refund) in days {
@@ -545,7 +551,7 @@ mod tests {
 
     #[test]
     fn refunds_lower_monetary_but_are_not_purchases() {
-        let w = Windows::new(&crate::config::Config::default().engine_settings());
+        let w = windows();
         let mut c = Customer::new("c".into(), Ts(0), 0);
         c.purchase(Ts(1000), 100.0, &w);
         c.purchase(Ts(2000), -40.0, &w);
@@ -556,7 +562,7 @@ mod tests {
 
     #[test]
     fn handoffs_count_rep_changes_only() {
-        let w = Windows::new(&crate::config::Config::default().engine_settings());
+        let w = windows();
         let mut c = Customer::new("c".into(), Ts(0), 0);
         for (t, rep) in [(1, 1), (2, 1), (3, 2), (4, 1), (5, 1)] {
             c.call(Ts(t * 1000), Some(RepIdx(rep)), &w);
@@ -572,7 +578,7 @@ mod tests {
 
     #[test]
     fn a_call_by_an_untracked_rep_is_a_contact_only() {
-        let w = Windows::new(&crate::config::Config::default().engine_settings());
+        let w = windows();
         let mut c = Customer::new("c".into(), Ts(0), 0);
         c.call(Ts(1000), Some(RepIdx(1)), &w);
         c.call(Ts(2000), None, &w);

@@ -158,9 +158,9 @@ impl IdIndex {
     /// shift back into the hole (no tombstones), so `rehash` must still
     /// answer for every slot present.
     pub(crate) fn remove(&mut self, h: u64, slot: u32, rehash: impl Fn(u32) -> u64) -> bool {
-        let (target, len) = (entry(h, slot), self.entries.len());
+        let (target, len, home) = (entry(h, slot), self.entries.len(), self.home(h));
         let Some(mut hole) = (0..len)
-            .map(|k| (self.home(h) + k) % len)
+            .map(|k| (home + k) % len)
             .take_while(|&i| self.entries[i] != EMPTY)
             .find(|&i| self.entries[i] == target)
         else {
