@@ -263,6 +263,47 @@ fn orders(customers: usize, each: usize) -> Vec<(String, String, String)> {
 }
 
 /// Each customer's `frequency_90d` and `monetary` as the instance serves them.
+/// Waits (at most `limit`) for the first record to land in `topic`, read
+/// as it lands rather than by [`read_topic`]'s round trip.
+fn first_landed(brokers: &str, topic: &str, limit: Duration) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("watcher-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let mut assigned = false;
+    while std::time::Instant::now() < deadline {
+        if !assigned {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+            let parts: Vec<i32> = md
+                .iter()
+                .flat_map(|md| md.topics())
+                .filter(|t| t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if parts.is_empty() {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in parts {
+                tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                    .unwrap();
+            }
+            consumer.assign(&tpl).unwrap();
+            assigned = true;
+        }
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(20)) {
+            return true;
+        }
+    }
+    false
+}
+
 async fn served(client: &reqwest::Client, api: &str, customers: usize) -> Vec<(u64, f64)> {
     let mut out = Vec::with_capacity(customers);
     for c in 0..customers {
@@ -278,15 +319,18 @@ async fn served(client: &reqwest::Client, api: &str, customers: usize) -> Vec<(u
     out
 }
 
-/// `kill -9` while the orders are being re-keyed, then a restart on the
-/// same disk: every customer ends with exactly its orders, none lost (the
+/// `kill -9` while the orders are being re-keyed (inside the first batch,
+/// then again part-way), each time restarted on the same disk: every
+/// customer ends with exactly its orders, none lost (the
 /// source offsets were stored only once republished) and none doubled:
 /// nothing is even republished twice (what was acknowledged but not
 /// committed is recorded in `state.dir`, what landed unacknowledged is
 /// read back from the repartition topic). Leaning on `event_id` alone was
 /// not enough: each customer has more orders than de-duplication remembers
 /// ids, the two source partitions are read at different speeds after the
-/// restart, and some customers were doubled (seen: 8 of 4000).
+/// restart, and some customers were doubled (seen: 8 of 4000). A kill
+/// inside the first batch once left no record at all, and its restart
+/// republished all that had landed again (seen: 404).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_repartitioning_loses_and_doubles_nothing() {
     const SESSION: Duration = Duration::from_secs(6);
@@ -354,17 +398,37 @@ event_id = "/id"
     )
     .unwrap();
     let start = || common::broker::run_instance(&files.cfg, &files.log);
+    // First killed the moment its first republished record lands: inside
+    // its first batch, before anything was acknowledged or committed.
+    let mut child = start();
+    let brokers = tansu.brokers.clone();
+    let landed = tokio::task::spawn_blocking(move || {
+        first_landed(&brokers, "churnwatch-repartition", Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    child.kill();
+    assert!(
+        landed,
+        "the instance started re-keying; its log:\n{}",
+        std::fs::read_to_string(&files.log).unwrap_or_default()
+    );
+    let at_first = read_topic(&tansu.brokers, "churnwatch-repartition").len();
+    // Restarted once the broker expired the killed member (see
+    // kafka_tansu.rs, kill_9_at_random_points_loses_no_alert, for why not
+    // sooner), then killed again once it has republished more.
+    tokio::time::sleep(SESSION + Duration::from_secs(1)).await;
     let mut child = start();
     let mut at_kill = 0;
     let repartitioning = eventually(Duration::from_secs(60), || {
         at_kill = read_topic(&tansu.brokers, "churnwatch-repartition").len();
-        at_kill > 0
+        at_kill > at_first
     })
     .await;
     child.kill();
     assert!(
         repartitioning,
-        "the instance started re-keying; its log:\n{}",
+        "the restarted instance went on re-keying; its log:\n{}",
         std::fs::read_to_string(&files.log).unwrap_or_default()
     );
     assert!(
@@ -372,8 +436,6 @@ event_id = "/id"
         "killed while re-keying ({at_kill} of {} republished)",
         records.len()
     );
-    // Restarted once the broker expired the killed member (see
-    // kafka_tansu.rs, kill_9_at_random_points_loses_no_alert, for why not sooner).
     tokio::time::sleep(SESSION + Duration::from_secs(1)).await;
     let mut child = start();
     assert!(
@@ -423,6 +485,6 @@ event_id = "/id"
     assert_eq!(copies.len(), records.len(), "every order was re-keyed");
     assert_eq!(
         twice, 0,
-        "orders republished twice (of {at_kill} at the kill)"
+        "orders republished twice (of {at_first} at the first kill, {at_kill} at the second)"
     );
 }

@@ -2,7 +2,7 @@
 //! last source offset republished past given positions (read back from the
 //! records' source headers). Blocking calls: run them off the async threads.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -11,6 +11,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::sink::{SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER, header_str};
 use super::watermarks::watermarks as all_watermarks;
+use crate::state::rekeying::fingerprint;
 
 /// How long one broker call may take.
 const CALL: Duration = Duration::from_secs(10);
@@ -41,16 +42,16 @@ fn unanswered() -> KafkaError {
     KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownPartition)
 }
 
-/// The source offsets per source topic and partition of the records of
-/// `topic` from `from` (per partition) to the partitions' ends as of the
-/// call, read for at most `limit`. Partial after `limit` (said in the
+/// The source offsets (with their payloads' fingerprints) per source topic
+/// and partition of the records of `topic` from `from` (per partition) to
+/// the partitions' ends as of the call, read for at most `limit`. Partial after `limit` (said in the
 /// warning): it can only find less, never more than is there.
 pub fn last_republished(
     client: &ClientConfig,
     topic: &str,
     from: &BTreeMap<i32, i64>,
     limit: Duration,
-) -> Result<BTreeMap<(String, i32), BTreeSet<i64>>, KafkaError> {
+) -> Result<BTreeMap<(String, i32), BTreeMap<i64, u64>>, KafkaError> {
     let reader = quiet(client)?;
     let mut tpl = TopicPartitionList::new();
     let mut left = BTreeMap::new();
@@ -80,8 +81,8 @@ pub fn last_republished(
         if let Some((t, p, o)) = source_of(&m) {
             found
                 .entry((t.to_string(), p))
-                .or_insert_with(BTreeSet::new)
-                .insert(o);
+                .or_insert_with(BTreeMap::new)
+                .insert(o, fingerprint(m.payload()));
         }
         if left
             .get(&m.partition())

@@ -11,11 +11,12 @@
 //! dead letter) is acknowledged, in order, and committed once per batch; so
 //! a crash loses nothing. What was acknowledged but not yet committed is
 //! recorded in `state.dir` ([`crate::state::rekeying`]), and a restart on
-//! the same disk skips it rather than republishing it; where that record is
-//! missing (a partition taken over by another instance after a crash, a
+//! the same disk skips it rather than republishing it, as does this process
+//! when a partition it had comes back after a rebalance; where that record
+//! is missing (a partition taken over by another instance after a crash, a
 //! lost disk) at most the batches in flight are republished again, and
-//! de-duplication (`event_id`) absorbs them. Records the mapping rejects are dead-lettered here, with their
-//! source's coordinates; skipped ones are counted here. A record the broker
+//! de-duplication (`event_id`) absorbs them. Records the mapping rejects
+//! are dead-lettered here, with their source's coordinates; skipped ones are counted here. A record the broker
 //! refuses for good (larger than the repartition topic takes) is counted in
 //! `churnwatch_produce_failures_total` and logged, as an alert would be, so
 //! it cannot stall the topic.
@@ -81,13 +82,25 @@ impl Repartitioner {
     /// `hard`; what was not acknowledged is read again at the next start.
     pub async fn run(self, stop: CancellationToken, hard: CancellationToken) {
         let consumer = &self.consumer;
-        // What the last process recorded, for the first assignment's skip.
+        // What the last process recorded, and where this one starts
+        // republishing: recorded before the first republish, so that a
+        // crash inside the first batch still leaves the restart a place
+        // to read what landed back from.
         let previous = rekeying::read(&self.state_dir, &self.group);
+        let mut landed = self.ends().await;
+        landed.extend(previous.landed.iter().map(|(&p, &o)| (p, o)));
         let mut progress = Progress {
             acked: previous.acked.clone(),
-            landed: self.ends().await,
+            landed,
         };
-        // Per assigned partition: what was republished before a restart.
+        self.record_progress(&progress);
+        // Where the last process may have left records unacknowledged: read
+        // back when a partition it had is assigned before this one
+        // acknowledged anything of it (no file: it republished nothing).
+        let resumed = previous != Progress::default();
+        let start = progress.landed.clone();
+        // Per assigned partition: what was republished before a restart or
+        // before the partition was last revoked.
         let mut skip: BTreeMap<(String, i32), Skip> = BTreeMap::new();
         let mut batch = Vec::with_capacity(BATCH);
         'consume: loop {
@@ -107,7 +120,12 @@ impl Repartitioner {
             for r in consumer.context().take_rebalances() {
                 match r {
                     Rebalanced::Assigned(tps) => {
-                        skip.extend(self.already_republished(tps, &previous).await)
+                        let back = resumed
+                            && tps
+                                .iter()
+                                .any(|tp| progress.acked.get(tp) == previous.acked.get(tp));
+                        let back = back.then(|| start.clone());
+                        skip.extend(self.already_republished(tps, &progress, back).await)
                     }
                     Rebalanced::Revoked { partitions, .. } => {
                         partitions.iter().for_each(|tp| _ = skip.remove(tp))
@@ -120,7 +138,7 @@ impl Repartitioner {
                     Ok(m) => {
                         let done = skip
                             .get(&(m.topic().to_string(), m.partition()))
-                            .is_some_and(|s| s.covers(m.offset()));
+                            .is_some_and(|s| s.covers(m.offset(), m.payload()));
                         let out = match done {
                             true => {
                                 self.metrics.record_skipped(m.topic(), ALREADY_REPUBLISHED);
@@ -145,18 +163,17 @@ impl Repartitioner {
                         _ => {}
                     }
                 }
-                if let Err(e) = consumer.store_offset_from_message(&m) {
-                    tracing::debug!(error = %e, "offset not stored (partition revoked)");
-                    continue;
-                }
+                // Acknowledged even where the partition was revoked in the
+                // meantime: if it comes back, this is not republished again.
                 progress
                     .acked
                     .insert((m.topic().to_string(), m.partition()), m.offset());
+                if let Err(e) = consumer.store_offset_from_message(&m) {
+                    tracing::debug!(error = %e, "offset not stored (partition revoked)");
+                }
             }
-            if progress != before
-                && let Err(e) = rekeying::write(&self.state_dir, &self.group, &progress)
-            {
-                tracing::warn!(dir = %self.state_dir.display(), error = %e, "re-keying progress not recorded (a restart republishes more)");
+            if progress != before {
+                self.record_progress(&progress);
             }
             // Committed per batch, not per auto-commit second: a crash then
             // leaves at most the batches in flight uncommitted.
@@ -165,6 +182,14 @@ impl Repartitioner {
             }
         }
         crate::kafka::source::commit_stored(self.consumer.clone()).await;
+    }
+
+    /// Records `progress` in `state.dir`; a failure is logged (a restart
+    /// then republishes more, which de-duplication absorbs).
+    fn record_progress(&self, progress: &Progress) {
+        if let Err(e) = rekeying::write(&self.state_dir, &self.group, progress) {
+            tracing::warn!(dir = %self.state_dir.display(), error = %e, "re-keying progress not recorded (a restart republishes more)");
+        }
     }
 
     /// The repartition topic's ends before this process republishes
@@ -186,18 +211,20 @@ impl Repartitioner {
         }
     }
 
-    /// Of the partitions just assigned, the last offset of each that was
-    /// republished beyond the group's committed offset: acknowledged (as
-    /// `previous` recorded) or landed unacknowledged (read back from the
-    /// repartition topic past `previous.landed`). A failed lookup skips
-    /// nothing (more redeliveries, which de-duplication absorbs).
+    /// Of the partitions just assigned, what was republished beyond the
+    /// group's committed offset: acknowledged (as `progress` holds, this
+    /// process's and the last one's) or landed unacknowledged (read back
+    /// from the repartition topic past `read_back`, where the last process
+    /// began). A failed lookup skips nothing (more redeliveries, which
+    /// de-duplication absorbs).
     async fn already_republished(
         &self,
         tps: Vec<(String, i32)>,
-        previous: &Progress,
+        progress: &Progress,
+        read_back: Option<BTreeMap<i32, i64>>,
     ) -> BTreeMap<(String, i32), Skip> {
         let mut out = BTreeMap::new();
-        if !tps.iter().any(|tp| previous.acked.contains_key(tp)) {
+        if read_back.is_none() && !tps.iter().any(|tp| progress.acked.contains_key(tp)) {
             return out;
         }
         let mut tpl = rdkafka::TopicPartitionList::new();
@@ -205,14 +232,13 @@ impl Repartitioner {
             tpl.add_partition(t, *p);
         }
         let consumer = self.consumer.clone();
-        let (reader, topic, from) = (
-            self.reader.clone(),
-            self.topic.clone(),
-            previous.landed.clone(),
-        );
+        let (reader, topic) = (self.reader.clone(), self.topic.clone());
         let looked = tokio::task::spawn_blocking(move || {
             let committed = consumer.committed_offsets(tpl, COMMITTED_TIMEOUT)?;
-            let found = republished::last_republished(&reader, &topic, &from, READ_BACK)?;
+            let found = match read_back {
+                Some(from) => republished::last_republished(&reader, &topic, &from, READ_BACK)?,
+                None => BTreeMap::new(),
+            };
             Ok::<_, rdkafka::error::KafkaError>((committed, found))
         })
         .await;
@@ -233,14 +259,14 @@ impl Repartitioner {
                 rdkafka::Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            if let Some(skip) = Skip::of(previous.acked.get(&tp).copied(), found.get(&tp), at) {
+            if let Some(skip) = Skip::of(progress.acked.get(&tp).copied(), found.get(&tp), at) {
                 tracing::info!(
                     topic = tp.0,
                     partition = tp.1,
                     from = at,
                     through = skip.through,
                     landed_after = skip.also.len(),
-                    "resuming re-keying: records republished before the restart are skipped"
+                    "resuming re-keying: records already republished are skipped"
                 );
                 out.insert(tp, skip);
             }

@@ -1,22 +1,26 @@
 //! How far the re-keying task got, kept in `state.dir`: per source
 //! partition, the last offset whose republished record (or dead letter) the
 //! broker acknowledged, and per repartition partition the offset past the
-//! last acknowledged republish. Offsets are committed to the group once per
-//! batch, so after a crash the group's committed offset is behind what was
-//! already republished; a restart on the same disk reads this file, reads
-//! the repartition topic back from the recorded positions (what landed
-//! while unacknowledged when the process died), and skips all of it rather
-//! than republishing it again (tansu, like many brokers, has no
-//! transactions to make the republish and the commit one step).
+//! last acknowledged republish (first written before anything is
+//! republished). Offsets are committed to the group once per batch, so
+//! after a crash the group's committed offset is behind what was already
+//! republished; a restart on the same disk reads this file, reads the
+//! repartition topic back from the recorded positions (what landed while
+//! unacknowledged when the process died), and skips all of it rather than
+//! republishing it again (tansu, like many brokers, has no transactions to
+//! make the republish and the commit one step).
 //!
 //! The file is advisory: written after the acknowledgement (never ahead of
 //! it) and replaced atomically, but not synced, so a power cut may leave an
 //! older or unreadable file, which only means republishing (and
-//! de-duplicating) more. Only the stretch from the group's committed offset
-//! up to the recorded one is ever skipped, so a file of another group, or
-//! of a topic since recreated, skips nothing the group has not consumed.
+//! de-duplicating) more. Acknowledged offsets are skipped only from the
+//! group's committed offset up to the recorded one, and only where the
+//! group has a committed offset; a record read back is skipped only where
+//! the source record at its offset has its payload. So a file of another
+//! group, or of a topic since recreated, skips nothing the group has not
+//! consumed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -106,44 +110,57 @@ pub fn write(dir: &Path, group: &str, progress: &Progress) -> io::Result<()> {
     std::fs::rename(&tmp, &target)
 }
 
-/// What a restarted partition skips: every offset up to `through`, and
-/// those in `also` beyond it (records that landed while unacknowledged: the
-/// ones before them may not have, as they went to other partitions).
+/// A record's payload, as far as telling a republished copy from another
+/// record at the same offset goes (a source topic recreated since).
+pub fn fingerprint(payload: Option<&[u8]>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    payload.hash(&mut h);
+    h.finish()
+}
+
+/// What an assigned partition skips: every offset up to `through`, and
+/// those in `also` beyond it whose payload is the one that landed (records
+/// that landed while unacknowledged: the ones before them may not have, as
+/// they went to other partitions).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skip {
     /// Acknowledged up to here.
     pub through: i64,
-    /// Read back from the repartition topic.
-    pub also: BTreeSet<i64>,
+    /// Read back from the repartition topic: offset and payload fingerprint.
+    pub also: BTreeMap<i64, u64>,
 }
 
 impl Skip {
-    /// Whether the record at `offset` was republished already.
-    pub fn covers(&self, offset: i64) -> bool {
-        offset <= self.through || self.also.contains(&offset)
+    /// Whether the record at `offset` with `payload` was republished already.
+    pub fn covers(&self, offset: i64, payload: Option<&[u8]>) -> bool {
+        offset <= self.through || self.also.get(&offset) == Some(&fingerprint(payload))
     }
 
     /// For a partition whose group offset is `committed`, of which `acked`
     /// was recorded as acknowledged and `found` read back from the
-    /// repartition topic, what was republished from `committed` on. Only a
-    /// partition nobody took further since the record counts (else `found`
-    /// could be another instance's records, since committed).
+    /// repartition topic, what was republished from `committed` on.
+    /// `acked` counts only while nobody took the partition further since
+    /// (else the group is past it) and only with a group offset (without
+    /// one, the record may be of a topic since recreated); what was read
+    /// back counts where its payload is the record's, whoever wrote it.
     pub fn of(
         acked: Option<i64>,
-        found: Option<&BTreeSet<i64>>,
+        found: Option<&BTreeMap<i64, u64>>,
         committed: Option<i64>,
     ) -> Option<Skip> {
-        let (through, c) = (acked?, committed?);
-        if through + 1 < c {
-            return None;
-        }
-        let also: BTreeSet<i64> = found
+        let through = match (acked, committed) {
+            (Some(a), Some(c)) if a + 1 >= c => a,
+            (_, Some(c)) => c - 1,
+            (_, None) => -1,
+        };
+        let also: BTreeMap<i64, u64> = found
             .into_iter()
             .flatten()
-            .copied()
-            .filter(|&o| o > through)
+            .filter(|&(&o, _)| o > through)
+            .map(|(&o, &f)| (o, f))
             .collect();
-        (through >= c || !also.is_empty()).then_some(Skip { through, also })
+        (through >= committed.unwrap_or(0) || !also.is_empty()).then_some(Skip { through, also })
     }
 }
 
@@ -181,20 +198,34 @@ mod tests {
 
     #[test]
     fn only_what_landed_from_the_committed_offset_on_is_skipped() {
-        let found: BTreeSet<i64> = [44, 46].into_iter().collect();
+        let (a, b) = (Some(&b"a"[..]), Some(&b"b"[..]));
+        let found: BTreeMap<i64, u64> = [(44, fingerprint(a)), (46, fingerprint(b))]
+            .into_iter()
+            .collect();
         let skip = Skip::of(Some(41), Some(&found), Some(30)).unwrap();
-        assert!((30..=41).all(|o| skip.covers(o)));
-        assert!(skip.covers(44) && skip.covers(46));
+        assert!((30..=41).all(|o| skip.covers(o, None)));
+        assert!(skip.covers(44, a) && skip.covers(46, b));
         // 42, 43 and 45 went to partitions they had not reached yet.
-        assert!(!skip.covers(42) && !skip.covers(45) && !skip.covers(47));
+        assert!(!skip.covers(42, a) && !skip.covers(45, a) && !skip.covers(47, a));
+        // Another record at an offset that landed: not the one republished.
+        assert!(!skip.covers(44, b) && !skip.covers(46, None));
         // Nothing acknowledged since the commit, but some landed.
         let skip = Skip::of(Some(29), Some(&found), Some(30)).unwrap();
-        assert!(!skip.covers(30) && skip.covers(44));
+        assert!(!skip.covers(30, a) && skip.covers(44, a));
         assert_eq!(Skip::of(Some(29), None, Some(30)), None);
-        // The group is past the record (another instance went on): nothing.
+        // Killed before anything was acknowledged: what landed still counts.
+        let skip = Skip::of(None, Some(&found), None).unwrap();
+        assert!(!skip.covers(0, a) && skip.covers(44, a) && skip.covers(46, b));
+        let skip = Skip::of(None, Some(&found), Some(45)).unwrap();
+        assert!(skip.covers(44, None) && skip.covers(46, b) && !skip.covers(45, a));
+        // The group is past the record (another instance went on): only
+        // what landed past the group offset.
+        let skip = Skip::of(Some(41), Some(&found), Some(45)).unwrap();
+        assert!(!skip.covers(45, a) && skip.covers(46, b));
         assert_eq!(Skip::of(Some(41), Some(&found), Some(50)), None);
-        // No group offset (a new group, a recreated topic), no record: nothing.
-        assert_eq!(Skip::of(Some(41), Some(&found), None), None);
-        assert_eq!(Skip::of(None, Some(&found), Some(3)), None);
+        // No group offset (a new group, a recreated topic): the record's
+        // acknowledgements count for nothing.
+        assert_eq!(Skip::of(Some(41), None, None), None);
+        assert_eq!(Skip::of(None, None, Some(3)), None);
     }
 }
