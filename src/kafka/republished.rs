@@ -11,7 +11,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::sink::{SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER, header_str};
 use super::watermarks::watermarks as all_watermarks;
-use crate::state::rekeying::fingerprint;
+use crate::state::rekeying::{ReadBack, fingerprint};
 
 /// How long one broker call may take.
 const CALL: Duration = Duration::from_secs(10);
@@ -51,7 +51,7 @@ pub fn last_republished(
     topic: &str,
     from: &BTreeMap<i32, i64>,
     limit: Duration,
-) -> Result<BTreeMap<(String, i32), BTreeMap<i64, u64>>, KafkaError> {
+) -> Result<BTreeMap<(String, i32), ReadBack>, KafkaError> {
     let reader = quiet(client)?;
     let mut tpl = TopicPartitionList::new();
     let mut left = BTreeMap::new();

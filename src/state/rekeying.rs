@@ -32,6 +32,10 @@ const FILE: &str = "rekeyed.json";
 /// Acknowledged source offsets per topic and partition.
 pub type Acked = BTreeMap<(String, i32), i64>;
 
+/// Source offsets of one partition read back from the repartition topic,
+/// with their payloads' [`fingerprint`]s.
+pub type ReadBack = BTreeMap<i64, u64>;
+
 /// What the file holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
@@ -128,7 +132,7 @@ pub struct Skip {
     /// Acknowledged up to here.
     pub through: i64,
     /// Read back from the repartition topic: offset and payload fingerprint.
-    pub also: BTreeMap<i64, u64>,
+    pub also: ReadBack,
 }
 
 impl Skip {
@@ -146,7 +150,7 @@ impl Skip {
     /// back counts where its payload is the record's, whoever wrote it.
     pub fn of(
         acked: Option<i64>,
-        found: Option<&BTreeMap<i64, u64>>,
+        found: Option<&ReadBack>,
         committed: Option<i64>,
     ) -> Option<Skip> {
         let through = match (acked, committed) {
@@ -154,7 +158,7 @@ impl Skip {
             (_, Some(c)) => c - 1,
             (_, None) => -1,
         };
-        let also: BTreeMap<i64, u64> = found
+        let also: ReadBack = found
             .into_iter()
             .flatten()
             .filter(|&(&o, _)| o > through)
