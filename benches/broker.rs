@@ -269,7 +269,6 @@ fn cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Events/s of a consumer that only polls and counts, first message to last.
 /// Events/s of a bare rdkafka consumer reading `n` messages of the input
 /// topics, and this process's CPU seconds per message over the same span.
 fn bare_consumer(config: &Config, n: u64) -> (f64, f64) {
