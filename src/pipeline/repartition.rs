@@ -16,10 +16,10 @@
 //! is missing (a partition taken over by another instance after a crash, a
 //! lost disk) at most the batches in flight are republished again, and
 //! de-duplication (`event_id`) absorbs them. Records the mapping rejects
-//! are dead-lettered here, with their source's coordinates; skipped ones are counted here. A record the broker
-//! refuses for good (larger than the repartition topic takes) is counted in
-//! `churnwatch_produce_failures_total` and logged, as an alert would be, so
-//! it cannot stall the topic.
+//! are dead-lettered here, with their source's coordinates; skipped ones
+//! are counted here. A record the broker refuses for good (larger than the
+//! repartition topic takes) is counted in `churnwatch_produce_failures_total`
+//! and logged, as an alert would be, so it cannot stall the topic.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -214,8 +214,8 @@ impl Repartitioner {
     /// Of the partitions just assigned, what was republished beyond the
     /// group's committed offset: acknowledged (as `progress` holds, this
     /// process's and the last one's) or landed unacknowledged (read back
-    /// from the repartition topic past `read_back`, where the last process
-    /// began). A failed lookup skips nothing (more redeliveries, which
+    /// from the repartition topic past `read_back`, the positions the last
+    /// process recorded). A failed lookup skips nothing (more redeliveries, which
     /// de-duplication absorbs).
     async fn already_republished(
         &self,
