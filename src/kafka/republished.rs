@@ -44,8 +44,9 @@ fn unanswered() -> KafkaError {
 
 /// The source offsets (with their payloads' fingerprints) per source topic
 /// and partition of the records of `topic` from `from` (per partition) to
-/// the partitions' ends as of the call, read for at most `limit`. Partial after `limit` (said in the
-/// warning): it can only find less, never more than is there.
+/// the partitions' ends as of the call, read for at most `limit`. Partial
+/// after `limit` (said in the warning): it can only find less, never more
+/// than is there.
 pub fn last_republished(
     client: &ClientConfig,
     topic: &str,

@@ -215,8 +215,8 @@ impl Repartitioner {
     /// group's committed offset: acknowledged (as `progress` holds, this
     /// process's and the last one's) or landed unacknowledged (read back
     /// from the repartition topic past `read_back`, the positions the last
-    /// process recorded). A failed lookup skips nothing (more redeliveries, which
-    /// de-duplication absorbs).
+    /// process recorded). A failed lookup skips nothing (more redeliveries,
+    /// which de-duplication absorbs).
     async fn already_republished(
         &self,
         tps: Vec<(String, i32)>,
