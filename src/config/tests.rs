@@ -260,3 +260,17 @@ fn bad_segments_are_refused_by_name() {
     let e = err("[segments]\nkey_accounts = { file = \"/nonexistent/key-accounts.txt\" }\n");
     assert!(e.contains("/nonexistent/key-accounts.txt"), "{e}");
 }
+
+#[test]
+fn a_key_accounts_file_lists_one_id_per_line_without_comments_or_blanks() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("key-accounts.txt");
+    std::fs::write(&list, "# strategic\nk\n\n").unwrap();
+    let config = Config::parse(&format!(
+        "[segments]\nkey_accounts = {{ file = \"{}\" }}\n",
+        list.display()
+    ))
+    .unwrap();
+    let ids = config.engine_settings().segments.key_accounts;
+    assert_eq!(ids, vec![crate::engine::event::CustomerKey::from("k")]);
+}

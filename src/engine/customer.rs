@@ -473,7 +473,7 @@ mod tests {
     /// The shipped defaults' window geometry (the engine takes plain
     /// settings; the tests borrow the config's defaults for them).
     fn windows() -> Windows {
-        Windows::new(&crate::config::Config::default().engine_settings())
+        Windows::new(&crate::engine::tests::shipped_settings())
     }
 
     #[test]

@@ -124,17 +124,18 @@ mod tests {
     }
 
     mod engine {
-        use crate::config::Config;
         use crate::engine::Engine;
         use crate::engine::native::decode;
+        use crate::engine::settings::Settings;
+        use crate::engine::tests::shipped_settings;
         use crate::engine::watermark::Clock;
 
         const ORDER: &str = r#"{"type":"purchase","ts":"2026-01-01T00:00:00Z","customer_id":"c","amount":1000,"event_id":"o-1"}"#;
         const LATER: &str = r#"{"type":"purchase","ts":"2026-01-03T00:00:00Z","customer_id":"c","amount":1000,"event_id":"o-1"}"#;
         const OTHER: &str = r#"{"type":"purchase","ts":"2026-01-02T00:00:00Z","customer_id":"c","amount":5,"event_id":"o-2"}"#;
 
-        fn engine(config: &Config) -> Engine {
-            Engine::new(&config.engine_settings(), Clock::Event)
+        fn engine(settings: &Settings) -> Engine {
+            Engine::new(settings, Clock::Event)
         }
 
         fn push(e: &mut Engine, lines: &[&str]) {
@@ -151,7 +152,7 @@ mod tests {
 
         #[test]
         fn three_deliveries_of_one_order_count_once() {
-            let mut e = engine(&Config::default());
+            let mut e = engine(&shipped_settings());
             push(&mut e, &[ORDER, OTHER, ORDER, LATER]);
             assert_eq!(monetary(&e), 1005.0);
             assert_eq!(e.stats().duplicates, [2, 0, 0, 0]);
@@ -159,9 +160,9 @@ mod tests {
 
         #[test]
         fn a_restored_engine_remembers_what_it_saw() {
-            let mut first = engine(&Config::default());
+            let mut first = engine(&shipped_settings());
             push(&mut first, &[ORDER]);
-            let mut restored = engine(&Config::default());
+            let mut restored = engine(&shipped_settings());
             restored.restore_partition(first.partition_state(0));
             push(&mut restored, &[LATER]);
             assert_eq!(monetary(&restored), 1000.0);
@@ -170,8 +171,9 @@ mod tests {
 
         #[test]
         fn a_zero_window_turns_it_off() {
-            let config = Config::parse("[engine]\ndedup_window = \"0s\"\n").unwrap();
-            let mut e = engine(&config);
+            let mut off = shipped_settings();
+            off.dedup_window = std::time::Duration::ZERO;
+            let mut e = engine(&off);
             push(&mut e, &[ORDER, ORDER, LATER]);
             assert_eq!(monetary(&e), 3000.0);
         }

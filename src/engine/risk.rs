@@ -354,14 +354,10 @@ pub fn explain(c: &Customer, at: Ts, cx: &Context<'_>) -> Risk {
 mod tests {
     use super::*;
     use crate::engine::event::DAY_MS;
-    use crate::engine::settings::Settings;
-
-    fn settings() -> Settings {
-        crate::config::Config::default().engine_settings()
-    }
+    use crate::engine::tests::shipped_settings;
 
     fn buyer(days: &[i64]) -> Customer {
-        let s = settings();
+        let s = shipped_settings();
         let w = Windows::new(&s);
         let mut c = Customer::new("c".into(), Ts(days[0] * DAY_MS), 0);
         for d in days {
@@ -371,7 +367,7 @@ mod tests {
     }
 
     fn with<R>(departed: bool, f: impl FnOnce(&Context<'_>) -> R) -> R {
-        let s = settings();
+        let s = shipped_settings();
         let limits = Limits::new(&s.rules, &s.risk);
         let windows = Windows::new(&s);
         f(&Context {
@@ -392,7 +388,7 @@ mod tests {
         assert!(scores.windows(2).all(|w| w[0] <= w[1]), "{scores:?}");
         assert!(scores[0] < scores[4], "{scores:?}");
         let mut again = c.clone();
-        again.purchase(at(149), 50.0, &Windows::new(&settings()));
+        again.purchase(at(149), 50.0, &Windows::new(&shipped_settings()));
         assert!(with(false, |cx| score(&again, at(150), cx)) < scores[3]);
     }
 
@@ -413,7 +409,7 @@ mod tests {
 
     #[test]
     fn every_factor_raises_the_score_and_reasons_sum_to_it() {
-        let s = settings();
+        let s = shipped_settings();
         let w = Windows::new(&s);
         let at = Ts(60 * DAY_MS);
         let base = buyer(&[0, 10, 20, 30]);

@@ -161,7 +161,7 @@ mod tests {
         SegmentSettings {
             name: name.into(),
             ranking,
-            rules: crate::config::Config::default().engine_settings().rules,
+            rules: crate::engine::tests::shipped_settings().rules,
         }
     }
 

@@ -7,6 +7,7 @@ use super::alert::{Alert, Status};
 use super::event::{DAY_MS, Ts};
 use super::native::decode;
 use super::rule::Check;
+use super::settings::Settings;
 use super::tier::Tier;
 use super::watermark::Clock;
 use super::{Applied, Engine};
@@ -23,10 +24,20 @@ struct Harness {
     out: Vec<Alert>,
 }
 
+/// The shipped defaults as the engine takes them: the engine's tests
+/// borrow them from the config here, in one place.
+pub(super) fn shipped_settings() -> Settings {
+    Config::default().engine_settings()
+}
+
 impl Harness {
     fn new(config: &Config) -> Self {
+        Self::with_settings(&config.engine_settings())
+    }
+
+    fn with_settings(settings: &Settings) -> Self {
         Self {
-            engine: Engine::new(&config.engine_settings(), Clock::Event),
+            engine: Engine::new(settings, Clock::Event),
             out: Vec::new(),
         }
     }

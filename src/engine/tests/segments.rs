@@ -159,21 +159,15 @@ fn key_accounts_are_pinned_to_a_and_take_no_rank() {
 
 #[test]
 fn a_listed_key_account_is_pinned_from_its_first_event_and_a_reload_unpins_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("key-accounts.txt");
-    std::fs::write(&list, "# strategic\nk\n\n").unwrap();
-    let config = Config::parse(&format!(
-        "[segments]\nkey_accounts = {{ file = \"{}\" }}\n",
-        list.display()
-    ))
-    .unwrap();
-    let mut h = Harness::new(&config);
+    let mut listed = shipped_settings();
+    listed.segments.key_accounts = vec!["k".into()];
+    let mut h = Harness::with_settings(&listed);
     for i in 0..20 {
         h.purchase(&format!("c{i:02}"), day(0.0), 10.0 + f64::from(i));
     }
     h.purchase("k", day(0.0), 1.0);
     assert_eq!(h.tier("k"), Tier::A);
-    let mut unlisted = config.engine_settings();
+    let mut unlisted = listed;
     unlisted.segments.key_accounts.clear();
     h.engine
         .set_limits(&unlisted.segments, &unlisted.risk, &mut h.out);
