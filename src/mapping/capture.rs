@@ -311,7 +311,8 @@ impl<'de> Visitor<'de> for Element {
     }
 }
 
-/// Captures `pointers`' values from `json` (tests and `check` use it).
+/// Captures `pointers`' values from `json`, for the tests (a test-only
+/// helper: its parse error is a failed test).
 #[cfg(test)]
 pub fn capture<'a>(pointers: &[&str], json: &'a str) -> Vec<Option<Scalar<'a>>> {
     let mut root = Node::default();
