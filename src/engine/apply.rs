@@ -116,14 +116,7 @@ impl super::Engine {
                 let was = (c.segment(), c.tier());
                 core.settle(&mut c, was);
             }
-            Body::Call(rep) => {
-                let before = c.account_rep.get();
-                c.call(ts, rep, &w);
-                let after = c.account_rep.get();
-                if before != after {
-                    core.rep_customers.moved(idx, before, after);
-                }
-            }
+            Body::Call(rep) => c.call(ts, rep, &w),
             Body::Ticket(ticket, status, complaint) => {
                 core.ticket(&mut c, idx, ticket, status, complaint)
             }

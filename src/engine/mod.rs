@@ -55,7 +55,6 @@ use customer::{Customer, MaybeTs, Windows};
 use event::{CustomerKey, DecodeLimits, Event, EventKind, RejectReason, Ts};
 use money::Converter;
 use reconcile::Scope;
-use rep::RepCustomers;
 use risk::RiskSettings;
 use rule::{Limits, Point};
 use segment::{Segmentation, Segments};
@@ -148,8 +147,6 @@ struct Core {
     /// Open tickets per customer, oldest first: (ticket hash, is a
     /// complaint); at most `max_open_tickets` each.
     tickets: FxHashMap<u32, Vec<(u64, bool)>>,
-    /// Each rep's customers, so a departure costs that rep's customers only.
-    rep_customers: RepCustomers,
     /// Wall time the caller last reported, bounding future skew under the
     /// event clock.
     horizon: Option<Ts>,
@@ -232,7 +229,6 @@ impl Engine {
                 forgotten: Vec::new(),
                 track_forgotten: false,
                 tickets: FxHashMap::default(),
-                rep_customers: RepCustomers::default(),
                 horizon: None,
                 stats: Stats::default(),
                 money: Converter::new(s.money.clone()),

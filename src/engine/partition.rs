@@ -205,12 +205,8 @@ impl Engine {
                 .get()
                 .and_then(|r| reps.get(r.0 as usize).copied().flatten())
                 .map_or(customer::MaybeRep::NONE, customer::MaybeRep::some);
-            let (tier, segment, pending, rep) = (
-                customer.tier(),
-                customer.segment(),
-                customer.pending.get(),
-                customer.account_rep.get(),
-            );
+            let (tier, segment, pending) =
+                (customer.tier(), customer.segment(), customer.pending.get());
             let tier = if customer.is_key_account() {
                 tier::Tier::A
             } else {
@@ -222,7 +218,6 @@ impl Engine {
             let Some(idx) = inner.customers.insert(customer) else {
                 continue;
             };
-            core.rep_customers.moved(idx, None, rep);
             core.tiers.insert(idx, segment);
             core.rank(idx, &ranked);
             core.tiers.moved((segment, tier::Tier::C), (segment, tier));
@@ -305,7 +300,6 @@ impl Engine {
         let gone = inner.customers.remove_where(doomed);
         let core = &mut self.core;
         for (idx, c) in &gone {
-            core.rep_customers.moved(*idx, c.account_rep.get(), None);
             core.tiers.remove(*idx, c.segment(), c.tier());
             core.timers.reschedule(*idx, c.pending.get(), None);
             for check in Check::ALL {

@@ -123,38 +123,6 @@ impl Roster {
     }
 }
 
-/// Which customers each rep is the account rep of (customers by compact
-/// index), kept as account reps change, so a departure reconciles that
-/// rep's customers only instead of scanning everyone. A rep's list is
-/// unordered; removal scans it, which costs one rep's book per handoff.
-#[derive(Debug, Default)]
-pub struct RepCustomers {
-    by_rep: Vec<Vec<u32>>,
-}
-
-impl RepCustomers {
-    /// Customer `customer`'s account rep changed from `from` to `to`.
-    pub fn moved(&mut self, customer: u32, from: Option<RepIdx>, to: Option<RepIdx>) {
-        if let Some(list) = from.and_then(|r| self.by_rep.get_mut(r.0 as usize))
-            && let Some(pos) = list.iter().position(|&c| c == customer)
-        {
-            list.swap_remove(pos);
-        }
-        if let Some(r) = to {
-            let i = r.0 as usize;
-            if self.by_rep.len() <= i {
-                self.by_rep.resize_with(i + 1, Vec::new);
-            }
-            super::lean::push(&mut self.by_rep[i], customer);
-        }
-    }
-
-    /// The customers `rep` serves, in no particular order.
-    pub fn of(&self, rep: RepIdx) -> &[u32] {
-        self.by_rep.get(rep.0 as usize).map_or(&[], Vec::as_slice)
-    }
-}
-
 /// The roster side of the engine.
 impl super::Engine {
     /// Applies a roster change at `t` (event time `ts`) and re-evaluates
@@ -183,43 +151,23 @@ impl super::Engine {
             out,
             since: self.core.since(ts),
         };
-        // Only this rep's customers, in the order a full scan would visit
-        // them (so alerts come out as they always did).
-        let mut served = self.core.rep_customers.of(rep_idx).to_vec();
-        served.sort_unstable_by_key(|&idx| super::store::scan_order(idx));
-        for idx in served {
-            if let Some(mut c) = inner.customers.get_mut(idx) {
-                self.core.reconcile(&mut c, idx, t, Point::Before, scope);
-                self.core.reconcile(&mut c, idx, t, Point::Roster, scope);
+        // A scan of everyone, where an index of each rep's customers cost
+        // 4.9 bytes per customer (issue #29's memory budget) and upkeep on
+        // every handoff, for departures a sales force has a few of a week:
+        // a scan of a million records takes tens of milliseconds.
+        let core = &mut self.core;
+        inner.customers.for_each_mut(|idx, c| {
+            if c.account_rep.get() == Some(rep_idx) {
+                core.reconcile(c, idx, t, Point::Before, scope);
+                core.reconcile(c, idx, t, Point::Roster, scope);
             }
-        }
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rep_customers_follow_handoffs_and_evictions() {
-        let mut index = RepCustomers::default();
-        let (r1, r2) = (RepIdx(1), RepIdx(7));
-        for c in 0..5 {
-            index.moved(c, None, Some(r1));
-        }
-        index.moved(2, Some(r1), Some(r2));
-        index.moved(4, Some(r1), None);
-        let mut of_r1 = index.of(r1).to_vec();
-        of_r1.sort_unstable();
-        assert_eq!(of_r1, vec![0, 1, 3]);
-        assert_eq!(index.of(r2), &[2]);
-        assert_eq!(
-            index.of(RepIdx(3)),
-            &[] as &[u32],
-            "a rep with no customers"
-        );
-        assert_eq!(index.of(RepIdx(99)), &[] as &[u32], "a rep never seen");
-    }
 
     #[test]
     fn departures_are_answered_as_recorded() {

@@ -146,12 +146,6 @@ fn split(idx: u32) -> (usize, u32) {
     (idx as usize & (SHARDS - 1), idx >> SHARD_BITS)
 }
 
-/// The position of `idx` in a full scan ([`Customers::for_each`] visits
-/// shard by shard, slot by slot), for visiting a subset in the same order.
-pub(crate) fn scan_order(idx: u32) -> (usize, u32) {
-    split(idx)
-}
-
 /// The compact index of `slot` in shard `shard` (the inverse of [`split`]).
 fn join(shard: usize, slot: u32) -> u32 {
     slot << SHARD_BITS | shard as u32
