@@ -135,24 +135,29 @@ impl GroupTiers {
             partitions,
             of: self.partitions,
         };
-        let ranked = if owned.len() == self.partitions {
-            self.group_in_force = false;
-            step.rank_with(None);
-            Some(own(owned.len()))
-        } else if let Some(given) = self.given() {
-            self.group_in_force = true;
-            step.rank_with(Some(&given));
-            Some(RankedOver {
-                version: self.latest.values().map(|s| s.seq).sum(),
-                partitions: self.latest.len(),
-                of: self.partitions,
-            })
-        } else if !self.group_in_force {
-            // Over its own customers until the group's are known.
-            Some(own(owned.len()))
-        } else {
-            // The group's previous version holds.
-            None
+        let given = self.given();
+        let ranked = match ranking(
+            owned.len(),
+            self.partitions,
+            given.is_some(),
+            self.group_in_force,
+        ) {
+            Ranking::Hold => None,
+            Ranking::Own => {
+                self.group_in_force = false;
+                step.rank_with(None);
+                Some(own(owned.len()))
+            }
+            Ranking::OwnUntilGroup => Some(own(owned.len())),
+            Ranking::Group => {
+                self.group_in_force = true;
+                step.rank_with(given.as_ref());
+                Some(RankedOver {
+                    version: self.latest.values().map(|s| s.seq).sum(),
+                    partitions: self.latest.len(),
+                    of: self.partitions,
+                })
+            }
         };
         if let Some(r) = ranked {
             step.engine.store().set_ranked_over(r);
@@ -215,5 +220,62 @@ impl GroupTiers {
             wanted: self.merged.wanted.clone(),
             at: Instant::now(),
         });
+    }
+}
+
+/// What an instance ranks with at a tick.
+#[derive(Debug, PartialEq, Eq)]
+enum Ranking {
+    /// Its own customers' thresholds: it holds every partition.
+    Own,
+    /// The group's merged thresholds.
+    Group,
+    /// Its own customers', reported as such, until the group's are known.
+    OwnUntilGroup,
+    /// Whatever is in force.
+    Hold,
+}
+
+/// An instance that owns nothing (it is starting, or between a revoke and
+/// an assignment) holds what is in force: it has no customers to rank, and
+/// a restart's first ticks would otherwise take in the group's thresholds
+/// of before the restart (still on the topic) and rank its first rebuilt or
+/// restored events with them, then switch back to its own at an arbitrary
+/// moment once it holds every partition, which under the event clock is a
+/// recompute replay never makes.
+fn ranking(owned: usize, partitions: usize, group_known: bool, group_in_force: bool) -> Ranking {
+    if owned == 0 {
+        Ranking::Hold
+    } else if owned == partitions {
+        Ranking::Own
+    } else if group_known {
+        Ranking::Group
+    } else if group_in_force {
+        Ranking::Hold
+    } else {
+        Ranking::OwnUntilGroup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ranking, ranking};
+
+    #[test]
+    fn an_instance_owning_nothing_takes_in_no_thresholds() {
+        assert_eq!(ranking(0, 3, true, false), Ranking::Hold);
+        assert_eq!(ranking(0, 3, true, true), Ranking::Hold);
+    }
+
+    #[test]
+    fn one_owner_of_every_partition_ranks_its_own_even_with_the_group_known() {
+        assert_eq!(ranking(3, 3, true, true), Ranking::Own);
+    }
+
+    #[test]
+    fn a_part_owner_ranks_with_the_group_once_known_and_holds_it_after() {
+        assert_eq!(ranking(1, 3, false, false), Ranking::OwnUntilGroup);
+        assert_eq!(ranking(1, 3, true, false), Ranking::Group);
+        assert_eq!(ranking(2, 3, false, true), Ranking::Hold);
     }
 }

@@ -152,6 +152,30 @@ impl Record {
 /// Every record of `topic` so far. The end is found by writing a unique
 /// end marker to each partition and reading up to it, not by the broker's
 /// high watermark (tansu 0.6 reports one per batch, not per record).
+/// Whether `config`'s tiers topic holds, for every one of `partitions`
+/// input partitions, a summary of its group, and their merge is exact:
+/// what an instance starting now would rank with.
+pub fn group_tiers_published(config: &Config, partitions: usize) -> bool {
+    use churnwatch::engine::tier_summary::{TierSummary, merge};
+    let prefix = format!("{}/", config.kafka.group_id);
+    let mut latest = std::collections::BTreeMap::new();
+    for r in read_topic(&config.kafka.brokers, &config.kafka.tiers_topic) {
+        let Some(p) = r.key.as_deref().and_then(|k| k.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if let Ok(s) = serde_json::from_slice::<TierSummary>(&r.payload) {
+            latest.insert(p.to_string(), s);
+        }
+    }
+    latest.len() == partitions
+        && merge(
+            latest.values(),
+            config.tiers.a_percent,
+            config.tiers.b_percent,
+        )
+        .complete()
+}
+
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
