@@ -108,21 +108,32 @@ pub(super) fn rank_of(ranked: usize, pct: f64) -> usize {
     ((ranked as f64 * pct / 100.0) - 1e-9).ceil().max(0.0) as usize
 }
 
-/// A customer's place in the rank index: its ranking group, bin and
-/// position in the bin (8 bytes, as the bin and position alone took).
+/// A customer's place in the rank index: its bin and position in the bin,
+/// in 6 bytes (a `u32` position beside the `u16` would pad to 8). The
+/// ranking group is not kept: it is the one whose bin holds the customer
+/// at that position, found among the few groups.
 #[derive(Debug, Clone, Copy)]
 struct Rank {
-    pos: u32,
     bin: u16,
-    group: u8,
+    pos: [u16; 2],
 }
 
 impl Rank {
     const NONE: Rank = Rank {
-        pos: 0,
         bin: NO_BIN,
-        group: 0,
+        pos: [0; 2],
     };
+
+    fn new(bin: u16, pos: u32) -> Self {
+        Self {
+            bin,
+            pos: [pos as u16, (pos >> 16) as u16],
+        }
+    }
+
+    fn pos(self) -> usize {
+        usize::from(self.pos[0]) | usize::from(self.pos[1]) << 16
+    }
 }
 
 fn octave(bin: u16) -> usize {
@@ -151,7 +162,7 @@ impl Group {
 }
 
 /// The monetary rank index. Keyed by the engine's compact customer index;
-/// the per-customer group, bin and position live here, not in the
+/// the per-customer bin and position live here, not in the
 /// customer, so moving one customer never touches another's record.
 /// Customers with zero or negative monetary, and key accounts, are in no
 /// bin: they take no rank from anyone.
@@ -203,21 +214,19 @@ impl TierIndex {
     pub fn place(&mut self, idx: u32, group: usize, monetary: f64) {
         let i = idx as usize;
         let new = bin_of(monetary);
-        let Rank {
-            bin: old,
-            pos,
-            group: was,
-        } = self.rank[i];
-        if old == new && (new == NO_BIN || usize::from(was) == group) {
+        let r = self.rank[i];
+        let old = r.bin;
+        let was = self.group_of(idx, r);
+        if old == new && (new == NO_BIN || was == Some(group)) {
             return;
         }
-        if old != NO_BIN {
-            let g = &mut self.groups[usize::from(was)];
+        if let Some(was) = was {
+            let g = &mut self.groups[was];
             let members = &mut g.bins[old as usize];
-            let p = pos as usize;
+            let p = r.pos();
             members.swap_remove(p);
             if let Some(&moved) = members.get(p) {
-                self.rank[moved as usize].pos = pos;
+                self.rank[moved as usize].pos = r.pos;
             }
             g.octaves[octave(old)] -= 1;
             g.positive -= 1;
@@ -231,11 +240,17 @@ impl TierIndex {
             g.octaves[octave(new)] += 1;
             g.positive += 1;
         }
-        self.rank[i] = Rank {
-            bin: new,
-            pos,
-            group: group as u8,
-        };
+        self.rank[i] = Rank::new(new, pos);
+    }
+
+    /// The ranking group whose bin holds customer `idx` at its place.
+    fn group_of(&self, idx: u32, r: Rank) -> Option<usize> {
+        if r.bin == NO_BIN {
+            return None;
+        }
+        self.groups
+            .iter()
+            .position(|g| g.bins[r.bin as usize].get(r.pos()) == Some(&idx))
     }
 
     /// Requests a customer's rank position from memory (see
@@ -251,15 +266,19 @@ impl TierIndex {
     /// [`Self::prefetch`] requested, so call it once that has run for the
     /// whole batch.
     pub fn prefetch_members(&self, idx: u32) {
-        let Some(&Rank { bin, pos, group }) = self.rank.get(idx as usize) else {
+        let Some(&r) = self.rank.get(idx as usize) else {
             return;
         };
-        if let Some(members) = self.groups[usize::from(group)].bins.get(bin as usize) {
-            if let Some(m) = members.get(pos as usize) {
-                super::ids::prefetch(m, 1);
-            }
-            if let Some(m) = members.last() {
-                super::ids::prefetch(m, 1);
+        // Every group's bin with room at the position: the one holding the
+        // customer is among them, and there are few.
+        for g in &self.groups {
+            if let Some(members) = g.bins.get(r.bin as usize) {
+                if let Some(m) = members.get(r.pos()) {
+                    super::ids::prefetch(m, 1);
+                    if let Some(m) = members.last() {
+                        super::ids::prefetch(m, 1);
+                    }
+                }
             }
         }
     }
@@ -302,10 +321,8 @@ impl TierIndex {
 
     /// The ranking group and bin of customer `idx`, if it is ranked.
     pub fn placed(&self, idx: u32) -> Option<(usize, u16)> {
-        self.rank
-            .get(idx as usize)
-            .filter(|r| r.bin != NO_BIN)
-            .map(|r| (usize::from(r.group), r.bin))
+        let r = *self.rank.get(idx as usize)?;
+        Some((self.group_of(idx, r)?, r.bin))
     }
 
     /// Customers of ranking group `group` whose monetary lies in the closed
@@ -475,6 +492,43 @@ mod tests {
             let at = |k: usize| if k == 0 { f64::INFINITY } else { sorted[k - 1] };
             prop_assert_eq!(got.a, at((n * 5).div_ceil(100)));
             prop_assert_eq!(got.b, at((n * 20).div_ceil(100)));
+        }
+
+        /// Customers moving between groups and bins, often to the same
+        /// bin of another group, are found where a plain map puts them.
+        #[test]
+        fn places_across_groups_equal_a_map(
+            moves in proptest::collection::vec((0u32..40, 0usize..3, 0u8..4), 0..400)
+        ) {
+            let values = [0.0, 10.0, 10.5, 2000.0];
+            let mut idx = TierIndex::new(3, 1);
+            let mut model = std::collections::BTreeMap::new();
+            for i in 0..40 {
+                idx.insert(i, 0);
+            }
+            for (i, group, v) in moves {
+                let v = values[usize::from(v)];
+                idx.place(i, group, v);
+                if v > 0.0 {
+                    model.insert(i, (group, bin_of(v)));
+                } else {
+                    model.remove(&i);
+                }
+            }
+            for i in 0..40 {
+                prop_assert_eq!(idx.placed(i), model.get(&i).copied());
+            }
+            for group in 0..3 {
+                let mut got: Vec<u32> = idx.between(group, 1.0, 1e6).collect();
+                got.sort_unstable();
+                let want: Vec<u32> = model
+                    .iter()
+                    .filter(|(_, (g, _))| *g == group)
+                    .map(|(i, _)| *i)
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+            prop_assert_eq!(idx.ranked(), model.len());
         }
 
         #[test]
