@@ -272,12 +272,12 @@ impl TierIndex {
         // Every group's bin with room at the position: the one holding the
         // customer is among them, and there are few.
         for g in &self.groups {
-            if let Some(members) = g.bins.get(r.bin as usize) {
-                if let Some(m) = members.get(r.pos()) {
+            if let Some(members) = g.bins.get(r.bin as usize)
+                && let Some(m) = members.get(r.pos())
+            {
+                super::ids::prefetch(m, 1);
+                if let Some(m) = members.last() {
                     super::ids::prefetch(m, 1);
-                    if let Some(m) = members.last() {
-                        super::ids::prefetch(m, 1);
-                    }
                 }
             }
         }
