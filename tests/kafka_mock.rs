@@ -862,12 +862,14 @@ async fn a_partition_with_no_state_is_rebuilt_from_the_input_without_emitting_ag
     b.handle.await.expect("join").expect("second run");
     let got = parse_alerts(&read_topic(&brokers, "churn-alerts"));
     let (want, have) = (distinct(&expected), distinct(&got));
+    let late = metric_value(&text, "churnwatch_late_events_total", &[]);
     assert!(
         complete,
-        "distinct alerts equal replay's over the whole stream; missing {:?}, extra {:?}",
+        "distinct alerts equal replay's over the whole stream; missing {:?}, extra {:?}; late events {late:?}",
         want.difference(&have).take(5).collect::<Vec<_>>(),
         have.difference(&want).take(5).collect::<Vec<_>>()
     );
+    assert_eq!(late, Some(0.0), "no event came in behind the watermark");
     assert!(sent_before > 0 && sent_before < expected.len());
     assert_eq!(
         got.len(),

@@ -2,7 +2,12 @@
 //! message: the consume loop looks one up per message, and an owned
 //! `(String, i32)` key would cost an allocation each time. An instance holds
 //! tens of partitions, so a sorted vector beats a tree and iterates in the
-//! same order one would.
+//! same order one would. Messages come in runs of one partition (a
+//! fetch's batch), so the last entry found is tried first: one comparison
+//! instead of a binary search's half dozen string compares, three times
+//! per message.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::offsets::TopicPartition;
 
@@ -10,20 +15,35 @@ use super::offsets::TopicPartition;
 #[derive(Debug)]
 pub struct PartitionMap<V> {
     entries: Vec<(TopicPartition, V)>,
+    /// The index last found: a hint, checked before use.
+    last: AtomicUsize,
 }
 
 impl<V> Default for PartitionMap<V> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
+            last: AtomicUsize::new(0),
         }
     }
 }
 
 impl<V> PartitionMap<V> {
     fn find(&self, topic: &str, partition: i32) -> Result<usize, usize> {
-        self.entries
-            .binary_search_by(|((t, p), _)| (t.as_str(), *p).cmp(&(topic, partition)))
+        let last = self.last.load(Ordering::Relaxed);
+        if let Some(((t, p), _)) = self.entries.get(last)
+            && *p == partition
+            && t == topic
+        {
+            return Ok(last);
+        }
+        let found = self
+            .entries
+            .binary_search_by(|((t, p), _)| (t.as_str(), *p).cmp(&(topic, partition)));
+        if let Ok(i) = found {
+            self.last.store(i, Ordering::Relaxed);
+        }
+        found
     }
 
     /// Whether the partition has a value.
@@ -101,5 +121,9 @@ mod tests {
         assert!(m.get_mut("a", 3).is_none());
         m.remove(&("a".to_string(), 1));
         assert_eq!(m.values().count(), 2);
+        // The last found moved by the removal: the hint is checked.
+        assert_eq!(m.get_mut("a", 2).copied(), Some(1));
+        assert_eq!(m.get_mut("b", 0).copied(), Some(2));
+        assert!(m.get_mut("a", 1).is_none());
     }
 }

@@ -85,6 +85,18 @@ impl Recovery {
             .is_some_and(|r| !r.pending.is_empty())
     }
 
+    /// Whether input topic-partition `tp` is being read again from its
+    /// start for a rebuild: until it reaches the committed offset its
+    /// statistics may still describe the position before the seek (where a
+    /// partition produced to since reads lag 0), so they must not count it
+    /// caught up.
+    pub fn rereading(&self, (topic, partition): (&str, i32)) -> bool {
+        u16::try_from(partition)
+            .ok()
+            .and_then(|p| self.rebuilds.get(&p))
+            .is_some_and(|r| r.pending.contains_key(topic))
+    }
+
     /// Whether nothing is being recovered (the per-message fast path).
     pub fn is_idle(&self) -> bool {
         self.tail.is_empty() && self.rebuilds.is_empty()
@@ -178,8 +190,14 @@ mod tests {
         let mut r = Recovery::default();
         r.rebuild(0, vec![("purchases".into(), 3), ("calls".into(), 1)]);
         assert!(r.catching_up());
+        assert!(r.rereading(("purchases", 0)) && r.rereading(("calls", 0)));
+        assert!(!r.rereading(("purchases", 1)) && !r.rereading(("reps", 0)));
         assert_eq!(r.message(("purchases", 0), 0, 0), Apply::Quiet);
         assert_eq!(r.message(("calls", 0), 0, 0), Apply::Quiet);
+        assert!(
+            !r.rereading(("calls", 0)),
+            "calls reached its committed offset"
+        );
         assert_eq!(
             r.message(("purchases", 1), 1, 0),
             Apply::Live,
