@@ -135,11 +135,10 @@ impl GroupTiers {
             partitions,
             of: self.partitions,
         };
-        let given = self.given();
         let ranked = match ranking(
             owned.len(),
             self.partitions,
-            given.is_some(),
+            self.group_known(),
             self.group_in_force,
         ) {
             Ranking::Hold => None,
@@ -151,7 +150,7 @@ impl GroupTiers {
             Ranking::OwnUntilGroup => Some(own(owned.len())),
             Ranking::Group => {
                 self.group_in_force = true;
-                step.rank_with(given.as_ref());
+                step.rank_with(self.given().as_ref());
                 Some(RankedOver {
                     version: self.latest.values().map(|s| s.seq).sum(),
                     partitions: self.latest.len(),
@@ -165,10 +164,15 @@ impl GroupTiers {
         }
     }
 
-    /// The group's thresholds, once every partition has reported and the
-    /// merge is exact.
+    /// Whether every partition has reported and the merge is exact.
+    fn group_known(&self) -> bool {
+        self.latest.len() >= self.partitions && self.merged.complete()
+    }
+
+    /// The group's thresholds, once [`Self::group_known`]: built only when
+    /// ranked with, not at every tick of an instance holding every partition.
     fn given(&self) -> Option<BTreeMap<String, Thresholds>> {
-        if self.latest.len() < self.partitions || !self.merged.complete() {
+        if !self.group_known() {
             return None;
         }
         self.merged
